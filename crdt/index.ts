@@ -1,0 +1,2 @@
+// Public surface of crdt/ (see README.md beside this file). Nothing is implemented here yet.
+export {}

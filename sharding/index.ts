@@ -1,0 +1,2 @@
+// Public surface of sharding/ (see README.md beside this file). Nothing is implemented here yet.
+export {}
