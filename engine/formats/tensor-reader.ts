@@ -1,0 +1,138 @@
+// Ranged reads of one tensor from its file, converted to f32 rows. Only the bytes of the rows
+// asked for are read (fs.read at an offset), so a shard never touches other layers' weights.
+// Hugging Face q/k rows (permuted for rotate-half RoPE) are put back in adjacent-pair order.
+import { closeSync, openSync, readSync } from 'node:fs'
+import { ModelFormatError, ShapeError } from '../errors.ts'
+import type { SourceDType, TensorRef } from '../index.ts'
+import { bf16ToF32, f16ToF32 } from '../quantize.ts'
+
+const BLOCK = 32
+
+/** Bytes one row of `cols` elements takes in a file of this dtype. */
+export function sourceRowBytes (dtype: SourceDType, cols: number): number {
+  switch (dtype) {
+    case 'f32': return cols * 4
+    case 'f16': case 'bf16': return cols * 2
+    case 'q8_0': return (cols / BLOCK) * 34
+    case 'q4_0': return (cols / BLOCK) * 18
+  }
+}
+
+export interface TensorReader {
+  /** Reads rows [rowStart, rowStart + rowCount) as f32 into `out` (length ≥ rowCount × cols). */
+  readRows(ref: TensorRef, rowStart: number, rowCount: number, out: Float32Array): void
+  /** Reads a whole (small) tensor as f32: norms, biases. */
+  readAll(ref: TensorRef): Float32Array
+  /** Total bytes read from disk so far. */
+  readonly bytesRead: number
+  close(): void
+}
+
+export function createTensorReader (): TensorReader {
+  const fds = new Map<string, number>()
+  let bytesRead = 0
+  let scratch = Buffer.alloc(0)
+
+  function fd (file: string): number {
+    let f = fds.get(file)
+    if (f === undefined) {
+      try {
+        f = openSync(file, 'r')
+      } catch (err) {
+        throw new ModelFormatError(file, `cannot open: ${(err as Error).message}`)
+      }
+      fds.set(file, f)
+    }
+    return f
+  }
+
+  function readBytes (file: string, offset: number, length: number): Buffer {
+    if (scratch.length < length) scratch = Buffer.alloc(Math.max(length, 4096)) // ≥ 4 KiB: never pooled
+    const got = readSync(fd(file), scratch, 0, length, offset)
+    bytesRead += got
+    if (got !== length) throw new ModelFormatError(file, `truncated: wanted ${length} bytes at offset ${offset}, file ends after ${got}`)
+    return scratch
+  }
+
+  /** Reads file rows [first, first + count) as f32 into out (no permutation). */
+  function readFileRows (ref: TensorRef, first: number, count: number, out: Float32Array, outOffset: number): void {
+    const cols = ref.shape.length === 1 ? ref.shape[0] : ref.shape[1]
+    const rowBytes = sourceRowBytes(ref.dtype, cols)
+    const buf = readBytes(ref.file, ref.offset + first * rowBytes, count * rowBytes)
+    decode(ref.dtype, buf, count * cols, out, outOffset)
+  }
+
+  return {
+    readRows (ref, rowStart, rowCount, out) {
+      const [rows, cols] = ref.shape.length === 1 ? [1, ref.shape[0]] : ref.shape
+      if (rowStart < 0 || rowStart + rowCount > rows) throw new ShapeError(`${ref.name}: rows [${rowStart}, ${rowStart + rowCount}) outside [0, ${rows})`)
+      if (out.length < rowCount * cols) throw new ShapeError(`${ref.name}: output buffer too small`)
+      if (ref.permuteHeads === undefined) {
+        readFileRows(ref, rowStart, rowCount, out, 0)
+        return
+      }
+      // Rotate-half order → adjacent pairs: within a head of size hd, our row 2j + c is the
+      // file's row c × hd/2 + j. Read the heads that cover the range, then gather.
+      const hd = rows / ref.permuteHeads
+      const firstHead = Math.floor(rowStart / hd)
+      const lastHead = Math.floor((rowStart + rowCount - 1) / hd)
+      const heads = new Float32Array((lastHead - firstHead + 1) * hd * cols)
+      readFileRows(ref, firstHead * hd, (lastHead - firstHead + 1) * hd, heads, 0)
+      for (let r = 0; r < rowCount; r++) {
+        const row = rowStart + r
+        const h = Math.floor(row / hd)
+        const i = row - h * hd
+        const src = (h - firstHead) * hd + (i % 2) * (hd / 2) + (i >> 1)
+        out.set(heads.subarray(src * cols, (src + 1) * cols), r * cols)
+      }
+    },
+    readAll (ref) {
+      const n = ref.shape.reduce((a, b) => a * b, 1)
+      const out = new Float32Array(n)
+      this.readRows(ref, 0, ref.shape.length === 1 ? 1 : ref.shape[0], out)
+      return out
+    },
+    get bytesRead () { return bytesRead },
+    close () {
+      for (const f of fds.values()) closeSync(f)
+      fds.clear()
+    }
+  }
+}
+
+/** Converts `n` elements stored as `dtype` in `buf` to f32 at out[outOffset...]. */
+function decode (dtype: SourceDType, buf: Buffer, n: number, out: Float32Array, outOffset: number): void {
+  switch (dtype) {
+    // `buf` is an unpooled Buffer (byteOffset 0), so aligned typed views over it are valid.
+    case 'f32':
+      out.set(new Float32Array(buf.buffer, buf.byteOffset, n), outOffset)
+      return
+    case 'f16': {
+      const h = new Uint16Array(buf.buffer, buf.byteOffset, n)
+      for (let i = 0; i < n; i++) out[outOffset + i] = f16ToF32(h[i])
+      return
+    }
+    case 'bf16': {
+      const h = new Uint16Array(buf.buffer, buf.byteOffset, n)
+      for (let i = 0; i < n; i++) out[outOffset + i] = bf16ToF32(h[i])
+      return
+    }
+    case 'q8_0':
+      for (let b = 0; b < n / BLOCK; b++) {
+        const at = b * 34
+        const d = f16ToF32(buf.readUInt16LE(at))
+        for (let j = 0; j < BLOCK; j++) out[outOffset + b * BLOCK + j] = buf.readInt8(at + 2 + j) * d
+      }
+      return
+    case 'q4_0':
+      for (let b = 0; b < n / BLOCK; b++) {
+        const at = b * 18
+        const d = f16ToF32(buf.readUInt16LE(at))
+        for (let j = 0; j < 16; j++) {
+          const q = buf[at + 2 + j]
+          out[outOffset + b * BLOCK + j] = ((q & 0x0f) - 8) * d
+          out[outOffset + b * BLOCK + j + 16] = ((q >> 4) - 8) * d
+        }
+      }
+  }
+}

@@ -1,0 +1,176 @@
+// Public surface of engine/: the types every format, kernel and executor file shares, and the
+// factory functions applications call. Implementation files import their types from here.
+
+/** How a weight matrix is held in memory for the kernels. */
+export type WeightDType = 'f32' | 'f16' | 'q8_0' | 'q4_0'
+
+/** How a tensor is stored in a model file. */
+export type SourceDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0'
+
+/** Architecture hyper-parameters, normalised across llama2.c, Hugging Face and GGUF. */
+export interface ModelConfig {
+  architecture: 'llama' | 'mistral' | 'qwen2'
+  dim: number // model (residual stream) width
+  hiddenDim: number // feed-forward inner width
+  nLayers: number
+  nHeads: number // query heads
+  nKvHeads: number // key/value heads (grouped-query attention when < nHeads)
+  headSize: number // dim / nHeads
+  vocabSize: number
+  seqLen: number // maximum context length
+  ropeTheta: number
+  normEps: number
+  tiedEmbeddings: boolean // the LM head reuses the token embedding matrix
+  qkvBias: boolean // qwen2: q/k/v projections carry biases
+  bosId: number
+  eosId: number
+}
+
+/**
+ * A tensor as stored in a file, not yet read. Canonical names: `tok_embeddings`, `norm`,
+ * `output` (absent when tied), and per layer `layers.{i}.{attention_norm,wq,wk,wv,wo,bq,bk,bv,
+ * ffn_norm,w1,w2,w3}` (w1 = gate, w2 = down, w3 = up). Matrices are `[rows, cols]` = `[out, in]`,
+ * row-major, `y = W x`. RoPE is always applied to adjacent pairs (llama2.c / GGUF convention):
+ * a format that stores q/k for rotate-half (Hugging Face) sets `permuteHeads` and the loader
+ * undoes that permutation of the rows.
+ */
+export interface TensorRef {
+  name: string
+  file: string
+  offset: number // byte offset of the first element in `file`
+  byteLength: number
+  dtype: SourceDType
+  shape: number[] // [rows, cols] or [n]
+  permuteHeads?: number // rows were permuted for rotate-half RoPE with this many heads
+}
+
+export interface TokenizerSource {
+  kind: 'llama2c' | 'hf' | 'gguf'
+  path: string
+}
+
+/** A model found on disk: its config, where each tensor lives, and where its tokenizer is. */
+export interface ModelSource {
+  path: string
+  format: 'llama2c' | 'hf' | 'gguf'
+  config: ModelConfig
+  tensors: Map<string, TensorRef>
+  tokenizer?: TokenizerSource
+}
+
+/** Text ↔ token ids. `decodeToken` follows llama2.c's `decode`: piece of `token` after `prev`. */
+export interface Tokenizer {
+  readonly vocabSize: number
+  readonly bosId: number
+  readonly eosId: number
+  encode(text: string, options?: { bos?: boolean, eos?: boolean }): number[]
+  decodeToken(prev: number, token: number): string
+  /** The raw bytes of the piece, where pieces can be partial UTF-8 (byte-fallback tokens). */
+  decodeTokenBytes?(prev: number, token: number): Uint8Array
+  decode(ids: number[]): string
+}
+
+/**
+ * A weight matrix placed in engine memory (an arena inside a WebAssembly.Memory).
+ * Layouts (rows = out features, cols = in features):
+ * - f32: row-major float32. f16: row-major IEEE half (uint16).
+ * - q8_0: rows grouped by 4; for each group g and 32-column block b the 4 rows' int8 quants are
+ *   stored back to back ([r0 32B][r1 32B][r2 32B][r3 32B]) at `ptr + (g * nb + b) * 128`;
+ *   the f32 scales at `scalesPtr + ((g * nb + b) * 4 + r) * 4`. nb = cols / 32.
+ * - q4_0: same grouping; each row's block is 16 bytes: byte j holds element j in its low nibble
+ *   and element j + 16 in its high nibble, value = (nibble - 8) * scale; group-block stride 64 B.
+ * q8_0 and q4_0 need rows % 4 == 0 and cols % 32 == 0 (`quantizable`); other matrices stay f32.
+ */
+export interface Matrix {
+  dtype: WeightDType
+  rows: number
+  cols: number
+  ptr: number
+  scalesPtr: number // 0 unless q8_0 / q4_0
+}
+
+/** Memory the kernels can see: a bump allocator over one (shared) WebAssembly.Memory. */
+export interface EngineMemory {
+  readonly memory: WebAssembly.Memory
+  alloc(bytes: number, align?: number): number
+  f32(ptr: number, length: number): Float32Array
+  u8(ptr: number, length: number): Uint8Array
+  readonly usedBytes: number
+}
+
+/** Matrix kernels over engine memory. `matmul`: out[t, r] = sum_c W[r, c] * x[t, c], t < T. */
+export interface ComputeBackend {
+  readonly name: 'wasm' | 'reference'
+  readonly threads: number
+  readonly mem: EngineMemory
+  matmul(outPtr: number, w: Matrix, xPtr: number, T: number): void
+  close(): Promise<void>
+}
+
+export * from './errors.ts'
+export { loadModel, loadShard } from './load.ts'
+export type { LoadedModel, LoadModelOptions } from './load.ts'
+
+/** Options for `loadShard`. */
+export interface ShardOptions {
+  /** First layer of the half-open range [start, end); default 0. */
+  start?: number
+  /** End of the range; default the model's layer count. */
+  end?: number
+  /** How matrices are held in memory; default 'f32'. Matrices whose shape q8_0/q4_0 cannot
+   * tile (rows % 4, cols % 32) stay f32. */
+  dtype?: WeightDType
+  /** 'wasm' (SIMD kernels, default) or 'reference' (plain TypeScript, slow, the oracle). */
+  backend?: 'wasm' | 'reference'
+  /** Kernel threads for the wasm backend; default 1. */
+  threads?: number
+  /** Positions per internal prefill chunk (scratch size); default DEFAULT_MAX_BATCH. */
+  maxBatch?: number
+  signal?: AbortSignal
+}
+
+/** Input to a stage: token ids for the first stage, hidden states [T, dim] for the others. */
+export type StageInput = { tokens: ArrayLike<number> } | { hidden: Float32Array }
+
+export interface StepOptions {
+  /** Last stage only: logits of the last position (default) or of every position ([T, vocab]). */
+  logits?: 'last' | 'all'
+}
+
+/** What a step returns: hidden states [T, dim] from a middle stage, logits from the last. */
+export interface StageOutput {
+  hidden?: Float32Array
+  logits?: Float32Array
+}
+
+/** One sequence's state on a shard: its KV cache and position. */
+export interface Session {
+  /** Number of positions already in the KV cache; the next step starts here. */
+  readonly position: number
+  readonly maxLength: number
+  /** Bytes held by this session's KV cache right now. */
+  readonly kvBytes: number
+  /** Runs T positions (a prefill chunk, or T = 1 for a decode step) through the shard's layers. */
+  step(input: StageInput, options?: StepOptions): StageOutput
+  /** Forgets positions ≥ `position` (to replay or rewind). */
+  truncate(position: number): void
+  close(): void
+}
+
+/** A loaded contiguous range of a model's layers. */
+export interface Shard {
+  readonly config: ModelConfig
+  readonly start: number
+  readonly end: number
+  readonly isFirst: boolean
+  readonly isLast: boolean
+  readonly dtype: WeightDType
+  readonly backend: ComputeBackend
+  /** Bytes of weights held in engine memory, and bytes read from the model files to load them. */
+  readonly weightBytes: number
+  readonly bytesRead: number
+  openSession(options?: { maxLength?: number }): Session
+  close(): Promise<void>
+}
+
+export { DEFAULT_MAX_BATCH } from './constants.ts'

@@ -1,0 +1,204 @@
+// The forward pass of one shard for one session, read top to bottom like llama2.c's `forward`:
+// embed (first stage) → for each local layer: attention block, feed-forward block → final norm and
+// LM head (last stage). Activations live in per-shard scratch in engine memory (the kernels read
+// them there); each session owns only its KV cache, which grows as positions are added.
+import { SessionLimitError, ShapeError, ShardConfigError } from './errors.ts'
+import type { ComputeBackend, EngineMemory, ModelConfig, Session, StageInput, StageOutput, StepOptions } from './index.ts'
+import { accumulate, addBias, attention, rmsnorm, rope, swiglu } from './ops.ts'
+import { dequantizeRow } from './quantize.ts'
+import type { ShardWeights } from './shard.ts'
+
+const INITIAL_KV_POSITIONS = 256
+
+/** Activation buffers shared by all sessions of a shard (steps run one at a time). */
+export interface Scratch {
+  T: number // rows each buffer holds (the prefill chunk)
+  x: Float32Array // (T, dim) residual stream
+  xb: Float32Array // (T, dim) normed input of a block; attention output
+  q: Float32Array // (T, dim)
+  k: Float32Array // (T, kvDim)
+  v: Float32Array // (T, kvDim)
+  hb: Float32Array // (T, hidden) gate, then silu(gate) * up
+  hb2: Float32Array // (T, hidden) up
+  out: Float32Array // (T, max(dim, vocab on the last stage)) matmul output
+  ptr: { x: number, xb: number, q: number, k: number, v: number, hb: number, hb2: number, out: number }
+  scores: Float32Array // (maxLength) attention scores, grown on demand
+}
+
+export function createScratch (mem: EngineMemory, c: ModelConfig, T: number, isLast: boolean): Scratch {
+  const kvDim = c.nKvHeads * c.headSize
+  const outWidth = isLast ? Math.max(c.dim, c.vocabSize) : c.dim
+  const ptr = {
+    x: mem.alloc(T * c.dim * 4),
+    xb: mem.alloc(T * c.dim * 4),
+    q: mem.alloc(T * c.dim * 4),
+    k: mem.alloc(T * kvDim * 4),
+    v: mem.alloc(T * kvDim * 4),
+    hb: mem.alloc(T * c.hiddenDim * 4),
+    hb2: mem.alloc(T * c.hiddenDim * 4),
+    out: mem.alloc(T * outWidth * 4)
+  }
+  return {
+    T,
+    x: mem.f32(ptr.x, T * c.dim),
+    xb: mem.f32(ptr.xb, T * c.dim),
+    q: mem.f32(ptr.q, T * c.dim),
+    k: mem.f32(ptr.k, T * kvDim),
+    v: mem.f32(ptr.v, T * kvDim),
+    hb: mem.f32(ptr.hb, T * c.hiddenDim),
+    hb2: mem.f32(ptr.hb2, T * c.hiddenDim),
+    out: mem.f32(ptr.out, T * outWidth),
+    ptr,
+    scores: new Float32Array(INITIAL_KV_POSITIONS)
+  }
+}
+
+export interface SessionInit {
+  config: ModelConfig
+  weights: ShardWeights
+  backend: ComputeBackend
+  scratch: Scratch
+  start: number
+  end: number
+  maxBatch: number
+  maxLength: number
+}
+
+export function createSession (init: SessionInit): Session {
+  const { config: c, weights, backend, scratch: s, start, end } = init
+  const kvDim = c.nKvHeads * c.headSize
+  const nLocal = end - start
+  const isFirst = start === 0
+  const isLast = end === c.nLayers
+  if (!Number.isInteger(init.maxLength) || init.maxLength < 1 || init.maxLength > c.seqLen) {
+    throw new SessionLimitError(`maxLength ${init.maxLength} is not in [1, ${c.seqLen}]`)
+  }
+  const maxLength = init.maxLength
+  let capacity = Math.min(maxLength, INITIAL_KV_POSITIONS)
+  let keyCache: Float32Array[] = Array.from({ length: nLocal }, () => new Float32Array(capacity * kvDim)) // (layer)(positions, kvDim)
+  let valueCache: Float32Array[] = Array.from({ length: nLocal }, () => new Float32Array(capacity * kvDim))
+  let position = 0
+  let closed = false
+
+  function ensureCapacity (positions: number): void {
+    if (positions <= capacity) return
+    let next = capacity
+    while (next < positions) next *= 2
+    next = Math.min(next, maxLength)
+    const grow = (old: Float32Array) => {
+      const bigger = new Float32Array(next * kvDim)
+      bigger.set(old.subarray(0, position * kvDim))
+      return bigger
+    }
+    keyCache = keyCache.map(grow)
+    valueCache = valueCache.map(grow)
+    capacity = next
+    if (s.scores.length < next) s.scores = new Float32Array(next)
+  }
+
+  /** Runs T ≤ scratch.T positions starting at `position`; the chunk's input is already in s.x. */
+  function forwardChunk (T: number): void {
+    const pos0 = position
+    const mm = (outPtr: number, w: Parameters<ComputeBackend['matmul']>[1], xPtr: number) => backend.matmul(outPtr, w, xPtr, T)
+    for (let i = 0; i < nLocal; i++) {
+      const w = weights.layers[i]
+      // Attention block: xb = rmsnorm(x); q, k, v = projections; rotate q, k; cache k, v.
+      rmsnorm(s.xb, s.x, w.attentionNorm, T, c.dim, c.normEps)
+      mm(s.ptr.q, w.wq, s.ptr.xb)
+      mm(s.ptr.k, w.wk, s.ptr.xb)
+      mm(s.ptr.v, w.wv, s.ptr.xb)
+      if (w.bq !== undefined && w.bk !== undefined && w.bv !== undefined) {
+        addBias(s.q, w.bq, T)
+        addBias(s.k, w.bk, T)
+        addBias(s.v, w.bv, T)
+      }
+      rope(s.q, T, c.dim, pos0, c.headSize, c.ropeTheta)
+      rope(s.k, T, kvDim, pos0, c.headSize, c.ropeTheta)
+      keyCache[i].set(s.k.subarray(0, T * kvDim), pos0 * kvDim)
+      valueCache[i].set(s.v.subarray(0, T * kvDim), pos0 * kvDim)
+      // xb = softmax(q kᵀ / √headSize) v over positions ≤ each row's own; x += wo · xb.
+      attention(s.xb, s.q, keyCache[i], valueCache[i], T, pos0, c, s.scores)
+      mm(s.ptr.out, w.wo, s.ptr.xb)
+      accumulate(s.x, s.out, T * c.dim)
+      // Feed-forward block: x += w2 · (silu(w1 · xb) ⊙ (w3 · xb)), xb = rmsnorm(x).
+      rmsnorm(s.xb, s.x, w.ffnNorm, T, c.dim, c.normEps)
+      mm(s.ptr.hb, w.w1, s.ptr.xb)
+      mm(s.ptr.hb2, w.w3, s.ptr.xb)
+      swiglu(s.hb, s.hb2, T * c.hiddenDim)
+      mm(s.ptr.out, w.w2, s.ptr.hb)
+      accumulate(s.x, s.out, T * c.dim)
+    }
+    position += T
+  }
+
+  /** Last stage: logits of `rows` rows of s.x starting at `first`, via final norm + LM head. */
+  function logitsOf (first: number, rows: number): Float32Array {
+    const finalNorm = weights.finalNorm as Float32Array
+    const output = weights.output as NonNullable<ShardWeights['output']>
+    rmsnorm(s.xb, s.x.subarray(first * c.dim), finalNorm, rows, c.dim, c.normEps)
+    backend.matmul(s.ptr.out, output, s.ptr.xb, rows)
+    return s.out.slice(0, rows * c.vocabSize)
+  }
+
+  function loadInput (input: StageInput, from: number, T: number): void {
+    if ('tokens' in input) {
+      for (let t = 0; t < T; t++) dequantizeRow(backend.mem, weights.embedding as NonNullable<ShardWeights['embedding']>, input.tokens[from + t], s.x.subarray(t * c.dim, (t + 1) * c.dim))
+    } else {
+      s.x.set(input.hidden.subarray(from * c.dim, (from + T) * c.dim))
+    }
+  }
+
+  function validate (input: StageInput): number {
+    let T: number
+    if ('tokens' in input) {
+      if (!isFirst) throw new ShardConfigError(`stage [${start}, ${end}) takes hidden states, not token ids`)
+      T = input.tokens.length
+      for (let i = 0; i < T; i++) {
+        const id = input.tokens[i]
+        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new ShapeError(`token id ${id} is outside [0, ${c.vocabSize})`)
+      }
+    } else {
+      if (isFirst) throw new ShardConfigError(`stage [${start}, ${end}) is the first stage and takes token ids`)
+      const h = input.hidden
+      if (h.length === 0 || h.length % c.dim !== 0) throw new ShapeError(`hidden states of length ${h.length} are not [T, ${c.dim}]`)
+      T = h.length / c.dim
+      for (let i = 0; i < h.length; i++) if (!Number.isFinite(h[i])) throw new ShapeError(`hidden state ${i} is not finite`)
+    }
+    if (T < 1) throw new ShapeError('a step needs at least one position')
+    if (position + T > maxLength) throw new SessionLimitError(`positions [${position}, ${position + T}) exceed the session's maximum length ${maxLength}`)
+    return T
+  }
+
+  return {
+    get position () { return position },
+    maxLength,
+    get kvBytes () { return 2 * nLocal * capacity * kvDim * 4 },
+    step (input: StageInput, options: StepOptions = {}): StageOutput {
+      if (closed) throw new SessionLimitError('session is closed')
+      const T = validate(input)
+      ensureCapacity(position + T)
+      const allLogits = isLast && options.logits === 'all'
+      const hidden = isLast ? undefined : new Float32Array(T * c.dim)
+      const logits = allLogits ? new Float32Array(T * c.vocabSize) : undefined
+      let last: Float32Array | undefined
+      for (let from = 0; from < T; from += s.T) {
+        const n = Math.min(s.T, T - from)
+        loadInput(input, from, n)
+        forwardChunk(n)
+        if (hidden !== undefined) hidden.set(s.x.subarray(0, n * c.dim), from * c.dim)
+        if (logits !== undefined) logits.set(logitsOf(0, n), from * c.vocabSize)
+        else if (isLast && from + n === T) last = logitsOf(n - 1, 1)
+      }
+      return isLast ? { logits: logits ?? last } : { hidden }
+    },
+    truncate (to: number): void {
+      if (!Number.isInteger(to) || to < 0 || to > position) throw new SessionLimitError(`cannot truncate to ${to}: session is at ${position}`)
+      position = to
+    },
+    close (): void {
+      closed = true
+      keyCache = []
+      valueCache = []
+    }
+  }
+}

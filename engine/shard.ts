@@ -1,0 +1,115 @@
+// Loading a shard: the weights of layers [start, end) (plus the embedding on the first stage and
+// the final norm + LM head on the last), read from disk with ranged reads and packed into engine
+// memory in the chosen dtype. Other layers' bytes are never read.
+import { ShardConfigError } from './errors.ts'
+import { createTensorReader, type TensorReader } from './formats/tensor-reader.ts'
+import type { ComputeBackend, Matrix, ModelSource, Shard, ShardOptions, WeightDType } from './index.ts'
+import { DEFAULT_MAX_BATCH } from './constants.ts'
+import { packMatrix, quantizable } from './quantize.ts'
+import { createReferenceBackend } from './reference-backend.ts'
+import { createSession, createScratch } from './session.ts'
+import { createWasmBackend } from './wasm-backend.ts'
+
+export interface LayerWeights {
+  attentionNorm: Float32Array // (dim)
+  wq: Matrix // (dim, dim)
+  wk: Matrix // (kvDim, dim)
+  wv: Matrix // (kvDim, dim)
+  wo: Matrix // (dim, dim)
+  bq?: Float32Array // (dim) qwen2 only
+  bk?: Float32Array // (kvDim)
+  bv?: Float32Array // (kvDim)
+  ffnNorm: Float32Array // (dim)
+  w1: Matrix // (hidden, dim) gate
+  w2: Matrix // (dim, hidden) down
+  w3: Matrix // (hidden, dim) up
+}
+
+export interface ShardWeights {
+  embedding?: Matrix // (vocab, dim): first stage
+  layers: LayerWeights[] // one per layer in [start, end)
+  finalNorm?: Float32Array // (dim): last stage
+  output?: Matrix // (vocab, dim): last stage (the embedding matrix when tied)
+}
+
+export async function loadShard (source: ModelSource, options: ShardOptions = {}): Promise<Shard> {
+  const config = source.config
+  const start = options.start ?? 0
+  const end = options.end ?? config.nLayers
+  const dtype: WeightDType = options.dtype ?? 'f32'
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > config.nLayers || start >= end) {
+    throw new ShardConfigError(`layer range [${start}, ${end}) is not inside [0, ${config.nLayers})`)
+  }
+  const backend: ComputeBackend = options.backend === 'reference'
+    ? createReferenceBackend()
+    : await createWasmBackend({ threads: options.threads ?? 1 })
+  const reader = createTensorReader()
+  try {
+    const weights = loadWeights(source, reader, backend, start, end, dtype, options.signal)
+    const maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH
+    const scratch = createScratch(backend.mem, config, maxBatch, end === config.nLayers)
+    const weightBytes = backend.mem.usedBytes
+    const bytesRead = reader.bytesRead
+    return {
+      config,
+      start,
+      end,
+      isFirst: start === 0,
+      isLast: end === config.nLayers,
+      dtype,
+      backend,
+      weightBytes,
+      bytesRead,
+      openSession: (opts = {}) => createSession({ config, weights, backend, scratch, start, end, maxBatch, maxLength: opts.maxLength ?? config.seqLen }),
+      close: () => backend.close()
+    }
+  } catch (err) {
+    await backend.close()
+    throw err
+  } finally {
+    reader.close()
+  }
+}
+
+function loadWeights (source: ModelSource, reader: TensorReader, backend: ComputeBackend,
+  start: number, end: number, dtype: WeightDType, signal?: AbortSignal): ShardWeights {
+  const { config } = source
+  const ref = (name: string) => {
+    const t = source.tensors.get(name)
+    if (t === undefined) throw new ShardConfigError(`${source.path}: tensor ${name} is missing`)
+    return t
+  }
+  const vector = (name: string): Float32Array => reader.readAll(ref(name))
+  const matrix = (name: string): Matrix => {
+    signal?.throwIfAborted()
+    const t = ref(name)
+    const [rows, cols] = t.shape
+    const chosen: WeightDType = dtype === 'q8_0' || dtype === 'q4_0' ? (quantizable(rows, cols) ? dtype : 'f32') : dtype
+    // packMatrix asks for rows a chunk at a time, so the f32 staging never holds the whole matrix.
+    return packMatrix(backend.mem, chosen, rows, cols, (rowStart, rowCount, out) => reader.readRows(t, rowStart, rowCount, out))
+  }
+  const layers: LayerWeights[] = []
+  for (let l = start; l < end; l++) {
+    const p = `layers.${l}.`
+    layers.push({
+      attentionNorm: vector(p + 'attention_norm'),
+      wq: matrix(p + 'wq'),
+      wk: matrix(p + 'wk'),
+      wv: matrix(p + 'wv'),
+      wo: matrix(p + 'wo'),
+      ...(config.qkvBias ? { bq: vector(p + 'bq'), bk: vector(p + 'bk'), bv: vector(p + 'bv') } : {}),
+      ffnNorm: vector(p + 'ffn_norm'),
+      w1: matrix(p + 'w1'),
+      w2: matrix(p + 'w2'),
+      w3: matrix(p + 'w3')
+    })
+  }
+  const weights: ShardWeights = { layers }
+  const isLast = end === config.nLayers
+  if (start === 0) weights.embedding = matrix('tok_embeddings')
+  if (isLast) {
+    weights.finalNorm = vector('norm')
+    weights.output = config.tiedEmbeddings ? (weights.embedding ?? matrix('tok_embeddings')) : matrix('output')
+  }
+  return weights
+}
