@@ -1,6 +1,9 @@
 // The mycelium command line: one commander program, one subcommand per file in node/commands/.
+// Errors a user can cause (bad files, bad flags) print one clear line and exit 1, no stack trace.
 import { Command } from 'commander'
 import { registerRunCommand } from './commands/run.ts'
+
+const USER_ERRORS = new Set(['ModelFormatError', 'ShardConfigError', 'SessionLimitError', 'ShapeError', 'RangeError'])
 
 const program = new Command()
   .name('mycelium')
@@ -9,4 +12,14 @@ const program = new Command()
 
 registerRunCommand(program)
 
-await program.parseAsync(process.argv)
+try {
+  await program.parseAsync(process.argv)
+} catch (err) {
+  const e = err as Error
+  if (USER_ERRORS.has(e.name)) {
+    process.stderr.write(`mycelium: ${e.message}\n`)
+  } else {
+    process.stderr.write(`mycelium: unexpected error: ${e.stack ?? String(e)}\n`)
+  }
+  process.exitCode = 1
+}
