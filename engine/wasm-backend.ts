@@ -1,0 +1,114 @@
+// The fast backend: WebAssembly SIMD128 kernels (engine/wasm/kernels.c) over one shared
+// WebAssembly.Memory, with the rows of every matmul split between the main thread and
+// `threads - 1` workers (worker-pool.ts). Memory map, from address 0:
+//   [kernels.wasm statics and its own small stack | one stack per thread | engine allocations]
+// q8_0 / q4_0 matmuls first quantize the activations once per call (on the main thread) into a
+// scratch buffer that every thread then reads.
+import { readFile } from 'node:fs/promises'
+import { availableParallelism } from 'node:os'
+import { createEngineMemory } from './engine-memory.ts'
+import type { ComputeBackend, Matrix, WeightDType } from './index.ts'
+import { checkMatmul } from './reference-backend.ts'
+import { bindKernels, createWorkerPool, MATMUL_ARGS, type KernelExports, type WorkerPool } from './worker-pool.ts'
+
+const PAGE_BYTES = 65536
+const MAX_PAGES = 65536 // wasm32: 4 GiB, the maximum kernels.wasm declares
+/** Shadow stack per thread; the kernels use none (build-wasm.sh checks), this is a safety margin. */
+const STACK_BYTES = 16384
+/** Below this many multiply-adds a matmul runs on the main thread only (dispatch would dominate). */
+const DEFAULT_MIN_PARALLEL_WORK = 65536
+const QK = 32
+/** q8_0 kernels compute 256 * the integer dot (kernels.c); the activation scale undoes it. */
+const Q8_DOT_SCALE = 1 / 256
+
+const KERNEL_INDEX: Record<WeightDType, number> = { f32: 0, f16: 1, q8_0: 2, q4_0: 3 }
+
+export interface WasmBackendInit {
+  /** Threads running kernels, the main thread included; default: os.availableParallelism(). */
+  threads?: number
+  /** Multiply-adds (rows * cols * T) below which a matmul is not split; default 65536. */
+  minParallelWork?: number
+}
+
+let compiled: Promise<WebAssembly.Module> | undefined
+
+/** kernels.wasm, compiled once per process. */
+export async function kernelModule (): Promise<WebAssembly.Module> {
+  compiled ??= readFile(new URL('./wasm/kernels.wasm', import.meta.url)).then(async (bytes) => WebAssembly.compile(bytes))
+  return compiled
+}
+
+export async function createWasmBackend (init: WasmBackendInit = {}): Promise<ComputeBackend> {
+  const threads = Math.max(1, Math.floor(init.threads ?? availableParallelism()))
+  const minParallelWork = init.minParallelWork ?? DEFAULT_MIN_PARALLEL_WORK
+  const module = await kernelModule()
+  const memory = new WebAssembly.Memory({ initial: 2, maximum: MAX_PAGES, shared: true })
+  const instance = new WebAssembly.Instance(module, { env: { memory } })
+  const ex = instance.exports as unknown as KernelExports
+  const stacksStart = Math.ceil((ex.__heap_base.value as number) / 64) * 64
+  const stackTop = (index: number) => stacksStart + (index + 1) * STACK_BYTES
+  const base = stackTop(threads - 1)
+  if (base > memory.buffer.byteLength) memory.grow(Math.ceil((base - memory.buffer.byteLength) / PAGE_BYTES))
+  ex.__stack_pointer.value = stackTop(0)
+  const mem = createEngineMemory({ base, shared: true, memory })
+  const kernels = bindKernels(ex)
+  const pool: WorkerPool | undefined = threads > 1
+    ? await createWorkerPool({ module, memory, workers: threads - 1, stackTop })
+    : undefined
+
+  // Activation scratch for q8_0 / q4_0: int16 quants (T, cols), scales and quant sums (T, cols / 32).
+  let scratchValues = 0
+  let xq = 0
+  let xs = 0
+  let xsum = 0
+  function quantizeActivations (xPtr: number, values: number, scaleMul: number): void {
+    if (values > scratchValues) {
+      scratchValues = Math.max(values, scratchValues * 2)
+      xq = mem.alloc(scratchValues * 2)
+      xs = mem.alloc(scratchValues / QK * 4)
+      xsum = mem.alloc(scratchValues / QK * 4)
+    }
+    ex.quantize_act(xPtr, values / QK, xq, xs, xsum, scaleMul)
+  }
+
+  const args = new Int32Array(MATMUL_ARGS)
+  const ranges = new Int32Array(threads + 1)
+
+  function matmul (outPtr: number, w: Matrix, xPtr: number, T: number): void {
+    checkMatmul(w, T)
+    const { rows, cols } = w
+    let x = xPtr
+    let s = 0
+    let sum = 0
+    if (w.dtype === 'q8_0' || w.dtype === 'q4_0') {
+      quantizeActivations(xPtr, T * cols, w.dtype === 'q8_0' ? Q8_DOT_SCALE : 1)
+      x = xq
+      s = xs
+      sum = xsum
+    }
+    const kernel = KERNEL_INDEX[w.dtype]
+    const groups = Math.ceil(rows / 4)
+    if (pool === undefined || rows * cols * T < minParallelWork || groups < threads) {
+      kernels[kernel](outPtr, w.ptr, w.scalesPtr, x, s, sum, rows, cols, T, 0, rows)
+      return
+    }
+    // Contiguous shares of whole 4-row groups; the main thread takes share 0.
+    for (let i = 0; i <= threads; i++) ranges[i] = Math.min(rows, Math.floor(groups * i / threads) * 4)
+    args[0] = outPtr; args[1] = w.ptr; args[2] = w.scalesPtr; args[3] = x; args[4] = s; args[5] = sum
+    args[6] = rows; args[7] = cols; args[8] = T
+    pool.start(kernel, args, ranges)
+    try {
+      kernels[kernel](outPtr, w.ptr, w.scalesPtr, x, s, sum, rows, cols, T, ranges[0], ranges[1])
+    } finally {
+      pool.wait()
+    }
+  }
+
+  return {
+    name: 'wasm',
+    threads,
+    mem,
+    matmul,
+    close: async () => { await pool?.close() }
+  }
+}
