@@ -35,9 +35,8 @@ if grep -Eq "global\.(get|set)[[:space:]]+__stack_pointer" "$TMP/kernels.s"; the
   exit 1
 fi
 
-# Use the linker by its versioned name without needing an unversioned wasm-ld on PATH.
-mkdir -p "$TMP/bin" && ln -s "$(command -v wasm-ld-14)" "$TMP/bin/wasm-ld"
-PATH="$TMP/bin:$PATH" "$CC" "${CFLAGS[@]}" "${LDFLAGS[@]}" -o "$TMP/kernels.wasm" "$SRC"
+# The linker by its versioned name: no unversioned wasm-ld needs to be on PATH.
+"$CC" "${CFLAGS[@]}" -fuse-ld="$(command -v wasm-ld-14)" "${LDFLAGS[@]}" -o "$TMP/kernels.wasm" "$SRC"
 
 cp "$TMP/kernels.wasm" "$OUT_DIR/kernels.wasm"
 {
