@@ -8,4 +8,4 @@ const instance = new WebAssembly.Instance(data.module, { env: { memory: data.mem
 const exports = instance.exports as unknown as KernelExports
 exports.__stack_pointer.value = data.stackTop
 parentPort?.postMessage('ready')
-serveJobs(bindKernels(exports), data.control, data.index)
+serveJobs(bindKernels(exports), data)

@@ -9,7 +9,7 @@ import { availableParallelism } from 'node:os'
 import { createEngineMemory } from './engine-memory.ts'
 import type { ComputeBackend, Matrix, WeightDType } from './index.ts'
 import { checkMatmul } from './reference-backend.ts'
-import { bindKernels, createWorkerPool, MATMUL_ARGS, type KernelExports, type WorkerPool } from './worker-pool.ts'
+import { bindKernels, createWorkerPool, MATMUL_ARGS, MAX_CHUNKS, type KernelExports, type WorkerPool } from './worker-pool.ts'
 
 const PAGE_BYTES = 65536
 const MAX_PAGES = 65536 // wasm32: 4 GiB, the maximum kernels.wasm declares
@@ -17,6 +17,8 @@ const MAX_PAGES = 65536 // wasm32: 4 GiB, the maximum kernels.wasm declares
 const STACK_BYTES = 16384
 /** Below this many multiply-adds a matmul runs on the main thread only (dispatch would dominate). */
 const DEFAULT_MIN_PARALLEL_WORK = 65536
+/** Row chunks per thread in a split matmul: work moves away from a thread that is descheduled. */
+const CHUNKS_PER_THREAD = 4
 const QK = 32
 /** q8_0 kernels compute 256 * the integer dot (kernels.c); the activation scale undoes it. */
 const Q8_DOT_SCALE = 1 / 256
@@ -72,7 +74,6 @@ export async function createWasmBackend (init: WasmBackendInit = {}): Promise<Co
   }
 
   const args = new Int32Array(MATMUL_ARGS)
-  const ranges = new Int32Array(threads + 1)
 
   function matmul (outPtr: number, w: Matrix, xPtr: number, T: number): void {
     checkMatmul(w, T)
@@ -92,16 +93,11 @@ export async function createWasmBackend (init: WasmBackendInit = {}): Promise<Co
       kernels[kernel](outPtr, w.ptr, w.scalesPtr, x, s, sum, rows, cols, T, 0, rows)
       return
     }
-    // Contiguous shares of whole 4-row groups; the main thread takes share 0.
-    for (let i = 0; i <= threads; i++) ranges[i] = Math.min(rows, Math.floor(groups * i / threads) * 4)
+    // Chunks of whole 4-row groups, a few per thread so that a busy thread's share is taken over.
+    const chunkGroups = Math.ceil(groups / Math.min(groups, threads * CHUNKS_PER_THREAD, MAX_CHUNKS))
     args[0] = outPtr; args[1] = w.ptr; args[2] = w.scalesPtr; args[3] = x; args[4] = s; args[5] = sum
     args[6] = rows; args[7] = cols; args[8] = T
-    pool.start(kernel, args, ranges)
-    try {
-      kernels[kernel](outPtr, w.ptr, w.scalesPtr, x, s, sum, rows, cols, T, ranges[0], ranges[1])
-    } finally {
-      pool.wait()
-    }
+    pool.run(kernels, kernel, args, Math.ceil(groups / chunkGroups), chunkGroups * 4)
   }
 
   return {

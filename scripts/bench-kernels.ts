@@ -1,9 +1,12 @@
 // Micro-benchmark of the WASM matmul kernels: GFLOP/s (2 per multiply-add) and weight GB/s per
 // shape, dtype, thread count and T. Decode (T=1) is measured twice: `hot` calls one matrix again
 // and again (it sits in L2/L3 when it fits), `stream` cycles through copies of it totalling more
-// than the L3, as a layer stack does. Also prints the dispatch round trip of the worker pool.
+// than the L3. `--stack dim,hidden,kvDim,layers` then decodes one token through the 7 projections
+// of every layer of a model (default Qwen2.5-0.5B: 896,4864,128,24), weights streamed from RAM:
+// the probe's whole-layer-stack number. Also prints the dispatch round trip of the worker pool.
 //   node scripts/bench-kernels.ts [--threads 1,2] [--dtypes f32,f16,q8_0,q4_0] [--T 1,128]
 //     [--shapes 896x896,4864x896,896x4864] [--ms 300] [--stream-mb 256]
+//     [--stack 896,4864,128,24] [--stack-dtypes q8_0,q4_0,f32] (--stack '' skips it)
 import { parseArgs } from 'node:util'
 import type { ComputeBackend, Matrix, WeightDType } from '../engine/index.ts'
 import { matrixBytes, packMatrix } from '../engine/quantize.ts'
@@ -16,6 +19,8 @@ const { values } = parseArgs({
     T: { type: 'string', default: '1,128' },
     shapes: { type: 'string', default: '896x896,4864x896,896x4864' },
     ms: { type: 'string', default: '300' },
+    stack: { type: 'string', default: '896,4864,128,24' },
+    'stack-dtypes': { type: 'string', default: 'q8_0,q4_0,f32' },
     'stream-mb': { type: 'string', default: '256' }
   }
 })
@@ -97,5 +102,33 @@ for (const threads of list(values.threads).map(Number)) {
       }
       await be.close()
     }
+  }
+}
+
+/** Decode through a whole layer stack: q, k, v, o, gate, up, down of every layer, in order. */
+async function stack (threads: number, dtype: WeightDType, dims: number[]): Promise<void> {
+  const [dim, hidden, kvDim, layers] = dims
+  const be = await createWasmBackend({ threads })
+  const shapes = [[dim, dim], [kvDim, dim], [kvDim, dim], [dim, dim], [hidden, dim], [hidden, dim], [dim, hidden]]
+  const protos = shapes.map(([rows, cols]) => packMatrix(be.mem, dtype, rows, cols, (_r, _n, out) => {
+    for (let i = 0; i < out.length; i++) out[i] = random() * 0.05
+  }))
+  const weights = protos.map((w) => copies(be, w, layers)) // [projection][layer]
+  let bytes = 0
+  for (const w of protos) { const b = matrixBytes(w.dtype, w.rows, w.cols); bytes += (b.dataBytes + b.scaleBytes) * layers }
+  const x = be.mem.alloc(hidden * 4)
+  be.mem.f32(x, hidden).fill(0.5)
+  const out = be.mem.alloc(hidden * 4)
+  const s = time(() => {
+    for (let l = 0; l < layers; l++) for (const w of weights) be.matmul(out, w[l], x, 1)
+  })
+  console.log(`layer stack ${dims.join(',')} ${dtype} ${threads}T: ${(1 / s).toFixed(1)} tok/s, ` +
+    `${(bytes / s / 1e9).toFixed(1)} GB/s over ${(bytes / 1e6).toFixed(0)} MB`)
+  await be.close()
+}
+
+if (values.stack !== '') {
+  for (const threads of list(values.threads).map(Number)) {
+    for (const dtype of list(values['stack-dtypes']) as WeightDType[]) await stack(threads, dtype, list(values.stack).map(Number))
   }
 }

@@ -80,6 +80,7 @@ INLINE v128_t hsum4_i32(v128_t p0, v128_t p1, v128_t p2, v128_t p3) {
   }
 
 F32_TILE(4, 1)
+F32_TILE(8, 1)
 F32_TILE(1, 1)
 F32_TILE(2, 4)
 F32_TILE(1, 4)
@@ -99,6 +100,7 @@ void matmul_f32(float *out, const void *wp, const float *ws, const void *xp, con
     }
     for (; t < T; t++) {
       int r = rs;
+      for (; r + 8 <= re; r += 8) f32_tile_8x1(out, w, x, rows, cols, r, t);
       for (; r + 4 <= re; r += 4) f32_tile_4x1(out, w, x, rows, cols, r, t);
       for (; r < re; r++) f32_tile_1x1(out, w, x, rows, cols, r, t);
     }

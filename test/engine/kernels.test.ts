@@ -165,6 +165,32 @@ describe(`WASM kernels vs reference (TEST_SEED=${SEED})`, () => {
     expect(run(be, w, x, 2)).toEqual(run(backends[0], pack(backends[0], 'q8_0', 64, 256, data), x, 2))
   })
 
+  it('gives the same bits on 2 threads as on 1 over many back-to-back small jobs', () => {
+    const rand = gaussian(seededRandom(SEED + 2))
+    const dtypes: WeightDType[] = ['f32', 'q8_0', 'f16', 'q4_0']
+    const data = dtypes.map((_, i) => Float32Array.from({ length: (8 + 8 * i) * 64 }, rand))
+    const mats = backends.map((be) => dtypes.map((dtype, i) => pack(be, dtype, 8 + 8 * i, 64, data[i])))
+    const x = Float32Array.from({ length: 3 * 64 }, rand)
+    const xPtrs = backends.map((be) => place(be, x))
+    const outs = backends.map((be) => be.mem.alloc(3 * 32 * 4))
+    for (let i = 0; i < 2000; i++) {
+      const k = i % dtypes.length
+      const T = 1 + (i % 3)
+      const got = backends.map((be, b) => { be.matmul(outs[b], mats[b][k], xPtrs[b], T); return be.mem.f32(outs[b], T * mats[b][k].rows) })
+      if (!got[0].every((v, j) => Object.is(v, got[1][j]))) expect.fail(`job ${i} (${dtypes[k]}, T=${T}) differs between 1 and 2 threads`)
+    }
+  })
+
+  it('reports a kernel trap as a WebAssembly.RuntimeError, and keeps working', () => {
+    for (const be of backends) {
+      const bad: Matrix = { dtype: 'f32', rows: 64, cols: 64, ptr: 2 ** 32 - 1024, scalesPtr: 0 }
+      const x = place(be, new Float32Array(64))
+      expect(() => be.matmul(be.mem.alloc(64 * 4), bad, x, 1)).toThrow(WebAssembly.RuntimeError)
+      const w = pack(be, 'f32', 64, 64, new Float32Array(64 * 64).fill(1))
+      expect(run(be, w, new Float32Array(64).fill(2), 1)).toEqual(new Float32Array(64).fill(128))
+    }
+  })
+
   it('rejects shapes the kernels cannot run', () => {
     const be = backends[0]
     const w: Matrix = { dtype: 'q8_0', rows: 6, cols: 32, ptr: 64, scalesPtr: 64 }
