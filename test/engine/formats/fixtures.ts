@@ -13,7 +13,7 @@ import { seededRandom } from '../../seed.ts'
 export function tinyConfig (over: Partial<ModelConfig> = {}): ModelConfig {
   const c: ModelConfig = {
     architecture: 'llama', dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 4, nKvHeads: 2, headSize: 16,
-    vocabSize: 300, seqLen: 128, ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: false, qkvBias: false, bosId: 1, eosId: 2, ...over
+    vocabSize: 400, seqLen: 128, ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: false, qkvBias: false, bosId: 1, eosId: 2, ...over
   }
   c.headSize = c.dim / c.nHeads
   return c

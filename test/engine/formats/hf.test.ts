@@ -101,7 +101,7 @@ describe(`Hugging Face model directory (TEST_SEED=${seed})`, () => {
     it('a missing tensor', async () => {
       await fresh()
       const m = memoryModel(config, seed)
-      await writeSafetensors(st, [{ name: 'model.embed_tokens.weight', shape: [300, 64], dtype: 'f32', rows: (s, n) => m.rows('tok_embeddings', s, n) }])
+      await writeSafetensors(st, [{ name: 'model.embed_tokens.weight', shape: [400, 64], dtype: 'f32', rows: (s, n) => m.rows('tok_embeddings', s, n) }])
       await expectFormatError(openHfModel(dir), st, /missing tensor model.norm.weight/)
     })
 
