@@ -42,7 +42,9 @@ const CHUNK_ROWS = 4
 const ARGS = 5 // .. 13
 const ROWS = ARGS + 6
 const DONE = 16 // chunks finished in the current job
+const MAIN_WAITING = 17 // the main thread sleeps on DONE: the last chunk's thread notifies only then
 const FAILED = 32 // a kernel trapped on a worker in the current job
+const SLEEPERS = 33 // workers in (or about to enter) Atomics.wait: the main thread notifies only then
 const STATE = 48 // MAX_CHUNKS words: 2s pending, 2s + 1 claimed (s = the job's sequence number)
 const CONTROL_WORDS = STATE + MAX_CHUNKS
 const SEQ_MASK = 0x3fffffff // 2s + 1 stays a positive int32
@@ -80,7 +82,7 @@ function runChunks (ctrl: Int32Array, kernels: MatmulKernel[], seq: number, star
       Atomics.store(ctrl, FAILED, 1)
     }
     ran++
-    if (Atomics.add(ctrl, DONE, 1) + 1 === n) Atomics.notify(ctrl, DONE)
+    if (Atomics.add(ctrl, DONE, 1) + 1 === n && Atomics.load(ctrl, MAIN_WAITING) !== 0) Atomics.notify(ctrl, DONE)
   }
   return ran
 }
@@ -92,7 +94,14 @@ export function serveJobs (kernels: MatmulKernel[], data: WorkerData): void {
   for (;;) {
     let seq = Atomics.load(ctrl, SEQ)
     for (let spins = 0; seq === seen; seq = Atomics.load(ctrl, SEQ)) {
-      if (++spins > SPIN_LOADS) { Atomics.wait(ctrl, SEQ, seen); spins = 0 }
+      if (++spins > SPIN_LOADS) {
+        // Announce before sleeping; Atomics.wait re-checks SEQ, so a job published in between is
+        // either seen here or notified (all of these are sequentially consistent).
+        Atomics.add(ctrl, SLEEPERS, 1)
+        Atomics.wait(ctrl, SEQ, seen)
+        Atomics.sub(ctrl, SLEEPERS, 1)
+        spins = 0
+      }
     }
     seen = seq
     if (Atomics.load(ctrl, STOP) !== 0) return
@@ -143,15 +152,20 @@ export async function createWorkerPool (init: { module: WebAssembly.Module, memo
     ctrl[KERNEL] = kernel
     ctrl[CHUNKS] = chunks
     ctrl[CHUNK_ROWS] = chunkRows
-    ctrl.set(args, ARGS)
+    for (let i = 0; i < MATMUL_ARGS; i++) ctrl[ARGS + i] = args[i]
     ctrl[DONE] = 0
     ctrl[FAILED] = 0
-    ctrl.fill(2 * seq, STATE, STATE + chunks)
+    for (let j = 0; j < chunks; j++) ctrl[STATE + j] = 2 * seq
     Atomics.store(ctrl, SEQ, seq) // publishes everything above
-    Atomics.notify(ctrl, SEQ)
+    if (Atomics.load(ctrl, SLEEPERS) !== 0) Atomics.notify(ctrl, SEQ)
     runChunks(ctrl, kernels, seq, 0)
     for (let spins = 0, done = Atomics.load(ctrl, DONE); done !== chunks; done = Atomics.load(ctrl, DONE)) {
-      if (++spins > SPIN_LOADS) { Atomics.wait(ctrl, DONE, done); spins = 0 }
+      if (++spins > SPIN_LOADS) {
+        Atomics.store(ctrl, MAIN_WAITING, 1)
+        Atomics.wait(ctrl, DONE, done)
+        Atomics.store(ctrl, MAIN_WAITING, 0)
+        spins = 0
+      }
     }
     if (Atomics.load(ctrl, FAILED) !== 0) throw new WebAssembly.RuntimeError('a matmul kernel trapped (bad pointer or shape?)')
   }
