@@ -1,7 +1,7 @@
 // GGUF: files written by the GGUF writer read back through openGguf + the tensor reader (f32
 // exactly, q8_0 / q4_0 as ggml's reference quantizers' blocks), @huggingface/gguf agrees with our
 // header parser, and damaged files are ModelFormatErrors that name the file.
-import { readFileSync, truncateSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gguf } from '@huggingface/gguf'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -107,6 +107,16 @@ describe(`GGUF (TEST_SEED=${seed})`, () => {
     expect(src.tensors.get('layers.0.wk')?.permuteHeads).toBe(2)
     const got = readAllTensors(src)
     for (const [name, values] of model.values) expect(got.get(name), name).toEqual(values)
+  })
+
+  it('a write can be aborted and leaves no file behind', async () => {
+    const file = join(tmp.dir, 'aborted.gguf')
+    const controller = new AbortController()
+    const model = memoryModel(config, seed)
+    const slow = { ...model, rows: (name: string, s: number, n: number) => { controller.abort(); return model.rows(name, s, n) } }
+    await expect(writeGgufModel(file, slow, vocab, { signal: controller.signal })).rejects.toMatchObject({ name: 'AbortError' })
+    expect(existsSync(file) || existsSync(`${file}.partial`)).toBe(false)
+    await expect(openGguf(join(tmp.dir, 'f32.gguf'), { signal: controller.signal })).rejects.toMatchObject({ name: 'AbortError' })
   })
 
   describe('damage', () => {
