@@ -34,18 +34,26 @@ function random (): number { // xorshift32, uniform in [-1, 1)
   return (seed >>> 0) / 2 ** 31 - 1
 }
 
-/** Calls `fn` in batches until minMs have passed; returns seconds per call. */
+/**
+ * Seconds per call of `fn`: the best of ROUNDS rounds of about minMs / ROUNDS each, so a burst of
+ * other work on this shared machine spoils one round, not the number.
+ */
+const ROUNDS = 5
 function time (fn: () => void): number {
   fn()
-  let calls = 0
-  const start = performance.now()
-  let now = start
-  for (let batch = 1; now - start < minMs; batch *= 2) {
-    for (let i = 0; i < batch; i++) fn()
-    calls += batch
-    now = performance.now()
+  let best = Infinity
+  for (let round = 0; round < ROUNDS; round++) {
+    let calls = 0
+    const start = performance.now()
+    let now = start
+    for (let batch = 1; now - start < minMs / ROUNDS; batch *= 2) {
+      for (let i = 0; i < batch; i++) fn()
+      calls += batch
+      now = performance.now()
+    }
+    best = Math.min(best, (now - start) / 1000 / calls)
   }
-  return (now - start) / 1000 / calls
+  return best
 }
 
 function copies (be: ComputeBackend, w: Matrix, n: number): Matrix[] {
@@ -91,7 +99,7 @@ for (const threads of list(values.threads).map(Number)) {
         const out = be.mem.alloc(T * rows * 4)
         const flop = 2 * rows * cols * T
         const report = (mode: string, s: number) => row([dtype, shape, T, threads, mode,
-          (flop / s / 1e9).toFixed(1), (bytes / s / 1e9).toFixed(1), (s * 1e6).toFixed(1)])
+          (flop / s / 1e9).toFixed(1), T === 1 ? (bytes / s / 1e9).toFixed(1) : '-', (s * 1e6).toFixed(1)])
         report('hot', time(() => be.matmul(out, w, x, T)))
         if (T === 1) {
           const ws = copies(be, w, Math.max(2, Math.ceil(streamBytes / bytes)))

@@ -23,6 +23,7 @@ typedef unsigned int u32;
 
 #define EXPORT(name) __attribute__((export_name(#name)))
 #define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("unroll") // small constant trip counts: keep tile arrays in locals
 
 // Prefill walks rows in blocks of about this many weight bytes so a block stays in L2 while
 // every token tile passes over it.
@@ -56,27 +57,27 @@ INLINE v128_t hsum4_i32(v128_t p0, v128_t p1, v128_t p2, v128_t p3) {
 // f32. A tile of R rows x N tokens keeps one f32x4 accumulator per (row, token): lane k sums the
 // products of columns c = k (mod 4) in increasing c; then hsum_f32; then the scalar tail.
 
-#define F32_TILE(R, N)                                                                          \
-  INLINE void f32_tile_##R##x##N(float *out, const float *w, const float *x, int rows, int cols, \
-                                 int r, int t) {                                                \
-    v128_t acc[R][N];                                                                           \
-    _Pragma("unroll") for (int i = 0; i < R; i++)                                                                 \
-      _Pragma("unroll") for (int j = 0; j < N; j++) acc[i][j] = wasm_f32x4_splat(0.0f);                          \
-    int c = 0;                                                                                  \
-    for (; c + 4 <= cols; c += 4) {                                                             \
-      v128_t xv[N];                                                                             \
-      _Pragma("unroll") for (int j = 0; j < N; j++) xv[j] = ld(x + (t + j) * cols + c);                           \
-      _Pragma("unroll") for (int i = 0; i < R; i++) {                                                             \
-        v128_t wv = ld(w + (r + i) * cols + c);                                                 \
-        _Pragma("unroll") for (int j = 0; j < N; j++) acc[i][j] = wasm_f32x4_add(acc[i][j], wasm_f32x4_mul(wv, xv[j])); \
-      }                                                                                         \
-    }                                                                                           \
-    _Pragma("unroll") for (int i = 0; i < R; i++)                                                                 \
-      _Pragma("unroll") for (int j = 0; j < N; j++) {                                                             \
-        float s = hsum_f32(acc[i][j]);                                                          \
-        for (int cc = c; cc < cols; cc++) s += w[(r + i) * cols + cc] * x[(t + j) * cols + cc]; \
-        out[(t + j) * rows + r + i] = s;                                                        \
-      }                                                                                         \
+#define F32_TILE(R, N)                                                                              \
+  INLINE void f32_tile_##R##x##N(float *out, const float *w, const float *x, int rows, int cols,    \
+                                 int r, int t) {                                                    \
+    v128_t acc[R][N];                                                                               \
+    UNROLL for (int i = 0; i < R; i++)                                                              \
+      UNROLL for (int j = 0; j < N; j++) acc[i][j] = wasm_f32x4_splat(0.0f);                        \
+    int c = 0;                                                                                      \
+    for (; c + 4 <= cols; c += 4) {                                                                 \
+      v128_t xv[N];                                                                                 \
+      UNROLL for (int j = 0; j < N; j++) xv[j] = ld(x + (t + j) * cols + c);                        \
+      UNROLL for (int i = 0; i < R; i++) {                                                          \
+        v128_t wv = ld(w + (r + i) * cols + c);                                                     \
+        UNROLL for (int j = 0; j < N; j++) acc[i][j] = wasm_f32x4_add(acc[i][j], wasm_f32x4_mul(wv, xv[j])); \
+      }                                                                                             \
+    }                                                                                               \
+    UNROLL for (int i = 0; i < R; i++)                                                              \
+      UNROLL for (int j = 0; j < N; j++) {                                                          \
+        float s = hsum_f32(acc[i][j]);                                                              \
+        for (int cc = c; cc < cols; cc++) s += w[(r + i) * cols + cc] * x[(t + j) * cols + cc];     \
+        out[(t + j) * rows + r + i] = s;                                                            \
+      }                                                                                             \
   }
 
 F32_TILE(4, 1)
@@ -130,30 +131,30 @@ INLINE float f16_scalar(u16 h) {
 }
 
 // Same accumulation order as f32, 8 columns (two f32x4 products, low half first) per step.
-#define F16_TILE(R, N)                                                                          \
-  INLINE void f16_tile_##R##x##N(float *out, const u16 *w, const float *x, int rows, int cols,   \
-                                 int r, int t) {                                                \
-    v128_t acc[R][N];                                                                           \
-    _Pragma("unroll") for (int i = 0; i < R; i++)                                                                 \
-      _Pragma("unroll") for (int j = 0; j < N; j++) acc[i][j] = wasm_f32x4_splat(0.0f);                          \
-    int c = 0;                                                                                  \
-    for (; c + 8 <= cols; c += 8) {                                                             \
-      _Pragma("unroll") for (int i = 0; i < R; i++) {                                                             \
-        v128_t wl, wh;                                                                          \
-        f16x8_to_f32(ld(w + (r + i) * cols + c), &wl, &wh);                                     \
-        _Pragma("unroll") for (int j = 0; j < N; j++) {                                                           \
-          const float *xt = x + (t + j) * cols + c;                                             \
-          acc[i][j] = wasm_f32x4_add(acc[i][j], wasm_f32x4_mul(wl, ld(xt)));                   \
-          acc[i][j] = wasm_f32x4_add(acc[i][j], wasm_f32x4_mul(wh, ld(xt + 4)));               \
-        }                                                                                       \
-      }                                                                                         \
-    }                                                                                           \
-    _Pragma("unroll") for (int i = 0; i < R; i++)                                                                 \
-      _Pragma("unroll") for (int j = 0; j < N; j++) {                                                             \
-        float s = hsum_f32(acc[i][j]);                                                          \
+#define F16_TILE(R, N)                                                                              \
+  INLINE void f16_tile_##R##x##N(float *out, const u16 *w, const float *x, int rows, int cols,      \
+                                 int r, int t) {                                                    \
+    v128_t acc[R][N];                                                                               \
+    UNROLL for (int i = 0; i < R; i++)                                                              \
+      UNROLL for (int j = 0; j < N; j++) acc[i][j] = wasm_f32x4_splat(0.0f);                        \
+    int c = 0;                                                                                      \
+    for (; c + 8 <= cols; c += 8) {                                                                 \
+      UNROLL for (int i = 0; i < R; i++) {                                                          \
+        v128_t wl, wh;                                                                              \
+        f16x8_to_f32(ld(w + (r + i) * cols + c), &wl, &wh);                                         \
+        UNROLL for (int j = 0; j < N; j++) {                                                        \
+          const float *xt = x + (t + j) * cols + c;                                                 \
+          acc[i][j] = wasm_f32x4_add(acc[i][j], wasm_f32x4_mul(wl, ld(xt)));                        \
+          acc[i][j] = wasm_f32x4_add(acc[i][j], wasm_f32x4_mul(wh, ld(xt + 4)));                    \
+        }                                                                                           \
+      }                                                                                             \
+    }                                                                                               \
+    UNROLL for (int i = 0; i < R; i++)                                                              \
+      UNROLL for (int j = 0; j < N; j++) {                                                          \
+        float s = hsum_f32(acc[i][j]);                                                              \
         for (int cc = c; cc < cols; cc++) s += f16_scalar(w[(r + i) * cols + cc]) * x[(t + j) * cols + cc]; \
-        out[(t + j) * rows + r + i] = s;                                                        \
-      }                                                                                         \
+        out[(t + j) * rows + r + i] = s;                                                            \
+      }                                                                                             \
   }
 
 F16_TILE(4, 1)
@@ -273,9 +274,9 @@ INLINE void q8_group_2(float *out, const i8 *wg, const float *sg, const i16 *xq,
     for (int h = 0; h < 2; h++) {
       const i8 *wh = wb + h * 16;
       const i16 *xah = xa + h * 16, *xbh = xb + h * 16;
-#define ROW(i, A, B)                                                                             \
-      {                                                                                          \
-        v128_t v = ld(wh + i * 32), we = wasm_i16x8_shl(v, 8), wo = wasm_v128_and(v, odd);       \
+#define ROW(i, A, B)                                                                                \
+      {                                                                                             \
+        v128_t v = ld(wh + i * 32), we = wasm_i16x8_shl(v, 8), wo = wasm_v128_and(v, odd);          \
         A = wasm_i32x4_add(A, wasm_i32x4_add(wasm_i32x4_dot_i16x8(we, ld(xah)), wasm_i32x4_dot_i16x8(wo, ld(xah + 8)))); \
         B = wasm_i32x4_add(B, wasm_i32x4_add(wasm_i32x4_dot_i16x8(we, ld(xbh)), wasm_i32x4_dot_i16x8(wo, ld(xbh + 8)))); \
       }
@@ -350,13 +351,13 @@ INLINE void q4_group_2(float *out, const u8 *wg, const float *sg, const i16 *xq,
     const u8 *wb = wg + b * 64;
     const i16 *xa = xq + b * QK, *xb = xq1 + b * QK;
     v128_t a0, a1, a2, a3, b0, b1, b2, b3;
-#define ROW(i, A, B)                                                                             \
-    {                                                                                            \
-      v128_t v = ld(wb + i * 16);                                                                \
-      v128_t le = wasm_v128_and(v, nib), lo = wasm_v128_and(wasm_u16x8_shr(v, 8), nib);          \
-      A = wasm_i32x4_add(wasm_i32x4_dot_i16x8(le, ld(xa)), wasm_i32x4_dot_i16x8(lo, ld(xa + 8)));  \
-      B = wasm_i32x4_add(wasm_i32x4_dot_i16x8(le, ld(xb)), wasm_i32x4_dot_i16x8(lo, ld(xb + 8)));  \
-      v128_t he = wasm_v128_and(wasm_u16x8_shr(v, 4), nib), ho = wasm_u16x8_shr(v, 12);          \
+#define ROW(i, A, B)                                                                                \
+    {                                                                                               \
+      v128_t v = ld(wb + i * 16);                                                                   \
+      v128_t le = wasm_v128_and(v, nib), lo = wasm_v128_and(wasm_u16x8_shr(v, 8), nib);             \
+      A = wasm_i32x4_add(wasm_i32x4_dot_i16x8(le, ld(xa)), wasm_i32x4_dot_i16x8(lo, ld(xa + 8)));   \
+      B = wasm_i32x4_add(wasm_i32x4_dot_i16x8(le, ld(xb)), wasm_i32x4_dot_i16x8(lo, ld(xb + 8)));   \
+      v128_t he = wasm_v128_and(wasm_u16x8_shr(v, 4), nib), ho = wasm_u16x8_shr(v, 12);             \
       A = wasm_i32x4_add(A, wasm_i32x4_add(wasm_i32x4_dot_i16x8(he, ld(xa + 16)), wasm_i32x4_dot_i16x8(ho, ld(xa + 24)))); \
       B = wasm_i32x4_add(B, wasm_i32x4_add(wasm_i32x4_dot_i16x8(he, ld(xb + 16)), wasm_i32x4_dot_i16x8(ho, ld(xb + 24)))); \
     }
