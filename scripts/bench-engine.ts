@@ -1,0 +1,285 @@
+// Engine benchmark (`npm run bench:engine`): decode and 128-token prefill speed of our engine on
+// shape-only models at each dtype and thread count, against this machine's measured memory
+// bandwidth (roofline) and against llama.cpp on the same GGUF file; peak RSS per configuration,
+// and the memory of a half-layer shard against a whole one. Prints tables, writes everything to
+// bench/results/engine-<timestamp>.json, and ends with one TARGET line per goal of the issue.
+// Every measurement runs in a fresh child process (scripts/bench/measure-*.ts). See bench/README.md.
+//   npm run bench:engine -- [--shapes a,b] [--dtypes f32,q8_0,q4_0] [--threads 1,2] [--quick]
+//     [--no-llama-cpp] [--memory-shape s] [--models-dir d] [--results-dir d] [--llama-cpp-dir d]
+import { Command } from 'commander'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, release, totalmem } from 'node:os'
+import { join, resolve } from 'node:path'
+import type { WeightDType } from '../engine/index.ts'
+import { measureBandwidth, type BandwidthResult } from './bench/bandwidth.ts'
+import { runChild } from './bench/child.ts'
+import { ensureLlamaCpp, type LlamaCppInstall } from './bench/llama-cpp.ts'
+import type { LlamaCppJob, LlamaCppResult } from './bench/measure-llama-cpp.ts'
+import type { ShardJob, ShardResult } from './bench/measure-shard.ts'
+import { heldBytes, modelCost, prefillFlops, rooflineTokPerS } from './bench/model-cost.ts'
+import { runMemoryCheck, type MemoryCheck } from './bench/memory-check.ts'
+import { ensureModel, type ModelFile } from './bench/models.ts'
+import { shapeConfig } from './model-shapes.ts'
+import { fmt, formatTable, MB, targetLine, type Cell } from './bench/report.ts'
+import { evaluateTargets, REFERENCE_SHAPE, type DecodeComparison, type TargetInputs } from './bench/targets.ts'
+import { DEFAULT_WORKLOAD, QUICK_WORKLOAD } from './bench/workload.ts'
+
+const ROOT = resolve(new URL('..', import.meta.url).pathname)
+const MEASURE_SHARD = join(ROOT, 'scripts/bench/measure-shard.ts')
+const MEASURE_LLAMA_CPP = join(ROOT, 'scripts/bench/measure-llama-cpp.ts')
+const DTYPES: WeightDType[] = ['f32', 'f16', 'q8_0', 'q4_0']
+const WASM32_MEMORY_BYTES = 4 * 2 ** 30 // engine memory is one wasm32 WebAssembly.Memory
+const BUSY_LOAD_PER_CORE = 0.25 // 1-minute load average per core above which the machine is not idle
+
+interface Options {
+  shapes: string
+  dtypes: string
+  threads: string
+  quick?: boolean
+  llamaCpp: boolean
+  memoryShape?: string
+  modelsDir: string
+  resultsDir: string
+  llamaCppDir: string
+  childTimeoutMs: string
+}
+
+const program = new Command('bench-engine')
+  .description('engine decode/prefill speed vs memory bandwidth and llama.cpp, on shape-only GGUF models')
+  .option('--shapes <list>', 'model shapes (scripts/model-shapes.ts); add llama-1b for the 1B shape', 'smollm2-135m,qwen2.5-0.5b')
+  .option('--dtypes <list>', 'weight dtypes: f32, f16, q8_0, q4_0', 'f32,q8_0,q4_0')
+  .option('--threads <list>', 'kernel thread counts', '1,2')
+  .option('--quick', 'fewer decode steps and runs (a smoke test, not a measurement)')
+  .option('--no-llama-cpp', 'skip the llama.cpp side-by-side')
+  .option('--memory-shape <shape>', `shape of the half-vs-all memory check (default ${REFERENCE_SHAPE} if in --shapes, else the last shape)`)
+  .option('--models-dir <dir>', 'cache of generated GGUF files', 'bench/models')
+  .option('--results-dir <dir>', 'where the JSON report goes', 'bench/results')
+  .option('--llama-cpp-dir <dir>', 'prefix node-llama-cpp is installed into on demand', '.cache/llama-cpp')
+  .option('--child-timeout-ms <ms>', 'limit for each measurement process', '900000')
+program.parse()
+const opts = program.opts<Options>()
+
+const list = (s: string) => s.split(',').map((v) => v.trim()).filter((v) => v !== '')
+const shapes = list(opts.shapes)
+const threadCounts = list(opts.threads).map(Number)
+const dtypes = list(opts.dtypes) as WeightDType[]
+for (const d of dtypes) if (!DTYPES.includes(d)) program.error(`unknown dtype ${d} (expected one of ${DTYPES.join(', ')})`)
+for (const t of threadCounts) if (!Number.isInteger(t) || t < 1) program.error(`bad thread count ${t}`)
+for (const s of shapes) {
+  try {
+    shapeConfig(s)
+  } catch (err) {
+    program.error((err as Error).message)
+  }
+}
+const workload = opts.quick === true ? QUICK_WORKLOAD : DEFAULT_WORKLOAD
+const timeoutMs = Number(opts.childTimeoutMs)
+const modelsDir = resolve(ROOT, opts.modelsDir)
+/** The shape the roofline and prefill targets are read from (and, by default, the memory check). */
+const referenceShape = shapes.includes(REFERENCE_SHAPE) ? REFERENCE_SHAPE : shapes.at(-1)
+const memoryShape = opts.memoryShape ?? referenceShape
+const log = (line: string) => console.log(line)
+const startedAt = new Date()
+
+// 1. The machine and its memory bandwidth.
+const machine = {
+  cpu: cpus()[0]?.model ?? 'unknown',
+  cores: cpus().length,
+  memoryBytes: totalmem(),
+  platform: `${process.platform}-${process.arch}`,
+  kernel: release(),
+  node: process.version
+}
+log(`machine: ${machine.cpu}, ${machine.cores} cores, ${fmt(machine.memoryBytes / 1e9)} GB RAM, node ${machine.node}`)
+// Other processes competing for the cores make every figure low (and llama.cpp's spinning
+// threads collapse): say so up front, and keep the load averages in the report.
+const loadBefore = loadavg()
+if (loadBefore[0] > BUSY_LOAD_PER_CORE * machine.cores) {
+  log(`WARNING: load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')} on ${machine.cores} cores: other processes are running, figures will be low`)
+}
+const bandwidth: BandwidthResult = await measureBandwidth({ threads: threadCounts })
+log(`memory bandwidth (${bandwidth.method}${bandwidth.note !== undefined ? `: ${bandwidth.note}` : ''}): ` +
+  threadCounts.map((t) => `${t}T ${fmt(bandwidth.gbps[t])} GB/s`).join(', '))
+
+// 2. Model files: one GGUF per (shape, dtype), shared by both engines.
+const models = new Map<string, ModelFile>()
+const modelErrors: Record<string, string> = {}
+for (const shape of shapes) {
+  for (const dtype of dtypes) {
+    // A whole model must fit one wasm32 memory (layers + LM head; an untied embedding on top).
+    const config = shapeConfig(shape)
+    const held = modelCost(config, dtype).decodeBytesPerToken + (config.tiedEmbeddings ? 0 : heldBytes(dtype, [config.vocabSize, config.dim]))
+    if (held > WASM32_MEMORY_BYTES) {
+      modelErrors[`${shape}/${dtype}`] = `skipped: ${fmt(held / 2 ** 30)} GiB of ${dtype} weights exceed the 4 GiB wasm32 engine memory`
+      log(`  ${shape} ${dtype}: ${modelErrors[`${shape}/${dtype}`]}`)
+      continue
+    }
+    try {
+      models.set(`${shape}/${dtype}`, ensureModel(modelsDir, shape, dtype, log))
+    } catch (err) {
+      modelErrors[`${shape}/${dtype}`] = (err as Error).message
+      log(`  ${(err as Error).message}`)
+    }
+  }
+}
+
+// 3. Our engine, one child per (shape, dtype, threads).
+interface EngineRow {
+  shape: string
+  dtype: WeightDType
+  threads: number
+  error?: string
+  result?: ShardResult
+  decodeBytesPerToken?: number
+  prefillGflops?: number
+  rooflineTokPerS?: number
+  pctRoofline?: number
+}
+const engineRows: EngineRow[] = []
+for (const [key, model] of models) {
+  for (const threads of threadCounts) {
+    const row: EngineRow = { shape: model.shape, dtype: model.dtype, threads }
+    const job: ShardJob = { mode: 'speed', model: model.path, dtype: model.dtype, threads, workload }
+    const run = await runChild<ShardResult>(MEASURE_SHARD, job, timeoutMs)
+    if (run.result !== undefined) {
+      const r = run.result
+      const cost = modelCost(r.config, model.dtype)
+      row.result = r
+      row.decodeBytesPerToken = cost.decodeBytesPerToken
+      if (r.prefill !== undefined) row.prefillGflops = prefillFlops(cost, r.prefill.tokens) / (r.prefill.bestMs / 1000) / 1e9
+      const gbps = bandwidth.gbps[threads]
+      if (gbps !== undefined) row.rooflineTokPerS = rooflineTokPerS(cost, gbps)
+      if (row.rooflineTokPerS !== undefined && r.decode !== undefined) row.pctRoofline = 100 * r.decode.tokPerS / row.rooflineTokPerS
+      log(`ours      ${key} ${threads}T: load ${fmt(r.loadMs)} ms, prefill ${fmt(r.prefill?.tokPerS)} tok/s (${fmt(row.prefillGflops)} GFLOP/s), ` +
+        `decode ${fmt(r.decode?.tokPerS)} tok/s (${fmt(row.pctRoofline)}% of roofline), peak RSS ${fmt(r.peakRssBytes / MB)} MB`)
+    } else {
+      row.error = run.error
+      log(`ours      ${key} ${threads}T: FAILED ${run.error}`)
+    }
+    engineRows.push(row)
+  }
+}
+
+// 4. llama.cpp on the same files.
+interface LlamaRow { shape: string, dtype: WeightDType, threads: number, error?: string, result?: LlamaCppResult }
+const llamaRows: LlamaRow[] = []
+let llamaInstall: LlamaCppInstall = { ok: false, reason: 'skipped (--no-llama-cpp)' }
+if (opts.llamaCpp) {
+  llamaInstall = ensureLlamaCpp(resolve(ROOT, opts.llamaCppDir), log)
+  if (!llamaInstall.ok) log(`llama.cpp not available: ${llamaInstall.reason}`)
+}
+if (llamaInstall.ok && llamaInstall.entry !== undefined) {
+  for (const [key, model] of models) {
+    for (const threads of threadCounts) {
+      const row: LlamaRow = { shape: model.shape, dtype: model.dtype, threads }
+      const job: LlamaCppJob = { entry: llamaInstall.entry, model: model.path, threads, workload }
+      const run = await runChild<LlamaCppResult>(MEASURE_LLAMA_CPP, job, timeoutMs)
+      if (run.result !== undefined) {
+        row.result = run.result
+        log(`llama.cpp ${key} ${threads}T: load ${fmt(run.result.loadMs)} ms, prefill ${fmt(run.result.prefill.tokPerS)} tok/s, ` +
+          `decode ${fmt(run.result.decode.tokPerS)} tok/s, peak RSS ${fmt(run.result.peakRssBytes / MB)} MB`)
+      } else {
+        row.error = run.error
+        log(`llama.cpp ${key} ${threads}T: FAILED ${run.error}`)
+      }
+      llamaRows.push(row)
+    }
+  }
+}
+
+// 5. Ours vs llama.cpp, each at its best thread count.
+const comparisons: DecodeComparison[] = []
+for (const model of models.values()) {
+  const best = <T extends { threads: number }>(rows: T[], speed: (r: T) => number | undefined) => rows
+    .filter((r) => speed(r) !== undefined)
+    .reduce<T | undefined>((a, b) => (a === undefined || (speed(b) ?? 0) > (speed(a) ?? 0) ? b : a), undefined)
+  const same = <T extends { shape: string, dtype: string }>(r: T) => r.shape === model.shape && r.dtype === model.dtype
+  const ours = best(engineRows.filter(same), (r) => r.result?.decode?.tokPerS)
+  const theirs = best(llamaRows.filter(same), (r) => r.result?.decode.tokPerS)
+  const o = ours?.result?.decode?.tokPerS
+  const l = theirs?.result?.decode.tokPerS
+  if (ours !== undefined && theirs !== undefined && o !== undefined && l !== undefined) {
+    comparisons.push({ shape: model.shape, dtype: model.dtype, oursTokPerS: o, oursThreads: ours.threads, llamaTokPerS: l, llamaThreads: theirs.threads, ratio: o / l })
+  }
+}
+
+// 6. Memory: shards of half the layers against one of all of them, same q8_0 file, same work.
+let memoryCheck: MemoryCheck | undefined
+let memoryReason: string | undefined
+if (memoryShape === undefined) {
+  memoryReason = 'no shape to run it on'
+} else {
+  try {
+    const model = models.get(`${memoryShape}/q8_0`) ?? ensureModel(modelsDir, memoryShape, 'q8_0', log)
+    memoryCheck = await runMemoryCheck(MEASURE_SHARD, model, shapeConfig(memoryShape).nLayers, workload, timeoutMs, log)
+    memoryReason = memoryCheck.reason
+  } catch (err) {
+    memoryReason = (err as Error).message
+  }
+}
+const memoryRow = (name: string) => memoryCheck?.runs.find((r) => r.name === name)?.result?.peakRssBytes
+const memory: TargetInputs['memory'] = memoryCheck?.ratio === undefined
+  ? undefined
+  : { shape: memoryCheck.shape, ratio: memoryCheck.ratio, halfRssBytes: memoryRow('first half') ?? 0, allRssBytes: memoryRow('all') ?? 0 }
+
+// 7. Tables.
+const llamaFor = (r: EngineRow) => llamaRows.find((l) => l.shape === r.shape && l.dtype === r.dtype && l.threads === r.threads)
+const speedRows: Cell[][] = engineRows.map((r) => {
+  const l = llamaFor(r)?.result
+  return [r.shape, r.dtype, r.threads,
+    fmt(r.result?.loadMs), fmt(r.decodeBytesPerToken === undefined ? undefined : r.decodeBytesPerToken / MB),
+    fmt(r.result?.prefill?.tokPerS), fmt(r.prefillGflops),
+    fmt(r.result?.decode?.tokPerS), fmt(r.rooflineTokPerS), fmt(r.pctRoofline),
+    fmt(r.result === undefined ? undefined : r.result.peakRssBytes / MB),
+    fmt(l?.prefill.tokPerS), fmt(l?.decode.tokPerS), fmt(l === undefined ? undefined : l.peakRssBytes / MB),
+    r.error !== undefined ? 'FAILED' : '']
+})
+console.log('\n' + formatTable(['shape', 'dtype', 'thr', 'load ms', 'MB/token', 'prefill tok/s', 'GFLOP/s', 'decode tok/s', 'roofline tok/s', '% roof',
+  'peak RSS MB', 'llama.cpp prefill', 'llama.cpp decode', 'llama.cpp RSS MB', ''], speedRows))
+console.log('\n' + formatTable(['shape', 'dtype', 'ours decode tok/s', 'threads', 'llama.cpp decode tok/s', 'threads', 'ours / llama.cpp'],
+  comparisons.map((c) => [c.shape, c.dtype, fmt(c.oursTokPerS), c.oursThreads, fmt(c.llamaTokPerS), c.llamaThreads, `${c.ratio.toFixed(2)}x`])))
+console.log(`\nmemory bandwidth (${bandwidth.method}, read-only, ${fmt(bandwidth.bufferBytes / 2 ** 20)} MiB): ` +
+  threadCounts.map((t) => `${t} thread${t > 1 ? 's' : ''} ${fmt(bandwidth.gbps[t])} GB/s`).join(', ') +
+  '. Roofline = bandwidth at the same thread count ÷ MB/token (layer matrices + LM head, held dtype).')
+console.log('prefill GFLOP/s = 2 × (layer matmul params × 128 + LM head params) ÷ time; attention products not counted.')
+if (memoryCheck !== undefined) {
+  console.log('\n' + formatTable(['shape (q8_0)', 'layers', 'weights MB', 'read MB', 'KV MB', 'peak RSS MB', '% of all'],
+    memoryCheck.runs.map((r) => [memoryCheck?.shape, `${r.name} [${r.start}, ${r.end})`,
+      fmt(r.result === undefined ? undefined : r.result.weightBytes / MB), fmt(r.result === undefined ? undefined : r.result.bytesRead / MB),
+      fmt(r.result === undefined ? undefined : r.result.kvBytes / MB), fmt(r.result === undefined ? undefined : r.result.peakRssBytes / MB),
+      fmt(r.result === undefined || memoryRow('all') === undefined ? undefined : 100 * r.result.peakRssBytes / (memoryRow('all') ?? 1))])))
+}
+
+// 8. JSON report and TARGET lines.
+const reference = engineRows.find((r) => r.shape === referenceShape && r.dtype === 'q8_0' && r.threads === 2 && r.result !== undefined)
+const targets = evaluateTargets({
+  comparisons,
+  llamaCppReason: llamaInstall.ok ? 'no q8_0 pair measured' : `llama.cpp: ${llamaInstall.reason ?? 'unavailable'}`,
+  reference: { shape: referenceShape ?? REFERENCE_SHAPE, pctRoofline: reference?.pctRoofline, prefillGflops: reference?.prefillGflops },
+  memory,
+  memoryReason
+})
+const resultsDir = resolve(ROOT, opts.resultsDir)
+mkdirSync(resultsDir, { recursive: true })
+const file = join(resultsDir, `engine-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`)
+const report = {
+  benchmark: 'engine',
+  startedAt: startedAt.toISOString(),
+  finishedAt: new Date().toISOString(),
+  argv: process.argv.slice(2),
+  machine,
+  loadAverage: { before: loadBefore, after: loadavg() },
+  options: { shapes, dtypes, threads: threadCounts, quick: opts.quick === true, referenceShape, memoryShape },
+  workload,
+  bandwidth,
+  models: [...models.values()],
+  modelErrors,
+  engine: engineRows,
+  llamaCpp: { install: llamaInstall, runs: llamaRows },
+  comparisons,
+  memory: { ...memoryCheck, reason: memoryReason },
+  targets
+}
+writeFileSync(file, JSON.stringify(report, null, 2) + '\n')
+console.log(`\nwrote ${file}\n`)
+for (const t of targets) console.log(targetLine(t))
