@@ -37,14 +37,7 @@ export function sourceModel (source: ModelSource, reader: TensorReader): Writabl
     rows (name, start, count) {
       const ref = source.tensors.get(name)
       if (ref === undefined) throw new Error(`${source.path}: no tensor ${name}`)
-      if (ref.shape.length === 1) {
-        // A vector is one row; a permuted one (qwen2 bq/bk) is read as a column so the reader
-        // permutes its elements.
-        const out = new Float32Array(ref.shape[0])
-        if (ref.permuteHeads === undefined) reader.readRows(ref, 0, 1, out)
-        else reader.readRows({ ...ref, shape: [ref.shape[0], 1] }, 0, ref.shape[0], out)
-        return out
-      }
+      if (ref.shape.length === 1) return reader.readAll(ref)
       const out = new Float32Array(count * ref.shape[1])
       reader.readRows(ref, start, count, out)
       return out

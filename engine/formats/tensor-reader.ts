@@ -89,7 +89,12 @@ export function createTensorReader (): TensorReader {
     readAll (ref) {
       const n = ref.shape.reduce((a, b) => a * b, 1)
       const out = new Float32Array(n)
-      this.readRows(ref, 0, ref.shape.length === 1 ? 1 : ref.shape[0], out)
+      if (ref.shape.length === 1 && ref.permuteHeads !== undefined) {
+        // A permuted vector (qwen2's q/k biases) is permuted element by element: read it as a column.
+        this.readRows({ ...ref, shape: [n, 1] }, 0, n, out)
+      } else {
+        this.readRows(ref, 0, ref.shape.length === 1 ? 1 : ref.shape[0], out)
+      }
       return out
     },
     get bytesRead () { return bytesRead },

@@ -38,19 +38,10 @@ export function memoryModel (config: ModelConfig, seed: number): WritableModel &
   }
 }
 
-/**
- * Every tensor of `source`, read through the engine's tensor reader as f32. A permuted vector
- * (qwen2's bq / bk) is read as an [n, 1] column so the reader permutes its elements: the
- * reader's readAll treats a vector as one row, where a row permutation is a no-op.
- */
+/** Every tensor of `source`, read through the engine's tensor reader as f32 (permutations undone). */
 export function readAllTensors (source: ModelSource): Map<string, Float32Array> {
   const reader = createTensorReader()
-  const read = (ref: TensorRef): Float32Array => {
-    if (ref.shape.length !== 1 || ref.permuteHeads === undefined) return reader.readAll(ref)
-    const out = new Float32Array(ref.shape[0])
-    reader.readRows({ ...ref, shape: [ref.shape[0], 1] }, 0, ref.shape[0], out)
-    return out
-  }
+  const read = (ref: TensorRef): Float32Array => reader.readAll(ref)
   try {
     return new Map([...source.tensors].map(([name, ref]) => [name, read(ref)]))
   } finally {
