@@ -20,7 +20,7 @@ import { heldBytes, modelCost, prefillFlops, rooflineTokPerS } from './bench/mod
 import { runMemoryCheck, type MemoryCheck } from './bench/memory-check.ts'
 import { ensureModel, type ModelFile } from './bench/models.ts'
 import { shapeConfig } from './model-shapes.ts'
-import { fmt, formatTable, MB, targetLine, type Cell } from './bench/report.ts'
+import { fmt, formatTable, MB, targetLine } from './bench/report.ts'
 import { evaluateTargets, REFERENCE_SHAPE, type DecodeComparison, type TargetInputs } from './bench/targets.ts'
 import { DEFAULT_WORKLOAD, QUICK_WORKLOAD } from './bench/workload.ts'
 
@@ -223,31 +223,34 @@ const memory: TargetInputs['memory'] = memoryCheck?.ratio === undefined
   : { shape: memoryCheck.shape, ratio: memoryCheck.ratio, halfRssBytes: memoryRow('first half') ?? 0, allRssBytes: memoryRow('all') ?? 0 }
 
 // 7. Tables.
-const llamaFor = (r: EngineRow) => llamaRows.find((l) => l.shape === r.shape && l.dtype === r.dtype && l.threads === r.threads)
-const speedRows: Cell[][] = engineRows.map((r) => {
-  const l = llamaFor(r)?.result
-  return [r.shape, r.dtype, r.threads,
-    fmt(r.result?.loadMs), fmt(r.decodeBytesPerToken === undefined ? undefined : r.decodeBytesPerToken / MB),
-    fmt(r.result?.prefill?.tokPerS), fmt(r.prefillGflops),
-    fmt(r.result?.decode?.tokPerS), fmt(r.rooflineTokPerS), fmt(r.pctRoofline),
-    fmt(r.result === undefined ? undefined : r.result.peakRssBytes / MB),
-    fmt(l?.prefill.tokPerS), fmt(l?.decode.tokPerS), fmt(l === undefined ? undefined : l.peakRssBytes / MB),
-    r.error !== undefined ? 'FAILED' : '']
-})
-console.log('\n' + formatTable(['shape', 'dtype', 'thr', 'load ms', 'MB/token', 'prefill tok/s', 'GFLOP/s', 'decode tok/s', 'roofline tok/s', '% roof',
-  'peak RSS MB', 'llama.cpp prefill', 'llama.cpp decode', 'llama.cpp RSS MB', ''], speedRows))
-console.log('\n' + formatTable(['shape', 'dtype', 'ours decode tok/s', 'threads', 'llama.cpp decode tok/s', 'threads', 'ours / llama.cpp'],
+const mb = (x: number | undefined) => fmt(x === undefined ? undefined : x / MB)
+console.log('\nour engine (wasm backend; decode tok/s = 1 / median step; prefill = 128 tokens, best run)')
+console.log(formatTable(['shape', 'dtype', 'thr', 'load ms', 'engine MB', 'read MB', 'MB/token', 'prefill tok/s', 'GFLOP/s',
+  'decode tok/s', 'roofline tok/s', '% roof', 'peak RSS MB', 'status'],
+engineRows.map(({ shape, dtype, threads, result: r, ...d }) => [shape, dtype, threads, fmt(r?.loadMs), mb(r?.weightBytes), mb(r?.bytesRead),
+  mb(d.decodeBytesPerToken), fmt(r?.prefill?.tokPerS), fmt(d.prefillGflops), fmt(r?.decode?.tokPerS), fmt(d.rooflineTokPerS), fmt(d.pctRoofline),
+  mb(r?.peakRssBytes), d.error !== undefined ? 'FAILED' : 'ok'])))
+if (llamaRows.length > 0) {
+  console.log(`\nllama.cpp (node-llama-cpp ${llamaInstall.version ?? ''}, CPU, same GGUF files, same workload)`)
+  console.log(formatTable(['shape', 'dtype', 'thr', 'load ms', 'prefill tok/s', 'decode tok/s', 'peak RSS MB', 'status'],
+    llamaRows.map(({ shape, dtype, threads, result: r, error }) => [shape, dtype, threads, fmt(r?.loadMs), fmt(r?.prefill.tokPerS),
+      fmt(r?.decode.tokPerS), mb(r?.peakRssBytes), error !== undefined ? 'FAILED' : 'ok'])))
+} else {
+  console.log(`\nllama.cpp: not run (${llamaInstall.reason ?? 'unavailable'})`)
+}
+console.log('')
+console.log(formatTable(['shape', 'dtype', 'ours decode tok/s', 'threads', 'llama.cpp decode tok/s', 'threads', 'ours / llama.cpp'],
   comparisons.map((c) => [c.shape, c.dtype, fmt(c.oursTokPerS), c.oursThreads, fmt(c.llamaTokPerS), c.llamaThreads, `${c.ratio.toFixed(2)}x`])))
 console.log(`\nmemory bandwidth (${bandwidth.method}, read-only, ${fmt(bandwidth.bufferBytes / 2 ** 20)} MiB): ` +
   threadCounts.map((t) => `${t} thread${t > 1 ? 's' : ''} ${fmt(bandwidth.gbps[t])} GB/s`).join(', ') +
   '. Roofline = bandwidth at the same thread count ÷ MB/token (layer matrices + LM head, held dtype).')
 console.log('prefill GFLOP/s = 2 × (layer matmul params × 128 + LM head params) ÷ time; attention products not counted.')
 if (memoryCheck !== undefined) {
-  console.log('\n' + formatTable(['shape (q8_0)', 'layers', 'weights MB', 'read MB', 'KV MB', 'peak RSS MB', '% of all'],
-    memoryCheck.runs.map((r) => [memoryCheck?.shape, `${r.name} [${r.start}, ${r.end})`,
-      fmt(r.result === undefined ? undefined : r.result.weightBytes / MB), fmt(r.result === undefined ? undefined : r.result.bytesRead / MB),
-      fmt(r.result === undefined ? undefined : r.result.kvBytes / MB), fmt(r.result === undefined ? undefined : r.result.peakRssBytes / MB),
-      fmt(r.result === undefined || memoryRow('all') === undefined ? undefined : 100 * r.result.peakRssBytes / (memoryRow('all') ?? 1))])))
+  const all = memoryRow('all')
+  console.log('\n' + formatTable(['shape (q8_0)', 'layers', 'engine memory MB', 'read MB', 'KV MB', 'RSS before load MB', 'steady RSS MB', 'peak RSS MB', '% of all'],
+    memoryCheck.runs.map(({ name, start, end, result: r }) => [memoryCheck?.shape, `${name} [${start}, ${end})`,
+      mb(r?.weightBytes), mb(r?.bytesRead), mb(r?.kvBytes), mb(r?.rssBeforeLoadBytes), mb(r?.rssSteadyBytes), mb(r?.peakRssBytes),
+      fmt(r === undefined || all === undefined ? undefined : 100 * r.peakRssBytes / all)])))
 }
 
 // 8. JSON report and TARGET lines.

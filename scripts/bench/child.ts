@@ -19,7 +19,8 @@ export interface ChildRun<T> {
 export function runChild<T> (script: string, input: unknown, timeoutMs: number, env: Record<string, string> = {}): Promise<ChildRun<T>> {
   const started = performance.now()
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [script, JSON.stringify(input)], {
+    // --expose-gc lets a child measure steady memory after a full collection.
+    const child = spawn(process.execPath, ['--expose-gc', script, JSON.stringify(input)], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env }
     })

@@ -28,7 +28,11 @@ export interface ShardResult {
   weightBytes: number
   bytesRead: number
   kvBytes: number
+  /** RSS of the child before loading: Node, the engine's modules, nothing of the model. */
+  rssBeforeLoadBytes: number
   rssAfterLoadBytes: number
+  /** Memory mode: RSS after the session's step and a full GC (when run with --expose-gc). */
+  rssSteadyBytes?: number
   prefill?: PrefillStats
   decode?: DecodeStats
   peakRssBytes: number
@@ -48,6 +52,7 @@ function argmax (x: Float32Array): number {
 async function main (): Promise<void> {
   const job = readChildInput<ShardJob>()
   const w = job.workload
+  const rssBeforeLoadBytes = process.memoryUsage.rss()
   const t0 = performance.now()
   const { shard } = await loadModel(job.model, { dtype: job.dtype, threads: job.threads, start: job.start, end: job.end })
   const loadMs = performance.now() - t0
@@ -62,6 +67,7 @@ async function main (): Promise<void> {
     loadMs,
     weightBytes: shard.weightBytes,
     bytesRead: shard.bytesRead,
+    rssBeforeLoadBytes,
     rssAfterLoadBytes
   }
 
@@ -71,7 +77,9 @@ async function main (): Promise<void> {
     session.step(shard.isFirst
       ? { tokens: workloadTokens(MEMORY_MODE_TOKENS, w.seed, w.maxTokenId) }
       : { hidden: new Float32Array(MEMORY_MODE_TOKENS * shard.config.dim).fill(HIDDEN_FILL) })
-    const result: ShardResult = { ...base, kvBytes: session.kvBytes, peakRssBytes: peakRssBytes() }
+    const gc = (globalThis as { gc?: () => void }).gc
+    gc?.()
+    const result: ShardResult = { ...base, kvBytes: session.kvBytes, rssSteadyBytes: process.memoryUsage.rss(), peakRssBytes: peakRssBytes() }
     session.close()
     await shard.close()
     emitResult(result)
