@@ -3,12 +3,11 @@
 // (Llama2cTokenizer): GGUF pieces use U+2581 for a space, which becomes ' ' here, and control
 // pieces (<s>, </s>) are wrapped in newlines as llama2.c's export does, so that no merge of text
 // can ever produce them (SentencePiece never merges into control tokens either).
-import { readFile } from 'node:fs/promises'
 import { ModelFormatError } from './errors.ts'
 import { getInt, readGgufFile } from './formats/gguf.ts'
 import type { GgufFile } from './formats/gguf.ts'
 import type { Tokenizer } from './index.ts'
-import { Llama2cTokenizer } from './tokenizer-llama2c.ts'
+import { Llama2cTokenizer, readTokenizerBin } from './tokenizer-llama2c.ts'
 
 /** GGUF token types (llama.cpp's llama_token_type). */
 export const TokenType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const
@@ -76,27 +75,7 @@ export function spmTokenizer (vocab: SpmVocab): Llama2cTokenizer {
  * plain control pieces, <0xXX> pieces byte pieces, id 0 the unknown piece.
  */
 export async function readLlama2cVocab (file: string, vocabSize: number): Promise<SpmVocab> {
-  let buf: Buffer
-  try {
-    buf = await readFile(file)
-  } catch (err) {
-    throw new ModelFormatError(file, `cannot read tokenizer: ${(err as Error).message}`)
-  }
-  if (buf.length < 4) throw new ModelFormatError(file, 'shorter than the 4-byte tokenizer header')
-  const maxLen = buf.readInt32LE(0)
-  const pieces: string[] = []
-  const scores = new Float32Array(vocabSize)
-  let off = 4
-  for (let i = 0; i < vocabSize; i++) {
-    if (off + 8 > buf.length) throw new ModelFormatError(file, `truncated at token ${i} of ${vocabSize}`)
-    scores[i] = buf.readFloatLE(off)
-    const len = buf.readInt32LE(off + 4)
-    off += 8
-    if (len < 0 || len > maxLen || off + len > buf.length) throw new ModelFormatError(file, `token ${i} has invalid length ${len}`)
-    pieces.push(buf.toString('utf8', off, off + len))
-    off += len
-  }
-  if (off !== buf.length) throw new ModelFormatError(file, `${buf.length - off} bytes after ${vocabSize} tokens: vocabulary size does not match`)
+  const { pieces, scores } = await readTokenizerBin(file, vocabSize)
   return spmVocabFromPieces(pieces, scores, { bosId: 1, eosId: 2, unkId: 0 })
 }
 

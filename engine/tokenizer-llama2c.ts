@@ -40,35 +40,7 @@ export class Llama2cTokenizer implements Tokenizer {
 
   /** Reads a llama2.c tokenizer.bin; `vocabSize` comes from the model header. */
   static async fromFile (path: string, vocabSize: number): Promise<Llama2cTokenizer> {
-    let buf: Buffer
-    try {
-      buf = await readFile(path)
-    } catch (err) {
-      throw new ModelFormatError(path, `cannot read tokenizer: ${(err as Error).message}`)
-    }
-    if (buf.length < 4) throw new ModelFormatError(path, 'tokenizer file is shorter than its 4-byte header')
-    const maxTokenLength = buf.readInt32LE(0)
-    if (maxTokenLength <= 0 || maxTokenLength > MAX_PIECE_BYTES) {
-      throw new ModelFormatError(path, `max_token_length ${maxTokenLength} is not a llama2.c tokenizer header`)
-    }
-    const pieces: string[] = []
-    const scores = new Float32Array(vocabSize)
-    let off = 4
-    const utf8 = new TextDecoder('utf-8')
-    for (let id = 0; id < vocabSize; id++) {
-      if (off + 8 > buf.length) throw new ModelFormatError(path, `truncated at token ${id} of ${vocabSize} (the model's vocab_size)`)
-      scores[id] = buf.readFloatLE(off)
-      const len = buf.readInt32LE(off + 4)
-      off += 8
-      if (len < 0 || len > maxTokenLength || off + len > buf.length) {
-        throw new ModelFormatError(path, `token ${id} has invalid length ${len}`)
-      }
-      pieces.push(utf8.decode(buf.subarray(off, off + len)))
-      off += len
-    }
-    if (off !== buf.length) {
-      throw new ModelFormatError(path, `has ${buf.length - off} bytes after ${vocabSize} tokens: vocabulary size does not match the model`)
-    }
+    const { pieces, scores } = await readTokenizerBin(path, vocabSize)
     return new Llama2cTokenizer(pieces, scores, { bosId: 1, eosId: 2 })
   }
 
@@ -157,4 +129,37 @@ function parseBytePiece (piece: string): number {
   if (piece.length !== 6 || !piece.startsWith('<0x') || piece[5] !== '>') return -1
   const v = Number.parseInt(piece.slice(3, 5), 16)
   return Number.isNaN(v) ? -1 : v
+}
+
+/** The pieces (UTF-8 text) and scores of a llama2.c tokenizer.bin with `vocabSize` entries. */
+export async function readTokenizerBin (path: string, vocabSize: number): Promise<{ pieces: string[], scores: Float32Array }> {
+  let buf: Buffer
+  try {
+    buf = await readFile(path)
+  } catch (err) {
+    throw new ModelFormatError(path, `cannot read tokenizer: ${(err as Error).message}`)
+  }
+  if (buf.length < 4) throw new ModelFormatError(path, 'tokenizer file is shorter than its 4-byte header')
+  const maxTokenLength = buf.readInt32LE(0)
+  if (maxTokenLength <= 0 || maxTokenLength > MAX_PIECE_BYTES) {
+    throw new ModelFormatError(path, `max_token_length ${maxTokenLength} is not a llama2.c tokenizer header`)
+  }
+  const pieces: string[] = []
+  const scores = new Float32Array(vocabSize)
+  let off = 4
+  for (let id = 0; id < vocabSize; id++) {
+    if (off + 8 > buf.length) throw new ModelFormatError(path, `truncated at token ${id} of ${vocabSize} (the model's vocab_size)`)
+    scores[id] = buf.readFloatLE(off)
+    const len = buf.readInt32LE(off + 4)
+    off += 8
+    if (len < 0 || len > maxTokenLength || off + len > buf.length) {
+      throw new ModelFormatError(path, `token ${id} has invalid length ${len}`)
+    }
+    pieces.push(buf.toString('utf8', off, off + len))
+    off += len
+  }
+  if (off !== buf.length) {
+    throw new ModelFormatError(path, `has ${buf.length - off} bytes after ${vocabSize} tokens: vocabulary size does not match the model`)
+  }
+  return { pieces, scores }
 }
