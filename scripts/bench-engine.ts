@@ -14,6 +14,7 @@ import type { WeightDType } from '../engine/index.ts'
 import { measureBandwidth, type BandwidthResult } from './bench/bandwidth.ts'
 import { runChild } from './bench/child.ts'
 import { ensureLlamaCpp, type LlamaCppInstall } from './bench/llama-cpp.ts'
+import { waitForIdle, type IdleWait } from './bench/machine-load.ts'
 import type { LlamaCppJob, LlamaCppResult } from './bench/measure-llama-cpp.ts'
 import type { ShardJob, ShardResult } from './bench/measure-shard.ts'
 import { heldBytes, modelCost, prefillFlops, rooflineTokPerS } from './bench/model-cost.ts'
@@ -42,6 +43,8 @@ interface Options {
   resultsDir: string
   llamaCppDir: string
   childTimeoutMs: string
+  idleThreshold: string
+  maxIdleWaitMs: string
 }
 
 const program = new Command('bench-engine')
@@ -56,6 +59,8 @@ const program = new Command('bench-engine')
   .option('--results-dir <dir>', 'where the JSON report goes', 'bench/results')
   .option('--llama-cpp-dir <dir>', 'prefix node-llama-cpp is installed into on demand', '.cache/llama-cpp')
   .option('--child-timeout-ms <ms>', 'limit for each measurement process', '900000')
+  .option('--idle-threshold <fraction>', 'before each speed run, wait for the CPUs to be at most this busy (0..1)', '0.25')
+  .option('--max-idle-wait-ms <ms>', 'longest wait for idle CPUs before each speed run (0: never wait)', '30000')
 program.parse()
 const opts = program.opts<Options>()
 
@@ -80,6 +85,11 @@ const referenceShape = shapes.includes(REFERENCE_SHAPE) ? REFERENCE_SHAPE : shap
 const memoryShape = opts.memoryShape ?? referenceShape
 const log = (line: string) => console.log(line)
 const startedAt = new Date()
+const idleThreshold = Number(opts.idleThreshold)
+const maxIdleWaitMs = Number(opts.maxIdleWaitMs)
+/** Waits (bounded) for other processes to leave the CPUs alone; returns what it saw. */
+const quiet = (): Promise<IdleWait> => maxIdleWaitMs > 0 ? waitForIdle(idleThreshold, maxIdleWaitMs) : Promise.resolve({ waitedMs: 0 })
+const busyNote = (w: IdleWait) => w.busy !== undefined && w.busy > idleThreshold ? ` [CPUs ${(w.busy * 100).toFixed(0)}% busy before the run]` : ''
 
 // 1. The machine and its memory bandwidth.
 const machine = {
@@ -97,9 +107,10 @@ const loadBefore = loadavg()
 if (loadBefore[0] > BUSY_LOAD_PER_CORE * machine.cores) {
   log(`WARNING: load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')} on ${machine.cores} cores: other processes are running, figures will be low`)
 }
+const bandwidthIdle = await quiet()
 const bandwidth: BandwidthResult = await measureBandwidth({ threads: threadCounts })
 log(`memory bandwidth (${bandwidth.method}${bandwidth.note !== undefined ? `: ${bandwidth.note}` : ''}): ` +
-  threadCounts.map((t) => `${t}T ${fmt(bandwidth.gbps[t])} GB/s`).join(', '))
+  threadCounts.map((t) => `${t}T ${fmt(bandwidth.gbps[t])} GB/s`).join(', ') + busyNote(bandwidthIdle))
 
 // 2. Model files: one GGUF per (shape, dtype), shared by both engines.
 const models = new Map<string, ModelFile>()
@@ -129,6 +140,7 @@ interface EngineRow {
   dtype: WeightDType
   threads: number
   error?: string
+  idle?: IdleWait
   result?: ShardResult
   decodeBytesPerToken?: number
   prefillGflops?: number
@@ -140,6 +152,7 @@ for (const [key, model] of models) {
   for (const threads of threadCounts) {
     const row: EngineRow = { shape: model.shape, dtype: model.dtype, threads }
     const job: ShardJob = { mode: 'speed', model: model.path, dtype: model.dtype, threads, workload }
+    row.idle = await quiet()
     const run = await runChild<ShardResult>(MEASURE_SHARD, job, timeoutMs)
     if (run.result !== undefined) {
       const r = run.result
@@ -151,7 +164,7 @@ for (const [key, model] of models) {
       if (gbps !== undefined) row.rooflineTokPerS = rooflineTokPerS(cost, gbps)
       if (row.rooflineTokPerS !== undefined && r.decode !== undefined) row.pctRoofline = 100 * r.decode.tokPerS / row.rooflineTokPerS
       log(`ours      ${key} ${threads}T: load ${fmt(r.loadMs)} ms, prefill ${fmt(r.prefill?.tokPerS)} tok/s (${fmt(row.prefillGflops)} GFLOP/s), ` +
-        `decode ${fmt(r.decode?.tokPerS)} tok/s (${fmt(row.pctRoofline)}% of roofline), peak RSS ${fmt(r.peakRssBytes / MB)} MB`)
+        `decode ${fmt(r.decode?.tokPerS)} tok/s (${fmt(row.pctRoofline)}% of roofline), peak RSS ${fmt(r.peakRssBytes / MB)} MB${busyNote(row.idle)}`)
     } else {
       row.error = run.error
       log(`ours      ${key} ${threads}T: FAILED ${run.error}`)
@@ -161,7 +174,7 @@ for (const [key, model] of models) {
 }
 
 // 4. llama.cpp on the same files.
-interface LlamaRow { shape: string, dtype: WeightDType, threads: number, error?: string, result?: LlamaCppResult }
+interface LlamaRow { shape: string, dtype: WeightDType, threads: number, error?: string, idle?: IdleWait, result?: LlamaCppResult }
 const llamaRows: LlamaRow[] = []
 let llamaInstall: LlamaCppInstall = { ok: false, reason: 'skipped (--no-llama-cpp)' }
 if (opts.llamaCpp) {
@@ -173,11 +186,12 @@ if (llamaInstall.ok && llamaInstall.entry !== undefined) {
     for (const threads of threadCounts) {
       const row: LlamaRow = { shape: model.shape, dtype: model.dtype, threads }
       const job: LlamaCppJob = { entry: llamaInstall.entry, model: model.path, threads, workload }
+      row.idle = await quiet()
       const run = await runChild<LlamaCppResult>(MEASURE_LLAMA_CPP, job, timeoutMs)
       if (run.result !== undefined) {
         row.result = run.result
         log(`llama.cpp ${key} ${threads}T: load ${fmt(run.result.loadMs)} ms, prefill ${fmt(run.result.prefill.tokPerS)} tok/s, ` +
-          `decode ${fmt(run.result.decode.tokPerS)} tok/s, peak RSS ${fmt(run.result.peakRssBytes / MB)} MB`)
+          `decode ${fmt(run.result.decode.tokPerS)} tok/s, peak RSS ${fmt(run.result.peakRssBytes / MB)} MB${busyNote(row.idle)}`)
       } else {
         row.error = run.error
         log(`llama.cpp ${key} ${threads}T: FAILED ${run.error}`)
@@ -211,7 +225,7 @@ if (memoryShape === undefined) {
 } else {
   try {
     const model = models.get(`${memoryShape}/q8_0`) ?? ensureModel(modelsDir, memoryShape, 'q8_0', log)
-    memoryCheck = await runMemoryCheck(MEASURE_SHARD, model, shapeConfig(memoryShape).nLayers, workload, timeoutMs, log)
+    memoryCheck = await runMemoryCheck(MEASURE_SHARD, model, shapeConfig(memoryShape).nLayers, workload, workload.memoryRepeats, timeoutMs, log)
     memoryReason = memoryCheck.reason
   } catch (err) {
     memoryReason = (err as Error).message
@@ -272,9 +286,9 @@ const report = {
   argv: process.argv.slice(2),
   machine,
   loadAverage: { before: loadBefore, after: loadavg() },
-  options: { shapes, dtypes, threads: threadCounts, quick: opts.quick === true, referenceShape, memoryShape },
+  options: { shapes, dtypes, threads: threadCounts, quick: opts.quick === true, referenceShape, memoryShape, idleThreshold, maxIdleWaitMs },
   workload,
-  bandwidth,
+  bandwidth: { ...bandwidth, idle: bandwidthIdle },
   models: [...models.values()],
   modelErrors,
   engine: engineRows,

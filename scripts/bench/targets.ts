@@ -70,7 +70,7 @@ export function evaluateTargets (inp: TargetInputs): Target[] {
         ? {
             figure: `${(inp.memory.ratio * 100).toFixed(1)}%`,
             met: inp.memory.ratio <= GOALS.halfShardMemory,
-            note: `${inp.memory.shape} q8_0 peak RSS ${fmt(inp.memory.halfRssBytes / 1e6)} MB / ${fmt(inp.memory.allRssBytes / 1e6)} MB`
+            note: `${inp.memory.shape} q8_0, layers [0, L/2) vs [0, L), median peak RSS ${fmt(inp.memory.halfRssBytes / 1e6)} MB / ${fmt(inp.memory.allRssBytes / 1e6)} MB`
           }
         : { note: inp.memoryReason ?? 'not run' })
     }

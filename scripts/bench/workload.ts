@@ -10,6 +10,8 @@ export interface Workload {
   decodeSteps: number
   prefillRuns: number
   decodeRuns: number
+  /** Loads per layer range in the half-vs-all memory check (the median is reported). */
+  memoryRepeats: number
   seed: number
   /** Token ids are drawn from [FIRST_TOKEN_ID, maxTokenId). */
   maxTokenId: number
@@ -21,11 +23,12 @@ export const DEFAULT_WORKLOAD: Workload = {
   decodeSteps: 48,
   prefillRuns: 3,
   decodeRuns: 2,
+  memoryRepeats: 3,
   seed: 1,
   maxTokenId: 32000 // every shape in scripts/model-shapes.ts has at least 32000 tokens
 }
 
-export const QUICK_WORKLOAD: Workload = { ...DEFAULT_WORKLOAD, decodeSteps: 16, prefillRuns: 1, decodeRuns: 1 }
+export const QUICK_WORKLOAD: Workload = { ...DEFAULT_WORKLOAD, decodeSteps: 16, prefillRuns: 1, decodeRuns: 1, memoryRepeats: 1 }
 
 const FIRST_TOKEN_ID = 300 // past the special and byte tokens of the generated vocabularies
 
