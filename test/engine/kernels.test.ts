@@ -152,6 +152,11 @@ describe(`WASM kernels vs reference (TEST_SEED=${SEED})`, () => {
     for (let i = 0; i < got.length; i++) {
       if (!Object.is(got[i] + 0, ref[i] + 0)) expect.fail(`out[${i}] = ${got[i]}, reference ${ref[i]}`)
     }
+    // The same halves as a [65536, 1] matrix go through the scalar tail (sum = +0 + w * 1).
+    const column = run(be, { ...w, rows: 65536, cols: 1 }, new Float32Array([1]), 1)
+    for (let i = 0; i < 65536; i++) {
+      if (!Object.is(column[i], f16ToF32(i) + 0)) expect.fail(`half 0x${i.toString(16)}: ${column[i]}`)
+    }
   })
 
   it('keeps working after the shared memory grows (workers see the new pages)', async () => {
