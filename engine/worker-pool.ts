@@ -128,6 +128,7 @@ export async function createWorkerPool (init: { module: WebAssembly.Module, memo
   const workers: Worker[] = []
   let seq = 0
   let closed = false
+  let failure: Error | undefined
 
   try {
     for (let i = 1; i <= init.workers; i++) {
@@ -140,6 +141,8 @@ export async function createWorkerPool (init: { module: WebAssembly.Module, memo
         worker.once('exit', (code) => reject(new Error(`kernel worker ${i} exited with code ${code} while starting`)))
       })
       worker.removeAllListeners()
+      // A worker that dies outside a kernel (it catches traps) fails the next matmul, not the process.
+      worker.on('error', (err) => { failure ??= err })
       worker.unref() // an idle pool never keeps the process alive
     }
   } catch (err) {
@@ -148,6 +151,7 @@ export async function createWorkerPool (init: { module: WebAssembly.Module, memo
   }
 
   function run (kernels: MatmulKernel[], kernel: number, args: Int32Array, chunks: number, chunkRows: number): void {
+    if (failure !== undefined) throw failure
     seq = (seq + 1) & SEQ_MASK
     ctrl[KERNEL] = kernel
     ctrl[CHUNKS] = chunks
