@@ -5,7 +5,8 @@ import { ShardConfigError } from './errors.ts'
 import { createTensorReader, type TensorReader } from './formats/tensor-reader.ts'
 import type { ComputeBackend, Matrix, ModelSource, Shard, ShardOptions, WeightDType } from './index.ts'
 import { DEFAULT_MAX_BATCH } from './constants.ts'
-import { packMatrix, quantizable } from './quantize.ts'
+import { packTensor } from './pack-source.ts'
+import { quantizable } from './quantize.ts'
 import { createReferenceBackend } from './reference-backend.ts'
 import { createSession, createScratch } from './session.ts'
 import { createWasmBackend } from './wasm-backend.ts'
@@ -85,8 +86,7 @@ function loadWeights (source: ModelSource, reader: TensorReader, backend: Comput
     const t = ref(name)
     const [rows, cols] = t.shape
     const chosen: WeightDType = dtype === 'q8_0' || dtype === 'q4_0' ? (quantizable(rows, cols) ? dtype : 'f32') : dtype
-    // packMatrix asks for rows a chunk at a time, so the f32 staging never holds the whole matrix.
-    return packMatrix(backend.mem, chosen, rows, cols, (rowStart, rowCount, out) => reader.readRows(t, rowStart, rowCount, out))
+    return packTensor(backend.mem, chosen, t, reader)
   }
   const layers: LayerWeights[] = []
   for (let l = start; l < end; l++) {
