@@ -5,7 +5,6 @@
 import { SessionLimitError, ShapeError, ShardConfigError } from './errors.ts'
 import type { ComputeBackend, EngineMemory, ModelConfig, Session, StageInput, StageOutput, StepOptions } from './index.ts'
 import { accumulate, addBias, attention, rmsnorm, rope, swiglu } from './ops.ts'
-import { dequantizeRow } from './quantize.ts'
 import type { ShardWeights } from './shard.ts'
 
 const INITIAL_KV_POSITIONS = 256
@@ -142,7 +141,8 @@ export function createSession (init: SessionInit): Session {
 
   function loadInput (input: StageInput, from: number, T: number): void {
     if ('tokens' in input) {
-      for (let t = 0; t < T; t++) dequantizeRow(backend.mem, weights.embedding as NonNullable<ShardWeights['embedding']>, input.tokens[from + t], s.x.subarray(t * c.dim, (t + 1) * c.dim))
+      const embedding = weights.embedding as NonNullable<ShardWeights['embedding']>
+      for (let t = 0; t < T; t++) embedding.lookup(input.tokens[from + t], s.x.subarray(t * c.dim, (t + 1) * c.dim))
     } else {
       s.x.set(input.hidden.subarray(from * c.dim, (from + T) * c.dim))
     }

@@ -3,7 +3,7 @@
 // memory in the chosen dtype. Other layers' bytes are never read.
 import { ShardConfigError } from './errors.ts'
 import { createTensorReader, type TensorReader } from './formats/tensor-reader.ts'
-import type { ComputeBackend, Matrix, ModelSource, Shard, ShardOptions, WeightDType } from './index.ts'
+import type { ComputeBackend, Matrix, ModelSource, Shard, ShardOptions, TensorRef, WeightDType } from './index.ts'
 import { DEFAULT_MAX_BATCH } from './constants.ts'
 import { packTensor } from './pack-source.ts'
 import { quantizable } from './quantize.ts'
@@ -26,8 +26,14 @@ export interface LayerWeights {
   w3: Matrix // (hidden, dim) up
 }
 
+/** Token embedding rows, read from the model file on demand (first stage only). */
+export interface EmbeddingTable {
+  lookup(token: number, out: Float32Array): void
+  close(): void
+}
+
 export interface ShardWeights {
-  embedding?: Matrix // (vocab, dim): first stage
+  embedding?: EmbeddingTable // (vocab, dim) on disk: first stage
   layers: LayerWeights[] // one per layer in [start, end)
   finalNorm?: Float32Array // (dim): last stage
   output?: Matrix // (vocab, dim): last stage (the embedding matrix when tied)
@@ -47,6 +53,7 @@ export async function loadShard (source: ModelSource, options: ShardOptions = {}
   const reader = createTensorReader()
   try {
     const weights = loadWeights(source, reader, backend, start, end, dtype, options.signal)
+    if (start === 0) weights.embedding = embeddingTable(tensor(source, 'tok_embeddings'))
     const maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH
     const scratch = createScratch(backend.mem, config, maxBatch, end === config.nLayers)
     const weightBytes = backend.mem.usedBytes
@@ -62,7 +69,10 @@ export async function loadShard (source: ModelSource, options: ShardOptions = {}
       weightBytes,
       bytesRead,
       openSession: (opts = {}) => createSession({ config, weights, backend, scratch, start, end, maxBatch, maxLength: opts.maxLength ?? config.seqLen }),
-      close: () => backend.close()
+      close: async () => {
+        weights.embedding?.close()
+        await backend.close()
+      }
     }
   } catch (err) {
     await backend.close()
@@ -72,14 +82,29 @@ export async function loadShard (source: ModelSource, options: ShardOptions = {}
   }
 }
 
+/**
+ * The embedding table stays on disk: a first stage reads one row per token (a ranged read, served
+ * from the page cache once warm) instead of holding vocab × dim weights it mostly never touches.
+ * Rows come out exactly as the file stores them, dequantized to f32.
+ */
+function embeddingTable (ref: TensorRef): EmbeddingTable {
+  const reader = createTensorReader()
+  return {
+    lookup: (token, out) => reader.readRows(ref, token, 1, out),
+    close: () => reader.close()
+  }
+}
+
+function tensor (source: ModelSource, name: string): TensorRef {
+  const t = source.tensors.get(name)
+  if (t === undefined) throw new ShardConfigError(`${source.path}: tensor ${name} is missing`)
+  return t
+}
+
 function loadWeights (source: ModelSource, reader: TensorReader, backend: ComputeBackend,
   start: number, end: number, dtype: WeightDType, signal?: AbortSignal): ShardWeights {
   const { config } = source
-  const ref = (name: string) => {
-    const t = source.tensors.get(name)
-    if (t === undefined) throw new ShardConfigError(`${source.path}: tensor ${name} is missing`)
-    return t
-  }
+  const ref = (name: string) => tensor(source, name)
   const vector = (name: string): Float32Array => reader.readAll(ref(name))
   const matrix = (name: string): Matrix => {
     signal?.throwIfAborted()
@@ -106,10 +131,9 @@ function loadWeights (source: ModelSource, reader: TensorReader, backend: Comput
   }
   const weights: ShardWeights = { layers }
   const isLast = end === config.nLayers
-  if (start === 0) weights.embedding = matrix('tok_embeddings')
   if (isLast) {
     weights.finalNorm = vector('norm')
-    weights.output = config.tiedEmbeddings ? (weights.embedding ?? matrix('tok_embeddings')) : matrix('output')
+    weights.output = matrix(config.tiedEmbeddings ? 'tok_embeddings' : 'output')
   }
   return weights
 }
