@@ -89,13 +89,17 @@ export interface Matrix {
   scalesPtr: number // 0 unless q8_0 / q4_0
 }
 
-/** Memory the kernels can see: a bump allocator over one (shared) WebAssembly.Memory. */
+/** Memory the kernels can see: an allocator over one (shared) WebAssembly.Memory. */
 export interface EngineMemory {
   readonly memory: WebAssembly.Memory
   alloc(bytes: number, align?: number): number
+  /** Returns a block from `alloc` (session KV caches; weights are never freed). */
+  free(ptr: number): void
   f32(ptr: number, length: number): Float32Array
   u8(ptr: number, length: number): Uint8Array
+  /** Bytes in live blocks, and the highest address ever handed out. */
   readonly usedBytes: number
+  readonly topBytes: number
 }
 
 /** Matrix kernels over engine memory. `matmul`: out[t, r] = sum_c W[r, c] * x[t, c], t < T. */
