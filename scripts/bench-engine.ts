@@ -12,16 +12,14 @@ import { cpus, loadavg, release, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { WeightDType } from '../engine/index.ts'
 import { measureBandwidth, type BandwidthResult } from './bench/bandwidth.ts'
-import { runChild } from './bench/child.ts'
 import { ensureLlamaCpp, type LlamaCppInstall } from './bench/llama-cpp.ts'
 import { waitForIdle, type IdleWait } from './bench/machine-load.ts'
-import type { LlamaCppJob, LlamaCppResult } from './bench/measure-llama-cpp.ts'
-import type { ShardJob, ShardResult } from './bench/measure-shard.ts'
-import { heldBytes, modelCost, prefillFlops, rooflineTokPerS } from './bench/model-cost.ts'
+import { heldBytes, modelCost } from './bench/model-cost.ts'
 import { runMemoryCheck, type MemoryCheck } from './bench/memory-check.ts'
 import { ensureModel, type ModelFile } from './bench/models.ts'
 import { shapeConfig } from './model-shapes.ts'
 import { fmt, formatTable, MB, targetLine } from './bench/report.ts'
+import { applyBestBandwidth, runSpeed, type EngineName, type SpeedRow, type SpeedRunContext } from './bench/speed-runs.ts'
 import { evaluateTargets, REFERENCE_SHAPE, type DecodeComparison, type TargetInputs } from './bench/targets.ts'
 import { DEFAULT_WORKLOAD, QUICK_WORKLOAD } from './bench/workload.ts'
 
@@ -30,7 +28,6 @@ const MEASURE_SHARD = join(ROOT, 'scripts/bench/measure-shard.ts')
 const MEASURE_LLAMA_CPP = join(ROOT, 'scripts/bench/measure-llama-cpp.ts')
 const DTYPES: WeightDType[] = ['f32', 'f16', 'q8_0', 'q4_0']
 const WASM32_MEMORY_BYTES = 4 * 2 ** 30 // engine memory is one wasm32 WebAssembly.Memory
-const BUSY_LOAD_PER_CORE = 0.25 // 1-minute load average per core above which the machine is not idle
 
 interface Options {
   shapes: string
@@ -45,6 +42,8 @@ interface Options {
   childTimeoutMs: string
   idleThreshold: string
   maxIdleWaitMs: string
+  contentionCores: string
+  retries: string
 }
 
 const program = new Command('bench-engine')
@@ -61,6 +60,8 @@ const program = new Command('bench-engine')
   .option('--child-timeout-ms <ms>', 'limit for each measurement process', '900000')
   .option('--idle-threshold <fraction>', 'before each speed run, wait for the CPUs to be at most this busy (0..1)', '0.25')
   .option('--max-idle-wait-ms <ms>', 'longest wait for idle CPUs before each speed run (0: never wait)', '30000')
+  .option('--contention-cores <n>', 'run a speed measurement again when other processes took more cores than this during it', '0.2')
+  .option('--retries <n>', 'how many times to run a contended measurement again', '2')
 program.parse()
 const opts = program.opts<Options>()
 
@@ -101,12 +102,9 @@ const machine = {
   node: process.version
 }
 log(`machine: ${machine.cpu}, ${machine.cores} cores, ${fmt(machine.memoryBytes / 1e9)} GB RAM, node ${machine.node}`)
-// Other processes competing for the cores make every figure low (and llama.cpp's spinning
-// threads collapse): say so up front, and keep the load averages in the report.
+// Load averages at start and end go into the report; the bandwidth measurement and every speed
+// run first wait (bounded) for idle CPUs and record how busy they were (`quiet`).
 const loadBefore = loadavg()
-if (loadBefore[0] > BUSY_LOAD_PER_CORE * machine.cores) {
-  log(`WARNING: load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')} on ${machine.cores} cores: other processes are running, figures will be low`)
-}
 const bandwidthIdle = await quiet()
 const bandwidth: BandwidthResult = await measureBandwidth({ threads: threadCounts })
 log(`memory bandwidth (${bandwidth.method}${bandwidth.note !== undefined ? `: ${bandwidth.note}` : ''}): ` +
@@ -134,86 +132,66 @@ for (const shape of shapes) {
   }
 }
 
-// 3. Our engine, one child per (shape, dtype, threads).
-interface EngineRow {
-  shape: string
-  dtype: WeightDType
-  threads: number
-  error?: string
-  idle?: IdleWait
-  result?: ShardResult
-  decodeBytesPerToken?: number
-  prefillGflops?: number
-  rooflineTokPerS?: number
-  pctRoofline?: number
-}
-const engineRows: EngineRow[] = []
-for (const [key, model] of models) {
-  for (const threads of threadCounts) {
-    const row: EngineRow = { shape: model.shape, dtype: model.dtype, threads }
-    const job: ShardJob = { mode: 'speed', model: model.path, dtype: model.dtype, threads, workload }
-    row.idle = await quiet()
-    const run = await runChild<ShardResult>(MEASURE_SHARD, job, timeoutMs)
-    if (run.result !== undefined) {
-      const r = run.result
-      const cost = modelCost(r.config, model.dtype)
-      row.result = r
-      row.decodeBytesPerToken = cost.decodeBytesPerToken
-      if (r.prefill !== undefined) row.prefillGflops = prefillFlops(cost, r.prefill.tokens) / (r.prefill.bestMs / 1000) / 1e9
-      const gbps = bandwidth.gbps[threads]
-      if (gbps !== undefined) row.rooflineTokPerS = rooflineTokPerS(cost, gbps)
-      if (row.rooflineTokPerS !== undefined && r.decode !== undefined) row.pctRoofline = 100 * r.decode.tokPerS / row.rooflineTokPerS
-      log(`ours      ${key} ${threads}T: load ${fmt(r.loadMs)} ms, prefill ${fmt(r.prefill?.tokPerS)} tok/s (${fmt(row.prefillGflops)} GFLOP/s), ` +
-        `decode ${fmt(r.decode?.tokPerS)} tok/s (${fmt(row.pctRoofline)}% of roofline), peak RSS ${fmt(r.peakRssBytes / MB)} MB${busyNote(row.idle)}`)
-    } else {
-      row.error = run.error
-      log(`ours      ${key} ${threads}T: FAILED ${run.error}`)
-    }
-    engineRows.push(row)
-  }
-}
-
-// 4. llama.cpp on the same files.
-interface LlamaRow { shape: string, dtype: WeightDType, threads: number, error?: string, idle?: IdleWait, result?: LlamaCppResult }
-const llamaRows: LlamaRow[] = []
+// 3. Speed: for each file and thread count, our engine then llama.cpp, back to back, so both
+// meet the same machine (its bandwidth moves over time; see scripts/bench/speed-runs.ts).
 let llamaInstall: LlamaCppInstall = { ok: false, reason: 'skipped (--no-llama-cpp)' }
 if (opts.llamaCpp) {
   llamaInstall = ensureLlamaCpp(resolve(ROOT, opts.llamaCppDir), log)
   if (!llamaInstall.ok) log(`llama.cpp not available: ${llamaInstall.reason}`)
 }
-if (llamaInstall.ok && llamaInstall.entry !== undefined) {
-  for (const [key, model] of models) {
-    for (const threads of threadCounts) {
-      const row: LlamaRow = { shape: model.shape, dtype: model.dtype, threads }
-      const job: LlamaCppJob = { entry: llamaInstall.entry, model: model.path, threads, workload }
-      row.idle = await quiet()
-      const run = await runChild<LlamaCppResult>(MEASURE_LLAMA_CPP, job, timeoutMs)
-      if (run.result !== undefined) {
-        row.result = run.result
-        log(`llama.cpp ${key} ${threads}T: load ${fmt(run.result.loadMs)} ms, prefill ${fmt(run.result.prefill.tokPerS)} tok/s, ` +
-          `decode ${fmt(run.result.decode.tokPerS)} tok/s, peak RSS ${fmt(run.result.peakRssBytes / MB)} MB${busyNote(row.idle)}`)
-      } else {
-        row.error = run.error
-        log(`llama.cpp ${key} ${threads}T: FAILED ${run.error}`)
-      }
-      llamaRows.push(row)
+const engines: EngineName[] = llamaInstall.ok ? ['ours', 'llama.cpp'] : ['ours']
+const ctx: SpeedRunContext = {
+  workload,
+  timeoutMs,
+  measureShardScript: MEASURE_SHARD,
+  measureLlamaCppScript: MEASURE_LLAMA_CPP,
+  llamaCppEntry: llamaInstall.entry,
+  quiet,
+  contentionCores: Number(opts.contentionCores),
+  retries: Number(opts.retries),
+  log
+}
+const rows: SpeedRow[] = []
+for (const [key, model] of models) {
+  for (const threads of threadCounts) {
+    for (const engine of engines) {
+      const row = await runSpeed(engine, model, threads, ctx)
+      rows.push(row)
+      log(`${engine.padEnd(9)} ${key} ${threads}T: ` + (row.error !== undefined
+        ? `FAILED ${row.error}`
+        : `load ${fmt(row.loadMs)} ms, prefill ${fmt(row.prefillTokPerS)} tok/s (${fmt(row.prefillGflops)} GFLOP/s), ` +
+          `decode ${fmt(row.decodeTokPerS)} tok/s (${fmt(row.pctRoofline)}% of roofline at ${fmt(row.bandwidthAtRunGbps)} GB/s), ` +
+          `peak RSS ${fmt((row.peakRssBytes ?? 0) / MB)} MB${busyNote(row.idle ?? { waitedMs: 0 })}`))
     }
   }
 }
+// The best bandwidth seen anywhere in the run, per thread count: the conservative roofline.
+const bestGbps: Record<number, number> = { ...bandwidth.gbps }
+for (const r of rows) {
+  if (r.bandwidthAtRunGbps !== undefined) bestGbps[r.threads] = Math.max(bestGbps[r.threads] ?? 0, r.bandwidthAtRunGbps)
+}
+applyBestBandwidth(rows, bestGbps)
+const engineRows = rows.filter((r) => r.engine === 'ours')
+const llamaRows = rows.filter((r) => r.engine === 'llama.cpp')
 
 // 5. Ours vs llama.cpp, each at its best thread count.
 const comparisons: DecodeComparison[] = []
 for (const model of models.values()) {
-  const best = <T extends { threads: number }>(rows: T[], speed: (r: T) => number | undefined) => rows
-    .filter((r) => speed(r) !== undefined)
-    .reduce<T | undefined>((a, b) => (a === undefined || (speed(b) ?? 0) > (speed(a) ?? 0) ? b : a), undefined)
-  const same = <T extends { shape: string, dtype: string }>(r: T) => r.shape === model.shape && r.dtype === model.dtype
-  const ours = best(engineRows.filter(same), (r) => r.result?.decode?.tokPerS)
-  const theirs = best(llamaRows.filter(same), (r) => r.result?.decode.tokPerS)
-  const o = ours?.result?.decode?.tokPerS
-  const l = theirs?.result?.decode.tokPerS
-  if (ours !== undefined && theirs !== undefined && o !== undefined && l !== undefined) {
-    comparisons.push({ shape: model.shape, dtype: model.dtype, oursTokPerS: o, oursThreads: ours.threads, llamaTokPerS: l, llamaThreads: theirs.threads, ratio: o / l })
+  const bestOf = (engine: EngineName) => rows
+    .filter((r) => r.engine === engine && r.shape === model.shape && r.dtype === model.dtype && r.decodeTokPerS !== undefined)
+    .reduce<SpeedRow | undefined>((a, b) => (a === undefined || (b.decodeTokPerS ?? 0) > (a.decodeTokPerS ?? 0) ? b : a), undefined)
+  const ours = bestOf('ours')
+  const theirs = bestOf('llama.cpp')
+  if (ours?.decodeTokPerS !== undefined && theirs?.decodeTokPerS !== undefined) {
+    comparisons.push({
+      shape: model.shape,
+      dtype: model.dtype,
+      oursTokPerS: ours.decodeTokPerS,
+      oursThreads: ours.threads,
+      llamaTokPerS: theirs.decodeTokPerS,
+      llamaThreads: theirs.threads,
+      ratio: ours.decodeTokPerS / theirs.decodeTokPerS
+    })
   }
 }
 
@@ -238,26 +216,29 @@ const memory: TargetInputs['memory'] = memoryCheck?.ratio === undefined
 
 // 7. Tables.
 const mb = (x: number | undefined) => fmt(x === undefined ? undefined : x / MB)
+const speedTable = (list: SpeedRow[]) => formatTable(['shape', 'dtype', 'thr', 'load ms', 'MB/token', 'prefill tok/s', 'GFLOP/s',
+  'decode tok/s', 'GB/s at run', 'roofline tok/s', '% roof', '% best roof', 'peak RSS MB', 'others cores', 'status'],
+list.map((r) => [r.shape, r.dtype, r.threads, fmt(r.loadMs), mb(r.decodeBytesPerToken), fmt(r.prefillTokPerS), fmt(r.prefillGflops),
+  fmt(r.decodeTokPerS), fmt(r.bandwidthAtRunGbps), fmt(r.rooflineTokPerS), fmt(r.pctRoofline), fmt(r.pctRooflineBest), mb(r.peakRssBytes),
+  fmt(r.othersCores, 2), r.error !== undefined ? 'FAILED' : 'ok']))
 console.log('\nour engine (wasm backend; decode tok/s = 1 / median step; prefill = 128 tokens, best run)')
-console.log(formatTable(['shape', 'dtype', 'thr', 'load ms', 'engine MB', 'read MB', 'MB/token', 'prefill tok/s', 'GFLOP/s',
-  'decode tok/s', 'roofline tok/s', '% roof', 'peak RSS MB', 'status'],
-engineRows.map(({ shape, dtype, threads, result: r, ...d }) => [shape, dtype, threads, fmt(r?.loadMs), mb(r?.weightBytes), mb(r?.bytesRead),
-  mb(d.decodeBytesPerToken), fmt(r?.prefill?.tokPerS), fmt(d.prefillGflops), fmt(r?.decode?.tokPerS), fmt(d.rooflineTokPerS), fmt(d.pctRoofline),
-  mb(r?.peakRssBytes), d.error !== undefined ? 'FAILED' : 'ok'])))
+console.log(speedTable(engineRows))
+console.log('\n' + formatTable(['shape', 'dtype', 'thr', 'engine memory MB', 'read from file MB', 'KV MB'],
+  engineRows.map((r) => [r.shape, r.dtype, r.threads, mb(r.ours?.weightBytes), mb(r.ours?.bytesRead), mb(r.ours?.kvBytes)])))
 if (llamaRows.length > 0) {
-  console.log(`\nllama.cpp (node-llama-cpp ${llamaInstall.version ?? ''}, CPU, same GGUF files, same workload)`)
-  console.log(formatTable(['shape', 'dtype', 'thr', 'load ms', 'prefill tok/s', 'decode tok/s', 'peak RSS MB', 'status'],
-    llamaRows.map(({ shape, dtype, threads, result: r, error }) => [shape, dtype, threads, fmt(r?.loadMs), fmt(r?.prefill.tokPerS),
-      fmt(r?.decode.tokPerS), mb(r?.peakRssBytes), error !== undefined ? 'FAILED' : 'ok'])))
+  console.log(`\nllama.cpp (node-llama-cpp ${llamaInstall.version ?? ''}, CPU, same GGUF files, same workload; MB/token as the file stores them)`)
+  console.log(speedTable(llamaRows))
 } else {
   console.log(`\nllama.cpp: not run (${llamaInstall.reason ?? 'unavailable'})`)
 }
 console.log('')
 console.log(formatTable(['shape', 'dtype', 'ours decode tok/s', 'threads', 'llama.cpp decode tok/s', 'threads', 'ours / llama.cpp'],
   comparisons.map((c) => [c.shape, c.dtype, fmt(c.oursTokPerS), c.oursThreads, fmt(c.llamaTokPerS), c.llamaThreads, `${c.ratio.toFixed(2)}x`])))
-console.log(`\nmemory bandwidth (${bandwidth.method}, read-only, ${fmt(bandwidth.bufferBytes / 2 ** 20)} MiB): ` +
-  threadCounts.map((t) => `${t} thread${t > 1 ? 's' : ''} ${fmt(bandwidth.gbps[t])} GB/s`).join(', ') +
-  '. Roofline = bandwidth at the same thread count ÷ MB/token (layer matrices + LM head, held dtype).')
+console.log(`\nmemory bandwidth (${bandwidth.method}, read-only, ${fmt(bandwidth.bufferBytes / 2 ** 20)} MiB): at start ` +
+  threadCounts.map((t) => `${t}T ${fmt(bandwidth.gbps[t])} GB/s`).join(', ') + '; best seen in the run ' +
+  threadCounts.map((t) => `${t}T ${fmt(bestGbps[t])} GB/s`).join(', ') + '.')
+console.log('roofline = bandwidth measured just before the run, same thread count ÷ MB/token (layer matrices + LM head as held); ' +
+  '% best roof uses the best bandwidth seen in the whole run.')
 console.log('prefill GFLOP/s = 2 × (layer matmul params × 128 + LM head params) ÷ time; attention products not counted.')
 if (memoryCheck !== undefined) {
   const all = memoryRow('all')
@@ -268,11 +249,18 @@ if (memoryCheck !== undefined) {
 }
 
 // 8. JSON report and TARGET lines.
-const reference = engineRows.find((r) => r.shape === referenceShape && r.dtype === 'q8_0' && r.threads === 2 && r.result !== undefined)
+const reference = engineRows.find((r) => r.shape === referenceShape && r.dtype === 'q8_0' && r.threads === 2 && r.error === undefined)
 const targets = evaluateTargets({
   comparisons,
   llamaCppReason: llamaInstall.ok ? 'no q8_0 pair measured' : `llama.cpp: ${llamaInstall.reason ?? 'unavailable'}`,
-  reference: { shape: referenceShape ?? REFERENCE_SHAPE, pctRoofline: reference?.pctRoofline, prefillGflops: reference?.prefillGflops },
+  reference: {
+    shape: referenceShape ?? REFERENCE_SHAPE,
+    pctRoofline: reference?.pctRoofline,
+    pctRooflineBest: reference?.pctRooflineBest,
+    bandwidthGbps: reference?.bandwidthAtRunGbps,
+    bestBandwidthGbps: bestGbps[2],
+    prefillGflops: reference?.prefillGflops
+  },
   memory,
   memoryReason
 })
@@ -286,13 +274,16 @@ const report = {
   argv: process.argv.slice(2),
   machine,
   loadAverage: { before: loadBefore, after: loadavg() },
-  options: { shapes, dtypes, threads: threadCounts, quick: opts.quick === true, referenceShape, memoryShape, idleThreshold, maxIdleWaitMs },
+  options: {
+    shapes, dtypes, threads: threadCounts, quick: opts.quick === true, referenceShape, memoryShape,
+    idleThreshold, maxIdleWaitMs, contentionCores: ctx.contentionCores, retries: ctx.retries
+  },
   workload,
-  bandwidth: { ...bandwidth, idle: bandwidthIdle },
+  bandwidth: { ...bandwidth, idle: bandwidthIdle, bestSeenGbps: bestGbps },
   models: [...models.values()],
   modelErrors,
-  engine: engineRows,
-  llamaCpp: { install: llamaInstall, runs: llamaRows },
+  llamaCppInstall: llamaInstall,
+  speed: rows,
   comparisons,
   memory: { ...memoryCheck, reason: memoryReason },
   targets

@@ -75,3 +75,9 @@ export function emitResult (result: unknown): void {
 export function peakRssBytes (): number {
   return process.resourceUsage().maxRSS * 1024
 }
+
+/** CPU time (user + system, all threads) of this process so far, in seconds. */
+export function cpuSeconds (): number {
+  const { user, system } = process.cpuUsage()
+  return (user + system) / 1e6
+}

@@ -2,7 +2,7 @@
 // the shared workload (./workload.ts). Prints its result with ./child.ts's marker.
 // Usage (by bench-engine.ts): node scripts/bench/measure-llama-cpp.ts '<LlamaCppJob JSON>'
 import { pathToFileURL } from 'node:url'
-import { emitResult, peakRssBytes, readChildInput } from './child.ts'
+import { cpuSeconds, emitResult, peakRssBytes, readChildInput } from './child.ts'
 import { decodeStats, prefillStats, workloadTokens, type DecodeStats, type PrefillStats, type Workload } from './workload.ts'
 
 export interface LlamaCppJob {
@@ -20,6 +20,8 @@ export interface LlamaCppResult {
   prefill: PrefillStats
   decode: DecodeStats
   peakRssBytes: number
+  /** CPU-seconds this process used (all its threads), to tell its load from other processes'. */
+  cpuSeconds: number
 }
 
 // The slice of node-llama-cpp's API used here (it is not a project dependency, so no types).
@@ -90,7 +92,8 @@ async function main (): Promise<void> {
     systemInfo: llama.systemInfo,
     prefill: prefillStats(w.prefillTokens, prefillMs),
     decode: decodeStats(stepMs),
-    peakRssBytes: peakRssBytes()
+    peakRssBytes: peakRssBytes(),
+    cpuSeconds: cpuSeconds()
   }
   await context.dispose()
   await model.dispose()

@@ -4,7 +4,7 @@
 // holding different layer ranges under the same work. Prints its result with ./child.ts's marker.
 // Usage (by bench-engine.ts): node scripts/bench/measure-shard.ts '<ShardJob JSON>'
 import { loadModel, type ModelConfig, type WeightDType } from '../../engine/index.ts'
-import { emitResult, peakRssBytes, readChildInput } from './child.ts'
+import { cpuSeconds, emitResult, peakRssBytes, readChildInput } from './child.ts'
 import { decodeStats, prefillStats, workloadTokens, type DecodeStats, type PrefillStats, type Workload } from './workload.ts'
 
 export interface ShardJob {
@@ -36,6 +36,8 @@ export interface ShardResult {
   prefill?: PrefillStats
   decode?: DecodeStats
   peakRssBytes: number
+  /** CPU-seconds this process used (all its threads), to tell its load from other processes'. */
+  cpuSeconds: number
 }
 
 /** Sessions in memory mode hold this many positions, and prefill this many tokens. */
@@ -79,7 +81,7 @@ async function main (): Promise<void> {
       : { hidden: new Float32Array(MEMORY_MODE_TOKENS * shard.config.dim).fill(HIDDEN_FILL) })
     const gc = (globalThis as { gc?: () => void }).gc
     gc?.()
-    const result: ShardResult = { ...base, kvBytes: session.kvBytes, rssSteadyBytes: process.memoryUsage.rss(), peakRssBytes: peakRssBytes() }
+    const result: ShardResult = { ...base, kvBytes: session.kvBytes, rssSteadyBytes: process.memoryUsage.rss(), peakRssBytes: peakRssBytes(), cpuSeconds: cpuSeconds() }
     session.close()
     await shard.close()
     emitResult(result)
@@ -119,7 +121,8 @@ async function main (): Promise<void> {
     kvBytes: session.kvBytes,
     prefill: prefillStats(w.prefillTokens, prefillMs),
     decode: decodeStats(stepMs),
-    peakRssBytes: peakRssBytes()
+    peakRssBytes: peakRssBytes(),
+    cpuSeconds: cpuSeconds()
   }
   session.close()
   await shard.close()

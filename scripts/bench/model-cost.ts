@@ -8,6 +8,7 @@
 //   matrices T times and the LM head once (only the last position's logits are computed).
 //   Attention score/value products (QKᵀ, AV) are NOT counted, so GFLOP/s is conservative.
 import type { ModelConfig, WeightDType } from '../../engine/index.ts'
+import { ggufDtypeFor, storedBytes } from '../../engine/formats/gguf-writer.ts'
 import { matrixBytes, quantizable } from '../../engine/quantize.ts'
 
 export interface ModelCost {
@@ -19,7 +20,7 @@ export interface ModelCost {
   decodeBytesPerToken: number
 }
 
-type Shape = [rows: number, cols: number]
+export type Shape = [rows: number, cols: number]
 
 export function layerMatrixShapes (c: ModelConfig): Shape[] {
   const kvDim = c.nKvHeads * c.headSize
@@ -41,18 +42,25 @@ export function heldBytes (dtype: WeightDType, [rows, cols]: Shape): number {
   return dataBytes + scaleBytes
 }
 
-export function modelCost (c: ModelConfig, dtype: WeightDType, start = 0, end = c.nLayers): ModelCost {
+/** Bytes of a matrix as a GGUF file stores it (q8_0/q4_0 with f16 scales), which llama.cpp reads. */
+export function ggufBytes (dtype: WeightDType, shape: Shape): number {
+  return storedBytes(ggufDtypeFor(dtype, shape), shape)
+}
+
+/** `bytes` says how a matrix is held: the engine's layout (default) or the GGUF file's. */
+export function modelCost (c: ModelConfig, dtype: WeightDType, start = 0, end = c.nLayers,
+  bytes: (dtype: WeightDType, shape: Shape) => number = heldBytes): ModelCost {
   const layers = end - start
   const shapes = layerMatrixShapes(c)
   const params = (s: Shape) => s[0] * s[1]
   const layerParams = layers * shapes.reduce((sum, s) => sum + params(s), 0)
-  const layerBytes = layers * shapes.reduce((sum, s) => sum + heldBytes(dtype, s), 0)
+  const layerBytes = layers * shapes.reduce((sum, s) => sum + bytes(dtype, s), 0)
   const head: Shape = [c.vocabSize, c.dim]
   const isLast = end === c.nLayers
   return {
     layerParams,
     lmHeadParams: isLast ? params(head) : 0,
-    decodeBytesPerToken: layerBytes + (isLast ? heldBytes(dtype, head) : 0)
+    decodeBytesPerToken: layerBytes + (isLast ? bytes(dtype, head) : 0)
   }
 }
 

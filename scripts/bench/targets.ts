@@ -25,7 +25,14 @@ export interface TargetInputs {
   comparisons: DecodeComparison[]
   llamaCppReason?: string
   /** The shape the roofline and prefill targets read (q8_0, 2 threads), and its figures when that run succeeded. */
-  reference: { shape: string, pctRoofline?: number, prefillGflops?: number }
+  reference: {
+    shape: string
+    pctRoofline?: number // against the bandwidth measured just before the run
+    pctRooflineBest?: number // against the best bandwidth seen in the whole benchmark
+    bandwidthGbps?: number
+    bestBandwidthGbps?: number
+    prefillGflops?: number
+  }
   memory?: { shape: string, ratio: number, halfRssBytes: number, allRssBytes: number }
   memoryReason?: string
 }
@@ -55,7 +62,10 @@ export function evaluateTargets (inp: TargetInputs): Target[] {
       name: `q8_0 decode % of bandwidth roofline, ${ref.shape}, 2 threads`,
       goal: `>= ${GOALS.rooflinePct}%`,
       ...(pct !== undefined ? { figure: `${pct.toFixed(1)}%`, met: pct >= GOALS.rooflinePct } : {}),
-      note: refNote
+      note: refNote + (pct === undefined
+        ? ''
+        : `; roofline at ${fmt(ref.bandwidthGbps)} GB/s measured just before the run` +
+          (ref.pctRooflineBest !== undefined ? `; ${ref.pctRooflineBest.toFixed(1)}% against the best ${fmt(ref.bestBandwidthGbps)} GB/s seen in the run` : ''))
     },
     {
       name: '128-token prefill GFLOP/s, 2 threads',
