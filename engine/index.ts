@@ -102,12 +102,26 @@ export interface EngineMemory {
   readonly topBytes: number
 }
 
-/** Matrix kernels over engine memory. `matmul`: out[t, r] = sum_c W[r, c] * x[t, c], t < T. */
+/** Head counts of grouped-query attention. */
+export interface AttentionShape {
+  nHeads: number
+  nKvHeads: number
+  headSize: number
+}
+
+/** Kernels over engine memory (all pointers are byte offsets of f32 arrays there). */
 export interface ComputeBackend {
   readonly name: 'wasm' | 'reference'
   readonly threads: number
   readonly mem: EngineMemory
+  /** out[t, r] = sum_c W[r, c] * x[t, c], t < T. */
   matmul(outPtr: number, w: Matrix, xPtr: number, T: number): void
+  /**
+   * Causal attention of T query rows at positions pos0 … pos0 + T - 1 over a KV cache that
+   * already holds their keys and values: q, out (T, nHeads × headSize); keys, values
+   * (≥ pos0 + T, nKvHeads × headSize).
+   */
+  attention(outPtr: number, qPtr: number, keysPtr: number, valuesPtr: number, T: number, pos0: number, shape: AttentionShape): void
   close(): Promise<void>
 }
 

@@ -1,6 +1,8 @@
 // The small f32 operations of a Llama layer, written as plain loops named after the math (as in
 // llama2.c). They work on rows of a [T, n] matrix so a prefill chunk runs them in one call; the
-// large matrix products go to the ComputeBackend instead.
+// large matrix products go to the ComputeBackend instead. `attention` here is the reference
+// backend's; the wasm backend runs its SIMD twin across threads.
+import type { AttentionShape } from './index.ts'
 
 /** out[t] = weight ⊙ x[t] / sqrt(mean(x[t]²) + eps), for each of T rows of width n. */
 export function rmsnorm (out: Float32Array, x: Float32Array, weight: Float32Array, T: number, n: number, eps: number): void {
@@ -74,11 +76,6 @@ export function softmax (x: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) x[i] /= sum
 }
 
-export interface AttentionShape {
-  nHeads: number
-  nKvHeads: number
-  headSize: number
-}
 
 /**
  * Causal grouped-query attention for T query rows at positions pos0 … pos0 + T - 1.

@@ -1,10 +1,11 @@
-// The readable oracle: matmul in plain TypeScript over engine memory, one thread. Quantized
+// The readable oracle: matmul and attention in plain TypeScript over engine memory, one thread. Quantized
 // weights are dequantized a row at a time and multiplied with the f32 activations (the WASM
 // kernels quantize the activations instead; test/engine/kernels.test.ts bounds the difference).
 // Sums are taken in float64 and rounded to f32 once, so this is also the most accurate backend.
 import { createEngineMemory } from './engine-memory.ts'
 import { ShapeError } from './errors.ts'
-import type { ComputeBackend, EngineMemory, Matrix } from './index.ts'
+import type { AttentionShape, ComputeBackend, EngineMemory, Matrix } from './index.ts'
+import { attention as attentionRows } from './ops.ts'
 import { dequantizeRow } from './quantize.ts'
 
 export interface ReferenceBackendInit {
@@ -28,11 +29,22 @@ export function createReferenceBackend (init: ReferenceBackendInit = {}): Comput
     }
   }
 
+  let scores = new Float32Array(0) // (positions) one head's attention weights
+
+  function attention (outPtr: number, qPtr: number, keysPtr: number, valuesPtr: number, T: number, pos0: number, shape: AttentionShape): void {
+    const dim = shape.nHeads * shape.headSize
+    const kvDim = shape.nKvHeads * shape.headSize
+    if (scores.length < pos0 + T) scores = new Float32Array(pos0 + T)
+    attentionRows(mem.f32(outPtr, T * dim), mem.f32(qPtr, T * dim), mem.f32(keysPtr, (pos0 + T) * kvDim),
+      mem.f32(valuesPtr, (pos0 + T) * kvDim), T, pos0, shape, scores)
+  }
+
   return {
     name: 'reference',
     threads: 1,
     mem,
     matmul,
+    attention,
     close: async () => {}
   }
 }

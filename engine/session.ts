@@ -1,10 +1,11 @@
 // The forward pass of one shard for one session, read top to bottom like llama2.c's `forward`:
 // embed (first stage) → for each local layer: attention block, feed-forward block → final norm and
 // LM head (last stage). Activations live in per-shard scratch in engine memory (the kernels read
-// them there); each session owns only its KV cache, which grows as positions are added.
+// them there); each session owns only its KV cache, also in engine memory (the attention kernel
+// reads it there), grown as positions are added and freed on close.
 import { SessionLimitError, ShapeError, ShardConfigError } from './errors.ts'
 import type { ComputeBackend, EngineMemory, ModelConfig, Session, StageInput, StageOutput, StepOptions } from './index.ts'
-import { accumulate, addBias, attention, rmsnorm, rope, swiglu } from './ops.ts'
+import { accumulate, addBias, rmsnorm, rope, swiglu } from './ops.ts'
 import type { ShardWeights } from './shard.ts'
 
 const INITIAL_KV_POSITIONS = 256
@@ -21,7 +22,6 @@ export interface Scratch {
   hb2: Float32Array // (T, hidden) up
   out: Float32Array // (T, max(dim, vocab on the last stage)) matmul output
   ptr: { x: number, xb: number, q: number, k: number, v: number, hb: number, hb2: number, out: number }
-  scores: Float32Array // (maxLength) attention scores, grown on demand
 }
 
 export function createScratch (mem: EngineMemory, c: ModelConfig, T: number, isLast: boolean): Scratch {
@@ -47,8 +47,7 @@ export function createScratch (mem: EngineMemory, c: ModelConfig, T: number, isL
     hb: mem.f32(ptr.hb, T * c.hiddenDim),
     hb2: mem.f32(ptr.hb2, T * c.hiddenDim),
     out: mem.f32(ptr.out, T * outWidth),
-    ptr,
-    scores: new Float32Array(INITIAL_KV_POSITIONS)
+    ptr
   }
 }
 
@@ -73,9 +72,14 @@ export function createSession (init: SessionInit): Session {
     throw new SessionLimitError(`maxLength ${init.maxLength} is not in [1, ${c.seqLen}]`)
   }
   const maxLength = init.maxLength
+  const mem = backend.mem
+  // KV cache in engine memory (the attention kernel reads it there), one block for all local
+  // layers: layer i's keys at kvPtr + 2i × layerBytes, its values right after. (positions, kvDim)
   let capacity = Math.min(maxLength, INITIAL_KV_POSITIONS)
-  let keyCache: Float32Array[] = Array.from({ length: nLocal }, () => new Float32Array(capacity * kvDim)) // (layer)(positions, kvDim)
-  let valueCache: Float32Array[] = Array.from({ length: nLocal }, () => new Float32Array(capacity * kvDim))
+  let layerBytes = capacity * kvDim * 4
+  let kvPtr = mem.alloc(2 * nLocal * layerBytes)
+  const keysPtr = (i: number) => kvPtr + 2 * i * layerBytes
+  const valuesPtr = (i: number) => kvPtr + (2 * i + 1) * layerBytes
   let position = 0
   let closed = false
 
@@ -84,15 +88,15 @@ export function createSession (init: SessionInit): Session {
     let next = capacity
     while (next < positions) next *= 2
     next = Math.min(next, maxLength)
-    const grow = (old: Float32Array) => {
-      const bigger = new Float32Array(next * kvDim)
-      bigger.set(old.subarray(0, position * kvDim))
-      return bigger
+    const nextLayerBytes = next * kvDim * 4
+    const nextPtr = mem.alloc(2 * nLocal * nextLayerBytes)
+    for (let j = 0; j < 2 * nLocal; j++) {
+      mem.f32(nextPtr + j * nextLayerBytes, position * kvDim).set(mem.f32(kvPtr + j * layerBytes, position * kvDim))
     }
-    keyCache = keyCache.map(grow)
-    valueCache = valueCache.map(grow)
+    mem.free(kvPtr)
+    kvPtr = nextPtr
     capacity = next
-    if (s.scores.length < next) s.scores = new Float32Array(next)
+    layerBytes = nextLayerBytes
   }
 
   /** Runs T ≤ scratch.T positions starting at `position`; the chunk's input is already in s.x. */
@@ -113,10 +117,10 @@ export function createSession (init: SessionInit): Session {
       }
       rope(s.q, T, c.dim, pos0, c.headSize, c.ropeTheta)
       rope(s.k, T, kvDim, pos0, c.headSize, c.ropeTheta)
-      keyCache[i].set(s.k.subarray(0, T * kvDim), pos0 * kvDim)
-      valueCache[i].set(s.v.subarray(0, T * kvDim), pos0 * kvDim)
+      mem.f32(keysPtr(i) + pos0 * kvDim * 4, T * kvDim).set(s.k.subarray(0, T * kvDim))
+      mem.f32(valuesPtr(i) + pos0 * kvDim * 4, T * kvDim).set(s.v.subarray(0, T * kvDim))
       // xb = softmax(q kᵀ / √headSize) v over positions ≤ each row's own; x += wo · xb.
-      attention(s.xb, s.q, keyCache[i], valueCache[i], T, pos0, c, s.scores)
+      backend.attention(s.ptr.xb, s.ptr.q, keysPtr(i), valuesPtr(i), T, pos0, c)
       mm(s.ptr.out, w.wo, s.ptr.xb)
       accumulate(s.x, s.out, T * c.dim)
       // Feed-forward block: x += w2 · (silu(w1 · xb) ⊙ (w3 · xb)), xb = rmsnorm(x).
@@ -196,9 +200,9 @@ export function createSession (init: SessionInit): Session {
       position = to
     },
     close (): void {
+      if (closed) return
       closed = true
-      keyCache = []
-      valueCache = []
+      mem.free(kvPtr)
     }
   }
 }

@@ -7,9 +7,10 @@
 import { readFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import { createEngineMemory } from './engine-memory.ts'
-import type { ComputeBackend, Matrix, WeightDType } from './index.ts'
+import { ShapeError } from './errors.ts'
+import type { AttentionShape, ComputeBackend, Matrix, WeightDType } from './index.ts'
 import { checkMatmul } from './reference-backend.ts'
-import { bindKernels, createWorkerPool, MATMUL_ARGS, MAX_CHUNKS, type KernelExports, type WorkerPool } from './worker-pool.ts'
+import { bindKernels, createWorkerPool, KERNEL_NAMES, MATMUL_ARGS, MAX_CHUNKS, type KernelExports, type WorkerPool } from './worker-pool.ts'
 
 const PAGE_BYTES = 65536
 const MAX_PAGES = 65536 // wasm32: 4 GiB, the maximum kernels.wasm declares
@@ -100,11 +101,41 @@ export async function createWasmBackend (init: WasmBackendInit = {}): Promise<Co
     pool.run(kernels, kernel, args, Math.ceil(groups / chunkGroups), chunkGroups * 4)
   }
 
+  // Attention: per-head score rows (nHeads, positions) and the kernel's params block.
+  const paramsPtr = mem.alloc(16)
+  let scoresPtr = 0
+  let scoresBytes = 0
+  const attentionKernel = KERNEL_NAMES.indexOf('attention')
+
+  function attention (outPtr: number, qPtr: number, keysPtr: number, valuesPtr: number, T: number, pos0: number, shape: AttentionShape): void {
+    const { nHeads, nKvHeads, headSize } = shape
+    if (headSize % 4 !== 0 || nHeads % nKvHeads !== 0) throw new ShapeError(`attention needs head size % 4 == 0 and whole GQA groups (${nHeads} heads, ${nKvHeads} kv heads, size ${headSize})`)
+    const positions = pos0 + T
+    if (nHeads * positions * 4 > scoresBytes) {
+      if (scoresPtr !== 0) mem.free(scoresPtr)
+      scoresBytes = Math.max(nHeads * positions * 4, scoresBytes * 2)
+      scoresPtr = mem.alloc(scoresBytes)
+    }
+    const params = new Int32Array(mem.memory.buffer, paramsPtr, 3)
+    params[0] = pos0
+    params[1] = nKvHeads
+    params[2] = scoresBytes / 4 / nHeads // floats per head
+    const work = T * positions * nHeads * headSize
+    if (pool === undefined || work < minParallelWork || nHeads < 2) {
+      kernels[attentionKernel](outPtr, qPtr, keysPtr, valuesPtr, scoresPtr, paramsPtr, nHeads, headSize, T, 0, nHeads)
+      return
+    }
+    args[0] = outPtr; args[1] = qPtr; args[2] = keysPtr; args[3] = valuesPtr; args[4] = scoresPtr; args[5] = paramsPtr
+    args[6] = nHeads; args[7] = headSize; args[8] = T
+    pool.run(kernels, attentionKernel, args, Math.min(nHeads, MAX_CHUNKS), Math.ceil(nHeads / Math.min(nHeads, MAX_CHUNKS)))
+  }
+
   return {
     name: 'wasm',
     threads,
     mem,
     matmul,
+    attention,
     close: async () => { await pool?.close() }
   }
 }

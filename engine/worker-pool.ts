@@ -2,7 +2,7 @@
 // the one shared WebAssembly.Memory, driven through an Int32Array control block in a
 // SharedArrayBuffer (no postMessage on the hot path; see shared/research/executor-probe.md §1–2).
 //
-// A job is one matmul whose rows are cut into chunks of whole 4-row groups. The main thread writes
+// A job is one matmul (or attention, split by heads instead of rows) whose rows are cut into chunks of whole 4-row groups. The main thread writes
 // the kernel index and arguments, marks every chunk `pending` for the new sequence number s
 // (state 2s), and publishes s with Atomics.store + Atomics.notify. Every thread then walks the
 // chunks from its own starting point (thread i starts at chunk i * n / threads, so normally each
@@ -20,6 +20,8 @@ export interface KernelExports {
   matmul_f16: MatmulKernel
   matmul_q8_0: MatmulKernel
   matmul_q4_0: MatmulKernel
+  /** Same signature: (out, q, keys, values, scores, params, nHeads, headSize, T, h0, h1). */
+  attention: MatmulKernel
   __heap_base: WebAssembly.Global
   __stack_pointer: WebAssembly.Global
 }
@@ -28,7 +30,7 @@ export type MatmulKernel = (out: number, w: number, ws: number, x: number, xs: n
   rows: number, cols: number, T: number, r0: number, r1: number) => void
 
 /** Kernel index → export name; the index travels in the control block. */
-export const KERNEL_NAMES = ['matmul_f32', 'matmul_f16', 'matmul_q8_0', 'matmul_q4_0'] as const
+export const KERNEL_NAMES = ['matmul_f32', 'matmul_f16', 'matmul_q8_0', 'matmul_q4_0', 'attention'] as const
 export const MATMUL_ARGS = 9 // out, w, ws, x, xs, xsum, rows, cols, T
 /** Most chunks one job is cut into. */
 export const MAX_CHUNKS = 64

@@ -387,3 +387,75 @@ void matmul_q4_0(float *out, const void *wp, const float *ws, const void *xp, co
         q4_group_1(out + t * rows, w + r * cols / 2, ws + r * nb, xq + t * cols, xs + t * nb, xsum + t * nb, nb, r);
   }
 }
+
+// ---- Attention ---------------------------------------------------------------------------------
+// attention(out, q, keys, values, scores, params, n_heads, head_size, T, h0, h1), the matmul
+// signature so the pool dispatches it the same way, split by heads [h0, h1):
+//   for t < T at position p = pos0 + t and each head h (kv head h / (n_heads / n_kv_heads)):
+//   out[t, h] = softmax_s(q[t, h] . keys[s, kvh] / sqrt(head_size), s <= p) . values[s, kvh]
+// params = { pos0, n_kv_heads, scores_stride }; head h uses scores[h * scores_stride ...] as
+// scratch (so threads on different heads never share it). head_size must be a multiple of 4.
+// The softmax is two-pass (max, exp and sum, divide) as llama2.c's.
+
+// e^x in float32 (Cephes expf: range reduction by ln 2, degree-5 polynomial, ~1 ulp).
+INLINE float exp_f32(float x) {
+  if (x < -87.33654f) return 0.0f;
+  if (x > 88.3762626647949f) return __builtin_inff();
+  const float n = __builtin_rintf(x * 1.44269504088896341f);
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  union { float f; u32 u; } scale;
+  scale.u = (u32)((int)n + 127) << 23;
+  return y * scale.f;
+}
+
+INLINE float hsum_f32x4(v128_t v) {
+  return (wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1)) +
+         (wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3));
+}
+
+EXPORT(attention)
+void attention(float *out, const float *q, const float *keys, const float *values, float *scores,
+               const i32 *params, int n_heads, int head_size, int T, int h0, int h1) {
+  const int pos0 = params[0], n_kv_heads = params[1], scores_stride = params[2];
+  const int dim = n_heads * head_size, kv_dim = n_kv_heads * head_size;
+  const int kv_mul = n_heads / n_kv_heads;
+  const float root = __builtin_sqrtf((float)head_size);
+  for (int h = h0; h < h1; h++) {
+    float *sc = scores + h * scores_stride;
+    const int kvo = (h / kv_mul) * head_size;
+    for (int t = 0; t < T; t++) {
+      const int pos = pos0 + t;
+      const float *qr = q + t * dim + h * head_size;
+      float max = -__builtin_inff();
+      for (int s = 0; s <= pos; s++) {
+        const float *kr = keys + s * kv_dim + kvo;
+        v128_t acc = wasm_f32x4_splat(0.0f);
+        for (int i = 0; i < head_size; i += 4) acc = wasm_f32x4_add(acc, wasm_f32x4_mul(ld(qr + i), ld(kr + i)));
+        const float d = hsum_f32x4(acc) / root;
+        sc[s] = d;
+        if (d > max) max = d;
+      }
+      float sum = 0.0f;
+      for (int s = 0; s <= pos; s++) {
+        sc[s] = exp_f32(sc[s] - max);
+        sum += sc[s];
+      }
+      for (int s = 0; s <= pos; s++) sc[s] /= sum;
+      float *o = out + t * dim + h * head_size;
+      for (int i = 0; i < head_size; i += 4) {
+        v128_t acc = wasm_f32x4_splat(0.0f);
+        const float *vr = values + kvo + i;
+        for (int s = 0; s <= pos; s++) acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_splat(sc[s]), ld(vr + s * kv_dim)));
+        wasm_v128_store(o + i, acc);
+      }
+    }
+  }
+}
