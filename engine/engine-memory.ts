@@ -79,7 +79,6 @@ export function createEngineMemory (init: EngineMemoryInit = {}): EngineMemory {
       merged = before
     } else {
       free.splice(i, 0, block)
-      i++
     }
     if (after !== undefined && after.start === merged.end) {
       merged.end = after.end
