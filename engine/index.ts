@@ -122,6 +122,8 @@ export interface ComputeBackend {
    * (≥ pos0 + T, nKvHeads × headSize).
    */
   attention(outPtr: number, qPtr: number, keysPtr: number, valuesPtr: number, T: number, pos0: number, shape: AttentionShape): void
+  /** gate[i] = silu(gate[i]) × up[i] for i < n: the SwiGLU activation. */
+  swiglu(gatePtr: number, upPtr: number, n: number): void
   close(): Promise<void>
 }
 

@@ -5,7 +5,7 @@
 import { createEngineMemory } from './engine-memory.ts'
 import { ShapeError } from './errors.ts'
 import type { AttentionShape, ComputeBackend, EngineMemory, Matrix } from './index.ts'
-import { attention as attentionRows } from './ops.ts'
+import { attention as attentionRows, swiglu } from './ops.ts'
 import { dequantizeRow } from './quantize.ts'
 
 export interface ReferenceBackendInit {
@@ -45,6 +45,7 @@ export function createReferenceBackend (init: ReferenceBackendInit = {}): Comput
     mem,
     matmul,
     attention,
+    swiglu: (gatePtr, upPtr, n) => swiglu(mem.f32(gatePtr, n), mem.f32(upPtr, n), n),
     close: async () => {}
   }
 }

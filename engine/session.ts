@@ -5,7 +5,7 @@
 // reads it there), grown as positions are added and freed on close.
 import { SessionLimitError, ShapeError, ShardConfigError } from './errors.ts'
 import type { ComputeBackend, EngineMemory, ModelConfig, Session, StageInput, StageOutput, StepOptions } from './index.ts'
-import { accumulate, addBias, rmsnorm, rope, swiglu } from './ops.ts'
+import { accumulate, addBias, rmsnorm, rope } from './ops.ts'
 import type { ShardWeights } from './shard.ts'
 
 const INITIAL_KV_POSITIONS = 256
@@ -127,7 +127,7 @@ export function createSession (init: SessionInit): Session {
       rmsnorm(s.xb, s.x, w.ffnNorm, T, c.dim, c.normEps)
       mm(s.ptr.hb, w.w1, s.ptr.xb)
       mm(s.ptr.hb2, w.w3, s.ptr.xb)
-      swiglu(s.hb, s.hb2, T * c.hiddenDim)
+      backend.swiglu(s.ptr.hb, s.ptr.hb2, T * c.hiddenDim)
       mm(s.ptr.out, w.w2, s.ptr.hb)
       accumulate(s.x, s.out, T * c.dim)
     }

@@ -136,6 +136,7 @@ export async function createWasmBackend (init: WasmBackendInit = {}): Promise<Co
     mem,
     matmul,
     attention,
+    swiglu: (gatePtr, upPtr, n) => ex.swiglu(gatePtr, upPtr, n),
     close: async () => { await pool?.close() }
   }
 }

@@ -22,6 +22,7 @@ export interface KernelExports {
   matmul_q4_0: MatmulKernel
   /** Same signature: (out, q, keys, values, scores, params, nHeads, headSize, T, h0, h1). */
   attention: MatmulKernel
+  swiglu (gate: number, up: number, n: number): void
   __heap_base: WebAssembly.Global
   __stack_pointer: WebAssembly.Global
 }

@@ -45,3 +45,23 @@ describe(`wasm attention (TEST_SEED=${seed})`, () => {
     expect(() => wasm.attention(0, 0, 0, 0, 1, 0, { nHeads: 2, nKvHeads: 2, headSize: 6 })).toThrow(expect.objectContaining({ name: 'ShapeError' }))
   })
 })
+
+describe(`wasm swiglu (TEST_SEED=${seed})`, () => {
+  it('matches silu(g) * u within a few ulp, including the tails of e^x', async () => {
+    const wasm = await createWasmBackend({ threads: 1 })
+    backends.push(wasm)
+    const rand = seededRandom(seed)
+    const n = 1027
+    const g = wasm.mem.alloc(n * 4)
+    const u = wasm.mem.alloc(n * 4)
+    const gv = wasm.mem.f32(g, n)
+    const uv = wasm.mem.f32(u, n)
+    for (let i = 0; i < n; i++) {
+      gv[i] = i < 8 ? [-200, -90, -88, -1e-30, 0, 1e-30, 90, 200][i] : (rand() - 0.5) * 40
+      uv[i] = rand() * 4 - 2
+    }
+    const expected = Array.from(gv, (x, i) => (x / (1 + Math.exp(-x))) * uv[i])
+    wasm.swiglu(g, u, n)
+    for (let i = 0; i < n; i++) expect(Math.abs(gv[i] - expected[i])).toBeLessThanOrEqual(Math.abs(expected[i]) * 4e-7 + 1e-30)
+  })
+})
