@@ -194,3 +194,13 @@ export interface Shard {
 }
 
 export { DEFAULT_MAX_BATCH } from './constants.ts'
+export { openModel, openTokenizer } from './formats/open-model.ts'
+export { createSampler, argmax } from './sampler.ts'
+export type { Sampler, SamplerOptions } from './sampler.ts'
+export { encodeHidden, decodeHidden, encodedHiddenBytes, HIDDEN_CODECS } from './codecs.ts'
+export type { HiddenCodec } from './codecs.ts'
+export { generate, sessionStepper } from './generate.ts'
+export type { GenerateEvent, GenerateOptions, LogitStepper } from './generate.ts'
+export { createLocalPipeline } from './local-pipeline.ts'
+export { createWasmBackend } from './wasm-backend.ts'
+export { createReferenceBackend } from './reference-backend.ts'

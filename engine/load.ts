@@ -18,8 +18,8 @@ export interface LoadedModel {
 
 /** Opens `path`, loads layers [start, end) (default all) and the model's tokenizer. */
 export async function loadModel (path: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
-  const source = await openModel(path, options.tokenizer !== undefined ? { tokenizer: options.tokenizer } : {})
-  const tokenizer = await openTokenizer(source, options.tokenizer)
+  const source = await openModel(path, { ...(options.tokenizer !== undefined ? { tokenizer: options.tokenizer } : {}), ...(options.signal !== undefined ? { signal: options.signal } : {}) })
+  const tokenizer = await openTokenizer(source, options.tokenizer, options.signal !== undefined ? { signal: options.signal } : {})
   const shard = await loadShard(source, options)
   return { shard, tokenizer }
 }

@@ -52,7 +52,7 @@ export async function loadShard (source: ModelSource, options: ShardOptions = {}
     : await createWasmBackend({ threads: options.threads ?? 1 })
   const reader = createTensorReader()
   try {
-    const weights = loadWeights(source, reader, backend, start, end, dtype, options.signal)
+    const weights = await loadWeights(source, reader, backend, start, end, dtype, options.signal)
     if (start === 0) weights.embedding = embeddingTable(tensor(source, 'tok_embeddings'))
     const maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH
     const scratch = createScratch(backend.mem, config, maxBatch, end === config.nLayers)
@@ -101,8 +101,9 @@ function tensor (source: ModelSource, name: string): TensorRef {
   return t
 }
 
-function loadWeights (source: ModelSource, reader: TensorReader, backend: ComputeBackend,
-  start: number, end: number, dtype: WeightDType, signal?: AbortSignal): ShardWeights {
+/** Loads layer by layer, yielding to the event loop between layers so a load can be aborted. */
+async function loadWeights (source: ModelSource, reader: TensorReader, backend: ComputeBackend,
+  start: number, end: number, dtype: WeightDType, signal?: AbortSignal): Promise<ShardWeights> {
   const { config } = source
   const ref = (name: string) => tensor(source, name)
   const vector = (name: string): Float32Array => reader.readAll(ref(name))
@@ -115,6 +116,8 @@ function loadWeights (source: ModelSource, reader: TensorReader, backend: Comput
   }
   const layers: LayerWeights[] = []
   for (let l = start; l < end; l++) {
+    await new Promise((resolve) => setImmediate(resolve))
+    signal?.throwIfAborted()
     const p = `layers.${l}.`
     layers.push({
       attentionNorm: vector(p + 'attention_norm'),

@@ -70,3 +70,13 @@ describe('shard sessions', () => {
     expect(() => a.step({ tokens: [1] })).toThrow(/closed/)
   })
 })
+
+describe('aborting a load', () => {
+  it('rejects with the abort reason and leaves nothing loaded', async () => {
+    const source = await openLlama2c(STORIES260K)
+    const controller = new AbortController()
+    const pending = loadShard(source, { signal: controller.signal })
+    controller.abort()
+    await expect(pending).rejects.toMatchObject({ name: 'AbortError' })
+  })
+})
