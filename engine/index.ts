@@ -58,15 +58,19 @@ export interface ModelSource {
   tokenizer?: TokenizerSource
 }
 
-/** Text ↔ token ids. `decodeToken` follows llama2.c's `decode`: piece of `token` after `prev`. */
+/**
+ * Text ↔ token ids. `decodeTokenBytes` follows llama2.c's `decode`: the bytes of `token`'s piece
+ * after `prev` (no leading space right after BOS). A piece can be part of a UTF-8 character
+ * (byte-fallback and byte-level tokens), so a stream of tokens becomes text through
+ * `createTextStream` (text-stream.ts); `decodeToken` is the lossy one-token convenience.
+ */
 export interface Tokenizer {
   readonly vocabSize: number
   readonly bosId: number
   readonly eosId: number
   encode(text: string, options?: { bos?: boolean, eos?: boolean }): number[]
+  decodeTokenBytes(prev: number, token: number): Uint8Array
   decodeToken(prev: number, token: number): string
-  /** The raw bytes of the piece, where pieces can be partial UTF-8 (byte-fallback tokens). */
-  decodeTokenBytes?(prev: number, token: number): Uint8Array
   decode(ids: number[]): string
 }
 
@@ -202,5 +206,7 @@ export type { HiddenCodec } from './codecs.ts'
 export { generate, sessionStepper } from './generate.ts'
 export type { GenerateEvent, GenerateOptions, LogitStepper } from './generate.ts'
 export { createLocalPipeline } from './local-pipeline.ts'
+export { createTextStream } from './text-stream.ts'
+export type { TextStream } from './text-stream.ts'
 export { createWasmBackend } from './wasm-backend.ts'
 export { createReferenceBackend } from './reference-backend.ts'

@@ -15,8 +15,6 @@ import type { Tokenizer } from './index.ts'
 import { TokenType } from './tokenizer-gguf.ts'
 import type { SpmVocab } from './tokenizer-gguf.ts'
 
-/** At most this many streams can each hold a partial character at once. */
-const MAX_PENDING = 256
 const SPACE_MARK = '\u2581'
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/
 
@@ -43,7 +41,6 @@ export class HfTokenizer implements Tokenizer {
   private readonly rules: DecodeRules
   private readonly special = new Set<number>()
   private readonly bytesCache = new Map<number, Uint8Array>()
-  private readonly pending = new Map<number, Uint8Array>()
   private readonly utf8 = new TextDecoder('utf-8')
 
   /** `json` is the parsed tokenizer.json, `config` the parsed tokenizer_config.json (or {}). */
@@ -79,28 +76,18 @@ export class HfTokenizer implements Tokenizer {
     return ids
   }
 
+  /** The token's text on its own; a piece that is part of a character decodes lossily (U+FFFD). */
   decodeToken (prev: number, token: number): string {
-    let bytes = this.tokenBytes(prev, token)
-    const held = this.pending.get(prev)
-    if (held !== undefined) {
-      this.pending.delete(prev)
-      bytes = concat(held, bytes)
-    }
-    const cut = completeLength(bytes)
-    if (cut < bytes.length) {
-      if (this.pending.size >= MAX_PENDING) this.pending.delete(this.pending.keys().next().value as number)
-      this.pending.set(token, bytes.slice(cut))
-    }
-    return this.utf8.decode(bytes.subarray(0, cut))
+    return this.utf8.decode(this.decodeTokenBytes(prev, token))
   }
 
   decode (ids: number[]): string {
-    const parts = ids.map((id, i) => this.tokenBytes(i === 0 ? this.bosId : ids[i - 1], id))
+    const parts = ids.map((id, i) => this.decodeTokenBytes(i === 0 ? this.bosId : ids[i - 1], id))
     return this.utf8.decode(concat(...parts))
   }
 
   /** The bytes `token` stands for after `prev`; special tokens (BOS, EOS, chat markers) print nothing. */
-  private tokenBytes (prev: number, token: number): Uint8Array {
+  decodeTokenBytes (prev: number, token: number): Uint8Array {
     if (this.special.has(token)) return new Uint8Array(0)
     let bytes = this.bytesCache.get(token)
     if (bytes === undefined) {
@@ -132,18 +119,6 @@ function pieceBytes (piece: string, rules: DecodeRules): Uint8Array {
   if (m !== null) return Uint8Array.of(Number.parseInt(m[1], 16))
   const text = rules.spaceMark !== undefined ? piece.replaceAll(rules.spaceMark, ' ') : piece
   return new Uint8Array(Buffer.from(text, 'utf8'))
-}
-
-/** Bytes [0, cut) are whole characters; [cut, n) begin a character that needs more bytes. */
-function completeLength (bytes: Uint8Array): number {
-  const n = bytes.length
-  for (let i = n - 1; i >= Math.max(0, n - 4); i--) {
-    const b = bytes[i]
-    if ((b & 0xc0) === 0x80) continue // continuation byte: keep looking for the lead
-    const need = b < 0x80 ? 1 : (b & 0xe0) === 0xc0 ? 2 : (b & 0xf0) === 0xe0 ? 3 : (b & 0xf8) === 0xf0 ? 4 : 1
-    return i + need > n ? i : n
-  }
-  return n
 }
 
 function decodeRules (decoder: unknown): DecodeRules {

@@ -106,7 +106,7 @@ async function run (flags: RunFlags): Promise<void> {
 
 /** The bytes llama2.c's safe_printf would print for this piece (lone control bytes dropped). */
 function printable (tokenizer: Awaited<ReturnType<typeof loadModel>>['tokenizer'], prev: number, id: number): Uint8Array {
-  const bytes = tokenizer.decodeTokenBytes?.(prev, id) ?? Buffer.from(tokenizer.decodeToken(prev, id), 'utf8')
+  const bytes = tokenizer.decodeTokenBytes(prev, id)
   if (bytes.length === 1) {
     const b = bytes[0]
     const isPrint = b >= 0x20 && b < 0x7f

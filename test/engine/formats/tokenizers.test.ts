@@ -13,6 +13,7 @@ import type { Tokenizer } from '../../../engine/index.ts'
 import { MODELS } from '../../models.ts'
 import { seededRandom, testSeed } from '../../seed.ts'
 import { expectFormatError, tempDir } from './fixtures.ts'
+import { createTextStream } from '../../../engine/text-stream.ts'
 
 const seed = testSeed()
 const tmp = tempDir('tokenizers')
@@ -25,9 +26,11 @@ const vocabs = [
   { name: 'llama2-tokenizer-32k', file: 'tokenizer.bin' }
 ]
 
-/** Streams ids[1..] through decodeToken and concatenates, as a generation loop prints them. */
+/** Streams ids[1..] through a text stream and concatenates, as a generation loop prints them. */
 function streamed (tok: Tokenizer, ids: number[]): { text: string, pieces: string[] } {
-  const pieces = ids.slice(1).map((id, i) => tok.decodeToken(ids[i], id))
+  const stream = createTextStream(tok)
+  const pieces = ids.slice(1).map((id, i) => stream.push(ids[i], id))
+  pieces.push(stream.flush())
   return { text: pieces.join(''), pieces }
 }
 
@@ -129,7 +132,8 @@ describe('byte-level BPE tokenizer.json (GPT-2 / Qwen style)', () => {
 
   it('streams whole characters only, ending with exactly the text', () => {
     const ids = [258, ...tok.encode(text), 258]
-    const pieces = ids.slice(1).map((id, i) => tok.decodeToken(ids[i], id))
+    const stream = createTextStream(tok)
+    const pieces = ids.slice(1).map((id, i) => stream.push(ids[i], id))
     for (const p of pieces) expect(p).not.toContain('\uFFFD')
     expect(pieces.join('')).toBe(text)
     expect(pieces.filter((p) => p === '').length).toBeGreaterThan(1) // bytes held back mid-character, and EOS
