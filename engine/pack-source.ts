@@ -13,7 +13,8 @@
 // each held row is taken from its file row.
 import type { EngineMemory, Matrix, TensorRef, WeightDType } from './index.ts'
 import { sourceRowBytes, type TensorReader } from './formats/tensor-reader.ts'
-import { allocMatrix, f16ToF32, packMatrix } from './quantize.ts'
+import { ShapeError } from './errors.ts'
+import { allocMatrix, f16ToF32, matrixBytes, packMatrix } from './quantize.ts'
 
 /** Bytes of file rows read per call when they go through a staging buffer (1 MiB). */
 const STAGING_BYTES = 1 << 20
@@ -24,11 +25,32 @@ const DIRECT_READ_BYTES = 1 << 24
 const FILE_BLOCK = { q8_0: { bytes: 34, words: 8 }, q4_0: { bytes: 18, words: 4 } } as const
 const QK = 32
 
-export function packTensor (mem: EngineMemory, dtype: WeightDType, ref: TensorRef, reader: TensorReader): Matrix {
+/** Packs `ref` into a new matrix, or into `into` (same dtype and shape) when given. */
+export function packTensor (mem: EngineMemory, dtype: WeightDType, ref: TensorRef, reader: TensorReader, into?: Matrix): Matrix {
   const [rows, cols] = ref.shape
-  if (ref.dtype === dtype) return copyTensor(mem, ref, reader, rows, cols, dtype)
-  if (dtype === 'f32') return decodeTensor(mem, ref, reader, rows, cols)
-  return packMatrix(mem, dtype, rows, cols, (rowStart, rowCount, out) => reader.readRows(ref, rowStart, rowCount, out))
+  const w = into ?? allocMatrix(mem, dtype, rows, cols)
+  if (ref.dtype === dtype) return copyTensor(mem, ref, reader, w)
+  if (dtype === 'f32') return decodeTensor(mem, ref, reader, w)
+  return packMatrix(mem, dtype, rows, cols, (rowStart, rowCount, out) => reader.readRows(ref, rowStart, rowCount, out), w)
+}
+
+/**
+ * Packs tensors with the same number of columns one below the other into one matrix (q, k and v;
+ * gate and up), so that one matmul (one dispatch, one activation quantization) computes them all:
+ * out[t] = [W₀ x[t]; W₁ x[t]; …]. Each part must start on a 4-row group for q8_0 / q4_0.
+ */
+export function packStacked (mem: EngineMemory, dtype: WeightDType, refs: TensorRef[], reader: TensorReader): Matrix {
+  const cols = refs[0].shape[1]
+  const rows = refs.reduce((n, r) => n + r.shape[0], 0)
+  const w = allocMatrix(mem, dtype, rows, cols)
+  let row = 0
+  for (const ref of refs) {
+    if (ref.shape[1] !== cols) throw new ShapeError(`${ref.name} has ${ref.shape[1]} columns, not ${cols}`)
+    const { dataBytes, scaleBytes } = matrixBytes(dtype, row, cols) // offset of this part's rows
+    packTensor(mem, dtype, ref, reader, { dtype, rows: ref.shape[0], cols, ptr: w.ptr + dataBytes, scalesPtr: w.scalesPtr + scaleBytes })
+    row += ref.shape[0]
+  }
+  return w
 }
 
 /** Rows per chunk for `rowBytes`-byte file rows within `budget`: whole heads when permuted. */
@@ -57,8 +79,8 @@ function sourceRows (ref: TensorRef, rows: number, r0: number, n: number): Int32
 }
 
 /** Held as f32 from another file dtype: decode each chunk of rows into place. */
-function decodeTensor (mem: EngineMemory, ref: TensorRef, reader: TensorReader, rows: number, cols: number): Matrix {
-  const w = allocMatrix(mem, 'f32', rows, cols)
+function decodeTensor (mem: EngineMemory, ref: TensorRef, reader: TensorReader, w: Matrix): Matrix {
+  const { rows, cols } = w
   const step = chunkRows(ref, rows, cols * 4, STAGING_BYTES)
   for (let r = 0; r < rows; r += step) {
     const n = Math.min(step, rows - r)
@@ -68,8 +90,8 @@ function decodeTensor (mem: EngineMemory, ref: TensorRef, reader: TensorReader, 
 }
 
 /** Same dtype in file and memory: copy the stored bytes into the held layout. */
-function copyTensor (mem: EngineMemory, ref: TensorRef, reader: TensorReader, rows: number, cols: number, dtype: WeightDType): Matrix {
-  const w = allocMatrix(mem, dtype, rows, cols)
+function copyTensor (mem: EngineMemory, ref: TensorRef, reader: TensorReader, w: Matrix): Matrix {
+  const { rows, cols, dtype } = w
   const rowBytes = sourceRowBytes(ref.dtype, cols)
   if ((dtype === 'f32' || dtype === 'f16') && ref.permuteHeads === undefined) {
     // The held layout is the file's: read the rows into place.

@@ -122,11 +122,12 @@ export function allocMatrix (mem: EngineMemory, dtype: WeightDType, rows: number
  * Allocates a [rows, cols] matrix in `mem` and fills it from f32 rows. `fillRows(rowStart,
  * rowCount, out)` writes rows [rowStart, rowStart + rowCount) row-major into `out` (length
  * rowCount * cols); it is called in order with whole 4-row groups (the last call may hold fewer
- * rows for f32 / f16), so a huge matrix is converted a chunk at a time.
+ * rows for f32 / f16), so a huge matrix is converted a chunk at a time. `into`: an already
+ * allocated matrix (of that dtype and shape) to fill instead.
  */
 export function packMatrix (mem: EngineMemory, dtype: WeightDType, rows: number, cols: number,
-  fillRows: (rowStart: number, rowCount: number, out: Float32Array) => void): Matrix {
-  const w = allocMatrix(mem, dtype, rows, cols)
+  fillRows: (rowStart: number, rowCount: number, out: Float32Array) => void, into?: Matrix): Matrix {
+  const w = into ?? allocMatrix(mem, dtype, rows, cols)
   const step = chunkRows(rows, cols)
   const staging = new Float32Array(step * cols)
   for (let r = 0; r < rows; r += step) {

@@ -15,13 +15,14 @@ export interface Scratch {
   T: number // rows each buffer holds (the prefill chunk)
   x: Float32Array // (T, dim) residual stream
   xb: Float32Array // (T, dim) normed input of a block; attention output
+  qkv: Float32Array // (T, dim + 2 kvDim) the stacked q, k, v projections
   q: Float32Array // (T, dim)
   k: Float32Array // (T, kvDim)
   v: Float32Array // (T, kvDim)
-  hb: Float32Array // (T, hidden) gate, then silu(gate) * up
-  hb2: Float32Array // (T, hidden) up
+  h13: Float32Array // (T, 2 hidden) the stacked gate and up projections
+  hb: Float32Array // (T, hidden) silu(gate) * up
   out: Float32Array // (T, max(dim, vocab on the last stage)) matmul output
-  ptr: { x: number, xb: number, q: number, k: number, v: number, hb: number, hb2: number, out: number }
+  ptr: { x: number, xb: number, qkv: number, q: number, h13: number, hb: number, out: number }
 }
 
 export function createScratch (mem: EngineMemory, c: ModelConfig, T: number, isLast: boolean): Scratch {
@@ -30,24 +31,26 @@ export function createScratch (mem: EngineMemory, c: ModelConfig, T: number, isL
   const ptr = {
     x: mem.alloc(T * c.dim * 4),
     xb: mem.alloc(T * c.dim * 4),
+    qkv: mem.alloc(T * (c.dim + 2 * kvDim) * 4),
     q: mem.alloc(T * c.dim * 4),
     k: mem.alloc(T * kvDim * 4),
     v: mem.alloc(T * kvDim * 4),
+    h13: mem.alloc(T * 2 * c.hiddenDim * 4),
     hb: mem.alloc(T * c.hiddenDim * 4),
-    hb2: mem.alloc(T * c.hiddenDim * 4),
     out: mem.alloc(T * outWidth * 4)
   }
   return {
     T,
     x: mem.f32(ptr.x, T * c.dim),
     xb: mem.f32(ptr.xb, T * c.dim),
+    qkv: mem.f32(ptr.qkv, T * (c.dim + 2 * kvDim)),
     q: mem.f32(ptr.q, T * c.dim),
     k: mem.f32(ptr.k, T * kvDim),
     v: mem.f32(ptr.v, T * kvDim),
+    h13: mem.f32(ptr.h13, T * 2 * c.hiddenDim),
     hb: mem.f32(ptr.hb, T * c.hiddenDim),
-    hb2: mem.f32(ptr.hb2, T * c.hiddenDim),
     out: mem.f32(ptr.out, T * outWidth),
-    ptr
+    ptr: { x: ptr.x, xb: ptr.xb, qkv: ptr.qkv, q: ptr.q, h13: ptr.h13, hb: ptr.hb, out: ptr.out }
   }
 }
 
@@ -103,17 +106,19 @@ export function createSession (init: SessionInit): Session {
   function forwardChunk (T: number): void {
     const pos0 = position
     const mm = (outPtr: number, w: Parameters<ComputeBackend['matmul']>[1], xPtr: number) => backend.matmul(outPtr, w, xPtr, T)
+    const qkvWidth = c.dim + 2 * kvDim
+    const h = c.hiddenDim
     for (let i = 0; i < nLocal; i++) {
       const w = weights.layers[i]
-      // Attention block: xb = rmsnorm(x); q, k, v = projections; rotate q, k; cache k, v.
+      // Attention block: xb = rmsnorm(x); [q k v] = wqkv · xb (+ biases); rotate q, k; cache k, v.
       rmsnorm(s.xb, s.x, w.attentionNorm, T, c.dim, c.normEps)
-      mm(s.ptr.q, w.wq, s.ptr.xb)
-      mm(s.ptr.k, w.wk, s.ptr.xb)
-      mm(s.ptr.v, w.wv, s.ptr.xb)
-      if (w.bq !== undefined && w.bk !== undefined && w.bv !== undefined) {
-        addBias(s.q, w.bq, T)
-        addBias(s.k, w.bk, T)
-        addBias(s.v, w.bv, T)
+      mm(s.ptr.qkv, w.wqkv, s.ptr.xb)
+      if (w.bqkv !== undefined) addBias(s.qkv, w.bqkv, T)
+      for (let t = 0; t < T; t++) {
+        const row = t * qkvWidth
+        s.q.set(s.qkv.subarray(row, row + c.dim), t * c.dim)
+        s.k.set(s.qkv.subarray(row + c.dim, row + c.dim + kvDim), t * kvDim)
+        s.v.set(s.qkv.subarray(row + c.dim + kvDim, row + qkvWidth), t * kvDim)
       }
       rope(s.q, T, c.dim, pos0, c.headSize, c.ropeTheta)
       rope(s.k, T, kvDim, pos0, c.headSize, c.ropeTheta)
@@ -123,11 +128,14 @@ export function createSession (init: SessionInit): Session {
       backend.attention(s.ptr.xb, s.ptr.q, keysPtr(i), valuesPtr(i), T, pos0, c)
       mm(s.ptr.out, w.wo, s.ptr.xb)
       accumulate(s.x, s.out, T * c.dim)
-      // Feed-forward block: x += w2 · (silu(w1 · xb) ⊙ (w3 · xb)), xb = rmsnorm(x).
+      // Feed-forward block: xb = rmsnorm(x); [gate up] = w13 · xb; x += w2 · (silu(gate) ⊙ up).
       rmsnorm(s.xb, s.x, w.ffnNorm, T, c.dim, c.normEps)
-      mm(s.ptr.hb, w.w1, s.ptr.xb)
-      mm(s.ptr.hb2, w.w3, s.ptr.xb)
-      backend.swiglu(s.ptr.hb, s.ptr.hb2, T * c.hiddenDim)
+      mm(s.ptr.h13, w.w13, s.ptr.xb)
+      for (let t = 0; t < T; t++) {
+        const gate = s.ptr.h13 + t * 2 * h * 4
+        backend.swiglu(gate, gate + h * 4, h)
+        s.hb.set(s.h13.subarray(t * 2 * h, t * 2 * h + h), t * h)
+      }
       mm(s.ptr.out, w.w2, s.ptr.hb)
       accumulate(s.x, s.out, T * c.dim)
     }

@@ -5,7 +5,7 @@ import { ShardConfigError } from './errors.ts'
 import { createTensorReader, type TensorReader } from './formats/tensor-reader.ts'
 import type { ComputeBackend, Matrix, ModelSource, Shard, ShardOptions, TensorRef, WeightDType } from './index.ts'
 import { DEFAULT_MAX_BATCH } from './constants.ts'
-import { packTensor } from './pack-source.ts'
+import { packStacked, packTensor } from './pack-source.ts'
 import { quantizable } from './quantize.ts'
 import { createReferenceBackend } from './reference-backend.ts'
 import { createSession, createScratch } from './session.ts'
@@ -13,17 +13,12 @@ import { createWasmBackend } from './wasm-backend.ts'
 
 export interface LayerWeights {
   attentionNorm: Float32Array // (dim)
-  wq: Matrix // (dim, dim)
-  wk: Matrix // (kvDim, dim)
-  wv: Matrix // (kvDim, dim)
+  wqkv: Matrix // (dim + 2 kvDim, dim): wq, wk, wv stacked, one matmul for all three
   wo: Matrix // (dim, dim)
-  bq?: Float32Array // (dim) qwen2 only
-  bk?: Float32Array // (kvDim)
-  bv?: Float32Array // (kvDim)
+  bqkv?: Float32Array // (dim + 2 kvDim) qwen2 only: bq, bk, bv
   ffnNorm: Float32Array // (dim)
-  w1: Matrix // (hidden, dim) gate
+  w13: Matrix // (2 hidden, dim): w1 (gate) and w3 (up) stacked
   w2: Matrix // (dim, hidden) down
-  w3: Matrix // (hidden, dim) up
 }
 
 /** Token embedding rows, read from the model file on demand (first stage only). */
@@ -107,12 +102,20 @@ async function loadWeights (source: ModelSource, reader: TensorReader, backend: 
   const { config } = source
   const ref = (name: string) => tensor(source, name)
   const vector = (name: string): Float32Array => reader.readAll(ref(name))
-  const matrix = (name: string): Matrix => {
-    signal?.throwIfAborted()
-    const t = ref(name)
-    const [rows, cols] = t.shape
-    const chosen: WeightDType = dtype === 'q8_0' || dtype === 'q4_0' ? (quantizable(rows, cols) ? dtype : 'f32') : dtype
-    return packTensor(backend.mem, chosen, t, reader)
+  // q8_0 / q4_0 only where the shape tiles (every part of a stack must); otherwise f32.
+  const held = (refs: TensorRef[]): WeightDType => dtype === 'q8_0' || dtype === 'q4_0'
+    ? (refs.every((t) => quantizable(t.shape[0], t.shape[1])) ? dtype : 'f32')
+    : dtype
+  const matrix = (name: string): Matrix => packTensor(backend.mem, held([ref(name)]), ref(name), reader)
+  const stacked = (...names: string[]): Matrix => {
+    const refs = names.map(ref)
+    return packStacked(backend.mem, held(refs), refs, reader)
+  }
+  const concat = (...names: string[]): Float32Array => {
+    const parts = names.map(vector)
+    const out = new Float32Array(parts.reduce((n, v) => n + v.length, 0))
+    parts.reduce((at, v) => { out.set(v, at); return at + v.length }, 0)
+    return out
   }
   const layers: LayerWeights[] = []
   for (let l = start; l < end; l++) {
@@ -121,15 +124,12 @@ async function loadWeights (source: ModelSource, reader: TensorReader, backend: 
     const p = `layers.${l}.`
     layers.push({
       attentionNorm: vector(p + 'attention_norm'),
-      wq: matrix(p + 'wq'),
-      wk: matrix(p + 'wk'),
-      wv: matrix(p + 'wv'),
+      wqkv: stacked(p + 'wq', p + 'wk', p + 'wv'),
       wo: matrix(p + 'wo'),
-      ...(config.qkvBias ? { bq: vector(p + 'bq'), bk: vector(p + 'bk'), bv: vector(p + 'bv') } : {}),
+      ...(config.qkvBias ? { bqkv: concat(p + 'bq', p + 'bk', p + 'bv') } : {}),
       ffnNorm: vector(p + 'ffn_norm'),
-      w1: matrix(p + 'w1'),
-      w2: matrix(p + 'w2'),
-      w3: matrix(p + 'w3')
+      w13: stacked(p + 'w1', p + 'w3'),
+      w2: matrix(p + 'w2')
     })
   }
   const weights: ShardWeights = { layers }
