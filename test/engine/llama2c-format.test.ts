@@ -50,3 +50,34 @@ describe('llama2.c checkpoint reader', () => {
     await expect(openLlama2c(f)).rejects.toThrow(/v2 \(int8\) checkpoints are not supported/)
   })
 })
+
+describe('llama2.c v1 (versioned float32) checkpoints', () => {
+  it('stories260K re-exported as v1 gives the legacy file\'s weights and tokens', async () => {
+    const legacy = await openLlama2c(STORIES260K)
+    const c = legacy.config
+    const bytes = readFileSync(STORIES260K)
+    const tensor = (name: string) => {
+      const t = legacy.tensors.get(name)!
+      return bytes.subarray(t.offset, t.offset + t.byteLength)
+    }
+    const perLayer = (n: string) => Array.from({ length: c.nLayers }, (_, l) => tensor(`layers.${l}.${n}`))
+    // export.py version1_export: header, then norms, embedding, then each weight kind for all layers.
+    const header = Buffer.alloc(256)
+    header.writeUInt32LE(0x616b3432, 0)
+    header.writeInt32LE(1, 4)
+    ;[c.dim, c.hiddenDim, c.nLayers, c.nHeads, c.nKvHeads, c.vocabSize, c.seqLen].forEach((v, i) => header.writeInt32LE(v, 8 + 4 * i))
+    header[36] = 1 // shared classifier
+    const parts = [header, ...perLayer('attention_norm'), ...perLayer('ffn_norm'), tensor('norm'), tensor('tok_embeddings'),
+      ...['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'].flatMap(perLayer)]
+    const f = join(dir, 'v1.bin')
+    writeFileSync(f, Buffer.concat(parts))
+    const v1 = await openLlama2c(f)
+    expect(v1.config).toEqual(c)
+    for (const [name, t] of legacy.tensors) {
+      const u = v1.tensors.get(name)!
+      expect(readFileSync(f).subarray(u.offset, u.offset + u.byteLength)).toEqual(bytes.subarray(t.offset, t.offset + t.byteLength))
+    }
+    truncateSync(f, 300_000)
+    await expect(openLlama2c(f)).rejects.toThrow(/truncated or not a llama2.c v1 checkpoint/)
+  })
+})
