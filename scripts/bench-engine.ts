@@ -21,6 +21,7 @@ import { shapeConfig } from './model-shapes.ts'
 import { fmt, formatTable, MB, targetLine } from './bench/report.ts'
 import { applyBestBandwidth, runSpeed, type EngineName, type SpeedRow, type SpeedRunContext } from './bench/speed-runs.ts'
 import { evaluateTargets, REFERENCE_SHAPE, type DecodeComparison, type TargetInputs } from './bench/targets.ts'
+import { setThpForRun, THP_MODES, thpMode, type ThpMode } from './bench/thp.ts'
 import { DEFAULT_WORKLOAD, QUICK_WORKLOAD } from './bench/workload.ts'
 
 const ROOT = resolve(new URL('..', import.meta.url).pathname)
@@ -44,6 +45,7 @@ interface Options {
   maxIdleWaitMs: string
   contentionCores: string
   retries: string
+  thp?: string
 }
 
 const program = new Command('bench-engine')
@@ -62,6 +64,7 @@ const program = new Command('bench-engine')
   .option('--max-idle-wait-ms <ms>', 'longest wait for idle CPUs before each speed run (0: never wait)', '30000')
   .option('--contention-cores <n>', 'run a speed measurement again when other processes took more cores than this during it', '0.2')
   .option('--retries <n>', 'how many times to run a contended measurement again', '2')
+  .option('--thp <mode>', 'set transparent huge pages to always|madvise|never for the run (root; restored on exit); default: leave the system as it is')
 program.parse()
 const opts = program.opts<Options>()
 
@@ -74,6 +77,14 @@ for (const t of threadCounts) if (!Number.isInteger(t) || t < 1) program.error(`
 for (const s of shapes) {
   try {
     shapeConfig(s)
+  } catch (err) {
+    program.error((err as Error).message)
+  }
+}
+if (opts.thp !== undefined) {
+  if (!(THP_MODES as readonly string[]).includes(opts.thp)) program.error(`--thp must be one of ${THP_MODES.join(', ')}`)
+  try {
+    setThpForRun(opts.thp as ThpMode)
   } catch (err) {
     program.error((err as Error).message)
   }
@@ -99,9 +110,10 @@ const machine = {
   memoryBytes: totalmem(),
   platform: `${process.platform}-${process.arch}`,
   kernel: release(),
-  node: process.version
+  node: process.version,
+  transparentHugePages: thpMode() ?? 'unknown'
 }
-log(`machine: ${machine.cpu}, ${machine.cores} cores, ${fmt(machine.memoryBytes / 1e9)} GB RAM, node ${machine.node}`)
+log(`machine: ${machine.cpu}, ${machine.cores} cores, ${fmt(machine.memoryBytes / 1e9)} GB RAM, node ${machine.node}, transparent huge pages: ${machine.transparentHugePages}`)
 // Load averages at start and end go into the report; the bandwidth measurement and every speed
 // run first wait (bounded) for idle CPUs and record how busy they were (`quiet`).
 const loadBefore = loadavg()
