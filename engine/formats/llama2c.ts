@@ -9,6 +9,10 @@ import type { ModelConfig, ModelSource, TensorRef } from '../index.ts'
 const MAGIC = 0x616b3432 // "ak42"
 const V1_HEADER_BYTES = 256
 const MAX_DIM = 1 << 16
+/** Bounds on header fields, checked before anything is sized from them. */
+const MAX_LAYERS = 1024
+const MAX_VOCAB = 1 << 22
+const MAX_SEQ_LEN = 1 << 24
 
 export async function openLlama2c (path: string, options: { tokenizer?: string } = {}): Promise<ModelSource> {
   let header: Buffer
@@ -46,12 +50,20 @@ export async function openLlama2c (path: string, options: { tokenizer?: string }
     p[5] = Math.abs(p[5])
   }
   const [dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen] = p
-  const sane = p.every((v) => Number.isInteger(v) && v > 0 && v <= MAX_DIM * 64) &&
-    dim <= MAX_DIM && nHeads <= dim && dim % nHeads === 0 && nKvHeads <= nHeads && nHeads % nKvHeads === 0 && (dim / nHeads) % 2 === 0
+  const sane = p.every((v) => Number.isInteger(v) && v > 0) && dim <= MAX_DIM && hiddenDim <= MAX_DIM * 4 &&
+    nLayers <= MAX_LAYERS && vocabSize <= MAX_VOCAB && seqLen <= MAX_SEQ_LEN &&
+    nHeads <= dim && dim % nHeads === 0 && nKvHeads <= nHeads && nHeads % nKvHeads === 0 && (dim / nHeads) % 2 === 0
   if (!sane) throw new ModelFormatError(path, `header [${p.join(', ')}] is not a valid llama2.c config (dim, hidden, layers, heads, kv heads, vocab, seq)`)
 
   const headSize = dim / nHeads
   const kvDim = headSize * nKvHeads
+  // The file size the header implies, checked before any tensor is laid out from it.
+  const layerFloats = 2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * hiddenDim * dim
+  const floats = vocabSize * dim * (shared ? 1 : 2) + nLayers * layerFloats + dim + (version === 0 ? seqLen * headSize : 0)
+  const expected = dataStart + floats * 4
+  if (expected !== fileSize) {
+    throw new ModelFormatError(path, `file is ${fileSize} bytes but its header (dim ${dim}, ${nLayers} layers, vocab ${vocabSize}) implies ${expected}: truncated or not a llama2.c v${version} checkpoint`)
+  }
   const config: ModelConfig = {
     architecture: 'llama',
     dim,
@@ -109,9 +121,6 @@ export async function openLlama2c (path: string, options: { tokenizer?: string }
     perLayer('w3', [hiddenDim, dim])
   }
   if (!shared) add('output', [vocabSize, dim])
-  if (off !== fileSize) {
-    throw new ModelFormatError(path, `file is ${fileSize} bytes but its header (dim ${dim}, ${nLayers} layers, vocab ${vocabSize}) implies ${off}: truncated or not a llama2.c v${version} checkpoint`)
-  }
   return {
     path,
     format: 'llama2c',
