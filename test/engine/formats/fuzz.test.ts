@@ -6,7 +6,7 @@
 import { copyFileSync, cpSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { openModel } from '../../../engine/formats/open-model.ts'
+import { openModel, openTokenizer } from '../../../engine/formats/open-model.ts'
 import { loadShard } from '../../../engine/shard.ts'
 import { convertModel } from '../../../scripts/convert-model.ts'
 import { STORIES260K, TOK512 } from '../../models.ts'
@@ -93,5 +93,40 @@ describe(`damaged model files (TEST_SEED=${seed}, ${iterations} per format)`, ()
     }
     console.log(`${format}: ${outcomes.loaded} mutated files loaded, ${outcomes.refused} refused with a named error`)
     expect(outcomes.refused).toBeGreaterThan(0)
+  })
+})
+
+describe(`damaged tokenizer files (TEST_SEED=${seed}, ${iterations} each)`, () => {
+  it.each([
+    { name: 'tokenizer.bin', make: async () => TOK512, header: 6227 },
+    {
+      name: 'tokenizer.json',
+      make: async () => {
+        await convertModel({ model: STORIES260K, tokenizer: TOK512, to: 'hf', out: join(dir, 'tok-hf') })
+        return join(dir, 'tok-hf', 'tokenizer.json')
+      },
+      header: 1 << 20
+    }
+  ])('$name: loads and encodes, or fails with a ModelFormatError', async ({ name, make, header }) => {
+    const original = await make()
+    const rand = seededRandom(seed ^ name.length)
+    let refused = 0
+    for (let i = 0; i < iterations; i++) {
+      const file = join(dir, `${i}-${name}`)
+      copyFileSync(original, file)
+      const what = mutate(file, rand, header)
+      const source = await openModel(STORIES260K, { tokenizer: TOK512 })
+      const err = await (async () => {
+        const tok = name === 'tokenizer.bin'
+          ? await openTokenizer(source, file)
+          : await openTokenizer({ ...source, tokenizer: { kind: 'hf', path: file } })
+        tok.decode(tok.encode('Once upon a time, naïve 🦙'))
+      })().then(() => undefined, (e: unknown) => e as Error)
+      if (err !== undefined) {
+        refused++
+        expect(err.name, `${name} #${i} (${what}): ${err.message}`).toBe('ModelFormatError')
+      }
+    }
+    expect(refused).toBeGreaterThan(0)
   })
 })
