@@ -24,6 +24,17 @@ export interface ModelConfig {
   qkvBias: boolean // qwen2: q/k/v projections carry biases
   bosId: number
   eosId: number
+  /** Llama 3.1-style RoPE frequency scaling (HF `rope_scaling.rope_type: "llama3"`). */
+  ropeScaling?: RopeScaling
+}
+
+/** Llama 3's long-context RoPE: low frequencies divided by `factor`, a smooth band in between. */
+export interface RopeScaling {
+  type: 'llama3'
+  factor: number
+  lowFreqFactor: number
+  highFreqFactor: number
+  originalMaxPositions: number
 }
 
 /**

@@ -2,7 +2,7 @@
 // llama2.c). They work on rows of a [T, n] matrix so a prefill chunk runs them in one call; the
 // large matrix products go to the ComputeBackend instead. `attention` here is the reference
 // backend's; the wasm backend runs its SIMD twin across threads.
-import type { AttentionShape } from './index.ts'
+import type { AttentionShape, RopeScaling } from './index.ts'
 
 /** out[t] = weight ⊙ x[t] / sqrt(mean(x[t]²) + eps), for each of T rows of width n. */
 export function rmsnorm (out: Float32Array, x: Float32Array, weight: Float32Array, T: number, n: number, eps: number): void {
@@ -37,19 +37,47 @@ export function swiglu (gate: Float32Array, up: Float32Array, length: number): v
 }
 
 /**
- * Rotary position embedding on adjacent pairs (llama2.c convention): within each head, pair
- * (2j, 2j+1) at position p turns by p × theta^(-2j / headSize). `vec` is [T, width]; row t sits
- * at position pos0 + t. The angle is computed in float32 steps as llama2.c does.
+ * RoPE frequencies of one head: pair j (elements 2j, 2j+1) turns by position × freqs[j].
+ * Unscaled: theta^(-2j / headSize), computed in float32 steps as llama2.c does. With Llama 3
+ * scaling (transformers' `_compute_llama3_parameters`): wavelengths longer than
+ * originalMaxPositions / lowFreqFactor are slowed by `factor`, shorter than
+ * originalMaxPositions / highFreqFactor are kept, and the band between is interpolated.
  */
-export function rope (vec: Float32Array, T: number, width: number, pos0: number, headSize: number, theta: number): void {
+export function ropeFrequencies (headSize: number, theta: number, scaling?: RopeScaling): Float32Array {
+  const freqs = new Float32Array(headSize / 2)
+  for (let j = 0; j < freqs.length; j++) {
+    freqs[j] = Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * j) / headSize))))
+  }
+  if (scaling === undefined) return freqs
+  const { factor, lowFreqFactor, highFreqFactor, originalMaxPositions } = scaling
+  const lowFreqWavelen = originalMaxPositions / lowFreqFactor
+  const highFreqWavelen = originalMaxPositions / highFreqFactor
+  for (let j = 0; j < freqs.length; j++) {
+    const f = freqs[j]
+    const wavelen = (2 * Math.PI) / f
+    if (wavelen > lowFreqWavelen) {
+      freqs[j] = f / factor
+    } else if (wavelen >= highFreqWavelen) {
+      const smooth = (originalMaxPositions / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor)
+      freqs[j] = (1 - smooth) * (f / factor) + smooth * f
+    }
+  }
+  return freqs
+}
+
+/**
+ * Rotary position embedding on adjacent pairs (llama2.c convention): within each head, pair
+ * (2j, 2j+1) at position p turns by p × freqs[j] (see ropeFrequencies). `vec` is [T, width]; row
+ * t sits at position pos0 + t. The angle is rounded to float32 as llama2.c computes it.
+ */
+export function rope (vec: Float32Array, T: number, width: number, pos0: number, headSize: number, freqs: Float32Array): void {
   const half = headSize / 2
   const cos = new Float32Array(half)
   const sin = new Float32Array(half)
   for (let t = 0; t < T; t++) {
     const pos = pos0 + t
     for (let j = 0; j < half; j++) {
-      const freq = Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * j) / headSize))))
-      const val = Math.fround(pos * freq)
+      const val = Math.fround(pos * freqs[j])
       cos[j] = Math.cos(val)
       sin[j] = Math.sin(val)
     }

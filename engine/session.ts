@@ -5,7 +5,7 @@
 // reads it there), grown as positions are added and freed on close.
 import { SessionLimitError, ShapeError, ShardConfigError } from './errors.ts'
 import type { ComputeBackend, EngineMemory, ModelConfig, Session, StageInput, StageOutput, StepOptions } from './index.ts'
-import { accumulate, addBias, rmsnorm, rope } from './ops.ts'
+import { accumulate, addBias, rmsnorm, rope, ropeFrequencies } from './ops.ts'
 import type { ShardWeights } from './shard.ts'
 
 const INITIAL_KV_POSITIONS = 256
@@ -76,6 +76,7 @@ export function createSession (init: SessionInit): Session {
   }
   const maxLength = init.maxLength
   const mem = backend.mem
+  const freqs = ropeFrequencies(c.headSize, c.ropeTheta, c.ropeScaling) // (headSize / 2)
   // KV cache in engine memory (the attention kernel reads it there), one block for all local
   // layers: layer i's keys at kvPtr + 2i × layerBytes, its values right after. (positions, kvDim)
   let capacity = Math.min(maxLength, INITIAL_KV_POSITIONS)
@@ -120,8 +121,8 @@ export function createSession (init: SessionInit): Session {
         s.k.set(s.qkv.subarray(row + c.dim, row + c.dim + kvDim), t * kvDim)
         s.v.set(s.qkv.subarray(row + c.dim + kvDim, row + qkvWidth), t * kvDim)
       }
-      rope(s.q, T, c.dim, pos0, c.headSize, c.ropeTheta)
-      rope(s.k, T, kvDim, pos0, c.headSize, c.ropeTheta)
+      rope(s.q, T, c.dim, pos0, c.headSize, freqs)
+      rope(s.k, T, kvDim, pos0, c.headSize, freqs)
       mem.f32(keysPtr(i) + pos0 * kvDim * 4, T * kvDim).set(s.k.subarray(0, T * kvDim))
       mem.f32(valuesPtr(i) + pos0 * kvDim * 4, T * kvDim).set(s.v.subarray(0, T * kvDim))
       // xb = softmax(q kᵀ / √headSize) v over positions ≤ each row's own; x += wo · xb.

@@ -105,6 +105,8 @@ const FILE_TYPE: Record<SourceDType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 
  */
 export function llamaGgufMetadata (config: ModelConfig, vocab: SpmVocab, options: { arch: 'llama' | 'qwen2', dtype: SourceDType, name?: string, alignment?: number }): GgufKv[] {
   const { arch } = options
+  // llama.cpp keeps Llama 3 scaling as a rope_freqs tensor, which this writer does not produce.
+  if (config.ropeScaling !== undefined) throw new ShapeError('GGUF export of Llama 3 RoPE scaling (rope_freqs) is not supported')
   if (vocab.pieces.length !== config.vocabSize) throw new ShapeError(`vocabulary has ${vocab.pieces.length} pieces, model has vocab_size ${config.vocabSize}`)
   const u32 = (key: string, value: number): GgufKv => ({ key, type: GgufType.UINT32, value })
   const f32 = (key: string, value: number): GgufKv => ({ key, type: GgufType.FLOAT32, value })

@@ -7,7 +7,7 @@
 import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ModelFormatError } from '../errors.ts'
-import type { ModelConfig, ModelSource, TensorRef } from '../index.ts'
+import type { ModelConfig, ModelSource, RopeScaling, TensorRef } from '../index.ts'
 import { openSafetensorsDir, readOptional, safetensorsRef } from './safetensors.ts'
 
 const ARCHITECTURES = ['llama', 'mistral', 'qwen2'] as const
@@ -149,11 +149,7 @@ export function parseHfConfig (file: string, text: string, tokenizerConfig?: str
   if (c.hidden_act !== undefined && c.hidden_act !== 'silu') throw new ModelFormatError(file, `hidden_act ${JSON.stringify(c.hidden_act)} is not supported (only silu)`)
   if (c.attention_bias === true && arch !== 'qwen2') throw new ModelFormatError(file, 'attention_bias (o_proj bias) is not supported')
   if (c.mlp_bias === true) throw new ModelFormatError(file, 'mlp_bias is not supported')
-  const scaling = c.rope_scaling
-  if (scaling !== undefined && scaling !== null) {
-    const type = isObject(scaling) ? (scaling.rope_type ?? scaling.type) : scaling
-    if (type !== 'default') throw new ModelFormatError(file, `rope_scaling ${JSON.stringify(type)} is not supported`)
-  }
+  const ropeScaling = parseRopeScaling(file, c.rope_scaling)
   let seqLen = int('max_position_embeddings')
   // A sliding window as wide as the context is plain attention; within it results are exact.
   const slidingWindow = c.sliding_window
@@ -177,8 +173,31 @@ export function parseHfConfig (file: string, text: string, tokenizerConfig?: str
     tiedEmbeddings: tied,
     qkvBias: arch === 'qwen2',
     bosId: tokenId(file, 'bos_token_id', c.bos_token_id, special.bos),
-    eosId: tokenId(file, 'eos_token_id', c.eos_token_id, special.eos)
+    eosId: tokenId(file, 'eos_token_id', c.eos_token_id, special.eos),
+    ...(ropeScaling !== undefined ? { ropeScaling } : {})
   }
+}
+
+/** rope_scaling: absent, "default", or Llama 3's ("llama3" with its four numbers). */
+function parseRopeScaling (file: string, scaling: unknown): RopeScaling | undefined {
+  if (scaling === undefined || scaling === null) return undefined
+  const type = isObject(scaling) ? (scaling.rope_type ?? scaling.type) : scaling
+  if (type === 'default') return undefined
+  if (type !== 'llama3' || !isObject(scaling)) throw new ModelFormatError(file, `rope_scaling ${JSON.stringify(type)} is not supported (supported: default, llama3)`)
+  const field = (key: string): number => {
+    const v = scaling[key]
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new ModelFormatError(file, `rope_scaling.${key} ${JSON.stringify(v)} is not a positive number`)
+    return v
+  }
+  const r: RopeScaling = {
+    type: 'llama3',
+    factor: field('factor'),
+    lowFreqFactor: field('low_freq_factor'),
+    highFreqFactor: field('high_freq_factor'),
+    originalMaxPositions: field('original_max_position_embeddings')
+  }
+  if (r.highFreqFactor <= r.lowFreqFactor) throw new ModelFormatError(file, 'rope_scaling.high_freq_factor must exceed low_freq_factor')
+  return r
 }
 
 /** A token id from config.json (a list means several stop tokens: the first is kept), else the fallback, else -1. */

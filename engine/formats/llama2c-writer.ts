@@ -16,6 +16,7 @@ const LLAMA2C_EPS = 1e-5
 /** Why `config` cannot be written as llama2.c v0, or undefined when it can. */
 export function llama2cUnsupported (config: ModelConfig): string | undefined {
   if (config.qkvBias) return 'llama2.c has no q/k/v biases'
+  if (config.ropeScaling !== undefined) return 'llama2.c has no RoPE scaling'
   if (config.ropeTheta !== LLAMA2C_THETA) return `llama2.c fixes rope_theta at ${LLAMA2C_THETA}, model has ${config.ropeTheta}`
   if (Math.fround(config.normEps) !== Math.fround(LLAMA2C_EPS)) return `llama2.c fixes the RMSNorm eps at ${LLAMA2C_EPS}, model has ${config.normEps}`
   if (config.dim !== config.nHeads * config.headSize) return 'llama2.c needs head_size = dim / n_heads'

@@ -166,7 +166,18 @@ export function hfConfigJson (config: ModelConfig, dtype: SourceDType): Record<s
     eos_token_id: config.eosId,
     torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16', q8_0: 'float32', q4_0: 'float32' }[dtype],
     ...(config.architecture === 'mistral' ? { sliding_window: null } : {}),
-    ...(config.architecture === 'qwen2' ? { use_sliding_window: false } : {})
+    ...(config.architecture === 'qwen2' ? { use_sliding_window: false } : {}),
+    ...(config.ropeScaling !== undefined
+      ? {
+          rope_scaling: {
+            rope_type: config.ropeScaling.type,
+            factor: config.ropeScaling.factor,
+            low_freq_factor: config.ropeScaling.lowFreqFactor,
+            high_freq_factor: config.ropeScaling.highFreqFactor,
+            original_max_position_embeddings: config.ropeScaling.originalMaxPositions
+          }
+        }
+      : {})
   }
 }
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { createTensorReader } from '../../engine/formats/tensor-reader.ts'
-import { rope } from '../../engine/ops.ts'
+import { rope, ropeFrequencies } from '../../engine/ops.ts'
 import { seededRandom, testSeed } from '../seed.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'mycelium-rope-'))
@@ -38,7 +38,7 @@ describe(`RoPE order conversion (TEST_SEED=${seed})`, () => {
     reader.close()
     for (const pos of [0, 1, 7, 100]) {
       const mine = Float32Array.from(ours)
-      rope(mine, 1, heads * hd, pos, hd, theta)
+      rope(mine, 1, heads * hd, pos, hd, ropeFrequencies(hd, theta))
       for (let h = 0; h < heads; h++) {
         const hf = hfRope(Float64Array.from(hfOrder.subarray(h * hd, (h + 1) * hd)), pos, theta)
         for (let j = 0; j < hd / 2; j++) {
@@ -49,5 +49,27 @@ describe(`RoPE order conversion (TEST_SEED=${seed})`, () => {
         }
       }
     }
+  })
+})
+
+describe('Llama 3 RoPE scaling', () => {
+  /** transformers' _compute_llama3_parameters, transcribed. */
+  function llama3InvFreq (hd: number, theta: number, factor: number, low: number, high: number, old: number): number[] {
+    return Array.from({ length: hd / 2 }, (_, j) => {
+      const invFreq = 1 / Math.pow(theta, (2 * j) / hd)
+      const wavelen = 2 * Math.PI / invFreq
+      if (wavelen < old / high) return invFreq
+      if (wavelen > old / low) return invFreq / factor
+      const smooth = (old / wavelen - low) / (high - low)
+      return (1 - smooth) * invFreq / factor + smooth * invFreq
+    })
+  }
+
+  it('matches transformers for Llama-3.2-1B\'s settings (all three bands)', () => {
+    const ours = ropeFrequencies(64, 500000, { type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 })
+    const theirs = llama3InvFreq(64, 500000, 32, 1, 4, 8192)
+    for (let j = 0; j < 32; j++) expect(ours[j]).toBeCloseTo(theirs[j], 6)
+    expect(ours[0]).toBe(ropeFrequencies(64, 500000)[0]) // high frequencies untouched
+    expect(ours[31]).toBeCloseTo(ropeFrequencies(64, 500000)[31] / 32, 12) // low ones slowed by `factor`
   })
 })

@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { openHfModel, parseHfConfig } from '../../../engine/formats/hf.ts'
 import { readSafetensorsHeader } from '../../../engine/formats/safetensors.ts'
 import { hfConfigJson, writeHfModel, writeSafetensors } from '../../../engine/formats/safetensors-writer.ts'
+import type { ModelConfig } from '../../../engine/index.ts'
 import { testSeed } from '../../seed.ts'
 import { expectFormatError, memoryModel, readAllTensors, tempDir, tinyConfig } from './fixtures.ts'
 
@@ -72,7 +73,8 @@ describe(`Hugging Face model directory (TEST_SEED=${seed})`, () => {
       [{ num_key_value_heads: 3 }, /not a multiple of num_key_value_heads 3/],
       [{ head_dim: 32 }, /head_dim 32 differs from hidden_size \/ num_attention_heads = 16/],
       [{ hidden_act: 'gelu' }, /hidden_act "gelu"/],
-      [{ rope_scaling: { rope_type: 'llama3', factor: 32 } }, /rope_scaling "llama3" is not supported/],
+      [{ rope_scaling: { rope_type: 'yarn', factor: 4 } }, /rope_scaling "yarn" is not supported/],
+      [{ rope_scaling: { rope_type: 'llama3', factor: 32 } }, /rope_scaling.low_freq_factor undefined is not a positive number/],
       [{ vocab_size: -3 }, /vocab_size -3 is not a positive integer/],
       [{ bos_token_id: 'x' }, /bos_token_id "x" is not a token id/]
     ])('rejects %j', (over, message) => {
@@ -82,6 +84,12 @@ describe(`Hugging Face model directory (TEST_SEED=${seed})`, () => {
     it('accepts defaults and lists of eos ids', () => {
       expect(parse({ num_key_value_heads: undefined, rope_theta: undefined, head_dim: null, eos_token_id: [7, 8] })).toMatchObject({ nKvHeads: 4, ropeTheta: 10000, eosId: 7 })
       expect(parse({ model_type: 'mistral', sliding_window: 64 })).toMatchObject({ architecture: 'mistral', seqLen: 64 })
+    })
+    it('reads Llama 3 RoPE scaling and writes it back', () => {
+      const rope_scaling = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 }
+      const config = parse({ rope_scaling }) as ModelConfig
+      expect(config.ropeScaling).toEqual({ type: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 })
+      expect(hfConfigJson(config, 'f32')).toMatchObject({ rope_scaling })
     })
   })
 
