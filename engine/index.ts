@@ -28,14 +28,14 @@ export interface ModelConfig {
   ropeScaling?: RopeScaling
 }
 
-/** Llama 3's long-context RoPE: low frequencies divided by `factor`, a smooth band in between. */
-export interface RopeScaling {
-  type: 'llama3'
-  factor: number
-  lowFreqFactor: number
-  highFreqFactor: number
-  originalMaxPositions: number
-}
+/**
+ * Llama 3's long-context RoPE: low frequencies divided by `factor`, a smooth band in between
+ * (as Hugging Face configs state it), or the per-pair divisors llama.cpp stores in a GGUF's
+ * `rope_freqs` tensor (`factors[j]` divides pair j's frequency).
+ */
+export type RopeScaling =
+  | { type: 'llama3', factor: number, lowFreqFactor: number, highFreqFactor: number, originalMaxPositions: number }
+  | { type: 'factors', factors: number[] }
 
 /**
  * A tensor as stored in a file, not yet read. Canonical names: `tok_embeddings`, `norm`,

@@ -36,6 +36,13 @@ export function swiglu (gate: Float32Array, up: Float32Array, length: number): v
   }
 }
 
+/** llama.cpp's `rope_freqs` for Llama 3 scaling: the divisor of each pair's frequency. */
+export function llama3RopeFactors (headSize: number, theta: number, scaling: RopeScaling): number[] {
+  const base = ropeFrequencies(headSize, theta)
+  const scaled = ropeFrequencies(headSize, theta, scaling)
+  return Array.from(base, (f, j) => f / scaled[j])
+}
+
 /**
  * RoPE frequencies of one head: pair j (elements 2j, 2j+1) turns by position × freqs[j].
  * Unscaled: theta^(-2j / headSize), computed in float32 steps as llama2.c does. With Llama 3
@@ -49,6 +56,10 @@ export function ropeFrequencies (headSize: number, theta: number, scaling?: Rope
     freqs[j] = Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * j) / headSize))))
   }
   if (scaling === undefined) return freqs
+  if (scaling.type === 'factors') {
+    for (let j = 0; j < freqs.length; j++) freqs[j] = freqs[j] / scaling.factors[j]
+    return freqs
+  }
   const { factor, lowFreqFactor, highFreqFactor, originalMaxPositions } = scaling
   const lowFreqWavelen = originalMaxPositions / lowFreqFactor
   const highFreqWavelen = originalMaxPositions / highFreqFactor

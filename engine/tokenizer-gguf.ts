@@ -34,7 +34,7 @@ export function ggufVocab (g: GgufFile): SpmVocab {
   const { file, metadata } = g
   const model = metadata.get('tokenizer.ggml.model')
   if (model === undefined) throw new ModelFormatError(file, 'has no tokenizer (tokenizer.ggml.model is missing)')
-  if (model !== 'llama') throw new ModelFormatError(file, `tokenizer.ggml.model '${String(model)}' is not supported (supported: llama / SentencePiece)`)
+  if (model !== 'llama') throw new ModelFormatError(file, `tokenizer.ggml.model '${String(model)}' is not supported (supported: llama / SentencePiece); pass the model's tokenizer.json instead (--tokenizer)`)
   const tokens = metadata.get('tokenizer.ggml.tokens')
   if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === 'string')) throw new ModelFormatError(file, 'tokenizer.ggml.tokens is missing or not a string array')
   const n = tokens.length

@@ -4,6 +4,7 @@
 // (quantize_row_q8_0_ref / quantize_row_q4_0_ref). Tensor data is streamed (see
 // safetensors-writer.ts), so the whole model never sits in memory.
 import { ShapeError } from '../errors.ts'
+import { llama3RopeFactors } from '../ops.ts'
 import type { ModelConfig, SourceDType } from '../index.ts'
 import { f32ToF16 } from '../quantize.ts'
 import { ggufPiece } from '../tokenizer-gguf.ts'
@@ -105,8 +106,6 @@ const FILE_TYPE: Record<SourceDType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 
  */
 export function llamaGgufMetadata (config: ModelConfig, vocab: SpmVocab, options: { arch: 'llama' | 'qwen2', dtype: SourceDType, name?: string, alignment?: number }): GgufKv[] {
   const { arch } = options
-  // llama.cpp keeps Llama 3 scaling as a rope_freqs tensor, which this writer does not produce.
-  if (config.ropeScaling !== undefined) throw new ShapeError('GGUF export of Llama 3 RoPE scaling (rope_freqs) is not supported')
   if (vocab.pieces.length !== config.vocabSize) throw new ShapeError(`vocabulary has ${vocab.pieces.length} pieces, model has vocab_size ${config.vocabSize}`)
   const u32 = (key: string, value: number): GgufKv => ({ key, type: GgufType.UINT32, value })
   const f32 = (key: string, value: number): GgufKv => ({ key, type: GgufType.FLOAT32, value })
@@ -261,5 +260,11 @@ export async function writeGgufModel (file: string, model: WritableModel, vocab:
   const arch = model.config.architecture === 'qwen2' ? 'qwen2' : 'llama'
   const metadata = llamaGgufMetadata(model.config, vocab, { arch, dtype, ...(options.name !== undefined ? { name: options.name } : {}) })
   const tensors = modelTensors(model, ggufTensorName, (shape) => ggufDtypeFor(dtype, shape), arch === 'qwen2')
+  const scaling = model.config.ropeScaling
+  if (scaling !== undefined) {
+    // llama.cpp keeps Llama 3 RoPE scaling as rope_freqs: one f32 divisor per frequency.
+    const factors = Float32Array.from(scaling.type === 'factors' ? scaling.factors : llama3RopeFactors(model.config.headSize, model.config.ropeTheta, scaling))
+    tensors.push({ name: 'rope_freqs.weight', shape: [factors.length], dtype: 'f32', rows: () => factors })
+  }
   await writeGguf(file, metadata, tensors, { signal: options.signal })
 }

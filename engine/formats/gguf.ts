@@ -302,6 +302,8 @@ export function ggufTensorName (canonical: string): string {
 export async function openGguf (file: string, options: { signal?: AbortSignal } = {}): Promise<ModelSource> {
   const g = await readGgufFile(file, options)
   const config = ggufConfig(g)
+  const factors = readRopeFactors(g, config.headSize)
+  if (factors !== undefined) config.ropeScaling = { type: 'factors', factors }
   const tensors = new Map<string, TensorRef>()
   // qwen2 GGUFs keep Hugging Face's rotate-half q/k rows (llama.cpp runs them with NEOX RoPE);
   // llama-arch GGUFs were permuted to adjacent pairs by the converter.
@@ -324,6 +326,27 @@ export async function openGguf (file: string, options: { signal?: AbortSignal } 
   const source: ModelSource = { path: file, format: 'gguf', config, tensors }
   if (g.metadata.has('tokenizer.ggml.model')) source.tokenizer = { kind: 'gguf', path: file }
   return source
+}
+
+/** Llama 3 RoPE scaling as llama.cpp stores it: `rope_freqs.weight`, one f32 divisor per pair. */
+function readRopeFactors (g: GgufFile, headSize: number): number[] | undefined {
+  const info = g.tensors.get('rope_freqs.weight')
+  if (info === undefined) return undefined
+  const n = headSize / 2
+  if (info.type !== 0 || info.ne.reduce((a, b) => a * b, 1) !== n) {
+    throw new ModelFormatError(g.file, `rope_freqs.weight must be ${n} f32 values (one per RoPE pair)`)
+  }
+  const fd = openSync(g.file, 'r')
+  try {
+    const buf = Buffer.alloc(n * 4)
+    const bytesRead = readSync(fd, buf, 0, buf.length, info.offset)
+    if (bytesRead !== buf.length) throw new ModelFormatError(g.file, 'truncated: rope_freqs.weight ends past the end of the file')
+    const factors = Array.from({ length: n }, (_, j) => buf.readFloatLE(j * 4))
+    if (!factors.every((f) => Number.isFinite(f) && f > 0)) throw new ModelFormatError(g.file, 'rope_freqs.weight holds a value that is not a positive number')
+    return factors
+  } finally {
+    closeSync(fd)
+  }
 }
 
 /** ne (columns first) → [rows, cols] or [n]; extra leading 1s of higher dims are dropped. */
@@ -350,7 +373,6 @@ function ggufConfig (g: GgufFile): ModelConfig {
   }
   const scaling = metadata.get(`${arch}.rope.scaling.type`)
   if (scaling !== undefined && scaling !== 'none') throw new ModelFormatError(file, `RoPE scaling '${String(scaling)}' is not supported`)
-  if (g.tensors.has('rope_freqs.weight')) throw new ModelFormatError(file, 'rope_freqs.weight (Llama 3.1-style RoPE frequency scaling) is not supported')
   const embd = g.tensors.get('token_embd.weight')
   if (embd === undefined) throw new ModelFormatError(file, 'missing tensor token_embd.weight')
   const tokens = metadata.get('tokenizer.ggml.tokens')

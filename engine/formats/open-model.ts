@@ -47,7 +47,8 @@ export async function openModel (path: string, options: OpenModelOptions = {}): 
  * tokenizer.json for Hugging Face, a GGUF file).
  */
 export async function openTokenizer (source: ModelSource, path?: string, options: { signal?: AbortSignal } = {}): Promise<Tokenizer> {
-  const kind = source.tokenizer?.kind ?? source.format
+  // An explicit file decides its own kind: tokenizer.json works with any model format.
+  const kind = path !== undefined ? tokenizerKind(path, source) : source.tokenizer?.kind ?? source.format
   const file = path ?? source.tokenizer?.path
   if (file === undefined) {
     throw new ModelFormatError(source.path, kind === 'llama2c'
@@ -60,6 +61,13 @@ export async function openTokenizer (source: ModelSource, path?: string, options
     case 'gguf': return await loadGgufTokenizer(file, options)
     case 'hf': return await HfTokenizer.fromFile(file, { ...(bosId >= 0 ? { bosId } : {}), ...(eosId >= 0 ? { eosId } : {}) })
   }
+}
+
+function tokenizerKind (path: string, source: ModelSource): 'llama2c' | 'hf' | 'gguf' {
+  if (path.endsWith('.json')) return 'hf'
+  if (path.endsWith('.gguf')) return 'gguf'
+  if (path.endsWith('.bin')) return 'llama2c'
+  return source.tokenizer?.kind ?? source.format
 }
 
 async function startsWithGgufMagic (path: string): Promise<boolean> {

@@ -147,6 +147,7 @@ export async function writeSafetensors (
 /** Hugging Face's config.json for a config (architectures / model_type from config.architecture). */
 export function hfConfigJson (config: ModelConfig, dtype: SourceDType): Record<string, unknown> {
   const cls = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[config.architecture]
+  if (config.ropeScaling?.type === 'factors') throw new ShapeError('per-frequency RoPE factors (a GGUF rope_freqs tensor) have no config.json form')
   return {
     architectures: [cls],
     model_type: config.architecture,
@@ -167,7 +168,7 @@ export function hfConfigJson (config: ModelConfig, dtype: SourceDType): Record<s
     torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16', q8_0: 'float32', q4_0: 'float32' }[dtype],
     ...(config.architecture === 'mistral' ? { sliding_window: null } : {}),
     ...(config.architecture === 'qwen2' ? { use_sliding_window: false } : {}),
-    ...(config.ropeScaling !== undefined
+    ...(config.ropeScaling?.type === 'llama3'
       ? {
           rope_scaling: {
             rope_type: config.ropeScaling.type,

@@ -32,6 +32,8 @@ describe('stories260K across formats', () => {
     models.llama2c = await loadModel(STORIES260K, { tokenizer: TOK512 })
     models.hf = await loadModel(join(dir, 'hf'))
     models.gguf = await loadModel(join(dir, 'model.gguf'))
+    // Any model format with a tokenizer.json given explicitly (how byte-level BPE GGUFs are run).
+    models.ggufJson = await loadModel(join(dir, 'model.gguf'), { tokenizer: join(dir, 'hf', 'tokenizer.json') })
   })
   afterAll(async () => {
     for (const m of Object.values(models)) await m.shard.close()
@@ -47,5 +49,6 @@ describe('stories260K across formats', () => {
     expect(expected).toEqual(ref.token_ids)
     expect(await greedy(models.hf, ref.prompt, ref.steps)).toEqual(expected)
     expect(await greedy(models.gguf, ref.prompt, ref.steps)).toEqual(expected)
+    expect(await greedy(models.ggufJson, ref.prompt, ref.steps)).toEqual(expected)
   })
 })
