@@ -61,7 +61,6 @@ export interface SessionInit {
   scratch: Scratch
   start: number
   end: number
-  maxBatch: number
   maxLength: number
 }
 

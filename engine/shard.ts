@@ -63,7 +63,7 @@ export async function loadShard (source: ModelSource, options: ShardOptions = {}
       backend,
       weightBytes,
       bytesRead,
-      openSession: (opts = {}) => createSession({ config, weights, backend, scratch, start, end, maxBatch, maxLength: opts.maxLength ?? config.seqLen }),
+      openSession: (opts = {}) => createSession({ config, weights, backend, scratch, start, end, maxLength: opts.maxLength ?? config.seqLen }),
       close: async () => {
         weights.embedding?.close()
         await backend.close()
