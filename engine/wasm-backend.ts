@@ -66,6 +66,7 @@ export async function createWasmBackend (init: WasmBackendInit = {}): Promise<Co
   let xsum = 0
   function quantizeActivations (xPtr: number, values: number, scaleMul: number): void {
     if (values > scratchValues) {
+      if (scratchValues > 0) for (const p of [xq, xs, xsum]) mem.free(p)
       scratchValues = Math.max(values, scratchValues * 2)
       xq = mem.alloc(scratchValues * 2)
       xs = mem.alloc(scratchValues / QK * 4)
