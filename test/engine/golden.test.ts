@@ -22,7 +22,7 @@ interface Reference {
 }
 const references = JSON.parse(readFileSync(`${MODELS}/stories260K/reference-greedy.json`, 'utf8')) as Reference[]
 
-export async function greedyTokens (shard: Shard, prompt: number[], steps: number): Promise<{ tokens: number[], stoppedOnBos: boolean }> {
+async function greedyTokens (shard: Shard, prompt: number[], steps: number): Promise<{ tokens: number[], stoppedOnBos: boolean }> {
   const session = shard.openSession({ maxLength: steps })
   const tokens = [prompt[0]]
   let stoppedOnBos = false
