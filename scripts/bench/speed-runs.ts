@@ -59,6 +59,11 @@ export interface SpeedRunContext {
 
 /** Runs one measurement, again (up to `retries` times) when other processes took more than
  * `contentionCores` of CPU while it ran; keeps the least contended attempt. */
+function llamaCppJob (ctx: SpeedRunContext, model: string, threads: number): LlamaCppJob {
+  if (ctx.llamaCppEntry === undefined) throw new Error('llama.cpp is not installed')
+  return { entry: ctx.llamaCppEntry, model, threads, workload: ctx.workload }
+}
+
 export async function runSpeed (engine: EngineName, model: ModelFile, threads: number, ctx: SpeedRunContext): Promise<SpeedRow> {
   let best: SpeedRow | undefined
   const others: number[] = []
@@ -81,43 +86,23 @@ async function runSpeedOnce (engine: EngineName, model: ModelFile, threads: numb
   const row: SpeedRow = { engine, shape: model.shape, dtype: model.dtype, threads, decodeBytesPerToken: cost.decodeBytesPerToken }
   row.idle = await ctx.quiet()
   row.bandwidthAtRunGbps = (await measureBandwidth({ threads: [threads], rounds: 1 })).gbps[threads]
-  let loadMs: number | undefined
-  let prefill: { tokens: number, bestMs: number, tokPerS: number } | undefined
-  let decodeTokPerS: number | undefined
-  let peakRssBytes: number | undefined
-  let childCpuSeconds: number | undefined
   const busyBefore = cpuBusySeconds()
-  let wallMs: number
-  if (engine === 'ours') {
-    const job: ShardJob = { mode: 'speed', model: model.path, dtype: model.dtype, threads, workload: ctx.workload }
-    const run = await runChild<ShardResult>(ctx.measureShardScript, job, ctx.timeoutMs)
-    row.error = run.error
-    wallMs = run.wallMs
-    const r = run.result
-    if (r !== undefined) {
-      row.ours = r
-      loadMs = r.loadMs
-      prefill = r.prefill
-      peakRssBytes = r.peakRssBytes
-      decodeTokPerS = r.decode?.tokPerS
-      childCpuSeconds = r.cpuSeconds
-    }
-  } else {
-    if (ctx.llamaCppEntry === undefined) throw new Error('llama.cpp is not installed')
-    const job: LlamaCppJob = { entry: ctx.llamaCppEntry, model: model.path, threads, workload: ctx.workload }
-    const run = await runChild<LlamaCppResult>(ctx.measureLlamaCppScript, job, ctx.timeoutMs)
-    row.error = run.error
-    wallMs = run.wallMs
-    const r = run.result
-    if (r !== undefined) {
-      row.llamaCpp = r
-      loadMs = r.loadMs
-      prefill = r.prefill
-      peakRssBytes = r.peakRssBytes
-      decodeTokPerS = r.decode.tokPerS
-      childCpuSeconds = r.cpuSeconds
-    }
+  // Both measurement children report the same figures; only the job and the result's slot differ.
+  const run = engine === 'ours'
+    ? await runChild<ShardResult>(ctx.measureShardScript, { mode: 'speed', model: model.path, dtype: model.dtype, threads, workload: ctx.workload } satisfies ShardJob, ctx.timeoutMs)
+    : await runChild<LlamaCppResult>(ctx.measureLlamaCppScript, llamaCppJob(ctx, model.path, threads), ctx.timeoutMs)
+  row.error = run.error
+  const wallMs = run.wallMs
+  const r = run.result
+  if (r !== undefined) {
+    if (engine === 'ours') row.ours = r as ShardResult
+    else row.llamaCpp = r as LlamaCppResult
   }
+  const loadMs = r?.loadMs
+  const prefill = r?.prefill
+  const peakRssBytes = r?.peakRssBytes
+  const decodeTokPerS = r?.decode?.tokPerS
+  const childCpuSeconds = r?.cpuSeconds
   const busyAfter = cpuBusySeconds()
   if (busyBefore !== undefined && busyAfter !== undefined && childCpuSeconds !== undefined && wallMs > 0) {
     row.othersCores = Math.max(0, (busyAfter - busyBefore - childCpuSeconds) / (wallMs / 1000))
