@@ -17,3 +17,13 @@ export const BULK_HANDLER_TIMEOUT_MS = 120_000
 export const BULK_MAX_INBOUND_STREAMS = 4
 /** Chunk size a sender writes. */
 export const BULK_CHUNK_BYTES = 64 * 1024
+
+// --- reverse dial (reverse-dial.ts) ---
+/** Largest reverse-dial frame (request or response). */
+export const REVERSE_DIAL_MAX_FRAME_BYTES = 2048
+/** Most addresses a reverse-dial request may list. */
+export const REVERSE_DIAL_MAX_ADDRS = 8
+/** Deadline of one reverse dial, request to answer. */
+export const REVERSE_DIAL_TIMEOUT_MS = 10_000
+/** Least time between two reverse dials requested by the same peer. */
+export const REVERSE_DIAL_MIN_INTERVAL_MS = 5_000

@@ -1,2 +1,10 @@
-// Public surface of protocols/ (see README.md beside this file). Nothing is implemented here yet.
-export {}
+// Public surface of protocols/ (see README.md beside this file).
+
+// Swarm naming and the bulk transfer protocol (issue 3, the mesh).
+export { validateSwarmName, swarmProtocolPrefix, protocolId, isSwarmProtocol, dhtProtocol, topicName, modelProviderKey } from './swarm.ts'
+export { bulkProtocol, bulkTransfer, receiveBulk, sendBulk, BulkTransferService, BulkRequest, BulkResponse } from './bulk.ts'
+export type { BulkTransferInit, BulkTransferComponents, BulkReceiveOptions, BulkReceiveResult, BulkSendResult } from './bulk.ts'
+export { DEFAULT_SWARM } from './constants.ts'
+export { InvalidSwarmNameError, MalformedMessageError, TransferFailedError } from './errors.ts'
+export { reverseDialProtocol, reverseDialHandler, requestReverseDial, ReverseDialRequest, ReverseDialResponse } from './reverse-dial.ts'
+export type { ReverseDialHandlerInit } from './reverse-dial.ts'

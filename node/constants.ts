@@ -1,0 +1,38 @@
+// Defaults of node/ (durations in milliseconds, sizes in bytes).
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+
+/** Where a node keeps its identity and control socket unless --data-dir says otherwise. */
+export const DEFAULT_DATA_DIR = join(homedir(), '.mycelium')
+/** File name of the Ed25519 identity inside the data directory. */
+export const IDENTITY_FILE = 'identity.key'
+/** File name of the daemon's control socket inside the data directory. */
+export const CONTROL_SOCKET = 'control.sock'
+/** Listen addresses when none are given: TCP and WebSockets on every interface, ephemeral ports. */
+export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/0', '/ip4/0.0.0.0/tcp/0/ws']
+
+// --- relay (relay-policy.ts) ---
+/** Reservations a public node keeps at once. */
+export const RELAY_MAX_RESERVATIONS = 256
+/** Concurrent inbound hop streams per connection on a public node. */
+export const RELAY_MAX_INBOUND_HOP_STREAMS = 64
+/** How long a reservation lasts before the client must refresh it (libp2p's default is 2 h). */
+export const RELAY_RESERVATION_TTL_MS = 60 * 60 * 1000
+
+// --- connection manager and stream bounds ---
+/** Connections a node keeps before pruning. */
+export const MAX_CONNECTIONS = 300
+/** Inbound streams of one protocol per connection, for protocols without their own bound. */
+export const MAX_INBOUND_STREAMS = 32
+
+// --- doctor (reachability.ts, commands/doctor.ts) ---
+/** How long `mycelium doctor` without a running daemon observes the network before it reports. */
+export const DOCTOR_OBSERVE_MS = 20_000
+/** How long a control-socket request may take. */
+export const CONTROL_TIMEOUT_MS = 120_000
+/** Largest JSON line accepted on the control socket. */
+export const CONTROL_MAX_LINE_BYTES = 64 * 1024
+/** Interval between status file refreshes and relay checks of the daemon. */
+export const STATUS_INTERVAL_MS = 1_000
+/** How long the direct upgrader waits for identify on a new relayed connection. */
+export const IDENTIFY_WAIT_MS = 10_000

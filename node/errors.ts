@@ -1,0 +1,21 @@
+// Named errors of node/. The CLI prints their message as one line (see cli.ts USER_ERRORS).
+
+/** The identity key file exists but cannot be read as a libp2p private key. */
+export class IdentityCorruptError extends Error {
+  override name = 'IdentityCorruptError'
+}
+
+/** The identity key file is readable by other users (it must be 0600). */
+export class IdentityPermissionError extends Error {
+  override name = 'IdentityPermissionError'
+}
+
+/** A command-line flag or config value is invalid. */
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/** The daemon's control socket refused a request or is not there. */
+export class ControlError extends Error {
+  override name = 'ControlError'
+}

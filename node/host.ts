@@ -1,0 +1,106 @@
+// The libp2p host, composed per DESIGN.md: TCP + WebSockets, Noise, Yamux, identify, ping,
+// Kad-DHT, gossipsub, circuit relay v2 (client everywhere, member-aware server on --public),
+// DCUtR, AutoNAT v2, UPnP, bootstrap and mDNS — every swarm-visible name derived from the swarm.
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { autoNATv2 } from '@libp2p/autonat-v2'
+import { bootstrap } from '@libp2p/bootstrap'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { dcutr } from '@libp2p/dcutr'
+import { gossipsub } from '@libp2p/gossipsub'
+import { identify, identifyPush } from '@libp2p/identify'
+import type { PeerDiscovery, PrivateKey } from '@libp2p/interface'
+import type { Identify } from '@libp2p/identify'
+import type { KadDHT } from '@libp2p/kad-dht'
+import type { Ping } from '@libp2p/ping'
+import type { GossipSub } from '@libp2p/gossipsub'
+import type { CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { mdns } from '@libp2p/mdns'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { uPnPNAT } from '@libp2p/upnp-nat'
+import { webSockets } from '@libp2p/websockets'
+import { createLibp2p } from 'libp2p'
+import type { Libp2p, Libp2pOptions, ServiceFactoryMap } from 'libp2p'
+import { bulkTransfer, dhtProtocol } from '../protocols/index.ts'
+import type { BulkTransferService } from '../protocols/index.ts'
+import type { NodeConfig } from './config.ts'
+import { MAX_CONNECTIONS, MAX_INBOUND_STREAMS } from './constants.ts'
+import { directUpgrader } from './direct-upgrade.ts'
+import type { DirectUpgrader } from './direct-upgrade.ts'
+import { reachabilityMonitor } from './reachability.ts'
+import type { ReachabilityMonitor } from './reachability.ts'
+import { swarmRelayServer } from './relay-policy.ts'
+
+/** Knobs tests and the lab turn; the daemon uses the defaults. */
+export interface HostOptions {
+  /** Force the DHT into server mode (tests on loopback, where nothing is ever "confirmed"). */
+  dhtServer?: boolean
+  /** Accept reverse-dial addresses that are private (tests on loopback). Default: public only. */
+  reverseDialPrivate?: boolean
+  /** Start the reverse-dial upgrader (default true). */
+  directUpgrade?: boolean
+}
+
+/** The services every Mycelium host runs (relay only on public nodes, upnp unless disabled). */
+export interface MyceliumServices extends Record<string, unknown> {
+  identify: Identify
+  ping: Ping
+  dht: KadDHT
+  pubsub: GossipSub
+  autoNAT: unknown
+  dcutr: unknown
+  bulk: BulkTransferService
+  reachability: ReachabilityMonitor
+  direct?: DirectUpgrader
+  relay?: CircuitRelayService
+  upnp?: unknown
+}
+
+export type MyceliumHost = Libp2p<MyceliumServices>
+
+/** Builds (and starts) the libp2p node for `config` with identity `privateKey`. */
+export async function createHost (config: NodeConfig, privateKey: PrivateKey, options: HostOptions = {}): Promise<MyceliumHost> {
+  const listen = config.listen.map(String)
+  if (!config.public) listen.push('/p2p-circuit')
+  const peerDiscovery: Array<(components: never) => PeerDiscovery> = []
+  if (config.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: config.bootstrap.map(String) }))
+  if (config.mdns) peerDiscovery.push(mdns({ serviceTag: `_mycelium-${config.swarm}._udp.local` }))
+  const services: Record<string, (components: never) => unknown> = {
+    identify: identify(),
+    identifyPush: identifyPush(),
+    ping: ping(),
+    dht: kadDHT({
+      protocol: dhtProtocol(config.swarm),
+      // public anchors serve the DHT; others switch to server mode once AutoNAT confirms them
+      clientMode: config.public || options.dhtServer === true ? false : undefined,
+      // LAN addresses stay in peer records: private swarms often live on one LAN
+      peerInfoMapper: passthroughMapper,
+      maxInboundStreams: MAX_INBOUND_STREAMS
+    }),
+    pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }),
+    dcutr: dcutr(),
+    autoNAT: autoNATv2(),
+    bulk: bulkTransfer({ swarm: config.swarm }),
+    reachability: reachabilityMonitor()
+  }
+  if (config.upnp) services.upnp = uPnPNAT()
+  if (config.public) services.relay = swarmRelayServer({ swarm: config.swarm })
+  if (options.directUpgrade !== false) {
+    services.direct = directUpgrader({ swarm: config.swarm, acceptPrivate: options.reverseDialPrivate === true })
+  }
+  return await createLibp2p<MyceliumServices>({
+    privateKey,
+    addresses: { listen, announce: config.announce.map(String) },
+    transports: [tcp(), webSockets(), circuitRelayTransport()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux({ maxInboundStreams: 256, maxOutboundStreams: 256 })],
+    // Private and loopback addresses are dialable: LAN swarms and the NAT lab need them.
+    connectionGater: { denyDialMultiaddr: () => false },
+    connectionManager: { maxConnections: MAX_CONNECTIONS, maxIncomingPendingConnections: 32 },
+    peerDiscovery: peerDiscovery as unknown as Libp2pOptions['peerDiscovery'],
+    services: services as unknown as ServiceFactoryMap<MyceliumServices>,
+    nodeInfo: { name: 'mycelium', version: '0.1.0' }
+  })
+}

@@ -1,0 +1,102 @@
+// Reachability report: what `mycelium doctor` and the daemon's status print. Collects identify's
+// observed addresses per peer and reads the address manager's view (which addresses are
+// verified by AutoNAT, which come from UPnP, which are relay reservations).
+import type { Connection, IdentifyResult, Libp2pEvents, PeerId, Startable, TypedEventTarget } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { tryGetNetConfig } from '@libp2p/utils'
+import { localIps, localPortTable, natHint } from './nat-hint.ts'
+import type { NatHint, PortObservation } from './nat-hint.ts'
+
+/** The parts of libp2p's components this service reads. */
+export interface ReachabilityComponents {
+  peerId: PeerId
+  events: TypedEventTarget<Libp2pEvents>
+  addressManager: {
+    getListenAddrs: () => Multiaddr[]
+    getAddresses: () => Multiaddr[]
+    getAddressesWithMetadata: () => Array<{ multiaddr: Multiaddr, verified: boolean, type: string }>
+  }
+  connectionManager: { getConnections: (peer?: PeerId) => Connection[] }
+}
+
+export interface AddressEntry { addr: string, type: string, verified: boolean }
+export interface ConnectionEntry { peer: string, addr: string, direct: boolean, limited: boolean }
+
+export interface ReachabilityReport {
+  peerId: string
+  /** public: a non-relay address is confirmed; private: reachable only through relays; unknown. */
+  reachability: 'public' | 'private' | 'unknown'
+  listen: string[]
+  /** What we tell peers (identify, DHT): confirmed and announced addresses plus relay addresses. */
+  advertised: string[]
+  observed: Array<{ addr: string, by: string }>
+  confirmed: string[]
+  addresses: AddressEntry[]
+  relayReservations: string[]
+  upnp: AddressEntry[]
+  nat: NatHint
+  connections: ConnectionEntry[]
+}
+
+export class ReachabilityMonitor implements Startable {
+  private readonly components: ReachabilityComponents
+  private readonly observations = new Map<string, { observed: Multiaddr, remote: Multiaddr }>()
+  private readonly onIdentify = (evt: CustomEvent<IdentifyResult>): void => {
+    const { observedAddr, connection, peerId } = evt.detail
+    if (observedAddr != null && connection != null) this.observations.set(peerId.toString(), { observed: observedAddr, remote: connection.remoteAddr })
+  }
+
+  constructor (components: ReachabilityComponents) {
+    this.components = components
+  }
+
+  start (): void {
+    this.components.events.addEventListener('peer:identify', this.onIdentify)
+  }
+
+  stop (): void {
+    this.components.events.removeEventListener('peer:identify', this.onIdentify)
+  }
+
+  async report (): Promise<ReachabilityReport> {
+    const am = this.components.addressManager
+    const meta = am.getAddressesWithMetadata()
+    const advertised = am.getAddresses().map(String)
+    const isCircuit = (a: string): boolean => a.includes('/p2p-circuit')
+    const confirmed = meta.filter((m) => m.verified && m.type !== 'transport' && !isCircuit(m.multiaddr.toString())).map((m) => m.multiaddr.toString())
+    const relayReservations = [...new Set(advertised.filter(isCircuit).map((a) => a.split('/p2p-circuit')[0]))]
+    const reachability = confirmed.length > 0 ? 'public' : relayReservations.length > 0 ? 'private' : 'unknown'
+    const ports = await localPortTable()
+    const portObs: PortObservation[] = []
+    for (const { observed, remote } of this.observations.values()) {
+      const o = tryGetNetConfig(observed)
+      const r = tryGetNetConfig(remote)
+      if (o?.protocol !== 'tcp' || r?.protocol !== 'tcp' || o.port === undefined || isCircuit(remote.toString())) continue
+      portObs.push({ observedIp: o.host, observedPort: o.port, localPort: ports.get(`${r.host}:${r.port}`) })
+    }
+    const current = new Set(this.components.connectionManager.getConnections().map((c) => c.remotePeer.toString()))
+    return {
+      peerId: this.components.peerId.toString(),
+      reachability,
+      listen: am.getListenAddrs().map(String),
+      advertised,
+      observed: [...this.observations].filter(([peer]) => current.has(peer)).map(([by, { observed }]) => ({ addr: observed.toString(), by })),
+      confirmed,
+      addresses: meta.map((m) => ({ addr: m.multiaddr.toString(), type: m.type, verified: m.verified })),
+      relayReservations,
+      upnp: meta.filter((m) => m.type === 'ip-mapping').map((m) => ({ addr: m.multiaddr.toString(), type: m.type, verified: m.verified })),
+      nat: natHint(portObs, localIps()),
+      connections: this.components.connectionManager.getConnections().map((c) => ({
+        peer: c.remotePeer.toString(),
+        addr: c.remoteAddr.toString(),
+        direct: !isCircuit(c.remoteAddr.toString()),
+        limited: c.limits != null
+      }))
+    }
+  }
+}
+
+/** libp2p service factory. */
+export function reachabilityMonitor (): (components: ReachabilityComponents) => ReachabilityMonitor {
+  return (components) => new ReachabilityMonitor(components)
+}
