@@ -1,0 +1,29 @@
+// Defaults of crdt/ (durations in milliseconds, sizes in bytes).
+
+/** A presence heartbeat older than this (by the reader's clock) no longer counts as online. */
+export const PRESENCE_TTL_MS = 30_000
+/** Largest Yjs update one envelope may carry. A node's own records are small JSON values. */
+export const MAX_UPDATE_BYTES = 64 * 1024
+/** Largest encoded envelope (update plus key, hashes, signature and framing). */
+export const MAX_ENVELOPE_BYTES = MAX_UPDATE_BYTES + 512
+/** Envelopes of one writer held while an earlier sequence number is missing. */
+export const MAX_PENDING_PER_WRITER = 256
+/** Largest number of envelopes one anti-entropy run may carry. */
+export const MAX_RUN_ENVELOPES = 4096
+/** Largest JSON value a record may hold (node record, claim, round record, manifest). */
+export const MAX_RECORD_BYTES = 16 * 1024
+/** Prefix of every writer's namespace: the top-level Y.Map `ns:<peerId>`. */
+export const NAMESPACE_PREFIX = 'ns:'
+/** Domain separation tag hashed in front of every envelope. */
+export const ENVELOPE_DOMAIN = 'mycelium/envelope/1'
+/** Domain separation tag for deriving a Yjs clientID from a public key. */
+export const CLIENT_ID_DOMAIN = 'mycelium/client-id/1'
+/** Length of an Ed25519 public key and of a signature. */
+export const ED25519_PUBLIC_KEY_BYTES = 32
+export const ED25519_SIGNATURE_BYTES = 64
+/** Length of an envelope hash (SHA-256). */
+export const HASH_BYTES = 32
+/** File name of the envelope log inside the state directory. */
+export const STORE_FILE = 'envelopes.log'
+/** Largest record the store will read back (guards a corrupted length field). */
+export const MAX_STORE_RECORD_BYTES = MAX_ENVELOPE_BYTES * 2
