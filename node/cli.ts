@@ -2,8 +2,11 @@
 // Errors a user can cause (bad files, bad flags) print one clear line and exit 1, no stack trace.
 import { Command } from 'commander'
 import { registerRunCommand } from './commands/run.ts'
+import { registerStartCommand } from './commands/start.ts'
+import { registerDoctorCommand } from './commands/doctor.ts'
 
-const USER_ERRORS = new Set(['ModelFormatError', 'ShardConfigError', 'SessionLimitError', 'ShapeError', 'RangeError'])
+const USER_ERRORS = new Set(['ModelFormatError', 'ShardConfigError', 'SessionLimitError', 'ShapeError', 'RangeError',
+  'ConfigError', 'IdentityCorruptError', 'IdentityPermissionError', 'ControlError'])
 
 const program = new Command()
   .name('mycelium')
@@ -11,6 +14,8 @@ const program = new Command()
   .version('0.1.0')
 
 registerRunCommand(program)
+registerStartCommand(program)
+registerDoctorCommand(program)
 
 try {
   await program.parseAsync(process.argv)

@@ -78,7 +78,7 @@ export class ReachabilityMonitor implements Startable {
     return {
       peerId: this.components.peerId.toString(),
       reachability,
-      listen: am.getListenAddrs().map(String),
+      listen: meta.filter((m) => m.type === 'transport').map((m) => m.multiaddr.toString()),
       advertised,
       observed: [...this.observations].filter(([peer]) => current.has(peer)).map(([by, { observed }]) => ({ addr: observed.toString(), by })),
       confirmed,

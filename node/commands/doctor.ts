@@ -1,0 +1,82 @@
+// `mycelium doctor`: how reachable is this node? Asks the running daemon (control socket in the
+// data directory); with no daemon running it starts a short-lived node with the same identity,
+// data directory and flags, lets it talk to the network for --wait ms, reports, and stops it.
+import { existsSync } from 'node:fs'
+import type { Command } from 'commander'
+import { InvalidArgumentError } from 'commander'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { nodeConfig } from '../config.ts'
+import type { NodeConfig, NodeFlags } from '../config.ts'
+import { DOCTOR_OBSERVE_MS, STATUS_INTERVAL_MS } from '../constants.ts'
+import { controlRequest } from '../control.ts'
+import { createHost } from '../host.ts'
+import { loadOrCreateIdentity } from '../identity.ts'
+import type { ReachabilityReport } from '../reachability.ts'
+import { addNodeFlags } from './start.ts'
+
+interface DoctorFlags extends NodeFlags { json?: boolean, wait: number }
+
+type Report = ReachabilityReport & { source: string }
+
+async function fromDaemon (config: NodeConfig): Promise<Report | undefined> {
+  if (!existsSync(config.controlSocket)) return undefined
+  try {
+    const status = await controlRequest(config.controlSocket, { cmd: 'status' }, { timeoutMs: 5_000 })
+    return { ...(status as unknown as ReachabilityReport), source: `running daemon (${config.controlSocket})` }
+  } catch (err) {
+    if ((err as Error).name === 'ControlError') return undefined
+    throw err
+  }
+}
+
+async function fromProbe (config: NodeConfig, waitMs: number): Promise<Report> {
+  const ephemeral = !existsSync(config.identityPath)
+  const privateKey = ephemeral ? await generateKeyPair('Ed25519') : (await loadOrCreateIdentity(config.identityPath)).privateKey
+  const host = await createHost(config, privateKey)
+  try {
+    const deadline = Date.now() + waitMs
+    let report = await host.services.reachability.report()
+    while (Date.now() < deadline && report.reachability !== 'public') {
+      await new Promise((resolve) => setTimeout(resolve, STATUS_INTERVAL_MS))
+      report = await host.services.reachability.report()
+    }
+    const who = ephemeral ? 'a throw-away identity (no identity file yet)' : `identity ${config.identityPath}`
+    return { ...report, source: `no daemon running: a short-lived node with ${who} observed the network for ${Math.round(waitMs / 1000)} s` }
+  } finally {
+    await host.stop()
+  }
+}
+
+function print (r: Report): string {
+  const list = (xs: string[]): string => xs.length === 0 ? '(none)' : xs.join('\n             ')
+  const why = r.reachability === 'public'
+    ? 'public (a direct address is confirmed)'
+    : r.reachability === 'private' ? `private (reachable through ${r.relayReservations.length} relay${r.relayReservations.length === 1 ? '' : 's'})` : 'unknown (no confirmed address and no relay reservation yet)'
+  return [
+    `peer id      ${r.peerId}`,
+    `reachability ${why}`,
+    `listen       ${list(r.listen)}`,
+    `observed     ${list(r.observed.map((o) => `${o.addr} (seen by ${o.by})`))}`,
+    `confirmed    ${list(r.confirmed)}`,
+    `relays       ${list(r.relayReservations)}`,
+    `upnp         ${r.upnp.length === 0 ? 'no mapping' : list(r.upnp.map((u) => `${u.addr} (${u.verified ? 'confirmed by AutoNAT' : 'not yet confirmed'})`))}`,
+    `nat          ${r.nat.text}`,
+    `source       ${r.source}`
+  ].join('\n') + '\n'
+}
+
+export function registerDoctorCommand (program: Command): void {
+  addNodeFlags(program.command('doctor').description('print this node\'s reachability: addresses, relays, UPnP, NAT behaviour'))
+    .option('--json', 'print the report as JSON')
+    .option('--wait <ms>', 'without a running daemon: how long to observe the network', (v: string) => {
+      const n = Number(v)
+      if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('--wait must be a whole number of milliseconds')
+      return n
+    }, DOCTOR_OBSERVE_MS)
+    .action(async (flags: DoctorFlags) => {
+      const config = nodeConfig(flags)
+      const report = await fromDaemon(config) ?? await fromProbe(config, flags.wait)
+      process.stdout.write(flags.json === true ? JSON.stringify(report, null, 2) + '\n' : print(report))
+      process.exit(0)
+    })
+}

@@ -1,0 +1,51 @@
+// `mycelium node start`: run the mesh daemon until SIGINT/SIGTERM.
+import type { Command } from 'commander'
+import { nodeConfig } from '../config.ts'
+import type { NodeFlags } from '../config.ts'
+import { startDaemon } from '../daemon.ts'
+import { daemonLogger } from '../logger.ts'
+
+/** Adds the flags `node start` and `doctor` share to a command. */
+export function addNodeFlags (command: Command): Command {
+  return command
+    .option('--listen <addr...>', 'multiaddrs to listen on (default: TCP and WebSockets on every interface)')
+    .option('--bootstrap <addr...>', 'multiaddrs of bootstrap peers, each ending in /p2p/<peer id>')
+    .option('--announce <addr...>', 'addresses to advertise as reachable without AutoNAT confirmation')
+    .option('--swarm <name>', 'swarm to join; swarms never exchange messages (default: public)')
+    .option('--data-dir <dir>', 'where the identity and control socket live (default: ~/.mycelium)')
+    .option('--identity <path>', 'identity key file (default: <data-dir>/identity.key)')
+    .option('--no-mdns', 'do not discover peers on the LAN with mDNS')
+    .option('--no-upnp', 'do not ask the router for a UPnP port mapping')
+}
+
+export function registerStartCommand (program: Command): void {
+  const node = program.command('node').description('run a Mycelium node')
+  addNodeFlags(node.command('start').description('start the node daemon (stops on SIGINT/SIGTERM)'))
+    .option('--public', 'this node is reachable: serve relay reservations, AutoNAT dial-backs and the DHT')
+    .option('--log-level <level>', 'pino log level (trace, debug, info, warn, error)', 'info')
+    .action(async (flags: NodeFlags & { logLevel: string }) => {
+      const config = nodeConfig(flags)
+      const log = daemonLogger(flags.logLevel)
+      const daemon = await startDaemon(config, log)
+      await new Promise<void>((resolve) => {
+        let signals = 0
+        const onSignal = (signal: NodeJS.Signals): void => {
+          signals++
+          if (signals > 1) {
+            log.warn({ event: 'forced-exit', signal }, 'second signal: exiting without a clean shutdown')
+            process.exit(130)
+          }
+          log.info({ event: 'shutdown', signal }, 'shutting down')
+          daemon.stop().then(resolve, (err: unknown) => {
+            log.error({ event: 'shutdown-error', err }, 'shutdown failed')
+            process.exitCode = 1
+            resolve()
+          })
+        }
+        process.on('SIGINT', onSignal)
+        process.on('SIGTERM', onSignal)
+      })
+      // libp2p leaves timers (DHT, mDNS sockets) that may keep the loop alive briefly.
+      process.exit(process.exitCode ?? 0)
+    })
+}

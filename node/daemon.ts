@@ -1,0 +1,124 @@
+// The node daemon: identity → host → control socket → structured logs, until SIGINT/SIGTERM.
+// Its first stdout line after start-up is a pino record with `"event":"ready"` (peer id,
+// addresses, control socket): scripts wait on that line, never on a sleep.
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Connection, PeerId } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from 'pino'
+import { bulkProtocol, sendBulk } from '../protocols/index.ts'
+import type { NodeConfig } from './config.ts'
+import { serveControl } from './control.ts'
+import type { ControlRequest } from './control.ts'
+import { ControlError } from './errors.ts'
+import { createHost } from './host.ts'
+import type { HostOptions, MyceliumHost } from './host.ts'
+import { loadOrCreateIdentity } from './identity.ts'
+import { announceModel, findModelProviders } from './providers.ts'
+
+export interface Daemon {
+  host: MyceliumHost
+  stop: () => Promise<void>
+}
+
+function describe (c: Connection): Record<string, unknown> {
+  return { peer: c.remotePeer.toString(), addr: c.remoteAddr.toString(), direct: !c.remoteAddr.toString().includes('/p2p-circuit'), limited: c.limits != null }
+}
+
+function str (request: ControlRequest, key: string): string {
+  const v = request[key]
+  if (typeof v !== 'string' || v === '') throw new ControlError(`"${key}" must be a non-empty string`)
+  return v
+}
+
+function peerArg (request: ControlRequest): PeerId {
+  try {
+    return peerIdFromString(str(request, 'peer'))
+  } catch (err) {
+    throw new ControlError(`"peer" is not a peer id: ${String(request.peer)}`, { cause: err })
+  }
+}
+
+/** Starts the daemon; resolves once the host listens and the control socket is up. */
+export async function startDaemon (config: NodeConfig, log: Logger, hostOptions: HostOptions = {}): Promise<Daemon> {
+  const identity = await loadOrCreateIdentity(config.identityPath)
+  log.info({ event: 'identity', path: identity.path, created: identity.created }, identity.created ? 'created a new identity' : 'loaded identity')
+  const host = await createHost(config, identity.privateKey, hostOptions)
+  let advertised = ''
+  host.addEventListener('connection:open', (evt) => { log.debug({ event: 'connection:open', ...describe(evt.detail) }, 'connection open') })
+  host.addEventListener('connection:close', (evt) => { log.debug({ event: 'connection:close', ...describe(evt.detail) }, 'connection closed') })
+  host.addEventListener('self:peer:update', () => {
+    const addrs = host.getMultiaddrs().map(String)
+    if (addrs.join() === advertised) return
+    advertised = addrs.join()
+    log.info({ event: 'addresses', addrs }, 'advertised addresses changed')
+  })
+
+  const control = await serveControl(config.controlSocket, async (request, signal) => {
+    switch (request.cmd) {
+      case 'status': {
+        const report = await host.services.reachability.report()
+        return {
+          ...report,
+          swarm: config.swarm,
+          public: config.public,
+          relayServing: host.services.relay?.reservations.size ?? 0,
+          direct: host.services.direct?.attempts ?? [],
+          bulk: host.services.bulk.stats
+        }
+      }
+      case 'dial': {
+        const started = performance.now()
+        const connection = await host.dial(multiaddr(str(request, 'addr')), { signal })
+        return { ...describe(connection), ms: performance.now() - started }
+      }
+      case 'connections':
+        return { connections: host.getConnections().map(describe) }
+      case 'ping': {
+        const rtt = await host.services.ping.ping(peerArg(request), { signal })
+        return { rtt }
+      }
+      case 'bulk': {
+        const bytes = Number(request.bytes)
+        if (!Number.isSafeInteger(bytes) || bytes < 0) throw new ControlError('"bytes" must be a non-negative integer')
+        const stream = await host.dialProtocol(peerArg(request), bulkProtocol(config.swarm), { signal })
+        const result = await sendBulk(stream, bytes, { signal })
+        return { ...result, via: stream.protocol, direct: !host.getConnections(peerArg(request)).every((c) => c.remoteAddr.toString().includes('/p2p-circuit')) }
+      }
+      case 'upgrade': {
+        const direct = host.services.direct
+        if (direct == null) throw new ControlError('direct upgrades are disabled on this node')
+        const started = performance.now()
+        const ok = await direct.upgrade(peerArg(request), { signal })
+        return { direct: ok, ms: performance.now() - started }
+      }
+      case 'provide':
+        await announceModel(host.contentRouting, config.swarm, str(request, 'hash'), { signal })
+        return {}
+      case 'find':
+        return { providers: await findModelProviders(host.contentRouting, config.swarm, str(request, 'hash'), { signal, limit: Number(request.limit ?? 20) }) }
+      default:
+        throw new ControlError(`unknown command ${JSON.stringify(request.cmd)}`)
+    }
+  })
+  log.info({
+    event: 'ready',
+    peerId: host.peerId.toString(),
+    swarm: config.swarm,
+    public: config.public,
+    listen: host.getMultiaddrs().map(String),
+    control: config.controlSocket
+  }, 'node ready')
+
+  let stopping: Promise<void> | undefined
+  return {
+    host,
+    stop: async () => {
+      stopping ??= (async () => {
+        await control.close()
+        await host.stop()
+        log.info({ event: 'stopped' }, 'node stopped')
+      })()
+      await stopping
+    }
+  }
+}
