@@ -1,0 +1,165 @@
+// Adversarial suite at the document level, one test per attack: each crafted envelope is
+// rejected with a named reason, counted, the right peer is flagged, and the honest replica's
+// state is byte-for-byte unchanged. (Flood and unsigned gossip need the network:
+// test/protocols/sync-attacks.test.ts.)
+import * as Y from 'yjs'
+import { describe, expect, it } from 'vitest'
+import { GENESIS_HASH, keySigner, sealEnvelope, crdtConstants, writerIdentity, type Envelope, type SwarmState } from '../../crdt/index.ts'
+import { seededRandom, testSeed } from '../seed.ts'
+import { capture, makeState, seededKey, SWARM } from './helpers.ts'
+
+const seed = testSeed()
+
+/** A victim with some records, an honest replica that has them, and an attacker key. */
+async function setup () {
+  const random = seededRandom(seed)
+  const victim = await makeState(random)
+  const honest = await makeState(random)
+  const attackerKey = await seededKey(random)
+  const attacker = await makeState(() => 0.5, { signer: keySigner(attackerKey) })
+  const sent = capture(victim)
+  await victim.setNode({ capabilities: {}, layers: [{ model: 'm', start: 0, end: 2 }], addresses: [], version: '1' })
+  await victim.claimReputation('someone', 1)
+  for (const e of sent) honest.receive(e)
+  // The attacker's own replica knows the victim's document (it is public).
+  const doc = new Y.Doc()
+  doc.clientID = attacker.identity.clientId
+  Y.applyUpdate(doc, Y.encodeStateAsUpdate(honest.doc))
+  return { victim, honest, attacker, attackerKey, doc }
+}
+
+/** Signs `update` as the attacker's next envelope (seq 1 unless given). */
+async function signAs (attacker: SwarmState, key: Awaited<ReturnType<typeof seededKey>>, update: Uint8Array, seq = 1, prev = GENESIS_HASH): Promise<Envelope> {
+  return (await sealEnvelope(SWARM, keySigner(key), seq, prev, update)).envelope
+}
+
+/** The update a transaction on `doc` produces. */
+function updateOf (doc: Y.Doc, fn: () => void): Uint8Array {
+  let update: Uint8Array | undefined
+  const listener = (u: Uint8Array): void => { update = u }
+  doc.on('update', listener)
+  doc.transact(fn)
+  doc.off('update', listener)
+  if (update === undefined) throw new Error('transaction produced no update')
+  return update
+}
+
+/** The views without one writer (a writer caught cheating is dropped from the views on purpose). */
+function viewWithout (state: SwarmState, writer: Uint8Array): string {
+  const snapshot = { ...(state.snapshot() as Record<string, unknown>) }
+  delete snapshot[writerIdentity(writer)?.peerId ?? '']
+  return JSON.stringify(snapshot)
+}
+
+function expectRejected (honest: SwarmState, envelope: Envelope, reason: string, from = 'relay-peer'): void {
+  const before = Y.encodeStateAsUpdate(honest.doc)
+  const view = viewWithout(honest, envelope.writer)
+  const result = honest.receive(envelope, from)
+  expect(result).toMatchObject({ status: 'rejected', reason })
+  expect(Buffer.from(Y.encodeStateAsUpdate(honest.doc)).equals(Buffer.from(before))).toBe(true)
+  expect(viewWithout(honest, envelope.writer)).toBe(view)
+  expect(honest.counters.byReason[reason as keyof typeof honest.counters.byReason]).toBeGreaterThan(0)
+}
+
+describe(`attacks on the document (TEST_SEED=${seed} npx vitest run test/crdt/attacks.test.ts)`, () => {
+  it('forged clientID: structs carrying the victim\'s clientID', async () => {
+    const { victim, honest, attacker, attackerKey, doc } = await setup()
+    doc.clientID = victim.identity.clientId
+    const update = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('node', 'x'))
+    expectRejected(honest, await signAs(attacker, attackerKey, update), 'foreign-client')
+    expect(honest.flagged.get(attacker.peerId)?.writerFault).toBe(true)
+  })
+
+  it('write into another namespace (new key, parent named explicitly)', async () => {
+    const { victim, honest, attacker, attackerKey, doc } = await setup()
+    const update = updateOf(doc, () => doc.getMap(victim.identity.namespace).set('manifest/evil', 1))
+    expectRejected(honest, await signAs(attacker, attackerKey, update), 'foreign-namespace')
+    expect(honest.flagged.has(attacker.peerId)).toBe(true)
+  })
+
+  it('write into another namespace by overwriting a key (parent inferred from the victim\'s item)', async () => {
+    const { victim, honest, attacker, attackerKey, doc } = await setup()
+    const update = updateOf(doc, () => doc.getMap(victim.identity.namespace).set('node', 'hijacked'))
+    // The overwrite also deletes the victim's item; whichever rule fires first names it.
+    const result = honest.receive(await signAs(attacker, attackerKey, update))
+    expect(result).toMatchObject({ status: 'rejected' })
+    expect(['foreign-origin', 'foreign-delete']).toContain((result as { reason: string }).reason)
+    expect(honest.nodes().get(victim.peerId)?.version).toBe('1')
+  })
+
+  it('delete another writer\'s items', async () => {
+    const { victim, honest, attacker, attackerKey, doc } = await setup()
+    const update = updateOf(doc, () => doc.getMap(victim.identity.namespace).delete('node'))
+    expectRejected(honest, await signAs(attacker, attackerKey, update), 'foreign-delete')
+    expect(honest.nodes().has(victim.peerId)).toBe(true)
+  })
+
+  it('equivocation: two different envelopes with one seq; the writer is flagged and shut out', async () => {
+    const { honest, attacker, attackerKey, doc } = await setup()
+    const first = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('presence', { at: 1 }))
+    const other = new Y.Doc()
+    other.clientID = attacker.identity.clientId
+    const second = updateOf(other, () => other.getMap(attacker.identity.namespace).set('presence', { at: 2 }))
+    expect(honest.receive(await signAs(attacker, attackerKey, first)).status).toBe('accepted')
+    expectRejected(honest, await signAs(attacker, attackerKey, second), 'equivocation')
+    expect(honest.flagged.get(attacker.peerId)).toMatchObject({ reasons: ['equivocation'], writerFault: true })
+    expect(honest.presence().has(attacker.peerId)).toBe(false) // excluded from the views
+    const later = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('presence', { at: 3 }))
+    const { hash } = await sealEnvelope(SWARM, keySigner(attackerKey), 1, GENESIS_HASH, first)
+    expect(honest.receive(await signAs(attacker, attackerKey, later, 2, hash))).toMatchObject({ status: 'rejected', reason: 'flagged-writer' })
+  })
+
+  it('equivocation inside Yjs: a new envelope that rewrites clocks already applied', async () => {
+    const { honest, attacker, attackerKey, doc } = await setup()
+    const first = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('a', 1))
+    const { hash } = await sealEnvelope(SWARM, keySigner(attackerKey), 1, GENESIS_HASH, first)
+    expect(honest.receive(await signAs(attacker, attackerKey, first)).status).toBe('accepted')
+    const other = new Y.Doc()
+    other.clientID = attacker.identity.clientId
+    const rewrite = updateOf(other, () => other.getMap(attacker.identity.namespace).set('a', 2)) // clock 0 again
+    expectRejected(honest, await signAs(attacker, attackerKey, rewrite, 2, hash), 'clock-gap')
+  })
+
+  it('replay: an old envelope again is a no-op, and one from another swarm fails its signature', async () => {
+    const random = seededRandom(seed)
+    const writer = await makeState(random)
+    const honest = await makeState(random)
+    const sent = capture(writer)
+    await writer.heartbeat()
+    await writer.heartbeat()
+    for (const e of sent) honest.receive(e)
+    const before = Y.encodeStateAsUpdate(honest.doc)
+    expect(honest.receive(sent[0]).status).toBe('duplicate')
+    expect(Buffer.from(Y.encodeStateAsUpdate(honest.doc)).equals(Buffer.from(before))).toBe(true)
+    const elsewhere = await makeState(random, { swarm: 'other-swarm' })
+    expectRejected(elsewhere, sent[0], 'bad-signature')
+  })
+
+  it('oversize update', async () => {
+    const { honest, attacker, attackerKey, doc } = await setup()
+    const update = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('blob', 'x'.repeat(crdtConstants.MAX_UPDATE_BYTES)))
+    expectRejected(honest, await signAs(attacker, attackerKey, update), 'oversize')
+  })
+
+  it('bad signature: the sender is flagged, not the key it names', async () => {
+    const { victim, honest } = await setup()
+    const sent = capture(victim)
+    await victim.heartbeat()
+    const forged = { ...sent[0], signature: Uint8Array.from(sent[0].signature, (b, i) => i === 0 ? b ^ 1 : b) }
+    expectRejected(honest, forged, 'bad-signature', 'evil-relay')
+    expect(honest.flagged.has('evil-relay')).toBe(true)
+    expect(honest.flagged.has(victim.peerId)).toBe(false)
+    expect(honest.receive(sent[0]).status).toBe('accepted') // the genuine one still goes through
+  })
+
+  it('subdocuments are refused', async () => {
+    const { honest, attacker, attackerKey, doc } = await setup()
+    const update = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('sub', new Y.Doc()))
+    expectRejected(honest, await signAs(attacker, attackerKey, update), 'forbidden-content')
+  })
+
+  it('garbage bytes as an update', async () => {
+    const { honest, attacker, attackerKey } = await setup()
+    expectRejected(honest, await signAs(attacker, attackerKey, Uint8Array.from([200, 1, 2, 3])), 'malformed')
+  })
+})
