@@ -1,0 +1,91 @@
+// The two ends of one /mycelium/sync/1 stream. The puller sends its heads; the responder answers
+// with the runs that follow them (compressed, bounded) and `more` when it had to stop early; the
+// puller applies them and asks again until nothing is missing or the round limit is reached.
+//
+//   puller → SyncRequest { swarm, heads[], maxBytes }
+//   responder → SyncReply { status, runs = deflateRaw(RunBatch { runs[] }), more }
+//   ... repeated while `more` (at most SYNC_MAX_ROUNDS), then the puller closes.
+import { deflateRawSync, inflateRawSync } from 'node:zlib'
+import { pbStream } from '@libp2p/utils'
+import { decodeRun, encodeRun, type SwarmState, type WriterHead } from '../../crdt/index.ts'
+import {
+  SYNC_HEAD_HASH_BYTES, SYNC_MAX_FRAME_BYTES, SYNC_MAX_HEADS, SYNC_MAX_INFLATED_BYTES, SYNC_MAX_ROUNDS
+} from './constants.ts'
+import { SyncFailedError } from './errors.ts'
+import { RunBatch, SyncReply, SyncRequest } from './sync.pb.js'
+import type { AbortOptions, Stream } from '@libp2p/interface'
+
+export interface SyncTraffic { bytesIn: number, bytesOut: number }
+
+export interface PullResult extends SyncTraffic {
+  /** Envelopes added to the state. */
+  applied: number
+  /** Runs refused (bad signature, forks, rule violations). */
+  rejected: number
+  rounds: number
+}
+
+function encodeHeads (heads: WriterHead[]): SyncRequest['heads'] {
+  return heads.map((h) => ({ clientId: BigInt(h.clientId), seq: h.seq, hash: h.hash.subarray(0, SYNC_HEAD_HASH_BYTES) as Uint8Array<ArrayBuffer> }))
+}
+
+/** Pulls what `peer` has and we lack over an open stream; closes the stream when done. */
+export async function pullOver (stream: Stream, state: SwarmState, peer: string, maxBytes: number, options: AbortOptions = {}): Promise<PullResult> {
+  const pb = pbStream(stream, { maxDataLength: SYNC_MAX_FRAME_BYTES })
+  const result: PullResult = { applied: 0, rejected: 0, rounds: 0, bytesIn: 0, bytesOut: 0 }
+  for (let more = true; more && result.rounds < SYNC_MAX_ROUNDS;) {
+    const request: SyncRequest = { swarm: state.swarm, heads: encodeHeads(state.heads()), maxBytes }
+    result.bytesOut += SyncRequest.encode(request).length
+    await pb.write(request, SyncRequest, options)
+    const reply = await pb.read(SyncReply, options)
+    result.bytesIn += SyncReply.encode(reply).length
+    result.rounds++
+    if (reply.status !== SyncReply.Status.OK) throw new SyncFailedError(`sync refused by ${peer}: ${reply.status}`)
+    let batch: RunBatch
+    try {
+      batch = RunBatch.decode(reply.runs.length === 0 ? reply.runs : inflateRawSync(reply.runs, { maxOutputLength: SYNC_MAX_INFLATED_BYTES }))
+    } catch (err) {
+      throw new SyncFailedError(`sync reply from ${peer} does not decode`, { cause: err })
+    }
+    let progress = 0
+    for (const bytes of batch.runs) {
+      const outcome = state.receiveRun(decodeRun(bytes), peer)
+      if (outcome.status === 'accepted') progress += outcome.applied
+      else if (outcome.status === 'rejected') result.rejected++
+    }
+    result.applied += progress
+    more = reply.more && progress > 0
+  }
+  await stream.close(options)
+  return result
+}
+
+/** Answers sync requests on an inbound stream until the puller closes it. */
+export async function serveOver (stream: Stream, state: SwarmState, allow: () => boolean, options: AbortOptions = {}): Promise<SyncTraffic> {
+  const pb = pbStream(stream, { maxDataLength: SYNC_MAX_FRAME_BYTES })
+  const traffic: SyncTraffic = { bytesIn: 0, bytesOut: 0 }
+  for (let round = 0; round < SYNC_MAX_ROUNDS; round++) {
+    let request: SyncRequest
+    try {
+      request = await pb.read(SyncRequest, { ...options, limits: { heads: SYNC_MAX_HEADS } })
+    } catch (err) {
+      if (options.signal?.aborted === true) throw err
+      break // the puller closed the stream (or sent garbage): either way this exchange is over
+    }
+    traffic.bytesIn += SyncRequest.encode(request).length
+    let reply: SyncReply
+    if (request.swarm !== state.swarm) reply = { status: SyncReply.Status.WRONG_SWARM, runs: new Uint8Array(0), more: false }
+    else if (!allow()) reply = { status: SyncReply.Status.RATE_LIMITED, runs: new Uint8Array(0), more: false }
+    else {
+      const heads = request.heads.map((h) => ({ clientId: Number(h.clientId), seq: h.seq, hash: h.hash }))
+      const { runs, more } = state.runsFor(heads, Math.max(1, request.maxBytes))
+      const batch = RunBatch.encode({ runs: runs.map((r) => encodeRun(r) as Uint8Array<ArrayBuffer>) })
+      reply = { status: SyncReply.Status.OK, runs: runs.length === 0 ? new Uint8Array(0) : deflateRawSync(batch), more }
+    }
+    traffic.bytesOut += SyncReply.encode(reply).length
+    await pb.write(reply, SyncReply, options)
+    if (reply.status !== SyncReply.Status.OK) break
+  }
+  await stream.close(options)
+  return traffic
+}

@@ -1,0 +1,32 @@
+// Defaults of the swarm-state replication service (durations in milliseconds, sizes in bytes).
+
+/** Anti-entropy protocol id. The swarm name travels inside every request. */
+export const SYNC_PROTOCOL = '/mycelium/sync/1'
+/** Gossipsub topic of a swarm's state: `/mycelium/<swarm>/state/1`. */
+export const stateTopic = (swarm: string): string => `/mycelium/${swarm}/state/1`
+/** How often a node pulls from one random connected peer (besides on every new connection). */
+export const SYNC_INTERVAL_MS = 10_000
+/** Deadline of one pull, and of one inbound sync stream, end to end. */
+export const SYNC_TIMEOUT_MS = 10_000
+/** Update bytes one sync reply carries at most; the puller asks again when `more` is set. */
+export const SYNC_REPLY_BYTES = 1024 * 1024
+/** Largest sync frame on the wire (compressed reply or request). */
+export const SYNC_MAX_FRAME_BYTES = 2 * 1024 * 1024
+/** Largest decompressed run batch. */
+export const SYNC_MAX_INFLATED_BYTES = 4 * 1024 * 1024
+/** Largest number of heads a request may list (one per writer). */
+export const SYNC_MAX_HEADS = 100_000
+/** Request/reply rounds in one sync stream. */
+export const SYNC_MAX_ROUNDS = 16
+/** Bytes of each head hash sent in a request. */
+export const SYNC_HEAD_HASH_BYTES = 8
+/** Inbound sync streams per connection at once. */
+export const SYNC_MAX_INBOUND_STREAMS = 2
+/** Inbound sync requests a peer may make: burst, then per second. */
+export const SYNC_REQUEST_BURST = 20
+export const SYNC_REQUESTS_PER_SECOND = 2
+/** Gossip envelopes accepted from one neighbour: burst, then per second. */
+export const GOSSIP_BURST = 2_000
+export const GOSSIP_PER_SECOND = 200
+/** Largest gossip message: one envelope. */
+export { MAX_ENVELOPE_BYTES as GOSSIP_MAX_MESSAGE_BYTES } from '../../crdt/constants.ts'

@@ -1,0 +1,298 @@
+// The swarm-state replication service: a libp2p service that keeps a SwarmState in step with
+// the swarm. Own envelopes are published on the swarm's gossipsub topic; a topic validator
+// checks every received envelope (and rejects, which lowers the sender's gossipsub score);
+// /mycelium/sync/1 pulls what gossip lost, on every new connection and periodically.
+//
+//   services: {
+//     identify: identify(),
+//     pubsub: gossipsub(),                       // must be registered as `pubsub`
+//     swarmSync: swarmSync({ swarm, dataDir })   // then libp2p.services.swarmSync.state
+//   }
+import { serviceDependencies, type ComponentLogger, type Logger, type PeerId, type PrivateKey, type Startable } from '@libp2p/interface'
+import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
+import {
+  decodeEnvelope, encodeEnvelope, fileEnvelopeStore, keySigner, openSwarmState, writerIdentity,
+  type Envelope, type SwarmState
+} from '../../crdt/index.ts'
+import { pullOver, serveOver } from './anti-entropy.ts'
+import {
+  GOSSIP_BURST, GOSSIP_MAX_MESSAGE_BYTES, GOSSIP_PER_SECOND, SYNC_INTERVAL_MS, SYNC_MAX_INBOUND_STREAMS,
+  SYNC_PROTOCOL, SYNC_REPLY_BYTES, SYNC_REQUEST_BURST, SYNC_REQUESTS_PER_SECOND, SYNC_TIMEOUT_MS, stateTopic
+} from './constants.ts'
+import { TokenBuckets } from './token-bucket.ts'
+import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
+
+export interface SwarmSyncInit {
+  /** Swarm name (default 'public'): topic `/mycelium/<swarm>/state/1`, hashed into envelopes. */
+  swarm?: string
+  /** Directory of the envelope log; default: memory only. */
+  dataDir?: string
+  /** A ready SwarmState to replicate instead of opening one (tests, or a daemon that owns it). */
+  state?: SwarmState
+  /** Pull from one random peer this often (default SYNC_INTERVAL_MS); 0 disables the timer. */
+  syncIntervalMs?: number
+  /** Deadline of one pull and one served stream (default SYNC_TIMEOUT_MS). */
+  syncTimeoutMs?: number
+  /** Update bytes asked for per sync reply (default SYNC_REPLY_BYTES). */
+  replyBytes?: number
+  /** Gossip envelopes accepted per neighbour: burst (GOSSIP_BURST) and rate (GOSSIP_PER_SECOND). */
+  gossipBurst?: number
+  gossipPerSecond?: number
+  /** Sync requests served per peer: burst (SYNC_REQUEST_BURST) and rate (SYNC_REQUESTS_PER_SECOND). */
+  syncBurst?: number
+  syncPerSecond?: number
+  /** Clock for rate limits and the state (default Date.now). */
+  clock?: () => number
+  /** Picks the peer of a periodic pull (default Math.random); inject a seeded PRNG in tests. */
+  random?: () => number
+  /** Test hook: drop this inbound gossip message (simulated loss). Never set in production. */
+  dropInbound?: () => boolean
+  /** Test hook: delay before checking an inbound gossip message (reordering), in ms. */
+  inboundDelayMs?: () => number
+}
+
+export interface SwarmSyncComponents {
+  peerId: PeerId
+  privateKey: PrivateKey
+  registrar: Registrar
+  connectionManager: ConnectionManager
+  logger: ComponentLogger
+  pubsub: GossipSub
+}
+
+/** Counters of the service (payload bytes: envelopes and sync frames, not libp2p framing). */
+export interface SwarmSyncStats {
+  gossipAccepted: number
+  gossipRejected: number
+  gossipIgnored: number
+  gossipDropped: number
+  rateLimited: number
+  gossipBytesIn: number
+  gossipBytesOut: number
+  pulls: number
+  pullsFailed: number
+  syncBytesIn: number
+  syncBytesOut: number
+  syncRefused: number
+}
+
+export class SwarmSync implements Startable {
+  readonly swarm: string
+  readonly topic: string
+  readonly protocol = SYNC_PROTOCOL
+  readonly stats: SwarmSyncStats = {
+    gossipAccepted: 0, gossipRejected: 0, gossipIgnored: 0, gossipDropped: 0, rateLimited: 0, gossipBytesIn: 0,
+    gossipBytesOut: 0, pulls: 0, pullsFailed: 0, syncBytesIn: 0, syncBytesOut: 0, syncRefused: 0
+  }
+
+  private readonly components: SwarmSyncComponents
+  private readonly init: SwarmSyncInit
+  private readonly log: Logger
+  private readonly clock: () => number
+  private readonly gossipLimits: TokenBuckets
+  private readonly syncLimits: TokenBuckets
+  private current: SwarmState | undefined
+  private shutdown = new AbortController()
+  private timer: ReturnType<typeof setInterval> | undefined
+  private topologyId: string | undefined
+  private unsubscribeEnvelopes: () => void = () => {}
+  private readonly queue = new Set<string>()
+  private pulling: Promise<void> | undefined
+  private idleWaiters: Array<() => void> = []
+
+  readonly [serviceDependencies] = ['@libp2p/pubsub']
+  readonly [Symbol.toStringTag] = 'mycelium/swarm-sync'
+
+  constructor (components: SwarmSyncComponents, init: SwarmSyncInit = {}) {
+    this.components = components
+    this.init = init
+    this.swarm = init.swarm ?? 'public'
+    this.topic = stateTopic(this.swarm)
+    this.clock = init.clock ?? Date.now
+    this.log = components.logger.forComponent('mycelium:protocols:swarm-sync')
+    this.gossipLimits = new TokenBuckets(init.gossipBurst ?? GOSSIP_BURST, init.gossipPerSecond ?? GOSSIP_PER_SECOND, this.clock)
+    this.syncLimits = new TokenBuckets(init.syncBurst ?? SYNC_REQUEST_BURST, init.syncPerSecond ?? SYNC_REQUESTS_PER_SECOND, this.clock)
+  }
+
+  /** The replicated document (available once started). */
+  get state (): SwarmState {
+    if (this.current === undefined) throw new Error('swarm-sync is not started')
+    return this.current
+  }
+
+  async start (): Promise<void> {
+    this.shutdown = new AbortController()
+    this.current = this.init.state ?? await openSwarmState({
+      swarm: this.swarm,
+      signer: keySigner(this.components.privateKey as unknown as Parameters<typeof keySigner>[0]),
+      clock: this.clock,
+      store: this.init.dataDir === undefined ? undefined : fileEnvelopeStore(this.init.dataDir)
+    })
+    if (this.current.loadReport.status === 'corrupt') this.log.error('swarm state store was corrupt, rebuilding from peers: %s', this.current.loadReport.reason)
+    const { registrar } = this.components
+    await registrar.handle(this.protocol, async (stream, connection) => {
+      const peer = connection.remotePeer.toString()
+      const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.init.syncTimeoutMs ?? SYNC_TIMEOUT_MS)])
+      try {
+        const traffic = await serveOver(stream, this.state, () => this.allowSync(peer), { signal })
+        this.stats.syncBytesIn += traffic.bytesIn
+        this.stats.syncBytesOut += traffic.bytesOut
+      } catch (err) {
+        this.log('sync stream from %s failed: %e', peer, err)
+        stream.abort(err as Error)
+      }
+    }, { maxInboundStreams: SYNC_MAX_INBOUND_STREAMS, runOnLimitedConnection: false })
+    this.topologyId = await registrar.register(this.protocol, {
+      onConnect: (peerId) => { this.requestPull(peerId.toString()) }
+    })
+  }
+
+  /** Gossip needs the pubsub service running, which libp2p guarantees only after start(). */
+  afterStart (): void {
+    const { pubsub } = this.components
+    pubsub.topicValidators.set(this.topic, async (peer, message) => await this.validate(peer, message))
+    pubsub.subscribe(this.topic)
+    this.unsubscribeEnvelopes = this.state.onEnvelope((envelope) => { this.publish(envelope) })
+    const interval = this.init.syncIntervalMs ?? SYNC_INTERVAL_MS
+    if (interval > 0) this.timer = setInterval(() => { this.pullRandomPeer() }, interval)
+  }
+
+  beforeStop (): void {
+    this.shutdown.abort()
+    if (this.timer !== undefined) clearInterval(this.timer)
+    this.timer = undefined
+    this.unsubscribeEnvelopes()
+    const { pubsub } = this.components
+    pubsub.topicValidators.delete(this.topic)
+    if (pubsub.getTopics().includes(this.topic)) pubsub.unsubscribe(this.topic)
+  }
+
+  async stop (): Promise<void> {
+    const { registrar } = this.components
+    if (this.topologyId !== undefined) registrar.unregister(this.topologyId)
+    await registrar.unhandle(this.protocol)
+    await this.pulling?.catch(() => undefined)
+    if (this.init.state === undefined) await this.current?.close()
+  }
+
+  /** Pulls from `peerId` soon (one pull runs at a time, so a node never fetches a delta twice). */
+  requestPull (peerId: string): void {
+    if (this.shutdown.signal.aborted) return
+    this.queue.add(peerId)
+    this.pulling ??= this.drainQueue().finally(() => {
+      this.pulling = undefined
+      if (this.queue.size > 0 && !this.shutdown.signal.aborted) this.requestPull([...this.queue][0])
+      else for (const resolve of this.idleWaiters.splice(0)) resolve()
+    })
+  }
+
+  /** Resolves when no pull is queued or running. */
+  async whenIdle (): Promise<void> {
+    if (this.pulling === undefined) return
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve))
+  }
+
+  /** Pulls from one peer now; returns how many envelopes it added. */
+  async pull (peerId: string): Promise<number> {
+    const peer = this.components.connectionManager.getConnections().find((c) => c.remotePeer.toString() === peerId)?.remotePeer
+    if (peer === undefined) return 0
+    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.init.syncTimeoutMs ?? SYNC_TIMEOUT_MS)])
+    this.stats.pulls++
+    try {
+      const stream = await this.components.connectionManager.openStream(peer, this.protocol, { signal })
+      const result = await pullOver(stream, this.state, peerId, this.init.replyBytes ?? SYNC_REPLY_BYTES, { signal })
+      this.stats.syncBytesIn += result.bytesIn
+      this.stats.syncBytesOut += result.bytesOut
+      // After a corrupt store, own writes wait until peers had a chance to return our chain.
+      if (this.state.writesPaused) this.state.resumeWrites()
+      return result.applied
+    } catch (err) {
+      this.stats.pullsFailed++
+      this.log('pull from %s failed: %e', peerId, err)
+      return 0
+    }
+  }
+
+  private async drainQueue (): Promise<void> {
+    while (this.queue.size > 0 && !this.shutdown.signal.aborted) {
+      const [peerId] = this.queue
+      this.queue.delete(peerId)
+      await this.pull(peerId)
+    }
+  }
+
+  private pullRandomPeer (): void {
+    const peers = this.components.connectionManager.getConnections().map((c) => c.remotePeer.toString())
+    if (peers.length === 0) return
+    this.requestPull(peers[Math.floor((this.init.random ?? Math.random)() * peers.length)])
+  }
+
+  private allowSync (peer: string): boolean {
+    if (this.syncLimits.take(peer)) return true
+    this.stats.syncRefused++
+    return false
+  }
+
+  private publish (envelope: Envelope): void {
+    const bytes = encodeEnvelope(envelope)
+    this.stats.gossipBytesOut += bytes.length
+    this.components.pubsub.publish(this.topic, bytes).catch((err: unknown) => {
+      this.log('publish of seq %d failed (anti-entropy will carry it): %e', envelope.seq, err)
+    })
+  }
+
+  /** Topic validator: every gossip envelope is checked and applied here, before it is forwarded. */
+  private async validate (peer: PeerId, message: Message): Promise<TopicValidatorResult> {
+    if (this.init.dropInbound?.() === true) {
+      this.stats.gossipDropped++
+      return TopicValidatorResult.Ignore
+    }
+    const from = peer.toString()
+    if (!this.gossipLimits.take(from)) {
+      this.stats.rateLimited++
+      return TopicValidatorResult.Ignore
+    }
+    this.stats.gossipBytesIn += message.data.length
+    const verdict = this.check(from, message)
+    if (verdict !== undefined) return verdict
+    const delay = this.init.inboundDelayMs?.() ?? 0
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
+    const result = this.state.receive(decodeEnvelope(message.data), from)
+    if (result.status === 'accepted' || result.status === 'pending') {
+      this.stats.gossipAccepted++
+      return TopicValidatorResult.Accept
+    }
+    if (result.status === 'duplicate') {
+      this.stats.gossipIgnored++
+      return TopicValidatorResult.Ignore
+    }
+    this.stats.gossipRejected++
+    this.log('rejected gossip from %s: %s (%s)', from, result.reason, result.detail)
+    return TopicValidatorResult.Reject
+  }
+
+  /** Checks that need no state: signed gossip, size, decodable, published by the writer itself. */
+  private check (from: string, message: Message): TopicValidatorResult | undefined {
+    const reject = (why: string): TopicValidatorResult => {
+      this.stats.gossipRejected++
+      this.log('rejected gossip from %s: %s', from, why)
+      return TopicValidatorResult.Reject
+    }
+    if (message.type !== 'signed') return reject('unsigned gossip')
+    if (message.data.length > GOSSIP_MAX_MESSAGE_BYTES) return reject(`message of ${message.data.length} bytes`)
+    let envelope: Envelope
+    try {
+      envelope = decodeEnvelope(message.data)
+    } catch (err) {
+      return reject(`does not decode: ${(err as Error).message}`)
+    }
+    // Only a writer publishes its envelopes; anyone else re-publishing one is replaying it.
+    if (writerIdentity(envelope.writer)?.peerId !== message.from.toString()) return reject('envelope published by a peer other than its writer (replay)')
+    return undefined
+  }
+}
+
+/** libp2p service factory: `services: { swarmSync: swarmSync({ swarm, dataDir }) }`. */
+export function swarmSync (init: SwarmSyncInit = {}): (components: SwarmSyncComponents) => SwarmSync {
+  return (components) => new SwarmSync(components, init)
+}
