@@ -36,3 +36,7 @@ export const CONTROL_MAX_LINE_BYTES = 64 * 1024
 export const STATUS_INTERVAL_MS = 1_000
 /** How long the direct upgrader waits for identify on a new relayed connection. */
 export const IDENTIFY_WAIT_MS = 10_000
+/** Least time between two AutoNAT nudges for the same still-unverified address. */
+export const AUTONAT_RENUDGE_MS = 30_000
+/** How long the UPnP service collects gateway answers at start-up (libp2p's default is 5 s). */
+export const UPNP_INITIAL_SEARCH_MS = 2_000

@@ -14,6 +14,7 @@ import { createHost } from './host.ts'
 import type { HostOptions, MyceliumHost } from './host.ts'
 import { loadOrCreateIdentity } from './identity.ts'
 import { announceModel, findModelProviders } from './providers.ts'
+import { startAutoNATNudge } from './autonat-nudge.ts'
 
 export interface Daemon {
   host: MyceliumHost
@@ -53,6 +54,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     log.info({ event: 'addresses', addrs }, 'advertised addresses changed')
   })
 
+  const stopNudge = startAutoNATNudge(host, log)
   const control = await serveControl(config.controlSocket, async (request, signal) => {
     switch (request.cmd) {
       case 'status': {
@@ -114,6 +116,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     host,
     stop: async () => {
       stopping ??= (async () => {
+        stopNudge()
         await control.close()
         await host.stop()
         log.info({ event: 'stopped' }, 'node stopped')

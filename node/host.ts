@@ -26,7 +26,7 @@ import type { Libp2p, Libp2pOptions, ServiceFactoryMap } from 'libp2p'
 import { bulkTransfer, dhtProtocol } from '../protocols/index.ts'
 import type { BulkTransferService } from '../protocols/index.ts'
 import type { NodeConfig } from './config.ts'
-import { MAX_CONNECTIONS, MAX_INBOUND_STREAMS } from './constants.ts'
+import { MAX_CONNECTIONS, MAX_INBOUND_STREAMS, UPNP_INITIAL_SEARCH_MS } from './constants.ts'
 import { directUpgrader } from './direct-upgrade.ts'
 import type { DirectUpgrader } from './direct-upgrade.ts'
 import { reachabilityMonitor } from './reachability.ts'
@@ -85,7 +85,7 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
     bulk: bulkTransfer({ swarm: config.swarm }),
     reachability: reachabilityMonitor()
   }
-  if (config.upnp) services.upnp = uPnPNAT()
+  if (config.upnp) services.upnp = uPnPNAT({ initialGatewaySearchTimeout: UPNP_INITIAL_SEARCH_MS })
   if (config.public) services.relay = swarmRelayServer({ swarm: config.swarm })
   if (options.directUpgrade !== false) {
     services.direct = directUpgrader({ swarm: config.swarm, acceptPrivate: options.reverseDialPrivate === true })

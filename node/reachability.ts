@@ -58,6 +58,13 @@ export class ReachabilityMonitor implements Startable {
     this.components.events.removeEventListener('peer:identify', this.onIdentify)
   }
 
+  /** UPnP-mapped addresses that AutoNAT has not confirmed yet. */
+  unverifiedPublicAddresses (): Multiaddr[] {
+    return this.components.addressManager.getAddressesWithMetadata()
+      .filter((m) => !m.verified && m.type === 'ip-mapping')
+      .map((m) => m.multiaddr)
+  }
+
   async report (): Promise<ReachabilityReport> {
     const am = this.components.addressManager
     const meta = am.getAddressesWithMetadata()
