@@ -33,6 +33,7 @@ export class SwarmState extends SwarmViews {
   private store: EnvelopeStore | undefined
   private readonly logs = new Map<string, WriterLog>()
   private readonly byClientId = new Map<number, WriterLog>()
+  private readonly byKey = new Map<string, WriterLog>()
   private readonly envelopeListeners = new Set<(envelope: Envelope) => void>()
   private signing: Promise<unknown> = Promise.resolve()
   private writable = true
@@ -147,11 +148,14 @@ export class SwarmState extends SwarmViews {
   }
 
   private receiveEnvelope (envelope: Envelope): ReceiveResult {
-    const log = this.logFor(envelope.writer)
-    if (!(log instanceof WriterLog)) return log
-    if (this.isExcluded(log.identity.peerId)) return rejected('flagged-writer', 'writer is flagged', 'sender')
+    const identity = this.identityOf(envelope.writer)
+    if (identity === undefined) return rejected('bad-key', 'writer is not an Ed25519 key', 'sender')
+    if (this.isExcluded(identity.peerId)) return rejected('flagged-writer', 'writer is flagged', 'sender')
     const hash = envelopeHash(this.swarm, envelope.writer, envelope.seq, envelope.prev, envelope.update)
-    if (!log.identity.verify(hash, envelope.signature)) return rejected('bad-signature', `seq ${envelope.seq}`, 'sender')
+    // Verify before keeping anything about the writer: junk must not allocate state.
+    if (!identity.verify(hash, envelope.signature)) return rejected('bad-signature', `seq ${envelope.seq}`, 'sender')
+    const log = this.logFor(identity)
+    if (!(log instanceof WriterLog)) return log
     if (envelope.seq < 1) return rejected('malformed', 'seq 0', 'writer')
     if (envelope.seq > log.seq + 1) {
       if (!log.hold(envelope, hash)) return rejected('pending-full', `seq ${envelope.seq} too far ahead of ${log.seq}`, 'sender')
@@ -183,12 +187,14 @@ export class SwarmState extends SwarmViews {
   }
 
   private receiveRunInner (run: Run): ReceiveResult {
-    const log = this.logFor(run.writer)
-    if (!(log instanceof WriterLog)) return log
-    if (this.isExcluded(log.identity.peerId)) return rejected('flagged-writer', 'writer is flagged', 'sender')
+    const identity = this.identityOf(run.writer)
+    if (identity === undefined) return rejected('bad-key', 'writer is not an Ed25519 key', 'sender')
+    if (this.isExcluded(identity.peerId)) return rejected('flagged-writer', 'writer is flagged', 'sender')
     if (run.updates.length === 0 || run.fromSeq < 1) return rejected('malformed', 'empty run', 'sender')
     const hashes = runHashes(this.swarm, run)
-    if (!log.identity.verify(hashes[hashes.length - 1], run.signature)) return rejected('bad-signature', `run from ${run.fromSeq}`, 'sender')
+    if (!identity.verify(hashes[hashes.length - 1], run.signature)) return rejected('bad-signature', `run from ${run.fromSeq}`, 'sender')
+    const log = this.logFor(identity)
+    if (!(log instanceof WriterLog)) return log
     if (run.fromSeq > log.seq + 1) return rejected('wrong-chain', `run starts at ${run.fromSeq}, have ${log.seq}`, 'sender')
     let applied = 0
     for (let i = 0; i < run.updates.length; i++) {
@@ -258,20 +264,25 @@ export class SwarmState extends SwarmViews {
     return this.flagged.get(peerId)?.writerFault === true
   }
 
-  private logFor (writerKey: Uint8Array): WriterLog | Rejected {
-    const identity = writerIdentity(writerKey)
-    if (identity === undefined) return rejected('bad-key', 'writer is not an Ed25519 key', 'sender')
+  /** The writer's identity, from its log when known (saves re-deriving the key). */
+  private identityOf (writerKey: Uint8Array): WriterIdentity | undefined {
+    const known = this.byKey.get(Buffer.from(writerKey).toString('hex'))
+    return known?.identity ?? writerIdentity(writerKey)
+  }
+
+  private logFor (identity: WriterIdentity): WriterLog | Rejected {
     let log = this.logs.get(identity.peerId)
     if (log !== undefined) return log
     if (this.byClientId.has(identity.clientId)) return rejected('client-id-collision', `clientID ${identity.clientId} is taken`, 'writer')
     log = new WriterLog(identity)
     this.logs.set(identity.peerId, log)
     this.byClientId.set(identity.clientId, log)
+    this.byKey.set(Buffer.from(identity.publicKey).toString('hex'), log)
     return log
   }
 
   private ownLog (): WriterLog {
-    return this.logFor(this.identity.publicKey) as WriterLog
+    return this.logFor(this.identity) as WriterLog
   }
 
   // --- anti-entropy ---
@@ -317,7 +328,7 @@ export class SwarmState extends SwarmViews {
 
   /** Writer peer ids known to this replica (flagged ones included), sorted. */
   writers (): string[] {
-    return [...this.logs.keys()].sort()
+    return [...this.logs.values()].filter((l) => l.seq > 0).map((l) => l.identity.peerId).sort()
   }
 
   // --- persistence ---

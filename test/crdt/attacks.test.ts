@@ -29,7 +29,7 @@ async function setup () {
 }
 
 /** Signs `update` as the attacker's next envelope (seq 1 unless given). */
-async function signAs (attacker: SwarmState, key: Awaited<ReturnType<typeof seededKey>>, update: Uint8Array, seq = 1, prev = GENESIS_HASH): Promise<Envelope> {
+async function signAs (attacker: SwarmState, key: Awaited<ReturnType<typeof seededKey>>, update: Uint8Array, seq = 1, prev: Uint8Array = GENESIS_HASH): Promise<Envelope> {
   return (await sealEnvelope(SWARM, keySigner(key), seq, prev, update)).envelope
 }
 

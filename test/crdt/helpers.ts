@@ -1,11 +1,12 @@
 // Shared helpers of the crdt tests: deterministic Ed25519 keys from a seeded PRNG, and states.
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import type { Ed25519PrivateKey } from '@libp2p/interface'
 import { keySigner, SwarmState, type Envelope, type SwarmStateInit } from '../../crdt/index.ts'
 
 export const SWARM = 'test-swarm'
 
 /** An Ed25519 key whose 32-byte seed comes from `random`. */
-export async function seededKey (random: () => number): Promise<Awaited<ReturnType<typeof generateKeyPairFromSeed>>> {
+export async function seededKey (random: () => number): Promise<Ed25519PrivateKey> {
   const seed = new Uint8Array(32)
   for (let i = 0; i < seed.length; i++) seed[i] = Math.floor(random() * 256)
   return generateKeyPairFromSeed('Ed25519', seed)

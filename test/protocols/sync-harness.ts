@@ -7,7 +7,7 @@ import { identify } from '@libp2p/identify'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { swarmSync, type SwarmSync, type SwarmSyncInit } from '../../protocols/sync/swarm-sync.ts'
-import type { PeerId } from '@libp2p/interface'
+import type { PeerId, PrivateKey } from '@libp2p/interface'
 
 export type SyncNode = Libp2p<{ identify: ReturnType<ReturnType<typeof identify>>, pubsub: ReturnType<ReturnType<typeof gossipsub>>, swarmSync: SwarmSync }>
 
@@ -23,10 +23,11 @@ export class Partition {
   }
 }
 
-export async function createSyncNode (partition: Partition, init: SwarmSyncInit, gossip: Parameters<typeof gossipsub>[0] = {}): Promise<SyncNode> {
+export async function createSyncNode (partition: Partition, init: SwarmSyncInit, gossip: Parameters<typeof gossipsub>[0] = {}, privateKey?: PrivateKey): Promise<SyncNode> {
   let self = ''
   const deny = (peer: PeerId): boolean => partition.blocked(self, peer.toString())
   const node = await createLibp2p({
+    ...(privateKey === undefined ? {} : { privateKey }),
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
@@ -62,4 +63,19 @@ export async function until (check: () => boolean, timeoutMs: number, stepMs = 2
     await new Promise((resolve) => setTimeout(resolve, stepMs))
   }
   return check()
+}
+
+export type GossipOnlyNode = Libp2p<{ identify: ReturnType<ReturnType<typeof identify>>, pubsub: ReturnType<ReturnType<typeof gossipsub>> }>
+
+/** A node with gossipsub but no swarm-sync: an attacker that publishes whatever it likes. */
+export async function createGossipNode (gossip: Parameters<typeof gossipsub>[0] = {}, privateKey?: PrivateKey): Promise<GossipOnlyNode> {
+  const node = await createLibp2p({
+    ...(privateKey === undefined ? {} : { privateKey }),
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: { identify: identify(), pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, heartbeatInterval: 200, ...gossip }) }
+  })
+  return node as unknown as GossipOnlyNode
 }

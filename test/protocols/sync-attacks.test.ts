@@ -1,0 +1,110 @@
+// Adversarial suite over the network: attacks that only exist on the wire (flood, unsigned
+// gossip, replay by another publisher, bad signatures, oversize messages, sync request floods).
+// Document-level attacks (forged clientID, foreign namespace, ...) are in test/crdt/attacks.test.ts.
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { afterEach, describe, expect, it } from 'vitest'
+import { encodeEnvelope, keySigner, SwarmState, type Envelope } from '../../crdt/index.ts'
+import { createGossipNode, createSyncNode, Partition, until, type GossipOnlyNode, type SyncNode } from './sync-harness.ts'
+
+const SWARM = 'attack'
+const started: Array<SyncNode | GossipOnlyNode> = []
+afterEach(async () => { await Promise.all(started.splice(0).map(async (n) => await n.stop())) })
+
+async function honestNode (init = {}): Promise<SyncNode> {
+  const node = await createSyncNode(new Partition(), { swarm: SWARM, syncIntervalMs: 0, ...init })
+  started.push(node)
+  return node
+}
+
+/** An attacker libp2p node plus a SwarmState signing with the same key (for valid envelopes). */
+async function attacker (gossip = {}): Promise<{ node: GossipOnlyNode, state: SwarmState, sent: Envelope[] }> {
+  const key = await generateKeyPair('Ed25519')
+  const node = await createGossipNode(gossip, key)
+  started.push(node)
+  const state = new SwarmState({ swarm: SWARM, signer: keySigner(key) })
+  const sent: Envelope[] = []
+  state.onEnvelope((e) => sent.push(e))
+  return { node, state, sent }
+}
+
+async function link (a: SyncNode | GossipOnlyNode, b: SyncNode | GossipOnlyNode, topic: string): Promise<void> {
+  a.services.pubsub.subscribe(topic)
+  await a.dial(b.getMultiaddrs()[0])
+  expect(await until(() => a.services.pubsub.getSubscribers(topic).length > 0 && b.services.pubsub.getSubscribers(topic).length > 0, 5000)).toBe(true)
+}
+
+describe('attacks on the wire', () => {
+  it('flood: gossip beyond the per-peer rate limit is ignored and counted', async () => {
+    const honest = await honestNode({ gossipBurst: 50, gossipPerSecond: 1 })
+    const evil = await attacker()
+    const topic = honest.services.swarmSync.topic
+    await link(evil.node, honest, topic)
+    for (let i = 0; i < 400; i++) await evil.state.heartbeat()
+    for (const e of evil.sent) await evil.node.services.pubsub.publish(topic, encodeEnvelope(e))
+    const stats = honest.services.swarmSync.stats
+    expect(await until(() => stats.rateLimited + stats.gossipAccepted >= 400, 10_000)).toBe(true)
+    expect(stats.gossipAccepted).toBeLessThanOrEqual(55)
+    expect(stats.rateLimited).toBeGreaterThanOrEqual(345)
+  })
+
+  it('unsigned gossip is never applied', async () => {
+    const honest = await honestNode()
+    const topic = honest.services.swarmSync.topic
+    const evil = await attacker({ globalSignaturePolicy: 'StrictNoSign' })
+    await link(evil.node, honest, topic)
+    await evil.state.heartbeat()
+    await evil.node.services.pubsub.publish(topic, encodeEnvelope(evil.sent[0]))
+    // A legitimate writer's message after it arrives; the unsigned one never does.
+    const good = await attacker()
+    await link(good.node, honest, topic)
+    await good.state.heartbeat()
+    await good.node.services.pubsub.publish(topic, encodeEnvelope(good.sent[0]))
+    expect(await until(() => honest.services.swarmSync.state.presence().has(good.state.peerId), 5000)).toBe(true)
+    expect(honest.services.swarmSync.state.presence().has(evil.state.peerId)).toBe(false)
+    // And our validator refuses unsigned messages itself, should gossipsub ever pass one on.
+    const validator = honest.services.pubsub.topicValidators.get(topic)
+    expect(await validator?.(evil.node.peerId, { type: 'unsigned', topic, data: encodeEnvelope(evil.sent[0]) })).toBe('reject')
+  })
+
+  it('replay: an envelope re-published by a peer other than its writer is rejected', async () => {
+    const honest = await honestNode()
+    const topic = honest.services.swarmSync.topic
+    const victim = await attacker()
+    await victim.state.heartbeat()
+    const evil = await attacker()
+    await link(evil.node, honest, topic)
+    await evil.node.services.pubsub.publish(topic, encodeEnvelope(victim.sent[0]))
+    const stats = honest.services.swarmSync.stats
+    expect(await until(() => stats.gossipRejected >= 1, 5000)).toBe(true)
+    expect(honest.services.swarmSync.state.writers()).toEqual([])
+  })
+
+  it('bad signature and oversize gossip are rejected, and the sender is flagged', async () => {
+    const honest = await honestNode()
+    const topic = honest.services.swarmSync.topic
+    const evil = await attacker()
+    await link(evil.node, honest, topic)
+    await evil.state.heartbeat()
+    const forged = { ...evil.sent[0], signature: new Uint8Array(64).fill(7) }
+    await evil.node.services.pubsub.publish(topic, encodeEnvelope(forged))
+    await evil.node.services.pubsub.publish(topic, new Uint8Array(200_000).fill(1))
+    const stats = honest.services.swarmSync.stats
+    expect(await until(() => stats.gossipRejected >= 2, 5000)).toBe(true)
+    const state = honest.services.swarmSync.state
+    expect(state.flagged.get(evil.node.peerId.toString())?.reasons).toContain('bad-signature')
+    expect(state.writers()).not.toContain(evil.state.peerId)
+  })
+
+  it('sync requests beyond the per-peer limit are refused', async () => {
+    const honest = await honestNode({ syncBurst: 1, syncPerSecond: 0.001 })
+    const other = await honestNode()
+    await honest.services.swarmSync.state.heartbeat()
+    await other.dial(honest.getMultiaddrs()[0])
+    await other.services.swarmSync.whenIdle()
+    expect(await until(() => other.services.swarmSync.state.presence().size === 1, 5000)).toBe(true)
+    const failedBefore = other.services.swarmSync.stats.pullsFailed
+    await other.services.swarmSync.pull(honest.peerId.toString())
+    expect(other.services.swarmSync.stats.pullsFailed).toBe(failedBefore + 1)
+    expect(honest.services.swarmSync.stats.syncRefused).toBeGreaterThan(0)
+  })
+})
