@@ -18,6 +18,9 @@ import type { AbortOptions, Stream } from '@libp2p/interface'
 export interface SyncTraffic { bytesIn: number, bytesOut: number }
 
 export interface PullResult extends SyncTraffic {
+  /** Compressed run bytes received, and the same after decompression. */
+  runBytesIn: number
+  rawBytesIn: number
   /** Envelopes added to the state. */
   applied: number
   /** Runs refused (bad signature, forks, rule violations). */
@@ -32,7 +35,7 @@ function encodeHeads (heads: WriterHead[]): SyncRequest['heads'] {
 /** Pulls what `peer` has and we lack over an open stream; closes the stream when done. */
 export async function pullOver (stream: Stream, state: SwarmState, peer: string, maxBytes: number, options: AbortOptions = {}): Promise<PullResult> {
   const pb = pbStream(stream, { maxDataLength: SYNC_MAX_FRAME_BYTES })
-  const result: PullResult = { applied: 0, rejected: 0, rounds: 0, bytesIn: 0, bytesOut: 0 }
+  const result: PullResult = { applied: 0, rejected: 0, rounds: 0, bytesIn: 0, bytesOut: 0, runBytesIn: 0, rawBytesIn: 0 }
   for (let more = true; more && result.rounds < SYNC_MAX_ROUNDS;) {
     const request: SyncRequest = { swarm: state.swarm, heads: encodeHeads(state.heads()), maxBytes }
     result.bytesOut += SyncRequest.encode(request).length
@@ -43,7 +46,10 @@ export async function pullOver (stream: Stream, state: SwarmState, peer: string,
     if (reply.status !== SyncReply.Status.OK) throw new SyncFailedError(`sync refused by ${peer}: ${reply.status}`)
     let batch: RunBatch
     try {
-      batch = RunBatch.decode(reply.runs.length === 0 ? reply.runs : inflateRawSync(reply.runs, { maxOutputLength: SYNC_MAX_INFLATED_BYTES }))
+      const raw = reply.runs.length === 0 ? reply.runs : inflateRawSync(reply.runs, { maxOutputLength: SYNC_MAX_INFLATED_BYTES })
+      result.runBytesIn += reply.runs.length
+      result.rawBytesIn += raw.length
+      batch = RunBatch.decode(raw)
     } catch (err) {
       throw new SyncFailedError(`sync reply from ${peer} does not decode`, { cause: err })
     }

@@ -73,6 +73,9 @@ export interface SwarmSyncStats {
   pullsFailed: number
   syncBytesIn: number
   syncBytesOut: number
+  /** Compressed run bytes received (part of syncBytesIn), and the same decompressed. */
+  syncRunBytesIn: number
+  syncRawBytesIn: number
   syncRefused: number
 }
 
@@ -82,7 +85,7 @@ export class SwarmSync implements Startable {
   readonly protocol = SYNC_PROTOCOL
   readonly stats: SwarmSyncStats = {
     gossipAccepted: 0, gossipRejected: 0, gossipIgnored: 0, gossipDropped: 0, rateLimited: 0, gossipBytesIn: 0,
-    gossipBytesOut: 0, pulls: 0, pullsFailed: 0, syncBytesIn: 0, syncBytesOut: 0, syncRefused: 0
+    gossipBytesOut: 0, pulls: 0, pullsFailed: 0, syncBytesIn: 0, syncBytesOut: 0, syncRunBytesIn: 0, syncRawBytesIn: 0, syncRefused: 0
   }
 
   private readonly components: SwarmSyncComponents
@@ -203,6 +206,8 @@ export class SwarmSync implements Startable {
       const result = await pullOver(stream, this.state, peerId, this.init.replyBytes ?? SYNC_REPLY_BYTES, { signal })
       this.stats.syncBytesIn += result.bytesIn
       this.stats.syncBytesOut += result.bytesOut
+      this.stats.syncRunBytesIn += result.runBytesIn
+      this.stats.syncRawBytesIn += result.rawBytesIn
       // After a corrupt store, own writes wait until peers had a chance to return our chain.
       if (this.state.writesPaused) this.state.resumeWrites()
       return result.applied

@@ -1,0 +1,177 @@
+// Swarm-state benchmark (`npm run bench:crdt`): 20 in-process libp2p nodes (loopback TCP, noise,
+// yamux, gossipsub, swarm-sync) split in two halves of 10; each half makes 1,000 operations on
+// the replicated document; then the partition heals. Measures the time from reconnection to
+// every replica holding the identical document, and the payload bytes that moved (sync frames +
+// gossip envelopes) against the missing delta: for each node, the Yjs update that would bring
+// its pre-heal document to the final one (Y.encodeStateAsUpdate(final, stateVectorBefore)).
+// Also the per-envelope cost of signing and of checking (verify + authorize + apply).
+// Timings are wall-clock on a shared 2-core machine: expect noise between runs.
+//   npm run bench:crdt -- [--seed n] [--ops-per-side 1000] [--nodes 20] [--results-dir bench/results]
+import { Command } from 'commander'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg } from 'node:os'
+import { join, resolve } from 'node:path'
+import * as Y from 'yjs'
+import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { authorizeUpdate, envelopeHash, keySigner, SwarmState, type Envelope } from '../crdt/index.ts'
+import { fmt, formatTable, targetLine, type Target } from './bench/report.ts'
+// The in-process node harness is shared with the convergence tests.
+import { createSyncNode, Partition, until, type SyncNode } from '../test/protocols/sync-harness.ts'
+import { seededRandom } from '../test/seed.ts'
+
+const ROOT = resolve(new URL('..', import.meta.url).pathname)
+const program = new Command()
+  .option('--seed <n>', 'PRNG seed for the operations and topology', '1')
+  .option('--ops-per-side <n>', 'operations made on each side of the partition', '1000')
+  .option('--nodes <n>', 'replicas (split in two halves)', '20')
+  .option('--results-dir <dir>', 'where the JSON goes', join(ROOT, 'bench/results'))
+  .parse()
+const opts = program.opts<{ seed: string, opsPerSide: string, nodes: string, resultsDir: string }>()
+const seed = Number(opts.seed)
+const opsPerSide = Number(opts.opsPerSide)
+const total = Number(opts.nodes)
+const random = seededRandom(seed)
+const SWARM = 'bench'
+
+async function operation (state: SwarmState, i: number): Promise<void> {
+  const r = random()
+  if (r < 0.4) await state.claimReputation(`peer-${Math.floor(random() * 50)}`, Math.floor(random() * 1000) / 1000)
+  else if (r < 0.65) await state.recordRound(`round-${i}`, { pair: [Math.floor(random() * 20), Math.floor(random() * 20)], winner: Math.floor(random() * 2) })
+  else if (r < 0.8) await state.heartbeat()
+  else if (r < 0.9) await state.setNode({ capabilities: { memoryBytes: 8e9, layerMs: Math.floor(random() * 100) / 10 }, layers: [{ model: 'llama-1b', start: 0, end: 1 + Math.floor(random() * 16) }], addresses: ['/ip4/127.0.0.1/tcp/4001'], version: '0.1.0' })
+  else await state.putManifest(`model-${Math.floor(random() * 5)}`, { layers: 16, revision: i })
+}
+
+function fingerprint (node: SyncNode): string {
+  const state = node.services.swarmSync.state
+  return JSON.stringify([state.heads().map((h) => [h.clientId, h.seq]), state.snapshot()])
+}
+
+function traffic (node: SyncNode): number {
+  const s = node.services.swarmSync.stats
+  return s.syncBytesIn + s.gossipBytesIn
+}
+
+/** The same, had the runs travelled uncompressed. */
+function rawTraffic (node: SyncNode): number {
+  const s = node.services.swarmSync.stats
+  return s.syncBytesIn - s.syncRunBytesIn + s.syncRawBytesIn + s.gossipBytesIn
+}
+
+async function heal (): Promise<Record<string, number>> {
+  const partition = new Partition()
+  const nodes: SyncNode[] = []
+  for (let i = 0; i < total; i++) nodes.push(await createSyncNode(partition, { swarm: SWARM, syncIntervalMs: 1000 }, { heartbeatInterval: 1000 }))
+  const half = total / 2
+  nodes.forEach((n, i) => partition.set(n.peerId.toString(), i < half ? 0 : 1))
+  const sideOf = (i: number): number[] => i < half ? [...Array(half).keys()] : [...Array(half).keys()].map((k) => k + half)
+  // Inside each half: a ring plus one random chord per node.
+  await Promise.all(nodes.map(async (n, i) => {
+    const side = sideOf(i)
+    const next = side[(side.indexOf(i) + 1) % side.length]
+    const chord = side[Math.floor(random() * side.length)]
+    for (const j of new Set([next, chord])) if (j !== i) await n.dial(nodes[j].getMultiaddrs()[0])
+  }))
+  for (const side of [0, 1]) {
+    const members = nodes.filter((_, i) => (i < half ? 0 : 1) === side)
+    for (let k = 0; k < opsPerSide; k++) await operation(members[k % members.length].services.swarmSync.state, k + side * opsPerSide)
+  }
+  // Each half agrees internally, then gossipsub's message cache ages out (3 heartbeats), so what
+  // crosses after the heal is what the heal itself costs.
+  const sides = [nodes.slice(0, half), nodes.slice(half)]
+  const inner = await until(() => sides.every((s) => new Set(s.map(fingerprint)).size === 1), 30_000, 20)
+  if (!inner) throw new Error('halves did not converge before the heal')
+  await new Promise((r) => setTimeout(r, 3500))
+  await Promise.all(nodes.map(async (n) => await n.services.swarmSync.whenIdle()))
+  const before = nodes.map((n) => ({ sv: Y.encodeStateVector(n.services.swarmSync.state.doc), bytes: traffic(n), raw: rawTraffic(n), updates: n.services.swarmSync.state.updateBytes() }))
+
+  const t0 = performance.now()
+  partition.heal()
+  await Promise.all(nodes.slice(0, half).map(async (n, i) => {
+    for (const j of [half + i, half + ((i + 3) % half)]) await n.dial(nodes[j].getMultiaddrs()[0])
+  }))
+  const converged = await until(() => new Set(nodes.map(fingerprint)).size === 1, 30_000, 2)
+  const healMs = performance.now() - t0
+  if (!converged) throw new Error('replicas did not converge within 30 s')
+  await Promise.all(nodes.map(async (n) => await n.services.swarmSync.whenIdle()))
+  let sent = 0
+  let raw = 0
+  let delta = 0
+  let updateDelta = 0
+  nodes.forEach((n, i) => {
+    const state = n.services.swarmSync.state
+    sent += traffic(n) - before[i].bytes
+    raw += rawTraffic(n) - before[i].raw
+    delta += Y.encodeStateAsUpdate(state.doc, before[i].sv).length
+    updateDelta += state.updateBytes() - before[i].updates
+  })
+  const pulls = nodes.reduce((x, n) => x + n.services.swarmSync.stats.pulls, 0)
+  await Promise.all(nodes.map(async (n) => await n.stop()))
+  return { healMs, sent, raw, delta, updateDelta, pulls, envelopes: opsPerSide * 2 }
+}
+
+/** Per-envelope costs: signing, and each part of checking one incoming envelope. */
+async function envelopeCosts (): Promise<Record<string, number>> {
+  const seedBytes = Uint8Array.from({ length: 32 }, () => Math.floor(random() * 256))
+  const writer = new SwarmState({ swarm: SWARM, signer: keySigner(await generateKeyPairFromSeed('Ed25519', seedBytes)) })
+  const envelopes: Envelope[] = []
+  writer.onEnvelope((e) => envelopes.push(e))
+  const n = 2000
+  const t0 = performance.now()
+  for (let i = 0; i < n; i++) await operation(writer, i)
+  const writeUs = (performance.now() - t0) * 1000 / n
+  const reader = new SwarmState({ swarm: SWARM, signer: keySigner(await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(9))) })
+  const t1 = performance.now()
+  for (const e of envelopes) reader.receive(e)
+  const receiveUs = (performance.now() - t1) * 1000 / n
+  const identity = writer.identity
+  const t2 = performance.now()
+  for (const e of envelopes) identity.verify(envelopeHash(SWARM, e.writer, e.seq, e.prev, e.update), e.signature)
+  const verifyUs = (performance.now() - t2) * 1000 / n
+  const t3 = performance.now()
+  for (const e of envelopes) authorizeUpdate(e.update, { clientId: identity.clientId, namespace: identity.namespace, clock: 0 })
+  const authorizeUs = (performance.now() - t3) * 1000 / n
+  const doc = new Y.Doc()
+  const t4 = performance.now()
+  for (const e of envelopes) Y.applyUpdate(doc, e.update)
+  const applyUs = (performance.now() - t4) * 1000 / n
+  const avgEnvelopeBytes = envelopes.reduce((x, e) => x + e.update.length, 0) / n
+  return { writeUs, receiveUs, verifyUs, authorizeUs, applyUs, avgEnvelopeBytes }
+}
+
+const load = loadavg()[0]
+const healResult = await heal()
+const costs = await envelopeCosts()
+const ratio = healResult.sent / healResult.delta
+console.log(`bench:crdt — ${total} nodes, ${opsPerSide} operations per side, seed ${seed}, ${cpus().length} cores, load ${load.toFixed(2)} (shared machine: timings are noisy)\n`)
+console.log(formatTable(['measure', 'value'], [
+  ['time to full convergence after heal (ms)', fmt(healResult.healMs)],
+  ['payload bytes received by all nodes after heal', healResult.sent],
+  ['missing delta, Yjs (sum over nodes)', healResult.delta],
+  ['missing envelope updates (sum over nodes)', healResult.updateDelta],
+  ['bytes / Yjs delta', fmt(ratio, 2)],
+  ['same bytes had the runs gone uncompressed', healResult.raw],
+  ['uncompressed bytes / Yjs delta', fmt(healResult.raw / healResult.delta, 2)],
+  ['bytes / envelope updates', fmt(healResult.sent / healResult.updateDelta, 2)],
+  ['pulls (all nodes, whole run)', healResult.pulls]
+]))
+console.log('\nper envelope (µs)')
+console.log(formatTable(['step', 'µs'], [
+  ['local write: transact + authorize + hash + sign', fmt(costs.writeUs, 1)],
+  ['receive: verify + authorize + chain + apply', fmt(costs.receiveUs, 1)],
+  ['  of which Ed25519 verify (hash included)', fmt(costs.verifyUs, 1)],
+  ['  of which authorize (decode + rules)', fmt(costs.authorizeUs, 1)],
+  ['  of which Yjs applyUpdate', fmt(costs.applyUs, 1)],
+  ['average update bytes', fmt(costs.avgEnvelopeBytes, 1)]
+]))
+const targets: Target[] = [
+  { name: 'heal convergence', figure: `${fmt(healResult.healMs)} ms`, goal: '≤ 2000 ms on loopback', met: healResult.healMs <= 2000 },
+  { name: 'heal bytes', figure: `${fmt(ratio, 2)}× the missing Yjs delta`, goal: '≤ 1.5×', met: ratio <= 1.5 },
+  { name: 'envelope check cost', figure: `${fmt(costs.receiveUs, 1)} µs per envelope`, goal: 'reported', met: true }
+]
+mkdirSync(opts.resultsDir, { recursive: true })
+const file = join(opts.resultsDir, `crdt-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+writeFileSync(file, JSON.stringify({ seed, nodes: total, opsPerSide, load, heal: healResult, costs, targets }, null, 2))
+console.log(`\nwrote ${file}`)
+for (const t of targets) console.log(targetLine(t))
+process.exit(0)
