@@ -8,3 +8,9 @@ export { DEFAULT_SWARM } from './constants.ts'
 export { InvalidSwarmNameError, MalformedMessageError, TransferFailedError } from './errors.ts'
 export { reverseDialProtocol, reverseDialHandler, requestReverseDial, ReverseDialRequest, ReverseDialResponse } from './reverse-dial.ts'
 export type { ReverseDialHandlerInit } from './reverse-dial.ts'
+
+// Swarm-state replication: gossip + /mycelium/sync/1 anti-entropy (issue 4, protocols/sync/).
+export { swarmSync, SwarmSync } from './sync/swarm-sync.ts'
+export type { SwarmSyncInit, SwarmSyncComponents, SwarmSyncStats } from './sync/swarm-sync.ts'
+export { SYNC_PROTOCOL, stateTopic } from './sync/constants.ts'
+export { SyncFailedError } from './sync/errors.ts'
