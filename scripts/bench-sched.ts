@@ -1,0 +1,70 @@
+// npm run bench:sched — the scheduler benchmark of issue 5: every scenario of
+// sharding/sim/scenarios.ts under our allocator + router and the Petals, Parallax (rr and dp
+// routers) and exo baselines, in the same seeded simulator.
+//
+//   node scripts/bench-sched.ts [--scenario NAME ...] [--seed N] [--out FILE] [--help]
+//
+// Prints one table per scenario, writes JSON under bench/results/, and ends with one line per
+// target per scenario: ours ≥ 1.2 × the best baseline's goodput, ours ≤ 0.8 × that baseline's
+// p95 per-token latency.
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { exoScheduler, myceliumScheduler, parallaxScheduler, petalsScheduler, scenario, SCENARIOS, simulate } from '../sharding/sim/index.ts'
+import type { Scheduler, SimResult } from '../sharding/sim/index.ts'
+
+const THROUGHPUT_GOAL = 1.2
+const P95_GOAL = 0.8
+
+function parse (argv: string[]): { scenarios: string[], seed: number, out?: string } {
+  const scenarios: string[] = []
+  let seed = 1
+  let out: string | undefined
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    if (a === '--help' || a === '-h') {
+      console.log(`usage: node scripts/bench-sched.ts [--scenario NAME ...] [--seed N] [--out FILE]\nscenarios: ${SCENARIOS.join(', ')}`)
+      process.exit(0)
+    } else if (a === '--scenario') scenarios.push(argv[++i])
+    else if (a === '--seed') seed = Number(argv[++i])
+    else if (a === '--out') out = argv[++i]
+    else throw new Error(`unknown argument ${a}`)
+  }
+  return { scenarios: scenarios.length > 0 ? scenarios : SCENARIOS, seed, ...(out !== undefined ? { out } : {}) }
+}
+
+const schedulers = (): Scheduler[] => [myceliumScheduler(), petalsScheduler(), parallaxScheduler(), parallaxScheduler({ router: 'dp' }), exoScheduler()]
+
+const f = (x: number, digits = 0): string => (Number.isFinite(x) ? x.toFixed(digits) : '—')
+
+function table (rows: SimResult[]): string {
+  const head = ['scheduler', 'goodput tok/s', 'all tok/s', 'p50 ms/tok', 'p95 ms/tok', 'p50 TTFT s', 'p95 TTFT s', 'uncovered s', 'met SLO', 'failed', 'moves']
+  const body = rows.map((r) => [r.scheduler, f(r.goodputTokensPerS, 1), f(r.tokensPerS, 1), f(r.p50TokenMs), f(r.p95TokenMs), f(r.p50TtftMs / 1000, 1), f(r.p95TtftMs / 1000, 1), f(r.uncoveredS, 1), `${r.requests.metSlo}/${r.requests.arrived}`, String(r.requests.failed), String(r.moves)])
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)))
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ')
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n')
+}
+
+const args = parse(process.argv.slice(2))
+const results: Array<{ scenario: string, description: string, requestsPerS: number, sloTtftMs: number, sloTokenMs: number, nodes: number, rows: SimResult[], wallS: number }> = []
+const verdicts: string[] = []
+for (const name of args.scenarios) {
+  const s = scenario(name, args.seed)
+  const t0 = performance.now()
+  const rows = schedulers().map((sch) => simulate(s, sch))
+  const wallS = (performance.now() - t0) / 1000
+  results.push({ scenario: name, description: s.description, requestsPerS: s.requestsPerS, sloTtftMs: s.sloTtftMs, sloTokenMs: s.sloTokenMs, nodes: s.hardware.length, rows, wallS })
+  console.log(`\n## ${name}: ${s.description}`)
+  console.log(`${s.hardware.length} nodes, ${f(s.requestsPerS, 2)} requests/s (Poisson), SLO: TTFT ≤ ${s.sloTtftMs / 1000} s and mean ≤ ${s.sloTokenMs} ms/token, window ${(s.durationMs - s.warmupMs) / 1000} s after ${s.warmupMs / 1000} s warm-up (${f(wallS, 1)} s wall)`)
+  console.log(table(rows))
+  const ours = rows[0]
+  const best = rows.slice(1).reduce((a, b) => (b.goodputTokensPerS > a.goodputTokensPerS ? b : a))
+  const ratio = best.goodputTokensPerS > 0 ? ours.goodputTokensPerS / best.goodputTokensPerS : Infinity
+  const p95 = ours.p95TokenMs / best.p95TokenMs
+  verdicts.push(`${name}: throughput ${f(ours.goodputTokensPerS, 1)} vs ${best.scheduler} ${f(best.goodputTokensPerS, 1)} tok/s = ${f(ratio, 2)}× (goal ≥ ${THROUGHPUT_GOAL}×): ${ratio >= THROUGHPUT_GOAL ? 'met' : 'not met'}`)
+  verdicts.push(`${name}: p95 latency ${f(ours.p95TokenMs)} vs ${best.scheduler} ${f(best.p95TokenMs)} ms/token = ${f(p95, 2)}× (goal ≤ ${P95_GOAL}×): ${p95 <= P95_GOAL ? 'met' : 'not met'}`)
+}
+const out = resolve(args.out ?? `bench/results/sched-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+mkdirSync(dirname(out), { recursive: true })
+writeFileSync(out, JSON.stringify({ seed: args.seed, command: `node scripts/bench-sched.ts ${process.argv.slice(2).join(' ')}`.trim(), results }, null, 2))
+console.log(`\nresults: ${out}\n`)
+for (const v of verdicts) console.log(v)
