@@ -8,7 +8,7 @@
 //     pubsub: gossipsub(),                       // must be registered as `pubsub`
 //     swarmSync: swarmSync({ swarm, dataDir })   // then libp2p.services.swarmSync.state
 //   }
-import { serviceDependencies, type ComponentLogger, type Logger, type PeerId, type PrivateKey, type Startable } from '@libp2p/interface'
+import { serviceDependencies, type AbortOptions, type ComponentLogger, type Logger, type PeerId, type PrivateKey, type Startable } from '@libp2p/interface'
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import {
   decodeEnvelope, encodeEnvelope, fileEnvelopeStore, keySigner, openSwarmState, writerIdentity,
@@ -100,6 +100,8 @@ export class SwarmSync implements Startable {
   private topologyId: string | undefined
   private unsubscribeEnvelopes: () => void = () => {}
   private readonly queue = new Set<string>()
+  /** Connected peers that speak the sync protocol (from the registrar topology). */
+  private readonly syncPeers = new Set<string>()
   private pulling: Promise<void> | undefined
   private idleWaiters: Array<() => void> = []
 
@@ -146,7 +148,11 @@ export class SwarmSync implements Startable {
       }
     }, { maxInboundStreams: SYNC_MAX_INBOUND_STREAMS, runOnLimitedConnection: false })
     this.topologyId = await registrar.register(this.protocol, {
-      onConnect: (peerId) => { this.requestPull(peerId.toString()) }
+      onConnect: (peerId) => {
+        this.syncPeers.add(peerId.toString())
+        this.requestPull(peerId.toString())
+      },
+      onDisconnect: (peerId) => { this.syncPeers.delete(peerId.toString()) }
     })
   }
 
@@ -189,17 +195,22 @@ export class SwarmSync implements Startable {
     })
   }
 
-  /** Resolves when no pull is queued or running. */
-  async whenIdle (): Promise<void> {
+  /** Resolves when no pull is queued or running (or when the signal aborts). */
+  async whenIdle (options: AbortOptions = {}): Promise<void> {
     if (this.pulling === undefined) return
-    await new Promise<void>((resolve) => this.idleWaiters.push(resolve))
+    await new Promise<void>((resolve, reject) => {
+      this.idleWaiters.push(resolve)
+      options.signal?.addEventListener('abort', () => { reject(options.signal?.reason) }, { once: true })
+    })
   }
 
-  /** Pulls from one peer now; returns how many envelopes it added. */
-  async pull (peerId: string): Promise<number> {
+  /** Pulls from one connected peer now; returns how many envelopes it added (0 on failure). */
+  async pull (peerId: string, options: AbortOptions = {}): Promise<number> {
     const peer = this.components.connectionManager.getConnections().find((c) => c.remotePeer.toString() === peerId)?.remotePeer
     if (peer === undefined) return 0
-    const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.init.syncTimeoutMs ?? SYNC_TIMEOUT_MS)])
+    const signals = [this.shutdown.signal, AbortSignal.timeout(this.init.syncTimeoutMs ?? SYNC_TIMEOUT_MS)]
+    if (options.signal !== undefined) signals.push(options.signal)
+    const signal = AbortSignal.any(signals)
     this.stats.pulls++
     try {
       const stream = await this.components.connectionManager.openStream(peer, this.protocol, { signal })
@@ -227,7 +238,7 @@ export class SwarmSync implements Startable {
   }
 
   private pullRandomPeer (): void {
-    const peers = this.components.connectionManager.getConnections().map((c) => c.remotePeer.toString())
+    const peers = [...this.syncPeers].sort()
     if (peers.length === 0) return
     this.requestPull(peers[Math.floor((this.init.random ?? Math.random)() * peers.length)])
   }

@@ -22,4 +22,20 @@ describe('swarm-sync service', () => {
     expect(c.services.swarmSync.state.snapshot()).toEqual(a.services.swarmSync.state.snapshot())
     expect(c.services.swarmSync.stats.syncBytesIn).toBeGreaterThan(0)
   })
+
+  it('a pull can be aborted', async () => {
+    const partition = new Partition()
+    for (let i = 0; i < 2; i++) nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 }))
+    const [a, b] = nodes
+    await a.services.swarmSync.state.heartbeat()
+    await b.dial(a.getMultiaddrs()[0])
+    await b.services.swarmSync.whenIdle()
+    await a.services.swarmSync.state.heartbeat()
+    const controller = new AbortController()
+    controller.abort(new Error('caller gave up'))
+    const failed = b.services.swarmSync.stats.pullsFailed
+    expect(await b.services.swarmSync.pull(a.peerId.toString(), { signal: controller.signal })).toBe(0)
+    expect(b.services.swarmSync.stats.pullsFailed).toBe(failed + 1)
+    await expect(b.services.swarmSync.whenIdle({ signal: controller.signal })).resolves.toBeUndefined()
+  })
 })
