@@ -68,3 +68,55 @@ export declare namespace Run {
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Run>): Run;
     function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Run>): Generator<RunWriterFieldEvent | RunFromSeqFieldEvent | RunPrevFieldEvent | RunUpdatesFieldEvent | RunSignatureFieldEvent>;
 }
+export interface ForkProof {
+    a?: Run;
+    b?: Run;
+}
+export declare namespace ForkProof {
+    const codec: () => Codec<ForkProof>;
+    interface ForkProofAWriterFieldEvent {
+        field: '$.a.writer';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface ForkProofAFromSeqFieldEvent {
+        field: '$.a.fromSeq';
+        value: number;
+    }
+    interface ForkProofAPrevFieldEvent {
+        field: '$.a.prev';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface ForkProofAUpdatesFieldEvent {
+        field: '$.a.updates[]';
+        index: number;
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface ForkProofASignatureFieldEvent {
+        field: '$.a.signature';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface ForkProofBWriterFieldEvent {
+        field: '$.b.writer';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface ForkProofBFromSeqFieldEvent {
+        field: '$.b.fromSeq';
+        value: number;
+    }
+    interface ForkProofBPrevFieldEvent {
+        field: '$.b.prev';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface ForkProofBUpdatesFieldEvent {
+        field: '$.b.updates[]';
+        index: number;
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface ForkProofBSignatureFieldEvent {
+        field: '$.b.signature';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    function encode(obj: Partial<ForkProof>): Uint8Array<ArrayBuffer>;
+    function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ForkProof>): ForkProof;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ForkProof>): Generator<ForkProofAWriterFieldEvent | ForkProofAFromSeqFieldEvent | ForkProofAPrevFieldEvent | ForkProofAUpdatesFieldEvent | ForkProofASignatureFieldEvent | ForkProofBWriterFieldEvent | ForkProofBFromSeqFieldEvent | ForkProofBPrevFieldEvent | ForkProofBUpdatesFieldEvent | ForkProofBSignatureFieldEvent>;
+}

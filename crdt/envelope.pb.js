@@ -282,3 +282,88 @@ export var Run;
     }
     Run.stream = stream;
 })(Run || (Run = {}));
+export var ForkProof;
+(function (ForkProof) {
+    let _codec;
+    ForkProof.codec = () => {
+        if (_codec == null) {
+            _codec = message((obj, w, opts = {}) => {
+                if (opts.lengthDelimited !== false) {
+                    w.fork();
+                }
+                if (obj.a != null) {
+                    w.uint32(10);
+                    Run.codec().encode(obj.a, w);
+                }
+                if (obj.b != null) {
+                    w.uint32(18);
+                    Run.codec().encode(obj.b, w);
+                }
+                if (opts.lengthDelimited !== false) {
+                    w.ldelim();
+                }
+            }, (reader, length, opts = {}) => {
+                const obj = {};
+                const end = length == null ? reader.len : reader.pos + length;
+                while (reader.pos < end) {
+                    const tag = reader.uint32();
+                    switch (tag >>> 3) {
+                        case 1: {
+                            obj.a = Run.codec().decode(reader, reader.uint32(), {
+                                limits: opts.limits?.a
+                            });
+                            break;
+                        }
+                        case 2: {
+                            obj.b = Run.codec().decode(reader, reader.uint32(), {
+                                limits: opts.limits?.b
+                            });
+                            break;
+                        }
+                        default: {
+                            reader.skipType(tag & 7);
+                            break;
+                        }
+                    }
+                }
+                return obj;
+            }, function* (reader, length, prefix, opts = {}) {
+                const end = length == null ? reader.len : reader.pos + length;
+                while (reader.pos < end) {
+                    const tag = reader.uint32();
+                    switch (tag >>> 3) {
+                        case 1: {
+                            yield* Run.codec().stream(reader, reader.uint32(), `${prefix}.a`, {
+                                limits: opts.limits?.a
+                            });
+                            break;
+                        }
+                        case 2: {
+                            yield* Run.codec().stream(reader, reader.uint32(), `${prefix}.b`, {
+                                limits: opts.limits?.b
+                            });
+                            break;
+                        }
+                        default: {
+                            reader.skipType(tag & 7);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        return _codec;
+    };
+    function encode(obj) {
+        return encodeMessage(obj, ForkProof.codec());
+    }
+    ForkProof.encode = encode;
+    function decode(buf, opts) {
+        return decodeMessage(buf, ForkProof.codec(), opts);
+    }
+    ForkProof.decode = decode;
+    function stream(buf, opts) {
+        return streamMessage(buf, ForkProof.codec(), opts);
+    }
+    ForkProof.stream = stream;
+})(ForkProof || (ForkProof = {}));

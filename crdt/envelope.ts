@@ -2,9 +2,9 @@
 // the sequence number, the previous hash and the update; the writer signs the hash.
 import { createHash } from 'node:crypto'
 import { ENVELOPE_DOMAIN, HASH_BYTES, MAX_ENVELOPE_BYTES, MAX_RUN_ENVELOPES, MAX_UPDATE_BYTES } from './constants.ts'
-import { Envelope as EnvelopeCodec, Run as RunCodec } from './envelope.pb.js'
+import { Envelope as EnvelopeCodec, ForkProof as ForkProofCodec, Run as RunCodec } from './envelope.pb.js'
 import { MalformedEnvelopeError } from './errors.ts'
-import type { Envelope, EnvelopeSigner, Run } from './index.ts'
+import type { Envelope, EnvelopeSigner, ForkProof, Run } from './index.ts'
 
 /** The previous-hash of a writer's first envelope. */
 export const GENESIS_HASH = new Uint8Array(HASH_BYTES)
@@ -71,6 +71,22 @@ export function decodeRun (bytes: Uint8Array): Run {
   }
   if (run.updates.some((u) => u.length > MAX_UPDATE_BYTES)) throw new MalformedEnvelopeError(`run carries an update over ${MAX_UPDATE_BYTES} bytes`)
   return run
+}
+
+export function encodeForkProof (proof: ForkProof): Uint8Array {
+  return ForkProofCodec.encode(proof as ForkProofCodec)
+}
+
+/** Decodes a fork proof with the same bounds as a run. */
+export function decodeForkProof (bytes: Uint8Array): ForkProof {
+  let proof: ForkProofCodec
+  try {
+    proof = ForkProofCodec.decode(bytes, { limits: { a: { updates: MAX_RUN_ENVELOPES }, b: { updates: MAX_RUN_ENVELOPES } } })
+  } catch (err) {
+    throw new MalformedEnvelopeError('fork proof does not decode', { cause: err })
+  }
+  if (proof.a === undefined || proof.b === undefined) throw new MalformedEnvelopeError('fork proof needs two runs')
+  return { a: proof.a, b: proof.b }
 }
 
 export function equalBytes (a: Uint8Array, b: Uint8Array): boolean {

@@ -4,8 +4,9 @@
 export { SwarmState, openSwarmState } from './swarm-state.ts'
 export { fileEnvelopeStore, memoryEnvelopeStore } from './envelope-store.ts'
 export { authorizeUpdate } from './authorize.ts'
+export { verifyForkProof } from './fork-proof.ts'
 export type { UpdateScope, UpdateCheck } from './authorize.ts'
-export { envelopeHash, sealEnvelope, runHashes, encodeEnvelope, decodeEnvelope, encodeRun, decodeRun, GENESIS_HASH } from './envelope.ts'
+export { envelopeHash, sealEnvelope, runHashes, encodeEnvelope, decodeEnvelope, encodeRun, decodeRun, encodeForkProof, decodeForkProof, GENESIS_HASH } from './envelope.ts'
 export { clientIdOf, namespaceOf, writerIdentity } from './writer-identity.ts'
 export { keySigner } from './key-signer.ts'
 export { CorruptStoreError, InvalidRecordError, MalformedEnvelopeError } from './errors.ts'
@@ -34,6 +35,9 @@ export interface Run {
   updates: Uint8Array[]
   signature: Uint8Array
 }
+
+/** Two authenticated runs of one writer that disagree about one seq: proof of equivocation. */
+export interface ForkProof { a: Run, b: Run }
 
 /** JSON a record may hold (checked: finite numbers, plain objects and arrays, ≤ MAX_RECORD_BYTES). */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
@@ -91,7 +95,7 @@ export type ReceiveResult =
   | { status: 'accepted', applied: number }
   | { status: 'duplicate' }
   | { status: 'pending' }
-  | { status: 'rejected', reason: RejectReason, detail: string, blame: 'writer' | 'sender' }
+  | { status: 'rejected', reason: RejectReason, detail: string, blame: 'writer' | 'sender', conflictSeq?: number }
 
 /** Per-writer head, as exchanged by anti-entropy. */
 export interface WriterHead { clientId: number, seq: number, hash: Uint8Array }
@@ -102,8 +106,8 @@ export interface FlaggedPeer {
   reasons: RejectReason[]
   count: number
   firstAt: number
-  /** It signed an invalid update or equivocated: its namespace is left out of the views. */
-  writerFault: boolean
+  /** Proven equivocation (we hold a ForkProof): its namespace is left out of the views. */
+  excluded: boolean
 }
 
 /** Running totals of what SwarmState did with incoming envelopes. */

@@ -6,12 +6,13 @@ import * as Y from 'yjs'
 import { authorizeUpdate } from './authorize.ts'
 import { PRESENCE_TTL_MS } from './constants.ts'
 import { envelopeHash, equalBytes, runHashes, sealEnvelope } from './envelope.ts'
+import { verifyForkProof } from './fork-proof.ts'
 import { CorruptStoreError, InvalidRecordError } from './errors.ts'
 import { SwarmViews } from './swarm-views.ts'
 import { WriterLog } from './writer-log.ts'
 import { writerIdentity } from './writer-identity.ts'
 import type {
-  ChangeEvent, Envelope, EnvelopeSigner, EnvelopeStore, FlaggedPeer, JsonValue, LoadReport, ReceiveResult, RejectReason,
+  ChangeEvent, Envelope, EnvelopeSigner, ForkProof, EnvelopeStore, FlaggedPeer, JsonValue, LoadReport, ReceiveResult, RejectReason,
   Run, StateCounters, SwarmStateInit, WriterHead, WriterIdentity
 } from './index.ts'
 
@@ -34,6 +35,7 @@ export class SwarmState extends SwarmViews {
   private readonly logs = new Map<string, WriterLog>()
   private readonly byClientId = new Map<number, WriterLog>()
   private readonly byKey = new Map<string, WriterLog>()
+  private readonly forkProofs = new Map<string, { clientId: number, proof: ForkProof }>()
   private readonly envelopeListeners = new Set<(envelope: Envelope) => void>()
   private signing: Promise<unknown> = Promise.resolve()
   private writable = true
@@ -163,7 +165,7 @@ export class SwarmState extends SwarmViews {
       return { status: 'pending' }
     }
     const result = this.extend(log, envelope.seq, envelope.prev, envelope.update, hash, envelope.signature)
-    if (result.status !== 'accepted') return result
+    if (result.status !== 'accepted') return this.withProof(log, result, singleRun(envelope))
     return { status: 'accepted', applied: 1 + this.drain(log) }
   }
 
@@ -173,7 +175,7 @@ export class SwarmState extends SwarmViews {
     for (let next = log.takeNext(); next !== undefined; next = log.takeNext()) {
       const result = this.extend(log, next.envelope.seq, next.envelope.prev, next.envelope.update, next.hash, next.envelope.signature)
       if (result.status !== 'accepted') {
-        this.account(result, next.envelope.writer, undefined)
+        this.account(this.withProof(log, result, singleRun(next.envelope)), next.envelope.writer, undefined)
         break
       }
       applied++
@@ -203,7 +205,7 @@ export class SwarmState extends SwarmViews {
       const last = i === run.updates.length - 1
       const result = this.extend(log, seq, prev, run.updates[i], hashes[i], last ? run.signature : undefined)
       if (result.status === 'accepted') applied++
-      else if (result.status === 'rejected') return result
+      else if (result.status === 'rejected') return this.withProof(log, result, run)
     }
     if (applied === 0) return { status: 'duplicate' }
     return { status: 'accepted', applied: applied + this.drain(log) }
@@ -216,9 +218,12 @@ export class SwarmState extends SwarmViews {
         if (signature !== undefined) log.setSignature(seq, signature)
         return { status: 'duplicate' }
       }
-      return rejected('equivocation', `two envelopes with seq ${seq}`, 'writer')
+      return { ...rejected('equivocation', `two envelopes with seq ${seq}`, 'writer'), conflictSeq: seq }
     }
-    if (!equalBytes(prev, log.headHash)) return rejected('equivocation', `seq ${seq} follows a different envelope ${seq - 1}`, 'writer')
+    if (!equalBytes(prev, log.headHash)) {
+      if (seq === 1) return rejected('malformed', 'seq 1 must follow the genesis hash', 'writer')
+      return { ...rejected('equivocation', `seq ${seq} follows a different envelope ${seq - 1}`, 'writer'), conflictSeq: seq - 1 }
+    }
     const check = authorizeUpdate(update, { clientId: log.identity.clientId, namespace: log.identity.namespace, clock: log.clock })
     if (!check.ok) return rejected(check.reason, check.detail, 'writer')
     const own = log === this.logs.get(this.identity.peerId)
@@ -242,26 +247,67 @@ export class SwarmState extends SwarmViews {
       this.counters.byReason[result.reason] = (this.counters.byReason[result.reason] ?? 0) + 1
       const writer = writerIdentity(writerKey)?.peerId
       const blamed = result.blame === 'writer' ? writer : from
-      if (blamed !== undefined && result.reason !== 'flagged-writer') this.flag(blamed, result.reason, result.blame === 'writer')
+      if (blamed !== undefined && result.reason !== 'flagged-writer') this.flag(blamed, result.reason)
     }
     return result
   }
 
-  private flag (peerId: string, reason: RejectReason, writerFault: boolean): void {
-    const entry = this.flagged.get(peerId) ?? { peerId, reasons: [], count: 0, firstAt: this.now(), writerFault: false }
+  private flag (peerId: string, reason: RejectReason): void {
+    const entry: FlaggedPeer = this.flagged.get(peerId) ?? { peerId, reasons: [], count: 0, firstAt: this.now(), excluded: false }
     if (!entry.reasons.includes(reason)) entry.reasons.push(reason)
     entry.count++
     this.flagged.set(peerId, entry)
-    // A writer that signed something invalid (or two things with one seq) is excluded from the
-    // views: its namespace may differ between replicas that saw different halves.
-    if (writerFault && !entry.writerFault) {
-      entry.writerFault = true
-      this.excludeWriter(peerId)
-    }
+  }
+
+  /**
+   * Excludes a writer proven to have equivocated: its namespace may differ between replicas that
+   * saw different branches, so the views leave it out and its envelopes are refused. Only a
+   * proof excludes (it travels to other replicas); a writer that merely signed an invalid update
+   * is flagged, and its chain stays stuck before that update on every replica.
+   */
+  private exclude (identity: WriterIdentity, proof: ForkProof): void {
+    this.flag(identity.peerId, 'equivocation')
+    const entry = this.flagged.get(identity.peerId) as FlaggedPeer
+    if (entry.excluded) return
+    entry.excluded = true
+    this.forkProofs.set(identity.peerId, { clientId: identity.clientId, proof })
+    this.excludeWriter(identity.peerId)
   }
 
   private isExcluded (peerId: string): boolean {
-    return this.flagged.get(peerId)?.writerFault === true
+    return this.flagged.get(peerId)?.excluded === true
+  }
+
+  /** Attaches a fork proof to an equivocation: the incoming run against our own branch. */
+  private withProof (log: WriterLog, result: ReceiveResult, incoming: Run): ReceiveResult {
+    if (result.status !== 'rejected' || result.reason !== 'equivocation' || result.conflictSeq === undefined) return result
+    const ours = log.runsFrom(Math.max(1, result.conflictSeq), 1)[0]
+    const proof = ours === undefined ? undefined : { a: incoming, b: ours }
+    if (proof !== undefined && verifyForkProof(this.swarm, proof) !== undefined) this.exclude(log.identity, proof)
+    return result
+  }
+
+  /** Checks a fork proof from a peer; true when it newly excludes a writer. */
+  receiveForkProof (proof: ForkProof, from?: string): boolean {
+    const identity = verifyForkProof(this.swarm, proof)
+    if (identity === undefined) {
+      this.account(rejected('malformed', 'fork proof does not hold', 'sender'), proof.a.writer, from)
+      return false
+    }
+    if (this.isExcluded(identity.peerId)) return false
+    this.exclude(identity, proof)
+    return true
+  }
+
+  /** Fork proofs of excluded writers, except those whose clientID is listed (the peer has them). */
+  forkProofsExcept (clientIds: Iterable<number>): ForkProof[] {
+    const known = new Set(clientIds)
+    return [...this.forkProofs.values()].filter((p) => !known.has(p.clientId)).map((p) => p.proof)
+  }
+
+  /** clientIDs of the writers this replica excludes. */
+  excludedClientIds (): number[] {
+    return [...this.forkProofs.values()].map((p) => p.clientId).sort((a, b) => a - b)
   }
 
   /** The writer's identity, from its log when known (saves re-deriving the key). */
@@ -385,6 +431,10 @@ export class SwarmState extends SwarmViews {
       for (const key of keys) if (key !== null) this.emitChange(changeOf(writer, key, local))
     }
   }
+}
+
+function singleRun (e: Envelope): Run {
+  return { writer: e.writer, fromSeq: e.seq, prev: e.prev, updates: [e.update], signature: e.signature }
 }
 
 function changeOf (writer: string, key: string, local: boolean): ChangeEvent {

@@ -2,12 +2,12 @@
 // with the runs that follow them (compressed, bounded) and `more` when it had to stop early; the
 // puller applies them and asks again until nothing is missing or the round limit is reached.
 //
-//   puller → SyncRequest { swarm, heads[], maxBytes }
-//   responder → SyncReply { status, runs = deflateRaw(RunBatch { runs[] }), more }
+//   puller → SyncRequest { swarm, heads[], maxBytes, excluded[] }
+//   responder → SyncReply { status, runs = deflateRaw(RunBatch { runs[] }), more, forks[] }
 //   ... repeated while `more` (at most SYNC_MAX_ROUNDS), then the puller closes.
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { pbStream } from '@libp2p/utils'
-import { decodeRun, encodeRun, type SwarmState, type WriterHead } from '../../crdt/index.ts'
+import { decodeForkProof, decodeRun, encodeForkProof, encodeRun, type SwarmState, type WriterHead } from '../../crdt/index.ts'
 import {
   SYNC_HEAD_HASH_BYTES, SYNC_MAX_FRAME_BYTES, SYNC_MAX_HEADS, SYNC_MAX_INFLATED_BYTES, SYNC_MAX_ROUNDS
 } from './constants.ts'
@@ -37,10 +37,10 @@ export async function pullOver (stream: Stream, state: SwarmState, peer: string,
   const pb = pbStream(stream, { maxDataLength: SYNC_MAX_FRAME_BYTES })
   const result: PullResult = { applied: 0, rejected: 0, rounds: 0, bytesIn: 0, bytesOut: 0, runBytesIn: 0, rawBytesIn: 0 }
   for (let more = true; more && result.rounds < SYNC_MAX_ROUNDS;) {
-    const request: SyncRequest = { swarm: state.swarm, heads: encodeHeads(state.heads()), maxBytes }
+    const request: SyncRequest = { swarm: state.swarm, heads: encodeHeads(state.heads()), maxBytes, excluded: state.excludedClientIds().map(BigInt) }
     result.bytesOut += SyncRequest.encode(request).length
     await pb.write(request, SyncRequest, options)
-    const reply = await pb.read(SyncReply, options)
+    const reply = await pb.read(SyncReply, { ...options, limits: { forks: SYNC_MAX_HEADS } })
     result.bytesIn += SyncReply.encode(reply).length
     result.rounds++
     if (reply.status !== SyncReply.Status.OK) throw new SyncFailedError(`sync refused by ${peer}: ${reply.status}`)
@@ -53,6 +53,8 @@ export async function pullOver (stream: Stream, state: SwarmState, peer: string,
     } catch (err) {
       throw new SyncFailedError(`sync reply from ${peer} does not decode`, { cause: err })
     }
+    // Fork proofs first: a writer proven to equivocate is refused before its runs are read.
+    for (const bytes of reply.forks) state.receiveForkProof(decodeForkProof(bytes), peer)
     let progress = 0
     for (const bytes of batch.runs) {
       const outcome = state.receiveRun(decodeRun(bytes), peer)
@@ -73,20 +75,21 @@ export async function serveOver (stream: Stream, state: SwarmState, allow: () =>
   for (let round = 0; round < SYNC_MAX_ROUNDS; round++) {
     let request: SyncRequest
     try {
-      request = await pb.read(SyncRequest, { ...options, limits: { heads: SYNC_MAX_HEADS } })
+      request = await pb.read(SyncRequest, { ...options, limits: { heads: SYNC_MAX_HEADS, excluded: SYNC_MAX_HEADS } })
     } catch (err) {
       if (options.signal?.aborted === true) throw err
       break // the puller closed the stream (or sent garbage): either way this exchange is over
     }
     traffic.bytesIn += SyncRequest.encode(request).length
     let reply: SyncReply
-    if (request.swarm !== state.swarm) reply = { status: SyncReply.Status.WRONG_SWARM, runs: new Uint8Array(0), more: false }
-    else if (!allow()) reply = { status: SyncReply.Status.RATE_LIMITED, runs: new Uint8Array(0), more: false }
+    if (request.swarm !== state.swarm) reply = { status: SyncReply.Status.WRONG_SWARM, runs: new Uint8Array(0), more: false, forks: [] }
+    else if (!allow()) reply = { status: SyncReply.Status.RATE_LIMITED, runs: new Uint8Array(0), more: false, forks: [] }
     else {
       const heads = request.heads.map((h) => ({ clientId: Number(h.clientId), seq: h.seq, hash: h.hash }))
       const { runs, more } = state.runsFor(heads, Math.max(1, request.maxBytes))
       const batch = RunBatch.encode({ runs: runs.map((r) => encodeRun(r) as Uint8Array<ArrayBuffer>) })
-      reply = { status: SyncReply.Status.OK, runs: runs.length === 0 ? new Uint8Array(0) : deflateRawSync(batch), more }
+      const forks = state.forkProofsExcept(request.excluded.map(Number)).map((p) => encodeForkProof(p) as Uint8Array<ArrayBuffer>)
+      reply = { status: SyncReply.Status.OK, runs: runs.length === 0 ? new Uint8Array(0) : deflateRawSync(batch), more, forks }
     }
     traffic.bytesOut += SyncReply.encode(reply).length
     await pb.write(reply, SyncReply, options)

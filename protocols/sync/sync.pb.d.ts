@@ -28,6 +28,7 @@ export interface SyncRequest {
     swarm: string;
     heads: Head[];
     maxBytes: number;
+    excluded: bigint[];
 }
 export declare namespace SyncRequest {
     const codec: () => Codec<SyncRequest>;
@@ -54,14 +55,20 @@ export declare namespace SyncRequest {
         field: '$.maxBytes';
         value: number;
     }
+    interface SyncRequestExcludedFieldEvent {
+        field: '$.excluded[]';
+        index: number;
+        value: bigint;
+    }
     function encode(obj: Partial<SyncRequest>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncRequest>): SyncRequest;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncRequest>): Generator<SyncRequestSwarmFieldEvent | SyncRequestHeadsClientIdFieldEvent | SyncRequestHeadsSeqFieldEvent | SyncRequestHeadsHashFieldEvent | SyncRequestMaxBytesFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncRequest>): Generator<SyncRequestSwarmFieldEvent | SyncRequestHeadsClientIdFieldEvent | SyncRequestHeadsSeqFieldEvent | SyncRequestHeadsHashFieldEvent | SyncRequestMaxBytesFieldEvent | SyncRequestExcludedFieldEvent>;
 }
 export interface SyncReply {
     status: SyncReply.Status;
     runs: Uint8Array<ArrayBuffer>;
     more: boolean;
+    forks: Uint8Array<ArrayBuffer>[];
 }
 export declare namespace SyncReply {
     enum Status {
@@ -86,9 +93,14 @@ export declare namespace SyncReply {
         field: '$.more';
         value: boolean;
     }
+    interface SyncReplyForksFieldEvent {
+        field: '$.forks[]';
+        index: number;
+        value: Uint8Array<ArrayBuffer>;
+    }
     function encode(obj: Partial<SyncReply>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncReply>): SyncReply;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncReply>): Generator<SyncReplyStatusFieldEvent | SyncReplyRunsFieldEvent | SyncReplyMoreFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncReply>): Generator<SyncReplyStatusFieldEvent | SyncReplyRunsFieldEvent | SyncReplyMoreFieldEvent | SyncReplyForksFieldEvent>;
 }
 export interface RunBatch {
     runs: Uint8Array<ArrayBuffer>[];

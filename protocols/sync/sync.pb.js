@@ -126,6 +126,12 @@ export var SyncRequest;
                     w.uint32(24);
                     w.uint32(obj.maxBytes);
                 }
+                if (obj.excluded != null && obj.excluded.length > 0) {
+                    for (const value of obj.excluded) {
+                        w.uint32(32);
+                        w.uint64(value);
+                    }
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -133,7 +139,8 @@ export var SyncRequest;
                 const obj = {
                     swarm: '',
                     heads: [],
-                    maxBytes: 0
+                    maxBytes: 0,
+                    excluded: []
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -156,6 +163,13 @@ export var SyncRequest;
                             obj.maxBytes = reader.uint32();
                             break;
                         }
+                        case 4: {
+                            if (opts.limits?.excluded != null && obj.excluded.length === opts.limits.excluded) {
+                                throw new MaxLengthError('Decode error - repeated field "excluded" had too many elements');
+                            }
+                            obj.excluded.push(reader.uint64());
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -165,7 +179,8 @@ export var SyncRequest;
                 return obj;
             }, function* (reader, length, prefix, opts = {}) {
                 const obj = {
-                    heads: 0
+                    heads: 0,
+                    excluded: 0
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -198,6 +213,18 @@ export var SyncRequest;
                                 field: `${prefix}.maxBytes`,
                                 value: reader.uint32()
                             };
+                            break;
+                        }
+                        case 4: {
+                            if (opts.limits?.excluded != null && obj.excluded === opts.limits.excluded) {
+                                throw new MaxLengthError('Streaming decode error - repeated field "excluded" had too many elements');
+                            }
+                            yield {
+                                field: `${prefix}.excluded[]`,
+                                index: obj.excluded,
+                                value: reader.uint64()
+                            };
+                            obj.excluded++;
                             break;
                         }
                         default: {
@@ -263,6 +290,12 @@ export var SyncReply;
                     w.uint32(24);
                     w.bool(obj.more);
                 }
+                if (obj.forks != null && obj.forks.length > 0) {
+                    for (const value of obj.forks) {
+                        w.uint32(34);
+                        w.bytes(value);
+                    }
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -270,7 +303,8 @@ export var SyncReply;
                 const obj = {
                     status: Status.OK,
                     runs: uint8ArrayAlloc(0),
-                    more: false
+                    more: false,
+                    forks: []
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -288,6 +322,13 @@ export var SyncReply;
                             obj.more = reader.bool();
                             break;
                         }
+                        case 4: {
+                            if (opts.limits?.forks != null && obj.forks.length === opts.limits.forks) {
+                                throw new MaxLengthError('Decode error - repeated field "forks" had too many elements');
+                            }
+                            obj.forks.push(reader.bytes());
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -296,6 +337,9 @@ export var SyncReply;
                 }
                 return obj;
             }, function* (reader, length, prefix, opts = {}) {
+                const obj = {
+                    forks: 0
+                };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
                     const tag = reader.uint32();
@@ -319,6 +363,18 @@ export var SyncReply;
                                 field: `${prefix}.more`,
                                 value: reader.bool()
                             };
+                            break;
+                        }
+                        case 4: {
+                            if (opts.limits?.forks != null && obj.forks === opts.limits.forks) {
+                                throw new MaxLengthError('Streaming decode error - repeated field "forks" had too many elements');
+                            }
+                            yield {
+                                field: `${prefix}.forks[]`,
+                                index: obj.forks,
+                                value: reader.bytes()
+                            };
+                            obj.forks++;
                             break;
                         }
                         default: {

@@ -6,7 +6,7 @@ import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
 import { GENESIS_HASH, keySigner, sealEnvelope, crdtConstants, writerIdentity, type Envelope, type SwarmState } from '../../crdt/index.ts'
 import { seededRandom, testSeed } from '../seed.ts'
-import { capture, makeState, seededKey, SWARM } from './helpers.ts'
+import { capture, makeState, seededKey, SWARM, syncPair } from './helpers.ts'
 
 const seed = testSeed()
 
@@ -67,7 +67,8 @@ describe(`attacks on the document (TEST_SEED=${seed} npx vitest run test/crdt/at
     doc.clientID = victim.identity.clientId
     const update = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('node', 'x'))
     expectRejected(honest, await signAs(attacker, attackerKey, update), 'foreign-client')
-    expect(honest.flagged.get(attacker.peerId)?.writerFault).toBe(true)
+    // Flagged but not excluded: its chain is stuck before this update on every replica alike.
+    expect(honest.flagged.get(attacker.peerId)).toMatchObject({ reasons: ['foreign-client'], excluded: false })
   })
 
   it('write into another namespace (new key, parent named explicitly)', async () => {
@@ -102,11 +103,44 @@ describe(`attacks on the document (TEST_SEED=${seed} npx vitest run test/crdt/at
     const second = updateOf(other, () => other.getMap(attacker.identity.namespace).set('presence', { at: 2 }))
     expect(honest.receive(await signAs(attacker, attackerKey, first)).status).toBe('accepted')
     expectRejected(honest, await signAs(attacker, attackerKey, second), 'equivocation')
-    expect(honest.flagged.get(attacker.peerId)).toMatchObject({ reasons: ['equivocation'], writerFault: true })
+    expect(honest.flagged.get(attacker.peerId)).toMatchObject({ reasons: ['equivocation'], excluded: true })
     expect(honest.presence().has(attacker.peerId)).toBe(false) // excluded from the views
     const later = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('presence', { at: 3 }))
     const { hash } = await sealEnvelope(SWARM, keySigner(attackerKey), 1, GENESIS_HASH, first)
     expect(honest.receive(await signAs(attacker, attackerKey, later, 2, hash))).toMatchObject({ status: 'rejected', reason: 'flagged-writer' })
+  })
+
+  it('equivocation is proven to a replica that only ever saw one branch', async () => {
+    const random = seededRandom(seed)
+    const key = await seededKey(random)
+    const branch = async (at: number): Promise<Envelope[]> => {
+      const w = await makeState(() => 0.5, { signer: keySigner(key) })
+      const out = capture(w)
+      await w.heartbeat()
+      await w.claimReputation('x', at)
+      return out
+    }
+    const [one, two] = [await branch(1), await branch(2)]
+    const [a, b, c] = [await makeState(random), await makeState(random), await makeState(random)]
+    for (const e of one) { a.receive(e); c.receive(e) }
+    for (const e of two) b.receive(e)
+    syncPair(a, b) // a and b hold different seq 2: each sees the fork in one round
+    const writer = writerIdentity(key.publicKey.raw)?.peerId as string
+    expect(a.flagged.get(writer)?.excluded).toBe(true)
+    expect(b.flagged.get(writer)?.excluded).toBe(true)
+    expect(c.flagged.has(writer)).toBe(false)
+    // c agrees with a's branch, so it cannot see the fork itself; a's proof convinces it.
+    const proofs = a.forkProofsExcept(c.excludedClientIds())
+    expect(proofs).toHaveLength(1)
+    expect(c.receiveForkProof(proofs[0], a.peerId)).toBe(true)
+    expect(c.flagged.get(writer)?.excluded).toBe(true)
+    expect(a.forkProofsExcept(c.excludedClientIds())).toHaveLength(0)
+    for (const s of [a, b, c]) expect(s.presence().has(writer)).toBe(false)
+    expect(JSON.stringify(a.snapshot())).toBe(JSON.stringify(b.snapshot()))
+    expect(JSON.stringify(c.snapshot())).toBe(JSON.stringify(b.snapshot()))
+    // A proof that does not hold is refused and its sender flagged.
+    expect(b.receiveForkProof({ a: proofs[0].a, b: proofs[0].a }, 'liar')).toBe(false)
+    expect(b.flagged.has('liar')).toBe(true)
   })
 
   it('equivocation inside Yjs: a new envelope that rewrites clocks already applied', async () => {

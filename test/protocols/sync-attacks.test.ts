@@ -95,6 +95,31 @@ describe('attacks on the wire', () => {
     expect(state.writers()).not.toContain(evil.state.peerId)
   })
 
+  it('equivocation: found in one anti-entropy round and proven to replicas that saw one branch', async () => {
+    const key = await generateKeyPair('Ed25519')
+    const branch = async (score: number): Promise<Envelope[]> => {
+      const w = new SwarmState({ swarm: SWARM, signer: keySigner(key) })
+      const out: Envelope[] = []
+      w.onEnvelope((e) => out.push(e))
+      await w.heartbeat()
+      await w.claimReputation('x', score)
+      return out
+    }
+    const [one, two] = [await branch(1), await branch(2)]
+    const [a, b, c] = [await honestNode(), await honestNode(), await honestNode()]
+    const [sa, sb, sc] = [a, b, c].map((n) => n.services.swarmSync.state)
+    for (const e of one) { sa.receive(e); sc.receive(e) }
+    for (const e of two) sb.receive(e)
+    const writer = key.publicKey.toString()
+    await a.dial(b.getMultiaddrs()[0]) // a and b pull from each other on connect
+    expect(await until(() => sa.flagged.get(writer)?.excluded === true && sb.flagged.get(writer)?.excluded === true, 5000)).toBe(true)
+    await c.dial(a.getMultiaddrs()[0]) // c holds a's branch: only the proof can convince it
+    expect(await until(() => sc.flagged.get(writer)?.excluded === true, 5000)).toBe(true)
+    for (const s of [sa, sb, sc]) expect(s.presence().has(writer)).toBe(false)
+    expect(JSON.stringify(sa.snapshot())).toBe(JSON.stringify(sb.snapshot()))
+    expect(JSON.stringify(sc.snapshot())).toBe(JSON.stringify(sa.snapshot()))
+  })
+
   it('sync requests beyond the per-peer limit are refused', async () => {
     const honest = await honestNode({ syncBurst: 1, syncPerSecond: 0.001 })
     const other = await honestNode()
