@@ -40,3 +40,5 @@ export const IDENTIFY_WAIT_MS = 10_000
 export const AUTONAT_RENUDGE_MS = 30_000
 /** How long the UPnP service collects gateway answers at start-up (libp2p's default is 5 s). */
 export const UPNP_INITIAL_SEARCH_MS = 2_000
+/** Longest pause between two re-dials of a disconnected bootstrap peer (and one dial's deadline). */
+export const BOOTSTRAP_REDIAL_MAX_MS = 5_000

@@ -15,6 +15,7 @@ import type { HostOptions, MyceliumHost } from './host.ts'
 import { loadOrCreateIdentity } from './identity.ts'
 import { announceModel, findModelProviders } from './providers.ts'
 import { startAutoNATNudge } from './autonat-nudge.ts'
+import { startBootstrapKeeper } from './bootstrap-keeper.ts'
 
 export interface Daemon {
   host: MyceliumHost
@@ -22,7 +23,8 @@ export interface Daemon {
 }
 
 function describe (c: Connection): Record<string, unknown> {
-  return { peer: c.remotePeer.toString(), addr: c.remoteAddr.toString(), direct: !c.remoteAddr.toString().includes('/p2p-circuit'), limited: c.limits != null }
+  const limits = c.limits == null ? undefined : { bytes: c.limits.bytes?.toString(), seconds: c.limits.seconds }
+  return { peer: c.remotePeer.toString(), addr: c.remoteAddr.toString(), direct: !c.remoteAddr.toString().includes('/p2p-circuit'), limited: c.limits != null, limits }
 }
 
 function str (request: ControlRequest, key: string): string {
@@ -55,6 +57,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   })
 
   const stopNudge = startAutoNATNudge(host, log)
+  const stopKeeper = startBootstrapKeeper(host, config.bootstrap, log)
   const control = await serveControl(config.controlSocket, async (request, signal) => {
     switch (request.cmd) {
       case 'status': {
@@ -64,6 +67,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
           swarm: config.swarm,
           public: config.public,
           relayServing: host.services.relay?.reservations.size ?? 0,
+          relayClients: [...(host.services.relay?.reservations.keys() ?? [])].map(String),
           direct: host.services.direct?.attempts ?? [],
           bulk: host.services.bulk.stats
         }
@@ -82,7 +86,9 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
       case 'bulk': {
         const bytes = Number(request.bytes)
         if (!Number.isSafeInteger(bytes) || bytes < 0) throw new ControlError('"bytes" must be a non-negative integer')
-        const stream = await host.dialProtocol(peerArg(request), bulkProtocol(config.swarm), { signal })
+        // `swarm` lets the lab try another swarm's protocol (a non-member probing a member).
+        const swarm = typeof request.swarm === 'string' ? request.swarm : config.swarm
+        const stream = await host.dialProtocol(peerArg(request), bulkProtocol(swarm), { signal })
         const result = await sendBulk(stream, bytes, { signal })
         return { ...result, via: stream.protocol, direct: !host.getConnections(peerArg(request)).every((c) => c.remoteAddr.toString().includes('/p2p-circuit')) }
       }
@@ -117,6 +123,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     stop: async () => {
       stopping ??= (async () => {
         stopNudge()
+        stopKeeper()
         await control.close()
         await host.stop()
         log.info({ event: 'stopped' }, 'node stopped')
