@@ -21,7 +21,7 @@ export default tseslint.config(
   },
   {
     // Config files must default-export for their tools.
-    files: ['eslint.config.js', 'vitest.config.ts'],
+    files: ['eslint.config.js', 'vitest.config.ts', 'vitest.netlab.config.ts'],
     rules: { 'no-restricted-exports': 'off' }
   }
 )
