@@ -1,41 +1,17 @@
 // SwarmState: one Yjs document per swarm, written only through signed, authorized envelopes.
-// Local writes go into this node's namespace and come out as envelopes (event 'envelope') for
-// the network layer to publish; remote envelopes and anti-entropy runs are verified, checked
-// against the acceptance rules (authorize.ts) and the writer's hash chain, then applied.
+// This node's writes go into its own namespace and come out as envelopes (onEnvelope) for the
+// network layer to publish; everything received goes through SwarmReplica's checks.
 import * as Y from 'yjs'
 import { authorizeUpdate } from './authorize.ts'
 import { PRESENCE_TTL_MS } from './constants.ts'
-import { envelopeHash, equalBytes, runHashes, sealEnvelope } from './envelope.ts'
-import { verifyForkProof } from './fork-proof.ts'
+import { envelopeHash, sealEnvelope } from './envelope.ts'
 import { CorruptStoreError, InvalidRecordError } from './errors.ts'
-import { SwarmViews } from './swarm-views.ts'
-import { WriterLog } from './writer-log.ts'
+import { LOCAL, SwarmReplica } from './swarm-replica.ts'
 import { writerIdentity } from './writer-identity.ts'
-import type {
-  ChangeEvent, Envelope, EnvelopeSigner, ForkProof, EnvelopeStore, FlaggedPeer, JsonValue, LoadReport, ReceiveResult, RejectReason,
-  Run, StateCounters, SwarmStateInit, WriterHead, WriterIdentity
-} from './index.ts'
+import type { Envelope, EnvelopeSigner, JsonValue, NodeRecord, SwarmStateInit } from './index.ts'
 
-const LOCAL = Symbol('local')
-const REMOTE = Symbol('remote')
-/** A clientID no derived id can equal (they are positive), used while applying our own updates. */
-const APPLYING_OWN = -1
-
-type Rejected = Extract<ReceiveResult, { status: 'rejected' }>
-const rejected = (reason: RejectReason, detail: string, blame: 'writer' | 'sender'): Rejected => ({ status: 'rejected', reason, detail, blame })
-
-export class SwarmState extends SwarmViews {
-  readonly swarm: string
-  readonly identity: WriterIdentity
-  readonly counters: StateCounters = { accepted: 0, duplicates: 0, pending: 0, rejected: 0, byReason: {} }
-  readonly flagged = new Map<string, FlaggedPeer>()
-  loadReport: LoadReport = { status: 'empty' }
+export class SwarmState extends SwarmReplica {
   private readonly signer: EnvelopeSigner
-  private store: EnvelopeStore | undefined
-  private readonly logs = new Map<string, WriterLog>()
-  private readonly byClientId = new Map<number, WriterLog>()
-  private readonly byKey = new Map<string, WriterLog>()
-  private readonly forkProofs = new Map<string, { clientId: number, proof: ForkProof }>()
   private readonly envelopeListeners = new Set<(envelope: Envelope) => void>()
   private signing: Promise<unknown> = Promise.resolve()
   private writable = true
@@ -45,21 +21,16 @@ export class SwarmState extends SwarmViews {
   constructor (init: SwarmStateInit) {
     const identity = writerIdentity(init.signer.publicKey)
     if (identity === undefined) throw new InvalidRecordError('signer public key is not a 32-byte Ed25519 key')
-    super(new Y.Doc(), identity.peerId, init.clock ?? Date.now, init.presenceTtlMs ?? PRESENCE_TTL_MS)
-    this.swarm = init.swarm
-    this.identity = identity
+    super(init.swarm, identity, init.clock ?? Date.now, init.presenceTtlMs ?? PRESENCE_TTL_MS, init.store)
     this.signer = init.signer
-    this.store = init.store
-    this.doc.clientID = identity.clientId
     this.doc.on('update', (update: Uint8Array, origin: unknown) => {
       if (origin === LOCAL) this.sealLocal(update)
     })
-    this.doc.on('afterTransaction', (tr: Y.Transaction) => this.emitChanges(tr, tr.origin === LOCAL))
   }
 
   // --- local writes (own namespace only) ---
 
-  setNode (record: Parameters<SwarmViews['checkNode']>[0]): Promise<Envelope> {
+  setNode (record: NodeRecord): Promise<Envelope> {
     return this.write('node', this.checkNode(record))
   }
 
@@ -141,278 +112,6 @@ export class SwarmState extends SwarmViews {
     return !this.writable
   }
 
-  // --- remote envelopes ---
-
-  /** Verifies, checks and applies one envelope (gossip). `from` is the peer that handed it over. */
-  receive (envelope: Envelope, from?: string): ReceiveResult {
-    const result = this.receiveEnvelope(envelope)
-    return this.account(result, envelope.writer, from)
-  }
-
-  private receiveEnvelope (envelope: Envelope): ReceiveResult {
-    const identity = this.identityOf(envelope.writer)
-    if (identity === undefined) return rejected('bad-key', 'writer is not an Ed25519 key', 'sender')
-    if (this.isExcluded(identity.peerId)) return rejected('flagged-writer', 'writer is flagged', 'sender')
-    const hash = envelopeHash(this.swarm, envelope.writer, envelope.seq, envelope.prev, envelope.update)
-    // Verify before keeping anything about the writer: junk must not allocate state.
-    if (!identity.verify(hash, envelope.signature)) return rejected('bad-signature', `seq ${envelope.seq}`, 'sender')
-    const log = this.logFor(identity)
-    if (!(log instanceof WriterLog)) return log
-    if (envelope.seq < 1) return rejected('malformed', 'seq 0', 'writer')
-    if (envelope.seq > log.seq + 1) {
-      if (!log.hold(envelope, hash)) return rejected('pending-full', `seq ${envelope.seq} too far ahead of ${log.seq}`, 'sender')
-      this.counters.pending++
-      return { status: 'pending' }
-    }
-    const result = this.extend(log, envelope.seq, envelope.prev, envelope.update, hash, envelope.signature)
-    if (result.status !== 'accepted') return this.withProof(log, result, singleRun(envelope))
-    return { status: 'accepted', applied: 1 + this.drain(log) }
-  }
-
-  /** Applies buffered envelopes that now extend the chain; returns how many. */
-  private drain (log: WriterLog): number {
-    let applied = 0
-    for (let next = log.takeNext(); next !== undefined; next = log.takeNext()) {
-      const result = this.extend(log, next.envelope.seq, next.envelope.prev, next.envelope.update, next.hash, next.envelope.signature)
-      if (result.status !== 'accepted') {
-        this.account(this.withProof(log, result, singleRun(next.envelope)), next.envelope.writer, undefined)
-        break
-      }
-      applied++
-    }
-    return applied
-  }
-
-  /** Verifies a run (one signature over a hash chain) and applies the envelopes it adds. */
-  receiveRun (run: Run, from?: string): ReceiveResult {
-    return this.account(this.receiveRunInner(run), run.writer, from)
-  }
-
-  private receiveRunInner (run: Run): ReceiveResult {
-    const identity = this.identityOf(run.writer)
-    if (identity === undefined) return rejected('bad-key', 'writer is not an Ed25519 key', 'sender')
-    if (this.isExcluded(identity.peerId)) return rejected('flagged-writer', 'writer is flagged', 'sender')
-    if (run.updates.length === 0 || run.fromSeq < 1) return rejected('malformed', 'empty run', 'sender')
-    const hashes = runHashes(this.swarm, run)
-    if (!identity.verify(hashes[hashes.length - 1], run.signature)) return rejected('bad-signature', `run from ${run.fromSeq}`, 'sender')
-    const log = this.logFor(identity)
-    if (!(log instanceof WriterLog)) return log
-    if (run.fromSeq > log.seq + 1) return rejected('wrong-chain', `run starts at ${run.fromSeq}, have ${log.seq}`, 'sender')
-    let applied = 0
-    for (let i = 0; i < run.updates.length; i++) {
-      const seq = run.fromSeq + i
-      const prev = i === 0 ? run.prev : hashes[i - 1]
-      const last = i === run.updates.length - 1
-      const result = this.extend(log, seq, prev, run.updates[i], hashes[i], last ? run.signature : undefined)
-      if (result.status === 'accepted') applied++
-      else if (result.status === 'rejected') return this.withProof(log, result, run)
-    }
-    if (applied === 0) return { status: 'duplicate' }
-    return { status: 'accepted', applied: applied + this.drain(log) }
-  }
-
-  /** Adds one authenticated envelope at `seq ≤ head + 1` to the writer's chain. */
-  private extend (log: WriterLog, seq: number, prev: Uint8Array, update: Uint8Array, hash: Uint8Array, signature: Uint8Array | undefined): ReceiveResult {
-    if (seq <= log.seq) {
-      if (equalBytes(log.hashAt(seq) as Uint8Array, hash)) {
-        if (signature !== undefined) log.setSignature(seq, signature)
-        return { status: 'duplicate' }
-      }
-      return { ...rejected('equivocation', `two envelopes with seq ${seq}`, 'writer'), conflictSeq: seq }
-    }
-    if (!equalBytes(prev, log.headHash)) {
-      if (seq === 1) return rejected('malformed', 'seq 1 must follow the genesis hash', 'writer')
-      return { ...rejected('equivocation', `seq ${seq} follows a different envelope ${seq - 1}`, 'writer'), conflictSeq: seq - 1 }
-    }
-    const check = authorizeUpdate(update, { clientId: log.identity.clientId, namespace: log.identity.namespace, clock: log.clock })
-    if (!check.ok) return rejected(check.reason, check.detail, 'writer')
-    const own = log === this.logs.get(this.identity.peerId)
-    // Yjs renames a document's clientID when a remote update advances it; ours comes back from
-    // disk or from peers after a rebuild, so step aside while applying it.
-    if (own) this.doc.clientID = APPLYING_OWN
-    Y.applyUpdate(this.doc, update, REMOTE)
-    if (own) this.doc.clientID = this.identity.clientId
-    log.append(update, hash, check.clockAfter, signature)
-    this.noteApplied(log.identity.peerId)
-    this.store?.append([log.storedAt(seq)])
-    return { status: 'accepted', applied: 1 }
-  }
-
-  /** Counts the outcome and flags the writer or the sender; returns the result unchanged. */
-  private account (result: ReceiveResult, writerKey: Uint8Array, from: string | undefined): ReceiveResult {
-    if (result.status === 'accepted') this.counters.accepted += result.applied
-    else if (result.status === 'duplicate') this.counters.duplicates++
-    else if (result.status === 'rejected') {
-      this.counters.rejected++
-      this.counters.byReason[result.reason] = (this.counters.byReason[result.reason] ?? 0) + 1
-      const writer = writerIdentity(writerKey)?.peerId
-      const blamed = result.blame === 'writer' ? writer : from
-      if (blamed !== undefined && result.reason !== 'flagged-writer') this.flag(blamed, result.reason)
-    }
-    return result
-  }
-
-  private flag (peerId: string, reason: RejectReason): void {
-    const entry: FlaggedPeer = this.flagged.get(peerId) ?? { peerId, reasons: [], count: 0, firstAt: this.now(), excluded: false }
-    if (!entry.reasons.includes(reason)) entry.reasons.push(reason)
-    entry.count++
-    this.flagged.set(peerId, entry)
-  }
-
-  /**
-   * Excludes a writer proven to have equivocated: its namespace may differ between replicas that
-   * saw different branches, so the views leave it out and its envelopes are refused. Only a
-   * proof excludes (it travels to other replicas); a writer that merely signed an invalid update
-   * is flagged, and its chain stays stuck before that update on every replica.
-   */
-  private exclude (identity: WriterIdentity, proof: ForkProof): void {
-    this.flag(identity.peerId, 'equivocation')
-    const entry = this.flagged.get(identity.peerId) as FlaggedPeer
-    if (entry.excluded) return
-    entry.excluded = true
-    this.forkProofs.set(identity.peerId, { clientId: identity.clientId, proof })
-    this.excludeWriter(identity.peerId)
-  }
-
-  private isExcluded (peerId: string): boolean {
-    return this.flagged.get(peerId)?.excluded === true
-  }
-
-  /** Attaches a fork proof to an equivocation: the incoming run against our own branch. */
-  private withProof (log: WriterLog, result: ReceiveResult, incoming: Run): ReceiveResult {
-    if (result.status !== 'rejected' || result.reason !== 'equivocation' || result.conflictSeq === undefined) return result
-    const ours = log.runsFrom(Math.max(1, result.conflictSeq), 1)[0]
-    const proof = ours === undefined ? undefined : { a: incoming, b: ours }
-    if (proof !== undefined && verifyForkProof(this.swarm, proof) !== undefined) this.exclude(log.identity, proof)
-    return result
-  }
-
-  /** Checks a fork proof from a peer; true when it newly excludes a writer. */
-  receiveForkProof (proof: ForkProof, from?: string): boolean {
-    const identity = verifyForkProof(this.swarm, proof)
-    if (identity === undefined) {
-      this.account(rejected('malformed', 'fork proof does not hold', 'sender'), proof.a.writer, from)
-      return false
-    }
-    if (this.isExcluded(identity.peerId)) return false
-    this.exclude(identity, proof)
-    return true
-  }
-
-  /** Fork proofs of excluded writers, except those whose clientID is listed (the peer has them). */
-  forkProofsExcept (clientIds: Iterable<number>): ForkProof[] {
-    const known = new Set(clientIds)
-    return [...this.forkProofs.values()].filter((p) => !known.has(p.clientId)).map((p) => p.proof)
-  }
-
-  /** clientIDs of the writers this replica excludes. */
-  excludedClientIds (): number[] {
-    return [...this.forkProofs.values()].map((p) => p.clientId).sort((a, b) => a - b)
-  }
-
-  /** The writer's identity, from its log when known (saves re-deriving the key). */
-  private identityOf (writerKey: Uint8Array): WriterIdentity | undefined {
-    const known = this.byKey.get(Buffer.from(writerKey).toString('hex'))
-    return known?.identity ?? writerIdentity(writerKey)
-  }
-
-  private logFor (identity: WriterIdentity): WriterLog | Rejected {
-    let log = this.logs.get(identity.peerId)
-    if (log !== undefined) return log
-    if (this.byClientId.has(identity.clientId)) return rejected('client-id-collision', `clientID ${identity.clientId} is taken`, 'writer')
-    log = new WriterLog(identity)
-    this.logs.set(identity.peerId, log)
-    this.byClientId.set(identity.clientId, log)
-    this.byKey.set(Buffer.from(identity.publicKey).toString('hex'), log)
-    return log
-  }
-
-  private ownLog (): WriterLog {
-    return this.logFor(this.identity) as WriterLog
-  }
-
-  // --- anti-entropy ---
-
-  /** Our head per writer, sorted by clientID. */
-  heads (): WriterHead[] {
-    return [...this.logs.values()].filter((l) => l.seq > 0)
-      .map((l) => ({ clientId: l.identity.clientId, seq: l.seq, hash: l.headHash }))
-      .sort((a, b) => a.clientId - b.clientId)
-  }
-
-  /**
-   * Runs the peer lacks given its heads, at most `maxBytes` of updates. Where its head hash at
-   * some seq differs from ours, the runs start at that seq so the peer sees the conflict.
-   */
-  runsFor (theirHeads: WriterHead[], maxBytes: number): { runs: Run[], more: boolean } {
-    const theirs = new Map(theirHeads.map((h) => [h.clientId, h]))
-    const runs: Run[] = []
-    let budget = maxBytes
-    let more = false
-    for (const log of [...this.logs.values()].sort((a, b) => a.identity.clientId - b.identity.clientId)) {
-      const head = theirs.get(log.identity.clientId)
-      let from = (head?.seq ?? 0) + 1
-      const ours = head === undefined ? undefined : log.hashAt(head.seq)
-      if (head !== undefined && ours !== undefined && !prefixEqual(ours, head.hash)) from = head.seq
-      if (from > log.seq) continue
-      if (budget <= 0) { more = true; break }
-      for (const run of log.runsFrom(from, budget)) {
-        runs.push(run)
-        budget -= run.updates.reduce((n, u) => n + u.length, 0)
-      }
-      if (runs.length > 0 && runs[runs.length - 1].fromSeq + runs[runs.length - 1].updates.length - 1 < log.seq) more = true
-    }
-    return { runs, more }
-  }
-
-  /** Bytes of updates we hold beyond the given heads (the missing delta in envelope terms). */
-  updateBytes (): number {
-    let n = 0
-    for (const log of this.logs.values()) n += log.bytes
-    return n
-  }
-
-  /** Writer peer ids known to this replica (flagged ones included), sorted. */
-  writers (): string[] {
-    return [...this.logs.values()].filter((l) => l.seq > 0).map((l) => l.identity.peerId).sort()
-  }
-
-  // --- persistence ---
-
-  /** Replays stored envelopes; any failure means the store is corrupt (the caller starts over). */
-  replay (envelopes: Envelope[]): void {
-    // Per writer, consecutive envelopes up to each signed one form a run (one signature check).
-    const runs = new Map<string, Run[]>()
-    const open = new Map<string, Run>()
-    for (const e of envelopes) {
-      const key = Buffer.from(e.writer).toString('hex')
-      let run = open.get(key)
-      if (run === undefined || run.fromSeq + run.updates.length !== e.seq) {
-        if (run !== undefined) throw new CorruptStoreError(`stored envelopes of a writer jump to seq ${e.seq}`)
-        run = { writer: e.writer, fromSeq: e.seq, prev: e.prev, updates: [], signature: new Uint8Array(0) }
-        open.set(key, run)
-      }
-      run.updates.push(e.update)
-      if (e.signature.length > 0) {
-        run.signature = e.signature
-        runs.set(key, [...(runs.get(key) ?? []), run])
-        open.delete(key)
-      }
-    }
-    if (open.size > 0) throw new CorruptStoreError('stored envelopes end without a signature')
-    for (const writerRuns of runs.values()) {
-      for (const run of writerRuns) {
-        const result = this.receiveRunInner(run)
-        if (result.status !== 'accepted') throw new CorruptStoreError(`stored run from seq ${run.fromSeq}: ${result.status === 'rejected' ? result.detail : result.status}`)
-      }
-    }
-  }
-
-  /** Starts appending accepted envelopes to `store` (after a replay from it). */
-  attachStore (store: EnvelopeStore): void {
-    this.store = store
-  }
-
   async flush (): Promise<void> {
     await this.signing
     await this.store?.flush()
@@ -422,28 +121,6 @@ export class SwarmState extends SwarmViews {
     await this.flush()
     await this.store?.close()
   }
-
-  private emitChanges (tr: Y.Transaction, local: boolean): void {
-    for (const [type, keys] of tr.changed) {
-      if (type._item !== null) continue
-      const writer = this.writerOfType(type as Y.AbstractType<unknown>)
-      if (writer === undefined) continue
-      for (const key of keys) if (key !== null) this.emitChange(changeOf(writer, key, local))
-    }
-  }
-}
-
-function singleRun (e: Envelope): Run {
-  return { writer: e.writer, fromSeq: e.seq, prev: e.prev, updates: [e.update], signature: e.signature }
-}
-
-function changeOf (writer: string, key: string, local: boolean): ChangeEvent {
-  const kind = key === 'node' ? 'node' : key === 'presence' ? 'presence' : key.startsWith('rep/') ? 'reputation' : key.startsWith('round/') ? 'round' : 'manifest'
-  return { writer, kind, key, local }
-}
-
-function prefixEqual (full: Uint8Array, prefix: Uint8Array): boolean {
-  return prefix.length <= full.length && equalBytes(full.subarray(0, prefix.length), prefix)
 }
 
 /** Creates a SwarmState and loads its store; a corrupt store is reported, set aside, and the state starts empty. */
