@@ -6,6 +6,8 @@ export const SYNC_PROTOCOL = '/mycelium/sync/1'
 export const stateTopic = (swarm: string): string => `/mycelium/${swarm}/state/1`
 /** How often a node pulls from one random connected peer (besides on every new connection). */
 export const SYNC_INTERVAL_MS = 10_000
+/** Presence heartbeat period: a third of the 30 s presence TTL, so one lost beat is harmless. */
+export const HEARTBEAT_INTERVAL_MS = 10_000
 /** Deadline of one pull, and of one inbound sync stream, end to end. */
 export const SYNC_TIMEOUT_MS = 10_000
 /** Update bytes one sync reply carries at most; the puller asks again when `more` is set. */

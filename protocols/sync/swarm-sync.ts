@@ -16,7 +16,7 @@ import {
 } from '../../crdt/index.ts'
 import { pullOver, serveOver } from './anti-entropy.ts'
 import {
-  GOSSIP_BURST, GOSSIP_MAX_MESSAGE_BYTES, GOSSIP_PER_SECOND, SYNC_INTERVAL_MS, SYNC_MAX_INBOUND_STREAMS,
+  GOSSIP_BURST, GOSSIP_MAX_MESSAGE_BYTES, GOSSIP_PER_SECOND, HEARTBEAT_INTERVAL_MS, SYNC_INTERVAL_MS, SYNC_MAX_INBOUND_STREAMS,
   SYNC_PROTOCOL, SYNC_REPLY_BYTES, SYNC_REQUEST_BURST, SYNC_REQUESTS_PER_SECOND, SYNC_TIMEOUT_MS, stateTopic
 } from './constants.ts'
 import { TokenBuckets } from './token-bucket.ts'
@@ -29,6 +29,14 @@ export interface SwarmSyncInit {
   dataDir?: string
   /** A ready SwarmState to replicate instead of opening one (tests, or a daemon that owns it). */
   state?: SwarmState
+  /**
+   * The node's key signed envelopes before (its identity file was not created this run). With an
+   * empty store, own writes then wait for the first pull, so the node continues its chain from
+   * what peers hold instead of restarting it at seq 1 (which peers would prove an equivocation).
+   */
+  identityExisted?: boolean
+  /** Write a presence heartbeat this often (default HEARTBEAT_INTERVAL_MS); 0 disables. */
+  heartbeatIntervalMs?: number
   /** Pull from one random peer this often (default SYNC_INTERVAL_MS); 0 disables the timer. */
   syncIntervalMs?: number
   /** Deadline of one pull and one served stream (default SYNC_TIMEOUT_MS). */
@@ -97,6 +105,7 @@ export class SwarmSync implements Startable {
   private current: SwarmState | undefined
   private shutdown = new AbortController()
   private timer: ReturnType<typeof setInterval> | undefined
+  private heartbeatTimer: ReturnType<typeof setInterval> | undefined
   private topologyId: string | undefined
   private unsubscribeEnvelopes: () => void = () => {}
   private readonly queue = new Set<string>()
@@ -134,6 +143,7 @@ export class SwarmSync implements Startable {
       store: this.init.dataDir === undefined ? undefined : fileEnvelopeStore(this.init.dataDir)
     })
     if (this.current.loadReport.status === 'corrupt') this.log.error('swarm state store was corrupt, rebuilding from peers: %s', this.current.loadReport.reason)
+    if (this.init.identityExisted === true && this.current.loadReport.status === 'empty') this.current.pauseWrites()
     const { registrar } = this.components
     await registrar.handle(this.protocol, async (stream, connection) => {
       const peer = connection.remotePeer.toString()
@@ -164,12 +174,23 @@ export class SwarmSync implements Startable {
     this.unsubscribeEnvelopes = this.state.onEnvelope((envelope) => { this.publish(envelope) })
     const interval = this.init.syncIntervalMs ?? SYNC_INTERVAL_MS
     if (interval > 0) this.timer = setInterval(() => { this.pullRandomPeer() }, interval)
+    const heartbeat = this.init.heartbeatIntervalMs ?? HEARTBEAT_INTERVAL_MS
+    if (heartbeat > 0) {
+      const beat = (): void => {
+        if (this.state.writesPaused) return
+        this.state.heartbeat().catch((err: unknown) => { this.log('heartbeat failed: %e', err) })
+      }
+      this.heartbeatTimer = setInterval(beat, heartbeat)
+      beat()
+    }
   }
 
   beforeStop (): void {
     this.shutdown.abort()
     if (this.timer !== undefined) clearInterval(this.timer)
+    if (this.heartbeatTimer !== undefined) clearInterval(this.heartbeatTimer)
     this.timer = undefined
+    this.heartbeatTimer = undefined
     this.unsubscribeEnvelopes()
     const { pubsub } = this.components
     pubsub.topicValidators.delete(this.topic)

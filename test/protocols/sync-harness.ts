@@ -41,7 +41,7 @@ export async function createSyncNode (partition: Partition, init: SwarmSyncInit,
     services: {
       identify: identify(),
       pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, heartbeatInterval: 200, ...gossip }),
-      swarmSync: swarmSync(init)
+      swarmSync: swarmSync({ heartbeatIntervalMs: 0, ...init })
     }
   })
   self = node.peerId.toString()

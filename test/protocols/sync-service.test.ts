@@ -1,5 +1,6 @@
 // The swarm-sync service over real libp2p (loopback TCP, noise, yamux, gossipsub): gossip
 // fan-out, anti-entropy on connect, and the service plugged into a plain `services` map.
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createSyncNode, Partition, until, type SyncNode } from './sync-harness.ts'
 
@@ -21,6 +22,36 @@ describe('swarm-sync service', () => {
     expect(await until(() => c.services.swarmSync.state.manifests().length === 1, 5000)).toBe(true)
     expect(c.services.swarmSync.state.snapshot()).toEqual(a.services.swarmSync.state.snapshot())
     expect(c.services.swarmSync.stats.syncBytesIn).toBeGreaterThan(0)
+  })
+
+  it('a known identity with an empty store waits for its chain before writing', async () => {
+    const key = await generateKeyPair('Ed25519')
+    const partition = new Partition()
+    const first = await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 }, {}, key)
+    const peer = await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 })
+    nodes.push(peer)
+    await peer.dial(first.getMultiaddrs()[0])
+    for (let i = 0; i < 3; i++) await first.services.swarmSync.state.heartbeat()
+    expect(await until(() => peer.services.swarmSync.state.heads()[0]?.seq === 3, 5000)).toBe(true)
+    await first.stop()
+    // Same key, data directory lost: writes are parked until the first pull returns seq 1..3.
+    const again = await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0, identityExisted: true }, {}, key)
+    nodes.push(again)
+    const state = again.services.swarmSync.state
+    expect(state.writesPaused).toBe(true)
+    const write = state.heartbeat()
+    await again.dial(peer.getMultiaddrs()[0])
+    const envelope = await write
+    expect(envelope.seq).toBe(4)
+    expect(await until(() => peer.services.swarmSync.state.heads()[0]?.seq === 4, 5000)).toBe(true)
+    expect(peer.services.swarmSync.state.flagged.size).toBe(0)
+  })
+
+  it('writes heartbeats on its own when asked to', async () => {
+    nodes.push(await createSyncNode(new Partition(), { swarm: 'unit', syncIntervalMs: 0, heartbeatIntervalMs: 50 }))
+    const state = nodes[0].services.swarmSync.state
+    expect(await until(() => (state.heads()[0]?.seq ?? 0) >= 2, 5000)).toBe(true)
+    expect(state.online()).toEqual([state.peerId])
   })
 
   it('a pull can be aborted', async () => {
