@@ -8,6 +8,8 @@ export const MAX_UPDATE_BYTES = 64 * 1024
 export const MAX_ENVELOPE_BYTES = MAX_UPDATE_BYTES + 512
 /** Envelopes of one writer held while an earlier sequence number is missing. */
 export const MAX_PENDING_PER_WRITER = 256
+/** Update bytes held ahead of gaps across all writers (many keys must not exhaust memory). */
+export const MAX_PENDING_BYTES = 8 * 1024 * 1024
 /** Largest number of envelopes one anti-entropy run may carry. */
 export const MAX_RUN_ENVELOPES = 4096
 /** Largest JSON value a record may hold (node record, claim, round record, manifest). */

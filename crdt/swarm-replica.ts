@@ -4,6 +4,7 @@
 // equivocators are excluded. SwarmState (swarm-state.ts) adds this node's own writes.
 import * as Y from 'yjs'
 import { authorizeUpdate } from './authorize.ts'
+import { MAX_PENDING_BYTES } from './constants.ts'
 import { envelopeHash, equalBytes, runHashes } from './envelope.ts'
 import { verifyForkProof } from './fork-proof.ts'
 import { CorruptStoreError } from './errors.ts'
@@ -64,7 +65,9 @@ export class SwarmReplica extends SwarmViews {
     if (!(log instanceof WriterLog)) return log
     if (envelope.seq < 1) return rejected('malformed', 'seq 0', 'writer')
     if (envelope.seq > log.seq + 1) {
-      if (!log.hold(envelope, hash)) return rejected('pending-full', `seq ${envelope.seq} too far ahead of ${log.seq}`, 'sender')
+      if (this.pendingBytes() + envelope.update.length > MAX_PENDING_BYTES || !log.hold(envelope, hash)) {
+        return rejected('pending-full', `seq ${envelope.seq} too far ahead of ${log.seq}`, 'sender')
+      }
       this.counters.pending++
       return { status: 'pending' }
     }
@@ -269,7 +272,14 @@ export class SwarmReplica extends SwarmViews {
     return { runs, more }
   }
 
-  /** Bytes of updates we hold beyond the given heads (the missing delta in envelope terms). */
+  /** Update bytes held ahead of gaps, all writers together. */
+  pendingBytes (): number {
+    let n = 0
+    for (const log of this.logs.values()) n += log.pendingBytes
+    return n
+  }
+
+  /** Bytes of all accepted updates (differences between two moments give an envelope delta). */
   updateBytes (): number {
     let n = 0
     for (const log of this.logs.values()) n += log.bytes

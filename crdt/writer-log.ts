@@ -13,6 +13,8 @@ export class WriterLog {
   private readonly entries: Entry[] = []
   /** Verified envelopes waiting for an earlier seq, keyed by seq. */
   private readonly pending = new Map<number, { envelope: Envelope, hash: Uint8Array }>()
+  /** Update bytes held in `pending`. */
+  pendingBytes = 0
   /** The writer's Yjs state-vector entry after all accepted envelopes. */
   clock = 0
   /** Bytes of all accepted updates (for delta accounting). */
@@ -95,14 +97,23 @@ export class WriterLog {
     if (this.pending.has(envelope.seq)) return true
     if (this.pending.size >= MAX_PENDING_PER_WRITER) return false
     this.pending.set(envelope.seq, { envelope, hash })
+    this.pendingBytes += envelope.update.length
     return true
   }
 
   /** Takes the buffered envelope that would extend the chain now, dropping stale ones. */
   takeNext (): { envelope: Envelope, hash: Uint8Array } | undefined {
-    for (const seq of this.pending.keys()) if (seq <= this.seq) this.pending.delete(seq)
+    for (const [seq, held] of this.pending) {
+      if (seq <= this.seq) {
+        this.pending.delete(seq)
+        this.pendingBytes -= held.envelope.update.length
+      }
+    }
     const next = this.pending.get(this.seq + 1)
-    if (next !== undefined) this.pending.delete(this.seq + 1)
+    if (next !== undefined) {
+      this.pending.delete(this.seq + 1)
+      this.pendingBytes -= next.envelope.update.length
+    }
     return next
   }
 

@@ -186,6 +186,30 @@ describe(`attacks on the document (TEST_SEED=${seed} npx vitest run test/crdt/at
     expect(honest.receive(sent[0]).status).toBe('accepted') // the genuine one still goes through
   })
 
+  it('envelopes held ahead of a gap are bounded', async () => {
+    const { honest, attacker } = await setup()
+    const sent = capture(attacker)
+    for (let i = 0; i < crdtConstants.MAX_PENDING_PER_WRITER + 10; i++) await attacker.heartbeat()
+    const results = sent.slice(1).map((e) => honest.receive(e, 'gap-maker').status)
+    expect(results.filter((r) => r === 'pending')).toHaveLength(crdtConstants.MAX_PENDING_PER_WRITER)
+    expect(honest.counters.byReason['pending-full']).toBe(9)
+    expect(honest.receive(sent[0]).status).toBe('accepted') // the gap closes: held ones apply
+    expect(honest.heads().find((h) => h.clientId === attacker.identity.clientId)?.seq).toBe(crdtConstants.MAX_PENDING_PER_WRITER + 1)
+  })
+
+  it('a forged anti-entropy run is refused and its sender flagged', async () => {
+    const { victim, honest } = await setup()
+    await victim.heartbeat()
+    const fresh = await makeState(seededRandom(seed + 7))
+    const [run] = victim.runsFor([], 1 << 20).runs
+    const tampered = { ...run, updates: run.updates.map((u, i) => i === 0 ? Uint8Array.from(u, (b, j) => j === u.length - 1 ? b ^ 1 : b) : u) }
+    expect(fresh.receiveRun(tampered, 'bad-server')).toMatchObject({ status: 'rejected', reason: 'bad-signature' })
+    expect(fresh.flagged.has('bad-server')).toBe(true)
+    expect(fresh.writers()).toEqual([])
+    expect(fresh.receiveRun(run, 'good-server').status).toBe('accepted')
+    expect(honest.counters.rejected).toBe(0)
+  })
+
   it('subdocuments are refused', async () => {
     const { honest, attacker, attackerKey, doc } = await setup()
     const update = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('sub', new Y.Doc()))

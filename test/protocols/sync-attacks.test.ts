@@ -1,7 +1,11 @@
 // Adversarial suite over the network: attacks that only exist on the wire (flood, unsigned
 // gossip, replay by another publisher, bad signatures, oversize messages, sync request floods).
 // Document-level attacks (forged clientID, foreign namespace, ...) are in test/crdt/attacks.test.ts.
+import { deflateRawSync } from 'node:zlib'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import { pbStream } from '@libp2p/utils'
+import { SYNC_PROTOCOL } from '../../protocols/sync/constants.ts'
+import { SyncReply, SyncRequest } from '../../protocols/sync/sync.pb.js'
 import { afterEach, describe, expect, it } from 'vitest'
 import { encodeEnvelope, keySigner, SwarmState, type Envelope } from '../../crdt/index.ts'
 import { createGossipNode, createSyncNode, Partition, until, type GossipOnlyNode, type SyncNode } from './sync-harness.ts'
@@ -118,6 +122,22 @@ describe('attacks on the wire', () => {
     for (const s of [sa, sb, sc]) expect(s.presence().has(writer)).toBe(false)
     expect(JSON.stringify(sa.snapshot())).toBe(JSON.stringify(sb.snapshot()))
     expect(JSON.stringify(sc.snapshot())).toBe(JSON.stringify(sa.snapshot()))
+  })
+
+  it('a sync reply that inflates past the bound (deflate bomb) fails the pull', async () => {
+    const honest = await honestNode()
+    const evil = await attacker()
+    await evil.node.handle(SYNC_PROTOCOL, async (stream) => {
+      const pb = pbStream(stream)
+      await pb.read(SyncRequest)
+      const bomb = deflateRawSync(new Uint8Array(64 * 1024 * 1024))
+      await pb.write({ status: SyncReply.Status.OK, runs: bomb, more: false, forks: [] }, SyncReply)
+      await stream.close()
+    })
+    await honest.dial(evil.node.getMultiaddrs()[0])
+    const stats = honest.services.swarmSync.stats
+    expect(await until(() => stats.pullsFailed >= 1, 5000)).toBe(true)
+    expect(honest.services.swarmSync.state.writers()).toEqual([])
   })
 
   it('sync requests beyond the per-peer limit are refused', async () => {
