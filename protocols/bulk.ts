@@ -11,7 +11,7 @@ import { pbStream } from '@libp2p/utils'
 import type { AbortOptions, ComponentLogger, Logger, Startable, Stream } from '@libp2p/interface'
 import { BulkRequest, BulkResponse } from './bulk.pb.js'
 import {
-  BULK_CHUNK_BYTES, BULK_HANDLER_TIMEOUT_MS, BULK_MAX_FRAME_BYTES, BULK_MAX_INBOUND_STREAMS,
+  BULK_CHUNK_BYTES, BULK_HANDLER_TIMEOUT_MS, BULK_REPLY_TIMEOUT_MS, BULK_MAX_FRAME_BYTES, BULK_MAX_INBOUND_STREAMS,
   BULK_MAX_TRANSFER_BYTES, DEFAULT_SWARM
 } from './constants.ts'
 import { TransferFailedError } from './errors.ts'
@@ -46,8 +46,10 @@ export async function receiveBulk (stream: Stream, options: BulkReceiveOptions =
   const answer = async (status: BulkResponse.Status, received: number): Promise<BulkReceiveResult> => {
     if (!unwrapped) pb.unwrap()
     unwrapped = true
-    await pbStream(stream, { maxDataLength: BULK_MAX_FRAME_BYTES }).write({ status, received: BigInt(received) }, BulkResponse, { signal })
-    await stream.close({ signal })
+    // The reply gets its own short deadline: the transfer's may be what just expired.
+    const replySignal = AbortSignal.timeout(BULK_REPLY_TIMEOUT_MS)
+    await pbStream(stream, { maxDataLength: BULK_MAX_FRAME_BYTES }).write({ status, received: BigInt(received) }, BulkResponse, { signal: replySignal })
+    await stream.close({ signal: replySignal })
     return { status, received }
   }
   let size: number
@@ -62,11 +64,18 @@ export async function receiveBulk (stream: Stream, options: BulkReceiveOptions =
   const raw = pb.unwrap()
   unwrapped = true
   let received = 0
+  // Race every read against the deadline: a stalled sender must not hold the handler forever.
+  const aborted = new Promise<'aborted'>((resolve) => {
+    if (signal.aborted) resolve('aborted')
+    signal.addEventListener('abort', () => { resolve('aborted') }, { once: true })
+  })
+  const chunks = raw[Symbol.asyncIterator]()
   try {
-    for await (const chunk of raw) {
-      received += chunk.byteLength
+    for (;;) {
+      const next = await Promise.race([chunks.next(), aborted])
+      if (next === 'aborted' || next.done === true) break
+      received += next.value.byteLength
       if (received > size) return await answer(BulkResponse.Status.MALFORMED, received)
-      if (signal.aborted) break
     }
   } catch (err) {
     if (!signal.aborted) throw err

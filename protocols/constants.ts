@@ -13,6 +13,8 @@ export const BULK_MAX_FRAME_BYTES = 64
 export const BULK_MAX_TRANSFER_BYTES = 1024 * 1024 * 1024
 /** How long a receiver waits for one whole transfer before it gives up. */
 export const BULK_HANDLER_TIMEOUT_MS = 120_000
+/** Deadline for writing the receiver's status frame. */
+export const BULK_REPLY_TIMEOUT_MS = 5_000
 /** Concurrent inbound bulk streams per connection. */
 export const BULK_MAX_INBOUND_STREAMS = 4
 /** Chunk size a sender writes. */
