@@ -1,7 +1,8 @@
 // Seeded convergence harness in the style of yjs's TestConnector, over real libp2p: 20 replicas
 // on loopback TCP (noise, yamux, gossipsub, swarm-sync), random operations, random partitions
 // and heals, 30% of inbound gossip dropped, random inbound delays (reordering). After the final
-// heal every replica must hold the identical document. One PRNG drives operations, partitions,
+// heal every replica must hold the identical document: same views (JSON), same encoded Yjs state
+// (Y.encodeStateAsUpdate, byte for byte) and same per-writer heads. One PRNG drives operations, partitions,
 // drops and delays; network timing is real, so a seed reproduces the workload, not the schedule.
 //
 //   TEST_SEED=<seed> npx vitest run test/protocols/sync-convergence.test.ts
@@ -38,7 +39,7 @@ async function randomOp (node: SyncNode, random: () => number, i: number): Promi
 
 function fingerprint (node: SyncNode): string {
   const state = node.services.swarmSync.state
-  return JSON.stringify([state.snapshot(), Buffer.from(Y.encodeStateVector(state.doc)).toString('base64'), state.heads().map((h) => [h.clientId, h.seq])])
+  return JSON.stringify([state.snapshot(), Buffer.from(Y.encodeStateAsUpdate(state.doc)).toString('base64'), state.heads().map((h) => [h.clientId, h.seq])])
 }
 
 describe(`convergence over libp2p (${repro})`, () => {
