@@ -4,3 +4,8 @@
 export class SyncFailedError extends Error {
   override name = 'SyncFailedError'
 }
+
+/** The service was used before libp2p started it (or after it stopped). */
+export class SyncNotStartedError extends Error {
+  override name = 'SyncNotStartedError'
+}

@@ -19,6 +19,7 @@ import {
   GOSSIP_BURST, GOSSIP_MAX_MESSAGE_BYTES, GOSSIP_PER_SECOND, HEARTBEAT_INTERVAL_MS, SYNC_INTERVAL_MS, SYNC_MAX_INBOUND_STREAMS,
   SYNC_PROTOCOL, SYNC_REPLY_BYTES, SYNC_REQUEST_BURST, SYNC_REQUESTS_PER_SECOND, SYNC_TIMEOUT_MS, stateTopic
 } from './constants.ts'
+import { SyncNotStartedError } from './errors.ts'
 import { TokenBuckets } from './token-bucket.ts'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 
@@ -130,7 +131,7 @@ export class SwarmSync implements Startable {
 
   /** The replicated document (available once started). */
   get state (): SwarmState {
-    if (this.current === undefined) throw new Error('swarm-sync is not started')
+    if (this.current === undefined) throw new SyncNotStartedError('swarm-sync is not started: its state exists once libp2p has started the service')
     return this.current
   }
 
