@@ -1,0 +1,73 @@
+// `mycelium node start` and `mycelium doctor` as a user runs them: flag validation errors are one
+// clear line and exit 1; the daemon prints a ready line, answers doctor, stops on SIGTERM.
+import { spawn, spawnSync } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { afterEach, describe, expect, it } from 'vitest'
+
+const cli = new URL('../../node/cli.ts', import.meta.url).pathname
+const children: ChildProcess[] = []
+const dirs: string[] = []
+
+function scratch (): string {
+  const d = mkdtempSync(join(tmpdir(), 'mycelium-cli-'))
+  dirs.push(d)
+  return d
+}
+
+function run (args: string[]): { status: number | null, stderr: string, stdout: string } {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 30_000 })
+  return { status: r.status, stderr: r.stderr, stdout: r.stdout }
+}
+
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true })
+})
+
+describe('mycelium node start / doctor', () => {
+  it.each([
+    [['--listen', 'not-an-addr'], /--listen: not a multiaddr/],
+    [['--swarm', 'Bad_Name'], /--swarm: invalid swarm name/],
+    [['--bootstrap', '/ip4/1.2.3.4/tcp/4001'], /--bootstrap: .* has no \/p2p\/<peer id>/],
+    [['--frobnicate'], /unknown option '--frobnicate'/]
+  ])('rejects %j with a clear one-line error', (flags, message) => {
+    const r = run(['node', 'start', '--data-dir', scratch(), ...flags])
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(message)
+    expect(r.stderr).not.toMatch(/\n\s+at /)
+  })
+
+  it('stops on a corrupt identity with a named, one-line error', () => {
+    const dir = scratch()
+    writeFileSync(join(dir, 'identity.key'), 'garbage', { mode: 0o600 })
+    const r = run(['node', 'start', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp'])
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(/identity key .* is corrupt/)
+  })
+
+  it('starts, prints a ready line, answers doctor, and exits 0 on SIGTERM', async () => {
+    const dir = scratch()
+    const child = spawn(process.execPath, [cli, 'node', 'start', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp', '--public'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    children.push(child)
+    const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      child.once('exit', (code) => { reject(new Error(`daemon exited with ${code}`)) })
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        const record = JSON.parse(line) as Record<string, unknown>
+        if (record.event === 'ready') resolve(record)
+      })
+    })
+    expect(String(ready.peerId)).toMatch(/^12D3KooW/)
+    const doctor = run(['doctor', '--data-dir', dir, '--json'])
+    expect(doctor.status).toBe(0)
+    const report = JSON.parse(doctor.stdout) as Record<string, unknown>
+    expect(report.peerId).toBe(ready.peerId)
+    expect(String(report.source)).toMatch(/running daemon/)
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
+    child.kill('SIGTERM')
+    expect(await exited).toBe(0)
+  })
+})
