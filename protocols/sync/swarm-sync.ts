@@ -291,11 +291,11 @@ export class SwarmSync implements Startable {
       return TopicValidatorResult.Ignore
     }
     this.stats.gossipBytesIn += message.data.length
-    const verdict = this.check(from, message)
-    if (verdict !== undefined) return verdict
+    const envelope = this.check(from, message)
+    if (!('writer' in envelope)) return envelope.verdict
     const delay = this.init.inboundDelayMs?.() ?? 0
     if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
-    const result = this.state.receive(decodeEnvelope(message.data), from)
+    const result = this.state.receive(envelope, from)
     if (result.status === 'accepted' || result.status === 'pending') {
       this.stats.gossipAccepted++
       return TopicValidatorResult.Accept
@@ -310,11 +310,11 @@ export class SwarmSync implements Startable {
   }
 
   /** Checks that need no state: signed gossip, size, decodable, published by the writer itself. */
-  private check (from: string, message: Message): TopicValidatorResult | undefined {
-    const reject = (why: string): TopicValidatorResult => {
+  private check (from: string, message: Message): Envelope | { verdict: TopicValidatorResult } {
+    const reject = (why: string): { verdict: TopicValidatorResult } => {
       this.stats.gossipRejected++
       this.log('rejected gossip from %s: %s', from, why)
-      return TopicValidatorResult.Reject
+      return { verdict: TopicValidatorResult.Reject }
     }
     if (message.type !== 'signed') return reject('unsigned gossip')
     if (message.data.length > GOSSIP_MAX_MESSAGE_BYTES) return reject(`message of ${message.data.length} bytes`)
@@ -326,7 +326,7 @@ export class SwarmSync implements Startable {
     }
     // Only a writer publishes its envelopes; anyone else re-publishing one is replaying it.
     if (writerIdentity(envelope.writer)?.peerId !== message.from.toString()) return reject('envelope published by a peer other than its writer (replay)')
-    return undefined
+    return envelope
   }
 }
 

@@ -68,4 +68,20 @@ describe(`SwarmState (TEST_SEED=${seed} npx vitest run test/crdt/swarm-state.tes
     const again = syncPair(a, b)
     expect(again).toBe(0)
   })
+
+  it('anti-entropy pages a large backlog through bounded replies', async () => {
+    const random = seededRandom(seed)
+    const a = await makeState(random)
+    const b = await makeState(random)
+    for (let i = 0; i < 120; i++) await a.recordRound(`r${i}`, { i })
+    let rounds = 0
+    for (let more = true; more; rounds++) {
+      const reply = a.runsFor(b.heads(), 1000)
+      expect(reply.runs.reduce((n, r) => n + r.updates.reduce((m, u) => m + u.length, 0), 0)).toBeLessThan(1000 + 200)
+      for (const run of reply.runs) expect(b.receiveRun(run).status).toBe('accepted')
+      more = reply.more
+    }
+    expect(rounds).toBeGreaterThan(5)
+    expect(b.snapshot()).toEqual(a.snapshot())
+  })
 })
