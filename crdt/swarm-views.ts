@@ -14,6 +14,8 @@ export class SwarmViews {
   private readonly excluded = new Set<string>()
   private readonly observedAt = new Map<string, number>()
   private readonly changeListeners = new Set<(event: ChangeEvent) => void>()
+  /** Top-level type → its name (rebuilt when a new top-level type shows up). */
+  private readonly typeNames = new WeakMap<Y.AbstractType<unknown>, string>()
 
   constructor (doc: Y.Doc, peerId: string, now: () => number, presenceTtlMs: number) {
     this.doc = doc
@@ -87,10 +89,11 @@ export class SwarmViews {
   }
 
   protected writerOfType (type: Y.AbstractType<unknown>): string | undefined {
-    for (const [name, shared] of this.doc.share) {
-      if (shared === type && name.startsWith(NAMESPACE_PREFIX)) return name.slice(NAMESPACE_PREFIX.length)
+    if (!this.typeNames.has(type)) {
+      for (const [name, shared] of this.doc.share) this.typeNames.set(shared as Y.AbstractType<unknown>, name)
     }
-    return undefined
+    const name = this.typeNames.get(type)
+    return name?.startsWith(NAMESPACE_PREFIX) === true ? name.slice(NAMESPACE_PREFIX.length) : undefined
   }
 
   // --- validation of this node's own records ---
