@@ -137,8 +137,11 @@ export class SwarmReplica extends SwarmViews {
     // Yjs renames a document's clientID when a remote update advances it; ours comes back from
     // disk or from peers after a rebuild, so step aside while applying it.
     if (own) this.doc.clientID = APPLYING_OWN
-    Y.applyUpdate(this.doc, update, REMOTE)
-    if (own) this.doc.clientID = this.identity.clientId
+    try {
+      Y.applyUpdate(this.doc, update, REMOTE)
+    } finally {
+      if (own) this.doc.clientID = this.identity.clientId
+    }
     log.append(update, hash, check.clockAfter, signature)
     this.noteApplied(log.identity.peerId)
     this.store?.append([log.storedAt(seq)])
@@ -152,8 +155,7 @@ export class SwarmReplica extends SwarmViews {
     else if (result.status === 'rejected') {
       this.counters.rejected++
       this.counters.byReason[result.reason] = (this.counters.byReason[result.reason] ?? 0) + 1
-      const writer = writerIdentity(writerKey)?.peerId
-      const blamed = result.blame === 'writer' ? writer : from
+      const blamed = result.blame === 'writer' ? this.identityOf(writerKey)?.peerId : from
       if (blamed !== undefined && result.reason !== 'flagged-writer') this.flag(blamed, result.reason)
     }
     return result
