@@ -8,7 +8,7 @@
 //     pubsub: gossipsub(),                       // must be registered as `pubsub`
 //     swarmSync: swarmSync({ swarm, dataDir })   // then libp2p.services.swarmSync.state
 //   }
-import { serviceDependencies, type AbortOptions, type ComponentLogger, type Logger, type PeerId, type PrivateKey, type Startable } from '@libp2p/interface'
+import { serviceDependencies, type AbortOptions, type ComponentLogger, type Logger, type PeerId, type PrivateKey, type Startable, type Stream } from '@libp2p/interface'
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import {
   decodeEnvelope, encodeEnvelope, fileEnvelopeStore, keySigner, openSwarmState, writerIdentity,
@@ -234,8 +234,9 @@ export class SwarmSync implements Startable {
     if (options.signal !== undefined) signals.push(options.signal)
     const signal = AbortSignal.any(signals)
     this.stats.pulls++
+    let stream: Stream | undefined
     try {
-      const stream = await this.components.connectionManager.openStream(peer, this.protocol, { signal })
+      stream = await this.components.connectionManager.openStream(peer, this.protocol, { signal })
       const result = await pullOver(stream, this.state, peerId, this.init.replyBytes ?? SYNC_REPLY_BYTES, { signal })
       this.stats.syncBytesIn += result.bytesIn
       this.stats.syncBytesOut += result.bytesOut
@@ -247,6 +248,7 @@ export class SwarmSync implements Startable {
     } catch (err) {
       this.stats.pullsFailed++
       this.log('pull from %s failed: %e', peerId, err)
+      stream?.abort(err as Error)
       return 0
     }
   }
