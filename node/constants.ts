@@ -42,3 +42,5 @@ export const AUTONAT_RENUDGE_MS = 30_000
 export const UPNP_INITIAL_SEARCH_MS = 2_000
 /** Longest pause between two re-dials of a disconnected bootstrap peer (and one dial's deadline). */
 export const BOOTSTRAP_REDIAL_MAX_MS = 5_000
+/** How long the reachable side waits for the peer's own direct dial before asking for a reverse dial. */
+export const REVERSE_DIAL_GRACE_MS = 500

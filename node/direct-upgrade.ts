@@ -8,7 +8,7 @@ import type { AbortOptions, Connection, Libp2pEvents, PeerId, PeerStore, Startab
 import { isPrivate } from '@libp2p/utils'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { requestReverseDial, reverseDialHandler, reverseDialProtocol, ReverseDialResponse } from '../protocols/index.ts'
-import { IDENTIFY_WAIT_MS } from './constants.ts'
+import { IDENTIFY_WAIT_MS, REVERSE_DIAL_GRACE_MS } from './constants.ts'
 import { isSwarmMember } from './membership.ts'
 
 export interface DirectUpgraderInit {
@@ -32,7 +32,7 @@ export interface DirectUpgraderComponents {
   addressManager: { getAddressesWithMetadata: () => Array<{ multiaddr: Multiaddr, verified: boolean, type: string }> }
 }
 
-export type DirectEvent = { peer: string, via: 'advertised' | 'reverse-dial', ok: boolean, ms: number }
+export type DirectEvent = { peer: string, via: 'advertised' | 'reverse-dial' | 'peer dialed us', ok: boolean, ms: number }
 
 export class DirectUpgrader implements Startable {
   readonly protocol: string
@@ -59,6 +59,7 @@ export class DirectUpgrader implements Startable {
     await this.components.registrar.handle(this.protocol, reverseDialHandler({
       acceptAddr: (a) => this.acceptable(a),
       dial: async (peer, addrs, options) => {
+        if (this.hasDirect(peer)) return true
         const connection = await this.components.connectionManager.openConnection(addrs.map((a) => a.encapsulate(`/p2p/${peer.toString()}`)), { ...options, force: true })
         return connection.limits == null
       }
@@ -99,6 +100,13 @@ export class DirectUpgrader implements Startable {
       const ours = this.components.addressManager.getAddressesWithMetadata()
         .filter((a) => a.verified && this.acceptable(a.multiaddr)).map((a) => a.multiaddr)
       if (ours.length === 0) return false
+      // The peer's own upgrader sees our addresses too and usually dials first; give it a moment
+      // so the two sides do not open two direct connections at once (libp2p then drops one,
+      // and streams on it die).
+      if (await this.waitForDirect(peer, REVERSE_DIAL_GRACE_MS, signal)) {
+        this.attempts.push({ peer: key, via: 'peer dialed us', ok: true, ms: performance.now() - started })
+        return true
+      }
       const relayed = this.components.connectionManager.getConnections(peer).find((c) => c.status === 'open')
       if (relayed == null) return false
       const stream = await relayed.newStream(this.protocol, { signal, runOnLimitedConnection: true })
@@ -115,6 +123,22 @@ export class DirectUpgrader implements Startable {
     const s = addr.toString()
     if (s.includes('/p2p-circuit') || !/^\/ip[46]\//.test(s)) return false
     return this.init.acceptPrivate === true || isPrivate(addr) !== true
+  }
+
+  private async waitForDirect (peer: PeerId, ms: number, signal: AbortSignal): Promise<boolean> {
+    if (this.hasDirect(peer)) return true
+    return await new Promise<boolean>((resolve) => {
+      const done = (): void => {
+        this.components.events.removeEventListener('connection:open', onOpen)
+        signal.removeEventListener('abort', done)
+        clearTimeout(timer)
+        resolve(this.hasDirect(peer))
+      }
+      const onOpen = (evt: CustomEvent<Connection>): void => { if (evt.detail.remotePeer.equals(peer) && this.hasDirect(peer)) done() }
+      const timer = setTimeout(done, ms)
+      this.components.events.addEventListener('connection:open', onOpen)
+      signal.addEventListener('abort', done)
+    })
   }
 
   private async waitForIdentify (peer: PeerId, signal: AbortSignal): Promise<boolean> {

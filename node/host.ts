@@ -65,7 +65,8 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
   const listen = config.listen.map(String)
   if (!config.public) listen.push('/p2p-circuit')
   const peerDiscovery: Array<(components: never) => PeerDiscovery> = []
-  if (config.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: config.bootstrap.map(String) }))
+  // dial the anchors at once (libp2p waits 1 s by default): joining fast is a target
+  if (config.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: config.bootstrap.map(String), timeout: 0 }))
   if (config.mdns) peerDiscovery.push(mdns({ serviceTag: `_mycelium-${config.swarm}._udp.local` }))
   const services: Record<string, (components: never) => unknown> = {
     identify: identify(),
