@@ -25,7 +25,8 @@ export const ED25519_PUBLIC_KEY_BYTES = 32
 export const ED25519_SIGNATURE_BYTES = 64
 /** Length of an envelope hash (SHA-256). */
 export const HASH_BYTES = 32
-/** File name of the envelope log inside the state directory. */
+/** File names of the envelope log and of the fork-proof log inside the state directory. */
 export const STORE_FILE = 'envelopes.log'
+export const FORKS_FILE = 'forks.log'
 /** Largest record the store will read back (guards a corrupted length field). */
 export const MAX_STORE_RECORD_BYTES = MAX_ENVELOPE_BYTES * 2

@@ -1,118 +1,60 @@
-// Persistence of accepted envelopes in the node's data directory: one append-only log,
-// `<dir>/envelopes.log` = magic, then records of [u32 length][u32 crc32][Envelope protobuf].
-// Loading is all or nothing: a bad magic, length, checksum or envelope makes load() throw
-// CorruptStoreError, and the caller sets the file aside (reset) and rebuilds from peers.
-import { existsSync } from 'node:fs'
-import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises'
+// Persistence in the node's data directory: `<dir>/envelopes.log` holds accepted envelopes in
+// acceptance order, `<dir>/forks.log` the fork proofs of excluded writers (framed-log.ts).
+// Loading is all or nothing: any damaged byte, or an envelope or proof that does not decode,
+// makes load() throw CorruptStoreError; the caller sets the files aside (reset) and rebuilds
+// from peers.
 import { join } from 'node:path'
-import { crc32 } from 'node:zlib'
-import { MAX_STORE_RECORD_BYTES, STORE_FILE } from './constants.ts'
-import { decodeEnvelope, encodeEnvelope } from './envelope.ts'
+import { FORKS_FILE, STORE_FILE } from './constants.ts'
+import { decodeEnvelope, decodeForkProof, encodeEnvelope, encodeForkProof } from './envelope.ts'
 import { CorruptStoreError } from './errors.ts'
-import type { Envelope, EnvelopeStore } from './index.ts'
+import { FramedLog, frameRecord, LOG_MAGIC, parseRecords } from './framed-log.ts'
+import type { Envelope, EnvelopeStore, ForkProof } from './index.ts'
 
-const MAGIC = Buffer.from('MYCENV1\n')
-
-function frame (envelope: Envelope): Buffer {
-  const body = encodeEnvelope(envelope)
-  const header = Buffer.alloc(8)
-  header.writeUInt32BE(body.length, 0)
-  header.writeUInt32BE(crc32(body), 4)
-  return Buffer.concat([header, body])
-}
-
-/** Parses a whole log; throws CorruptStoreError on the first damaged byte. */
-export function parseLog (bytes: Buffer): Envelope[] {
-  if (bytes.length === 0) return []
-  if (bytes.length < MAGIC.length || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) throw new CorruptStoreError('envelope log has no valid header')
-  const out: Envelope[] = []
-  let at = MAGIC.length
-  while (at < bytes.length) {
-    if (at + 8 > bytes.length) throw new CorruptStoreError(`truncated record header at byte ${at}`)
-    const length = bytes.readUInt32BE(at)
-    const sum = bytes.readUInt32BE(at + 4)
-    if (length > MAX_STORE_RECORD_BYTES || at + 8 + length > bytes.length) throw new CorruptStoreError(`record at byte ${at} runs past the end (length ${length})`)
-    const body = bytes.subarray(at + 8, at + 8 + length)
-    if (crc32(body) !== sum) throw new CorruptStoreError(`checksum mismatch in record at byte ${at}`)
+function decodeAll<T> (records: Buffer[], decode: (body: Buffer) => T, what: string): T[] {
+  return records.map((body, i) => {
     try {
-      out.push(decodeEnvelope(body))
+      return decode(body)
     } catch (err) {
-      throw new CorruptStoreError(`record at byte ${at} is not an envelope`, { cause: err })
+      throw new CorruptStoreError(`record ${i} is not ${what}`, { cause: err })
     }
-    at += 8 + length
-  }
-  return out
+  })
 }
 
-/** The envelope log in `dir` (created if missing). Appends are batched and written in order. */
+/** Parses a whole envelope log; throws CorruptStoreError on the first damaged byte. */
+export function parseLog (bytes: Buffer): Envelope[] {
+  return decodeAll(parseRecords(bytes), decodeEnvelope, 'an envelope')
+}
+
+/** The envelope and fork-proof logs in `dir` (created if missing). */
 export function fileEnvelopeStore (dir: string): EnvelopeStore {
-  const path = join(dir, STORE_FILE)
-  let handle: FileHandle | undefined
-  let queued: Buffer[] = []
-  let writing: Promise<void> = Promise.resolve()
-  let scheduled = false
-
-  const ensureOpen = async (): Promise<FileHandle> => {
-    if (handle !== undefined) return handle
-    await mkdir(dir, { recursive: true })
-    const fresh = !existsSync(path)
-    handle = await open(path, 'a')
-    if (fresh || (await handle.stat()).size === 0) await handle.appendFile(MAGIC)
-    return handle
-  }
-
-  const flush = (): Promise<void> => {
-    scheduled = false
-    if (queued.length === 0) return writing
-    const batch = Buffer.concat(queued)
-    queued = []
-    writing = writing.then(async () => {
-      const h = await ensureOpen()
-      await h.appendFile(batch)
-    })
-    return writing
-  }
-
+  const envelopes = new FramedLog(join(dir, STORE_FILE))
+  const forks = new FramedLog(join(dir, FORKS_FILE))
   return {
-    async load () {
-      if (!existsSync(path)) return []
-      return parseLog(await readFile(path))
-    },
-    append (envelopes) {
-      for (const e of envelopes) queued.push(frame(e))
-      if (!scheduled) {
-        scheduled = true
-        setImmediate(() => { flush().catch(() => { /* surfaced by the next flush() */ }) })
-      }
-    },
-    flush,
+    async load () { return decodeAll(await envelopes.read(), decodeEnvelope, 'an envelope') },
+    async loadForkProofs () { return decodeAll(await forks.read(), decodeForkProof, 'a fork proof') },
+    append (list) { for (const e of list) envelopes.append(encodeEnvelope(e)) },
+    appendForkProof (proof) { forks.append(encodeForkProof(proof)) },
+    async flush () { await Promise.all([envelopes.flush(), forks.flush()]) },
     async reset () {
-      await flush()
-      await handle?.close()
-      handle = undefined
-      if (!existsSync(path)) return undefined
-      let n = 1
-      while (existsSync(`${path}.corrupt-${n}`)) n++
-      const movedTo = `${path}.corrupt-${n}`
-      await rename(path, movedTo)
+      const movedTo = await envelopes.setAside()
+      await forks.setAside()
       return movedTo
     },
-    async close () {
-      await flush()
-      await handle?.close()
-      handle = undefined
-    }
+    async close () { await Promise.all([envelopes.close(), forks.close()]) }
   }
 }
 
 /** An in-memory store (tests, and nodes run without a data directory). */
 export function memoryEnvelopeStore (): EnvelopeStore & { bytes: () => Buffer } {
-  let records: Buffer[] = [MAGIC]
+  let records: Buffer[] = [LOG_MAGIC]
+  let proofs: ForkProof[] = []
   return {
     async load () { return parseLog(Buffer.concat(records)) },
-    append (envelopes) { for (const e of envelopes) records.push(frame(e)) },
+    async loadForkProofs () { return proofs },
+    append (list) { for (const e of list) records.push(frameRecord(encodeEnvelope(e))) },
+    appendForkProof (proof) { proofs.push(proof) },
     async flush () {},
-    async reset () { records = [MAGIC]; return undefined },
+    async reset () { records = [LOG_MAGIC]; proofs = []; return undefined },
     async close () {},
     bytes: () => Buffer.concat(records)
   }

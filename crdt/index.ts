@@ -130,10 +130,13 @@ export interface ChangeEvent {
 /** Where envelopes live between runs; `load` returns them in acceptance order. */
 export interface EnvelopeStore {
   load (): Promise<Envelope[]>
+  /** Fork proofs of the writers this replica excluded. */
+  loadForkProofs (): Promise<ForkProof[]>
   append (envelopes: Envelope[]): void
+  appendForkProof (proof: ForkProof): void
   /** Writes everything appended so far. */
   flush (): Promise<void>
-  /** Sets the damaged log aside and starts an empty one; returns where the old one went. */
+  /** Sets the damaged logs aside and starts empty ones; returns where the envelope log went. */
   reset (): Promise<string | undefined>
   close (): Promise<void>
 }

@@ -180,6 +180,7 @@ export class SwarmReplica extends SwarmViews {
     if (entry.excluded) return
     entry.excluded = true
     this.forkProofs.set(identity.peerId, { clientId: identity.clientId, proof })
+    this.store?.appendForkProof(proof)
     this.excludeWriter(identity.peerId)
   }
 

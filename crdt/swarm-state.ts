@@ -130,7 +130,11 @@ export async function openSwarmState (init: SwarmStateInit): Promise<SwarmState>
   if (store === undefined) return state
   try {
     const envelopes = await store.load()
+    const proofs = await store.loadForkProofs()
     state.replay(envelopes)
+    for (const proof of proofs) {
+      if (!state.receiveForkProof(proof)) throw new CorruptStoreError('a stored fork proof does not hold')
+    }
     state.loadReport = envelopes.length === 0 ? { status: 'empty' } : { status: 'loaded', envelopes: envelopes.length, writers: state.writers().length }
   } catch (err) {
     if (!(err instanceof CorruptStoreError)) throw err

@@ -91,6 +91,31 @@ describe(`persistence (TEST_SEED=${seed} npx vitest run test/crdt/persistence.te
     expect(again.snapshot()).toEqual(a.snapshot())
   })
 
+  it('fork proofs are kept: an excluded writer stays excluded after a restart', async () => {
+    const random = seededRandom(seed)
+    const dir = tempDir()
+    const forker = await seededKey(random)
+    const branch = async (score: number): Promise<SwarmState> => {
+      const w = await makeState(() => 0.5, { signer: keySigner(forker) })
+      await w.claimReputation('x', score)
+      return w
+    }
+    const [one, two] = [await branch(1), await branch(2)]
+    const keyB = await seededKey(random)
+    const b = await openSwarmState({ swarm: SWARM, signer: keySigner(keyB), store: fileEnvelopeStore(dir) })
+    syncPair(one, b)
+    syncPair(two, b) // b holds branch one, meets branch two: proof, exclusion
+    const writer = one.peerId
+    expect(b.flagged.get(writer)?.excluded).toBe(true)
+    await b.close()
+    const reopened = await openSwarmState({ swarm: SWARM, signer: keySigner(keyB), store: fileEnvelopeStore(dir) })
+    expect(reopened.loadReport.status).toBe('loaded')
+    expect(reopened.flagged.get(writer)?.excluded).toBe(true)
+    expect(reopened.forkProofsExcept([])).toHaveLength(1)
+    expect(reopened.reputationClaims()).toEqual([])
+    await reopened.close()
+  })
+
   it('a truncated store is corrupt too', async () => {
     const random = seededRandom(seed)
     const dir = tempDir()
