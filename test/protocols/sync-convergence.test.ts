@@ -2,12 +2,15 @@
 // on loopback TCP (noise, yamux, gossipsub, swarm-sync), random operations, random partitions
 // and heals, 30% of inbound gossip dropped, random inbound delays (reordering). After the final
 // heal every replica must hold the identical document: same views (JSON), same encoded Yjs state
-// (Y.encodeStateAsUpdate, byte for byte) and same per-writer heads. One PRNG drives operations, partitions,
+// (Y.encodeStateAsUpdate, byte for byte) and same per-writer heads. Then a writer forks (each
+// replica gets one of two branches): every replica must exclude it and the views must agree. One PRNG drives operations, partitions,
 // drops and delays; network timing is real, so a seed reproduces the workload, not the schedule.
 //
 //   TEST_SEED=<seed> npx vitest run test/protocols/sync-convergence.test.ts
 //   CRDT_LONG=1 ...   more rounds and operations
 import * as Y from 'yjs'
+import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { keySigner, SwarmState, type Envelope } from '../../crdt/index.ts'
 import { afterAll, describe, expect, it } from 'vitest'
 import { seededRandom, testSeed } from '../seed.ts'
 import { createSyncNode, enforce, Partition, until, type SyncNode } from './sync-harness.ts'
@@ -21,6 +24,7 @@ const DROP = 0.3
 const repro = `TEST_SEED=${seed}${long ? ' CRDT_LONG=1' : ''} npx vitest run test/protocols/sync-convergence.test.ts`
 
 const nodes: SyncNode[] = []
+let phaseOneDone = false
 afterAll(async () => { await Promise.all(nodes.splice(0).map(async (n) => await n.stop())) })
 
 async function randomOp (node: SyncNode, random: () => number, i: number): Promise<void> {
@@ -88,6 +92,29 @@ describe(`convergence over libp2p (${repro})`, () => {
     const total = (key: keyof SyncNode['services']['swarmSync']['stats']): number => nodes.reduce((n, node) => n + node.services.swarmSync.stats[key], 0)
     expect(total('gossipDropped')).toBeGreaterThan(0)
     expect(total('pulls')).toBeGreaterThan(0)
+    phaseOneDone = true
     if (long) console.log(`seed ${seed}: ${op} ops, ${states[0].writers().length} writers, gossip dropped ${total('gossipDropped')} accepted ${total('gossipAccepted')}, pulls ${total('pulls')} (failed ${total('pullsFailed')}), sync bytes in ${total('syncBytesIn')}`)
+  })
+
+  it('an equivocating writer is excluded by every replica, and honest views stay identical', async () => {
+    if (!phaseOneDone) expect.fail(`needs the converged replicas of the previous test; ${repro}`)
+    const random = seededRandom(seed ^ 0x5eed)
+    const key = await generateKeyPairFromSeed('Ed25519', Uint8Array.from({ length: 32 }, () => Math.floor(random() * 256)))
+    const branch = async (tag: number): Promise<Envelope[]> => {
+      const writer = new SwarmState({ swarm: 'fuzz', signer: keySigner(key) })
+      const out: Envelope[] = []
+      writer.onEnvelope((e) => out.push(e))
+      await writer.putManifest('m', { tag })
+      await writer.claimReputation('victim', tag)
+      return out
+    }
+    const [one, two] = [await branch(1), await branch(2)]
+    // Each replica is handed one branch directly, as a forking writer would do.
+    for (const node of nodes) for (const e of random() < 0.5 ? one : two) node.services.swarmSync.state.receive(e)
+    const writer = key.publicKey.toString()
+    const views = (node: SyncNode): string => JSON.stringify(node.services.swarmSync.state.snapshot())
+    const done = await until(() => nodes.every((n) => n.services.swarmSync.state.flagged.get(writer)?.excluded === true) && new Set(nodes.map(views)).size === 1, long ? 60_000 : 20_000, 50)
+    if (!done) expect.fail(`the forked writer was not excluded everywhere; reproduce with: ${repro}`)
+    expect(JSON.parse(views(nodes[0]))[writer]).toBeUndefined()
   })
 })
