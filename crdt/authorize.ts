@@ -21,6 +21,9 @@ const reject = (reason: RejectReason, detail: string): UpdateCheck => ({ ok: fal
 /** Checks an update against the acceptance rules without touching any document. */
 export function authorizeUpdate (update: Uint8Array, scope: UpdateScope): UpdateCheck {
   if (update.length > MAX_UPDATE_BYTES) return reject('oversize', `update of ${update.length} bytes exceeds ${MAX_UPDATE_BYTES}`)
+  // One client, so at most one struct section: Yjs keeps only the last section per client and
+  // would hold the rest as invisible pending structs, which a flattened decode would not show.
+  if (update.length > 0 && update[0] > 1) return reject('malformed', `update with ${update[0] & 0x7f}+ struct sections`)
   let decoded: ReturnType<typeof Y.decodeUpdate>
   try {
     decoded = Y.decodeUpdate(update)

@@ -216,6 +216,17 @@ describe(`attacks on the document (TEST_SEED=${seed} npx vitest run test/crdt/at
     expectRejected(honest, await signAs(attacker, attackerKey, update), 'forbidden-content')
   })
 
+  it('two struct sections for one client (Yjs would keep one and hide the other as pending)', async () => {
+    const { honest, attacker, attackerKey, doc } = await setup()
+    const first = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('a', 1))
+    const second = updateOf(doc, () => doc.getMap(attacker.identity.namespace).set('b', 2))
+    // Each is [1 section][section][0 deletes]; splice them into [2 sections][s1][s2][0 deletes].
+    expect([first[0], first[first.length - 1], second[0], second[second.length - 1]]).toEqual([1, 0, 1, 0])
+    const crafted = Buffer.concat([Buffer.from([2]), first.subarray(1, -1), second.subarray(1, -1), Buffer.from([0])])
+    expect(Y.decodeUpdate(crafted).structs).toHaveLength(2) // a flattened decode looks contiguous
+    expectRejected(honest, await signAs(attacker, attackerKey, crafted), 'malformed')
+  })
+
   it('garbage bytes as an update', async () => {
     const { honest, attacker, attackerKey } = await setup()
     expectRejected(honest, await signAs(attacker, attackerKey, Uint8Array.from([200, 1, 2, 3])), 'malformed')
