@@ -30,6 +30,8 @@ export function authorizeUpdate (update: Uint8Array, scope: UpdateScope): Update
   } catch (err) {
     return reject('malformed', `update does not decode: ${(err as Error).message}`)
   }
+  // An empty section would name a client we never see in the structs.
+  if (update[0] === 1 && decoded.structs.length === 0) return reject('malformed', 'empty struct section')
   const { clientId, namespace } = scope
   let clock = scope.clock
   for (const struct of decoded.structs) {
@@ -38,6 +40,7 @@ export function authorizeUpdate (update: Uint8Array, scope: UpdateScope): Update
     // Contiguous: no gap Yjs would hold as pending, no rewrite of a clock already applied.
     if (at !== clock) return reject('clock-gap', `struct at clock ${at}, expected ${clock}`)
     if (struct instanceof Y.Skip) return reject('malformed', 'skip struct in an envelope')
+    if (struct.length < 1) return reject('malformed', 'zero-length struct (two structs would share one id)')
     if (struct instanceof Y.Item) {
       if (struct.content instanceof Y.ContentDoc) return reject('forbidden-content', 'subdocuments are not allowed')
       const own = (id: Y.ID | null): boolean => id === null || (id.client === clientId && id.clock < at)

@@ -227,6 +227,16 @@ describe(`attacks on the document (TEST_SEED=${seed} npx vitest run test/crdt/at
     expectRejected(honest, await signAs(attacker, attackerKey, crafted), 'malformed')
   })
 
+  it('an empty struct section naming another client (nested types of its own still pass)', async () => {
+    const { honest, attacker, attackerKey } = await setup()
+    // [1 section][0 structs][client 5][clock 0][0 deletes]: a section naming someone else's client.
+    expectRejected(honest, await signAs(attacker, attackerKey, Uint8Array.from([1, 0, 5, 0, 0])), 'malformed')
+    const doc = new Y.Doc()
+    doc.clientID = attacker.identity.clientId
+    const nested = updateOf(doc, () => { const t = new Y.Text(); doc.getMap(attacker.identity.namespace).set('t', t); t.insert(0, 'x') })
+    expect(honest.receive(await signAs(attacker, attackerKey, nested)).status).toBe('accepted')
+  })
+
   it('garbage bytes as an update', async () => {
     const { honest, attacker, attackerKey } = await setup()
     expectRejected(honest, await signAs(attacker, attackerKey, Uint8Array.from([200, 1, 2, 3])), 'malformed')
