@@ -5,7 +5,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import { tcp } from '@libp2p/tcp'
-import { createLibp2p, type Libp2p } from 'libp2p'
+import { createLibp2p, type Libp2p, type Libp2pOptions } from 'libp2p'
 import { swarmSync, type SwarmSync, type SwarmSyncInit } from '../../protocols/sync/swarm-sync.ts'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
@@ -23,11 +23,12 @@ export class Partition {
   }
 }
 
-export async function createSyncNode (partition: Partition, init: SwarmSyncInit, gossip: Parameters<typeof gossipsub>[0] = {}, privateKey?: PrivateKey): Promise<SyncNode> {
+export async function createSyncNode (partition: Partition, init: SwarmSyncInit, gossip: Parameters<typeof gossipsub>[0] = {}, privateKey?: PrivateKey, extra: Pick<Libp2pOptions, 'metrics'> = {}): Promise<SyncNode> {
   let self = ''
   const deny = (peer: PeerId): boolean => partition.blocked(self, peer.toString())
   const node = await createLibp2p({
     ...(privateKey === undefined ? {} : { privateKey }),
+    ...extra,
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
