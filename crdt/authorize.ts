@@ -10,8 +10,11 @@ import type { RejectReason } from './index.ts'
 export interface UpdateScope {
   clientId: number
   namespace: string
-  /** The writer's state-vector entry before this update (all its earlier structs exist). */
-  clock: number
+  /**
+   * The writer's state-vector entry before this update (all its earlier structs exist).
+   * Undefined for a pre-check of an envelope held ahead of a gap: everything but the clock.
+   */
+  clock: number | undefined
 }
 
 export type UpdateCheck = { ok: true, clockAfter: number, deletes: number } | { ok: false, reason: RejectReason, detail: string }
@@ -33,7 +36,8 @@ export function authorizeUpdate (update: Uint8Array, scope: UpdateScope): Update
   // An empty section would name a client we never see in the structs.
   if (update[0] === 1 && decoded.structs.length === 0) return reject('malformed', 'empty struct section')
   const { clientId, namespace } = scope
-  let clock = scope.clock
+  let clock = scope.clock ?? decoded.structs[0]?.id.clock ?? 0
+  const start = clock
   for (const struct of decoded.structs) {
     const { client, clock: at } = struct.id
     if (client !== clientId) return reject('foreign-client', `struct of clientID ${client}, writer is ${clientId}`)
@@ -63,10 +67,10 @@ export function authorizeUpdate (update: Uint8Array, scope: UpdateScope): Update
   for (const [client, ranges] of decoded.ds.clients) {
     if (client !== clientId) return reject('foreign-delete', `deletes items of clientID ${client}`)
     for (const range of ranges) {
-      if (range.clock + range.len > clock) return reject('foreign-delete', 'deletes items that do not exist yet')
+      if (scope.clock !== undefined && range.clock + range.len > clock) return reject('foreign-delete', 'deletes items that do not exist yet')
       deletes += range.len
     }
   }
-  if (clock === scope.clock && deletes === 0) return reject('malformed', 'empty update')
+  if (clock === start && deletes === 0) return reject('malformed', 'empty update')
   return { ok: true, clockAfter: clock, deletes }
 }

@@ -65,6 +65,10 @@ export class SwarmReplica extends SwarmViews {
     if (!(log instanceof WriterLog)) return log
     if (envelope.seq < 1) return rejected('malformed', 'seq 0', 'writer')
     if (envelope.seq > log.seq + 1) {
+      // Held ahead of a gap, so only the clock is unknown: check the rest now, before a
+      // validator accepts (and gossip forwards) it.
+      const check = authorizeUpdate(envelope.update, { clientId: identity.clientId, namespace: identity.namespace, clock: undefined })
+      if (!check.ok) return rejected(check.reason, check.detail, 'writer')
       if (this.pendingBytes() + envelope.update.length > MAX_PENDING_BYTES || !log.hold(envelope, hash)) {
         return rejected('pending-full', `seq ${envelope.seq} too far ahead of ${log.seq}`, 'sender')
       }

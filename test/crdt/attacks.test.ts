@@ -197,6 +197,13 @@ describe(`attacks on the document (TEST_SEED=${seed} npx vitest run test/crdt/at
     expect(honest.heads().find((h) => h.clientId === attacker.identity.clientId)?.seq).toBe(crdtConstants.MAX_PENDING_PER_WRITER + 1)
   })
 
+  it('an envelope ahead of a gap is checked for everything but its clock before it is held', async () => {
+    const { victim, honest, attacker, attackerKey, doc } = await setup()
+    const raid = updateOf(doc, () => doc.getMap(victim.identity.namespace).set('manifest/evil', 1))
+    expectRejected(honest, await signAs(attacker, attackerKey, raid, 5, new Uint8Array(32).fill(1)), 'foreign-namespace')
+    expect(honest.counters.pending).toBe(0)
+  })
+
   it('a forged anti-entropy run is refused and its sender flagged', async () => {
     const { victim, honest } = await setup()
     await victim.heartbeat()
