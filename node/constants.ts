@@ -44,3 +44,11 @@ export const UPNP_INITIAL_SEARCH_MS = 2_000
 export const BOOTSTRAP_REDIAL_MAX_MS = 5_000
 /** How long the reachable side waits for the peer's own direct dial before asking for a reverse dial. */
 export const REVERSE_DIAL_GRACE_MS = 500
+/** A hole-punched TCP socket idle this long is closed (as libp2p's TCP transport does). */
+export const PUNCHED_SOCKET_IDLE_MS = 2 * 60 * 1000
+/** How long both sides keep trying to connect during a hole punch. */
+export const PUNCH_CONNECT_WINDOW_MS = 5_000
+/** Pause between two connect attempts of a hole punch. */
+export const PUNCH_RETRY_MS = 100
+/** Deadline for Noise + Yamux on a hole-punched socket. */
+export const PUNCH_UPGRADE_TIMEOUT_MS = 10_000

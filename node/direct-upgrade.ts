@@ -2,17 +2,27 @@
 // replace it with a direct one, in the order that works from behind NATs in Node today:
 //   1. the peer advertises a direct address (public, or UPnP-mapped and confirmed) → dial it;
 //   2. we have a confirmed direct address → ask the peer to dial us (reverse dial);
-//   3. libp2p's DCUtR runs as well (it cannot punch TCP holes from Node; see node/README.md).
+//   3. both sides behind port-preserving NATs → TCP hole punch (hole-punch protocol: swap
+//      external ip:port over the relay, connect from a fresh port at the same time);
+//   4. libp2p's DCUtR runs as well (it cannot punch TCP holes from Node; see node/README.md).
 // Relayed connections stay open: new streams prefer the direct connection once it exists.
-import type { AbortOptions, Connection, Libp2pEvents, PeerId, PeerStore, Startable, Stream, TypedEventTarget } from '@libp2p/interface'
+import type { AbortOptions, ComponentLogger, Connection, Libp2pEvents, Logger, PeerId, PeerStore, Startable, Stream, TypedEventTarget, Upgrader } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
 import { isPrivate } from '@libp2p/utils'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { requestReverseDial, reverseDialHandler, reverseDialProtocol, ReverseDialResponse } from '../protocols/index.ts'
-import { IDENTIFY_WAIT_MS, REVERSE_DIAL_GRACE_MS } from './constants.ts'
+import { holePunchHandler, holePunchProtocol, requestHolePunch, requestReverseDial, reverseDialHandler, reverseDialProtocol, ReverseDialResponse } from '../protocols/index.ts'
+import type { PunchEndpoint } from '../protocols/index.ts'
+import { socketConnection } from './socket-conn.ts'
+import { freeLocalPort, simultaneousOpen } from './tcp-punch.ts'
+import { IDENTIFY_WAIT_MS, PUNCH_UPGRADE_TIMEOUT_MS, REVERSE_DIAL_GRACE_MS } from './constants.ts'
 import { isSwarmMember } from './membership.ts'
+
+export interface NatInfo { behaviour: string, externalIp?: string }
 
 export interface DirectUpgraderInit {
   swarm: string
+  /** Our NAT behaviour and external IP (from the reachability monitor); enables hole punching. */
+  natInfo?: () => Promise<NatInfo>
   /** Accept and send private addresses (tests on loopback). Default false. */
   acceptPrivate?: boolean
 }
@@ -30,17 +40,22 @@ export interface DirectUpgraderComponents {
     getConnections: (peer?: PeerId) => Connection[]
   }
   addressManager: { getAddressesWithMetadata: () => Array<{ multiaddr: Multiaddr, verified: boolean, type: string }> }
+  upgrader: Upgrader
+  logger: ComponentLogger
+  peerId: PeerId
 }
 
-export type DirectEvent = { peer: string, via: 'advertised' | 'reverse-dial' | 'peer dialed us', ok: boolean, ms: number }
+export type DirectEvent = { peer: string, via: 'advertised' | 'reverse-dial' | 'peer dialed us' | 'hole-punch', ok: boolean, ms: number, error?: string }
 
 export class DirectUpgrader implements Startable {
   readonly protocol: string
+  readonly punchProtocol: string
   /** Outcome of every attempt, newest last (the daemon logs and reports them). */
   readonly attempts: DirectEvent[] = []
   private readonly components: DirectUpgraderComponents
   private readonly init: DirectUpgraderInit
   private readonly pending = new Set<string>()
+  private readonly log: Logger
   private shutdown = new AbortController()
   private readonly onOpen = (evt: CustomEvent<Connection>): void => {
     const connection = evt.detail
@@ -52,6 +67,8 @@ export class DirectUpgrader implements Startable {
     this.components = components
     this.init = init
     this.protocol = reverseDialProtocol(init.swarm)
+    this.punchProtocol = holePunchProtocol(init.swarm)
+    this.log = components.logger.forComponent('mycelium:node:direct-upgrade')
   }
 
   async start (): Promise<void> {
@@ -64,6 +81,17 @@ export class DirectUpgrader implements Startable {
         return connection.limits == null
       }
     }), { maxInboundStreams: 2, runOnLimitedConnection: true })
+    await this.components.registrar.handle(this.punchProtocol, holePunchHandler({
+      prepare: async (connection) => await this.punchEndpoint(connection.remotePeer),
+      punch: (connection, local, remote) => {
+        const started = performance.now()
+        this.punch(connection.remotePeer, local, remote, 'inbound').then((ok) => {
+          this.attempts.push({ peer: connection.remotePeer.toString(), via: 'hole-punch', ok, ms: performance.now() - started })
+        }, (err: Error) => {
+          this.attempts.push({ peer: connection.remotePeer.toString(), via: 'hole-punch', ok: false, ms: performance.now() - started, error: err.message })
+        })
+      }
+    }), { maxInboundStreams: 2, runOnLimitedConnection: true })
     this.components.events.addEventListener('connection:open', this.onOpen)
   }
 
@@ -71,6 +99,7 @@ export class DirectUpgrader implements Startable {
     this.shutdown.abort()
     this.components.events.removeEventListener('connection:open', this.onOpen)
     await this.components.registrar.unhandle(this.protocol)
+    await this.components.registrar.unhandle(this.punchProtocol)
   }
 
   /** True when a direct (non-relayed) connection to `peer` is open. */
@@ -99,7 +128,7 @@ export class DirectUpgrader implements Startable {
       }
       const ours = this.components.addressManager.getAddressesWithMetadata()
         .filter((a) => a.verified && this.acceptable(a.multiaddr)).map((a) => a.multiaddr)
-      if (ours.length === 0) return false
+      if (ours.length === 0) return await this.tryHolePunch(peer, started, signal)
       // The peer's own upgrader sees our addresses too and usually dials first; give it a moment
       // so the two sides do not open two direct connections at once (libp2p then drops one,
       // and streams on it die).
@@ -117,6 +146,57 @@ export class DirectUpgrader implements Startable {
     } finally {
       this.pending.delete(key)
     }
+  }
+
+  /** Our side of a punch: a fresh local port and our external IP, when our NAT preserves ports. */
+  private async punchEndpoint (peer: PeerId): Promise<PunchEndpoint | undefined> {
+    if (this.init.natInfo == null || this.hasDirect(peer)) return undefined
+    const nat = await this.init.natInfo()
+    if (nat.behaviour !== 'port-preserving' || nat.externalIp === undefined) return undefined
+    return { ip: nat.externalIp, port: await freeLocalPort() }
+  }
+
+  /** Both behind NATs: the peer with the smaller id asks the other for a simultaneous open. */
+  private async tryHolePunch (peer: PeerId, started: number, signal: AbortSignal): Promise<boolean> {
+    const key = peer.toString()
+    // one initiator per pair: the smaller peer id; the other side only answers
+    if (this.init.natInfo == null || this.selfId() > key) return false
+    const local = await this.punchEndpoint(peer)
+    if (local === undefined) return false
+    const relayed = this.components.connectionManager.getConnections(peer).find((c) => c.status === 'open')
+    if (relayed == null) return false
+    try {
+      const stream = await relayed.newStream(this.punchProtocol, { signal, runOnLimitedConnection: true })
+      const remote = await requestHolePunch(stream, local, { signal })
+      if (remote === undefined) {
+        this.attempts.push({ peer: key, via: 'hole-punch', ok: false, ms: performance.now() - started, error: 'peer refused (not behind a port-preserving NAT)' })
+        return false
+      }
+      const ok = await this.punch(peer, local, remote, 'outbound', signal)
+      this.attempts.push({ peer: key, via: 'hole-punch', ok, ms: performance.now() - started })
+      return ok
+    } catch (err) {
+      this.attempts.push({ peer: key, via: 'hole-punch', ok: false, ms: performance.now() - started, error: (err as Error).message })
+      return false
+    }
+  }
+
+  /** Simultaneous open, then libp2p's upgrade: the initiator runs Noise as initiator. */
+  private async punch (peer: PeerId, local: PunchEndpoint, remote: PunchEndpoint, direction: 'inbound' | 'outbound', signal?: AbortSignal): Promise<boolean> {
+    const socket = await simultaneousOpen(local.port, remote.ip, remote.port, { signal })
+    const remoteAddr = multiaddr(`/ip4/${remote.ip}/tcp/${remote.port}${direction === 'outbound' ? `/p2p/${peer.toString()}` : ''}`)
+    const maConn = socketConnection(socket, remoteAddr, direction, this.log)
+    const upgradeSignal = AbortSignal.timeout(PUNCH_UPGRADE_TIMEOUT_MS)
+    if (direction === 'outbound') {
+      const connection = await this.components.upgrader.upgradeOutbound(maConn, { signal: upgradeSignal })
+      return connection.remotePeer.equals(peer)
+    }
+    await this.components.upgrader.upgradeInbound(maConn, { signal: upgradeSignal })
+    return this.hasDirect(peer)
+  }
+
+  private selfId (): string {
+    return this.components.peerId.toString()
   }
 
   private acceptable (addr: Multiaddr): boolean {

@@ -30,7 +30,7 @@ import { MAX_CONNECTIONS, MAX_INBOUND_STREAMS, UPNP_INITIAL_SEARCH_MS } from './
 import { directUpgrader } from './direct-upgrade.ts'
 import type { DirectUpgrader } from './direct-upgrade.ts'
 import { reachabilityMonitor } from './reachability.ts'
-import type { ReachabilityMonitor } from './reachability.ts'
+import type { ReachabilityComponents, ReachabilityMonitor } from './reachability.ts'
 import { swarmRelayServer } from './relay-policy.ts'
 
 /** Knobs tests and the lab turn; the daemon uses the defaults. */
@@ -68,6 +68,7 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
   // dial the anchors at once (libp2p waits 1 s by default): joining fast is a target
   if (config.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: config.bootstrap.map(String), timeout: 0 }))
   if (config.mdns) peerDiscovery.push(mdns({ serviceTag: `_mycelium-${config.swarm}._udp.local` }))
+  let monitor: ReachabilityMonitor | undefined
   const services: Record<string, (components: never) => unknown> = {
     identify: identify(),
     identifyPush: identifyPush(),
@@ -84,12 +85,19 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
     dcutr: dcutr(),
     autoNAT: autoNATv2(),
     bulk: bulkTransfer({ swarm: config.swarm }),
-    reachability: reachabilityMonitor()
+    reachability: (components: ReachabilityComponents) => {
+      monitor = reachabilityMonitor()(components)
+      return monitor
+    }
   }
   if (config.upnp) services.upnp = uPnPNAT({ initialGatewaySearchTimeout: UPNP_INITIAL_SEARCH_MS })
   if (config.public) services.relay = swarmRelayServer({ swarm: config.swarm })
   if (options.directUpgrade !== false) {
-    services.direct = directUpgrader({ swarm: config.swarm, acceptPrivate: options.reverseDialPrivate === true })
+    services.direct = directUpgrader({
+      swarm: config.swarm,
+      acceptPrivate: options.reverseDialPrivate === true,
+      natInfo: async () => await (monitor?.natInfo() ?? Promise.resolve({ behaviour: 'unknown' }))
+    })
   }
   return await createLibp2p<MyceliumServices>({
     privateKey,

@@ -58,6 +58,18 @@ export class ReachabilityMonitor implements Startable {
     this.components.events.removeEventListener('peer:identify', this.onIdentify)
   }
 
+  /** NAT behaviour and the external IPv4 address peers see most often (for hole punching). */
+  async natInfo (): Promise<{ behaviour: NatHint['behaviour'], externalIp?: string }> {
+    const report = await this.report()
+    const counts = new Map<string, number>()
+    for (const o of report.observed) {
+      const ip = /^\/ip4\/([\d.]+)\/tcp\//.exec(o.addr)?.[1]
+      if (ip !== undefined) counts.set(ip, (counts.get(ip) ?? 0) + 1)
+    }
+    const externalIp = [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))[0]?.[0]
+    return { behaviour: report.nat.behaviour, externalIp }
+  }
+
   /** UPnP-mapped addresses that AutoNAT has not confirmed yet. */
   unverifiedPublicAddresses (): Multiaddr[] {
     return this.components.addressManager.getAddressesWithMetadata()

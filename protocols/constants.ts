@@ -29,3 +29,9 @@ export const REVERSE_DIAL_MAX_ADDRS = 8
 export const REVERSE_DIAL_TIMEOUT_MS = 10_000
 /** Least time between two reverse dials requested by the same peer. */
 export const REVERSE_DIAL_MIN_INTERVAL_MS = 5_000
+
+// --- TCP hole punch (hole-punch.ts) ---
+/** Largest hole-punch frame. */
+export const PUNCH_MAX_FRAME_BYTES = 128
+/** Deadline of the punch exchange on the relayed connection. */
+export const PUNCH_EXCHANGE_TIMEOUT_MS = 5_000
