@@ -163,11 +163,7 @@ export class SwarmSync implements Startable {
         this.syncPeers.add(peerId.toString())
         this.requestPull(peerId.toString())
       },
-      onDisconnect: (peerId) => {
-        this.syncPeers.delete(peerId.toString())
-        this.gossipLimits.forget(peerId.toString())
-        this.syncLimits.forget(peerId.toString())
-      }
+      onDisconnect: (peerId) => { this.syncPeers.delete(peerId.toString()) }
     })
   }
 
