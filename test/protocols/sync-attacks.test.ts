@@ -44,11 +44,13 @@ describe('attacks on the wire', () => {
     const topic = honest.services.swarmSync.topic
     await link(evil.node, honest, topic)
     for (let i = 0; i < 400; i++) await evil.state.heartbeat()
+    const started = Date.now()
     for (const e of evil.sent) await evil.node.services.pubsub.publish(topic, encodeEnvelope(e))
     const stats = honest.services.swarmSync.stats
     expect(await until(() => stats.rateLimited + stats.gossipAccepted >= 400, 10_000)).toBe(true)
-    expect(stats.gossipAccepted).toBeLessThanOrEqual(55)
-    expect(stats.rateLimited).toBeGreaterThanOrEqual(345)
+    const allowed = 50 + Math.ceil((Date.now() - started) / 1000) // burst, then 1 per second
+    expect(stats.gossipAccepted).toBeLessThanOrEqual(allowed)
+    expect(stats.rateLimited).toBeGreaterThanOrEqual(400 - allowed)
   })
 
   it('unsigned gossip is never applied', async () => {
