@@ -41,6 +41,19 @@ describe(`SwarmState (TEST_SEED=${seed} npx vitest run test/crdt/swarm-state.tes
     expect(b.online()).toEqual([])
   })
 
+  it('a writer whose clock runs ahead cannot stay online past the TTL', async () => {
+    const random = seededRandom(seed)
+    let now = 1_000_000
+    const a = await makeState(random, { clock: () => now + 3_600_000 }) // an hour ahead
+    const b = await makeState(random, { clock: () => now })
+    const sent = capture(a)
+    await a.heartbeat()
+    b.receive(sent[0])
+    expect(b.online()).toEqual([a.peerId])
+    now += 30_000 // counted from when b applied it, not from a's timestamp
+    expect(b.online()).toEqual([])
+  })
+
   it('emits change events for local and remote writes', async () => {
     const random = seededRandom(seed)
     const a = await makeState(random)
