@@ -158,6 +158,11 @@ async function envelopeCosts (): Promise<Record<string, number>> {
   const t1 = performance.now()
   for (const e of envelopes) reader.receive(e)
   const receiveUs = (performance.now() - t1) * 1000 / n
+  const viaRuns = new SwarmState({ swarm: SWARM, signer: keySigner(await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(8))) })
+  const { runs } = writer.runsFor([], 1 << 30)
+  const tr = performance.now()
+  for (const run of runs) viaRuns.receiveRun(run)
+  const runUs = (performance.now() - tr) * 1000 / n
   const identity = writer.identity
   const t2 = performance.now()
   for (const e of envelopes) identity.verify(envelopeHash(SWARM, e.writer, e.seq, e.prev, e.update), e.signature)
@@ -170,7 +175,7 @@ async function envelopeCosts (): Promise<Record<string, number>> {
   for (const e of envelopes) Y.applyUpdate(doc, e.update)
   const applyUs = (performance.now() - t4) * 1000 / n
   const avgEnvelopeBytes = envelopes.reduce((x, e) => x + e.update.length, 0) / n
-  return { writeUs, receiveUs, verifyUs, authorizeUs, applyUs, avgEnvelopeBytes }
+  return { writeUs, receiveUs, runUs, verifyUs, authorizeUs, applyUs, avgEnvelopeBytes }
 }
 
 const load = loadavg()[0]
@@ -199,6 +204,7 @@ console.log(formatTable(['step', 'µs'], [
   ['  of which Ed25519 verify (hash included)', fmt(costs.verifyUs, 1)],
   ['  of which authorize (decode + rules)', fmt(costs.authorizeUs, 1)],
   ['  of which Yjs applyUpdate', fmt(costs.applyUs, 1)],
+  ['receive through anti-entropy runs (one signature per run)', fmt(costs.runUs, 1)],
   ['average update bytes', fmt(costs.avgEnvelopeBytes, 1)]
 ]))
 const targets: Target[] = [
