@@ -29,7 +29,9 @@ export function natHint (observations: PortObservation[], localIps: string[]): N
   if (observations.every((o) => localIps.includes(o.observedIp))) return { behaviour: 'none', text: 'no NAT: peers see one of this machine\'s own addresses' }
   const known = observations.filter((o) => o.localPort !== undefined)
   if (known.length === 0) return { behaviour: 'unknown', text: `behind a NAT (peers see ${observations[0].observedIp}); local ports unknown, so its mapping behaviour is unknown` }
-  if (known.every((o) => o.observedPort === o.localPort)) {
+  // A symmetric NAT keeps a port by chance (≈ 1 in 30 000); a cone NAT almost always keeps it.
+  const kept = known.filter((o) => o.observedPort === o.localPort).length
+  if (kept > 0 && kept >= known.length - kept) {
     return { behaviour: 'port-preserving', text: `behind a port-preserving NAT (cone-like; peers see ${known[0].observedIp}): UPnP, or a reverse dial from a reachable peer, gives direct connections` }
   }
   return { behaviour: 'port-translating', text: `behind a port-translating NAT (symmetric-like; peers see ${known[0].observedIp} with rewritten ports): direct connections only to reachable peers; otherwise a relay` }
@@ -40,13 +42,15 @@ export function localIps (): string[] {
   return Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address))
 }
 
-/** Parses /proc/net/tcp text into (remote ip:port → local port) for IPv4 sockets. */
+/** Parses /proc/net/tcp text into (remote ip:port → local port) for established IPv4 sockets
+ * (TIME_WAIT entries of earlier connections to the same peer would point at stale ports). */
 export function parseProcNetTcp (text: string): Map<string, number> {
   const out = new Map<string, number>()
   for (const line of text.split('\n').slice(1)) {
     const cols = line.trim().split(/\s+/)
     if (cols.length < 3) continue
-    const [, local, remote] = cols
+    const [, local, remote, state] = cols
+    if (state !== '01') continue
     const [, localPortHex] = local.split(':')
     const [remIpHex, remPortHex] = remote.split(':')
     if (remIpHex === undefined || remPortHex === undefined || remIpHex.length !== 8) continue

@@ -39,13 +39,15 @@ describe.skipIf(reason !== undefined)('NAT lab', () => {
   })
 
   it('1. a NAT\'d node is reachable through its relay reservation, and a stream protocol works across it', async () => {
-    const dial = await lab.request('h2', { cmd: 'dial', addr: circuit('h1') })
+    // h3 sits behind the symmetric NAT, so the relayed connection stays the only path
+    const dial = await lab.request('h2', { cmd: 'dial', addr: circuit('h3') })
     expect(dial.direct).toBe(false)
     // a swarm circuit through our relay carries no limit, so payload protocols may use it
     expect(dial.limited).toBe(false)
-    const sent = await lab.request('h2', { cmd: 'bulk', peer: id.h1, bytes: 1_000_000 })
+    const sent = await lab.request('h2', { cmd: 'bulk', peer: id.h3, bytes: 1_000_000 })
     expect(sent.bytes).toBe(1_000_000)
-    const ping = await lab.request('h2', { cmd: 'ping', peer: id.h1 })
+    expect(sent.direct).toBe(false)
+    const ping = await lab.request('h2', { cmd: 'ping', peer: id.h3 })
     expect(typeof ping.rtt).toBe('number')
   })
 
@@ -90,6 +92,7 @@ describe.skipIf(reason !== undefined)('NAT lab', () => {
     await reserved('h1')
     await pollUntil(async () => (await connections('pub')).some((c) => c.peer === id.h1), 10_000, 'the relay to see h1 again')
     await lab.request('h2', { cmd: 'dial', addr: circuit('h1') })
+    await lab.request('h2', { cmd: 'ping', peer: id.h1 })
 
     // Only one relay from here on (pub2 also relays: clients would simply fail over to it).
     const pub2Dir = lab.nodes.get('pub2')!.dataDir
@@ -109,8 +112,8 @@ describe.skipIf(reason !== undefined)('NAT lab', () => {
     await lab.startNode('pub2', { public: true, dataDir: pub2Dir, bootstrap: [boot], listen: ['/ip4/11.0.0.3/tcp/4001'], announce: ['/ip4/11.0.0.3/tcp/4001'] })
   })
 
-  it('5. direct connections: reachable↔NAT upgrade to direct (advertised address or reverse dial); cone↔cone stays relayed', async () => {
-    // public ↔ symmetric NAT: pub2 reaches h3 through the relay, then h3 dials pub2 back
+  it('5. direct connections: reachable↔NAT (advertised address / reverse dial), cone↔cone (TCP hole punch); cone↔symmetric stays relayed', async () => {
+    // public ↔ symmetric NAT: pub2 reaches h3 through the relay, then a direct dial out of h3
     await lab.request('pub2', { cmd: 'dial', addr: circuit('h3') })
     await pollUntil(async () => (await connections('pub2')).some((c) => c.peer === id.h3 && c.direct), 5_000, 'a direct pub2↔h3 connection')
     if (hasMiniupnpd()) {
@@ -120,11 +123,20 @@ describe.skipIf(reason !== undefined)('NAT lab', () => {
       const sent = await lab.request('h2', { cmd: 'bulk', peer: id.h4, bytes: 1_000_000 })
       expect(sent.direct).toBe(true)
     }
-    // cone ↔ cone: nobody is reachable, Node cannot punch TCP holes: the relay path must still work
+    // cone ↔ cone: nobody is reachable; both NATs keep ports, so a simultaneous open punches through
     await lab.request('h2', { cmd: 'dial', addr: circuit('h1') })
-    const upgrade = await lab.request('h2', { cmd: 'upgrade', peer: id.h1 })
+    await pollUntil(async () => (await connections('h2')).some((c) => c.peer === id.h1 && c.direct), 5_000, 'a hole-punched h2↔h1 connection').catch(async (err) => {
+      process.stderr.write(`h1 ${JSON.stringify((await status('h1')).direct)} ${JSON.stringify((await status('h1')).nat)}\nh2 ${JSON.stringify((await status('h2')).direct)} ${JSON.stringify((await status('h2')).nat)}\n`)
+      throw err
+    })
+    const punched = [...((await status('h1')).direct as Array<{ peer: string, via: string, ok: boolean }>), ...((await status('h2')).direct as Array<{ peer: string, via: string, ok: boolean }>)]
+    expect(punched.some((a) => a.via === 'hole-punch' && a.ok)).toBe(true)
+    expect((await lab.request('h2', { cmd: 'bulk', peer: id.h1, bytes: 5_000_000 })).direct).toBe(true)
+    // cone ↔ symmetric: the symmetric NAT rewrites ports, no punch is possible: the relay carries it
+    await lab.request('h2', { cmd: 'dial', addr: circuit('h3') })
+    const upgrade = await lab.request('h2', { cmd: 'upgrade', peer: id.h3 })
     expect(upgrade.direct).toBe(false)
-    const sent = await lab.request('h2', { cmd: 'bulk', peer: id.h1, bytes: 1_000_000 })
+    const sent = await lab.request('h2', { cmd: 'bulk', peer: id.h3, bytes: 1_000_000 })
     expect(sent.direct).toBe(false)
   })
 })
