@@ -147,6 +147,12 @@ export type LoadReport =
   | { status: 'loaded', envelopes: number, writers: number }
   | { status: 'corrupt', reason: string, movedTo?: string }
 
+/** Options of SwarmState's writes. */
+export interface WriteOptions {
+  /** Abandons a write still waiting for paused writes to resume. */
+  signal?: AbortSignal
+}
+
 export interface SwarmStateInit {
   /** Swarm name; hashed into every envelope so envelopes cannot cross swarms. */
   swarm: string

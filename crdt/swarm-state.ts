@@ -8,7 +8,7 @@ import { envelopeHash, sealEnvelope } from './envelope.ts'
 import { CorruptStoreError, InvalidRecordError } from './errors.ts'
 import { LOCAL, SwarmReplica } from './swarm-replica.ts'
 import { writerIdentity } from './writer-identity.ts'
-import type { Envelope, EnvelopeSigner, JsonValue, NodeRecord, SwarmStateInit } from './index.ts'
+import type { Envelope, EnvelopeSigner, JsonValue, NodeRecord, SwarmStateInit, WriteOptions } from './index.ts'
 
 export class SwarmState extends SwarmReplica {
   private readonly signer: EnvelopeSigner
@@ -30,37 +30,51 @@ export class SwarmState extends SwarmReplica {
 
   // --- local writes (own namespace only) ---
 
-  setNode (record: NodeRecord): Promise<Envelope> {
-    return this.write('node', this.checkNode(record))
+  // Every write resolves to the signed envelope. While writes are paused (pauseWrites) it waits;
+  // `options.signal` abandons the wait.
+
+  setNode (record: NodeRecord, options: WriteOptions = {}): Promise<Envelope> {
+    return this.write('node', this.checkNode(record), options)
   }
 
-  heartbeat (): Promise<Envelope> {
-    return this.write('presence', { at: this.now() })
+  heartbeat (options: WriteOptions = {}): Promise<Envelope> {
+    return this.write('presence', () => ({ at: this.now() }), options)
   }
 
-  claimReputation (subject: string, score: number, round?: string): Promise<Envelope> {
-    return this.write(`rep/${subject}`, this.checkClaim({ subject, score, at: this.now(), ...(round === undefined ? {} : { round }) }))
+  claimReputation (subject: string, score: number, round?: string, options: WriteOptions = {}): Promise<Envelope> {
+    return this.write(`rep/${subject}`, this.checkClaim({ subject, score, at: this.now(), ...(round === undefined ? {} : { round }) }), options)
   }
 
-  recordRound (id: string, data: JsonValue): Promise<Envelope> {
-    return this.write(`round/${id}`, this.checkJson({ id, data }))
+  recordRound (id: string, data: JsonValue, options: WriteOptions = {}): Promise<Envelope> {
+    return this.write(`round/${id}`, this.checkJson({ id, data }), options)
   }
 
-  putManifest (id: string, data: JsonValue): Promise<Envelope> {
-    return this.write(`manifest/${id}`, this.checkJson({ id, data }))
+  putManifest (id: string, data: JsonValue, options: WriteOptions = {}): Promise<Envelope> {
+    return this.write(`manifest/${id}`, this.checkJson({ id, data }), options)
   }
 
   /** Removes one of this node's records (e.g. a manifest it no longer serves). */
-  remove (key: string): Promise<Envelope> {
-    return this.transactLocal((map) => map.delete(key))
+  remove (key: string, options: WriteOptions = {}): Promise<Envelope> {
+    return this.transactLocal((map) => map.delete(key), options)
   }
 
-  private write (key: string, value: JsonValue): Promise<Envelope> {
-    return this.transactLocal((map) => map.set(key, value))
+  /** `value` may be a function, evaluated once writing is allowed (a heartbeat's timestamp). */
+  private write (key: string, value: JsonValue | (() => JsonValue), options: WriteOptions): Promise<Envelope> {
+    return this.transactLocal((map) => map.set(key, typeof value === 'function' ? value() : value), options)
   }
 
-  private async transactLocal (fn: (map: Y.Map<JsonValue>) => void): Promise<Envelope> {
-    if (!this.writable) await this.writableGate
+  private async transactLocal (fn: (map: Y.Map<JsonValue>) => void, options: WriteOptions): Promise<Envelope> {
+    while (!this.writable) {
+      options.signal?.throwIfAborted()
+      await new Promise<void>((resolve, reject) => {
+        const abort = (): void => { reject(options.signal?.reason) }
+        options.signal?.addEventListener('abort', abort, { once: true })
+        this.writableGate.then(() => {
+          options.signal?.removeEventListener('abort', abort)
+          resolve()
+        }, reject)
+      })
+    }
     const before = this.ownLog().seq
     this.doc.transact(() => fn(this.doc.getMap<JsonValue>(this.identity.namespace)), LOCAL)
     const seq = this.ownLog().seq

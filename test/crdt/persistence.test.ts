@@ -78,6 +78,11 @@ describe(`persistence (TEST_SEED=${seed} npx vitest run test/crdt/persistence.te
     expect(reopened.writers()).toEqual([]) // nothing half-loaded
     expect(reopened.writesPaused).toBe(true)
 
+    // A write made now waits for the resume (and can be abandoned).
+    const controller = new AbortController()
+    const abandoned = reopened.heartbeat({ signal: controller.signal })
+    controller.abort(new Error('gave up'))
+    await expect(abandoned).rejects.toThrow('gave up')
     syncPair(a, reopened)
     expect(reopened.snapshot()).toEqual(a.snapshot())
     reopened.resumeWrites()
