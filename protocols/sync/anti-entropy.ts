@@ -68,8 +68,8 @@ export async function pullOver (stream: Stream, state: SwarmState, peer: string,
   return result
 }
 
-/** Answers sync requests on an inbound stream until the puller closes it. */
-export async function serveOver (stream: Stream, state: SwarmState, allow: () => boolean, options: AbortOptions = {}): Promise<SyncTraffic> {
+/** Answers sync requests on an inbound stream until the puller closes it; replies carry at most `maxReplyBytes` of updates. */
+export async function serveOver (stream: Stream, state: SwarmState, allow: () => boolean, maxReplyBytes: number, options: AbortOptions = {}): Promise<SyncTraffic> {
   const pb = pbStream(stream, { maxDataLength: SYNC_MAX_FRAME_BYTES })
   const traffic: SyncTraffic = { bytesIn: 0, bytesOut: 0 }
   for (let round = 0; round < SYNC_MAX_ROUNDS; round++) {
@@ -86,7 +86,7 @@ export async function serveOver (stream: Stream, state: SwarmState, allow: () =>
     else if (!allow()) reply = { status: SyncReply.Status.RATE_LIMITED, runs: new Uint8Array(0), more: false, forks: [] }
     else {
       const heads = request.heads.map((h) => ({ clientId: Number(h.clientId), seq: h.seq, hash: h.hash }))
-      const { runs, more } = state.runsFor(heads, Math.max(1, request.maxBytes))
+      const { runs, more } = state.runsFor(heads, Math.min(Math.max(1, request.maxBytes), maxReplyBytes))
       const batch = RunBatch.encode({ runs: runs.map((r) => encodeRun(r) as Uint8Array<ArrayBuffer>) })
       const forks = state.forkProofsExcept(request.excluded.map(Number)).map((p) => encodeForkProof(p) as Uint8Array<ArrayBuffer>)
       reply = { status: SyncReply.Status.OK, runs: runs.length === 0 ? new Uint8Array(0) : deflateRawSync(batch), more, forks }

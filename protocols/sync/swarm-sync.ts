@@ -42,7 +42,7 @@ export interface SwarmSyncInit {
   syncIntervalMs?: number
   /** Deadline of one pull and one served stream (default SYNC_TIMEOUT_MS). */
   syncTimeoutMs?: number
-  /** Update bytes asked for per sync reply (default SYNC_REPLY_BYTES). */
+  /** Update bytes per sync reply, asked for and served at most (default SYNC_REPLY_BYTES). */
   replyBytes?: number
   /** Gossip envelopes accepted per neighbour: burst (GOSSIP_BURST) and rate (GOSSIP_PER_SECOND). */
   gossipBurst?: number
@@ -150,7 +150,7 @@ export class SwarmSync implements Startable {
       const peer = connection.remotePeer.toString()
       const signal = AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.init.syncTimeoutMs ?? SYNC_TIMEOUT_MS)])
       try {
-        const traffic = await serveOver(stream, this.state, () => this.allowSync(peer), { signal })
+        const traffic = await serveOver(stream, this.state, () => this.allowSync(peer), this.init.replyBytes ?? SYNC_REPLY_BYTES, { signal })
         this.stats.syncBytesIn += traffic.bytesIn
         this.stats.syncBytesOut += traffic.bytesOut
       } catch (err) {
