@@ -13,7 +13,7 @@ export const REBALANCE_MIN_GAIN = 0.15
 export const MOVE_PLAN_EXACT_LIMIT = 14
 
 /** Largest pipeline for which stage order is chosen by trying every permutation. */
-export const STAGE_ORDER_EXACT_LIMIT = 7
+export const STAGE_ORDER_EXACT_LIMIT = 6
 
 /** RTT assumed between peers that have not been probed. */
 export const DEFAULT_RTT_MS = 100
@@ -23,6 +23,9 @@ export const DEFAULT_SESSION_MS = 20_000
 
 /** Alternatives the router returns for failover (node-disjoint where the graph allows). */
 export const ROUTE_ALTERNATIVES = 4
+
+/** Router beam: predecessors tried per entry layer, cheapest first (exact below this many). */
+export const ROUTE_BEAM = 8
 
 /** Power of two choices: candidates within this cost ratio of the best take part. */
 export const ROUTE_SPREAD_SLACK = 0.25

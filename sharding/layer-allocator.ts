@@ -16,6 +16,7 @@ import { AllocationInputError } from './errors.ts'
 import { DEFAULT_RTT_MS, KV_RESERVE_TOKENS, MEMORY_OVERHEAD_FRACTION, STAGE_ORDER_EXACT_LIMIT, WORKLOAD_BATCH, WORKLOAD_GEN_TOKENS, WORKLOAD_PROMPT_TOKENS } from './constants.ts'
 
 const NEAR_MS = 40 // peers within this many ms of the nearest count as equally near
+const ATTACH_LATENCY_SLACK = 0.15 // a leftover may slow its pipeline's tokens by this much
 
 /** Layers of `manifest` that fit in a node's memory next to its KV reserve (≤ nLayers). */
 export function layerCapacity (manifest: ModelManifest, capability: NodeCapability, options: AllocateOptions = {}): number {
@@ -95,7 +96,7 @@ export function estimateTokensPerS (assignments: Assignment[], members: Member[]
 
 function cmp (a: string, b: string): number { return a < b ? -1 : a > b ? 1 : 0 }
 
-interface Node { peerId: string, cap: number, t: number }
+interface Node { peerId: string, cap: number, t: number, dec: number }
 
 function rttOf (options: AllocateOptions, a: string, b: string): number {
   return options.rttMs?.(a, b) ?? options.rttMs?.(b, a) ?? DEFAULT_RTT_MS
@@ -177,19 +178,43 @@ function formGroups (nodes: Node[], L: number, options: AllocateOptions): { grou
   return { groups, leftovers: unassigned }
 }
 
+/** Per-layer service rates (tokens/s) of `assignments`, Σ 1000 / (layers_i · t_i), in peer order. */
+function layerRates (assignments: Assignment[], members: Member[], L: number, options: AllocateOptions): Float64Array {
+  const t = new Map(members.map((m) => [m.peerId, loadedLayerMs(m.capability, options)]))
+  const rate = new Float64Array(L)
+  for (const a of [...assignments].sort((x, y) => cmp(x.peerId, y.peerId))) {
+    const ms = t.get(a.peerId)
+    if (ms === undefined || a.end <= a.start) continue
+    for (let l = a.start; l < a.end; l++) rate[l] += 1000 / ((a.end - a.start) * ms)
+  }
+  return rate
+}
+
+/** Whether ascending-sorted `a` beats `b` in max-min order (larger weakest layer, then next). */
+function lexGreater (a: Float64Array, b: Float64Array): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] > b[i]
+  return false
+}
+
 /**
- * Adds `node` as a replica of the window of `cap` layers whose weakest layer gains most
- * (ties to the lowest start). Used for leftovers and for joiners between rebalances.
+ * Adds `peerId` as a replica of the window of `cap` layers that leaves the per-layer rates best
+ * in max-min order (weakest layer first, then the next weakest; ties to the lowest start). Used
+ * for leftovers and for joiners between rebalances.
  */
 export function placeReplica (assignments: Assignment[], members: Member[], peerId: string, cap: number, L: number, options: AllocateOptions = {}): Assignment[] {
-  let best: Assignment[] = assignments
-  let bestRate = -1
+  const m = members.find((x) => x.peerId === peerId)
+  if (m === undefined || cap <= 0) return assignments
+  const base = layerRates(assignments, members, L, options)
+  const r = 1000 / (cap * loadedLayerMs(m.capability, options))
+  let best = -1
+  let bestKey: Float64Array | undefined
   for (let s = 0; s + cap <= L; s++) {
-    const next = [...assignments, { peerId, start: s, end: s + cap }]
-    const rate = estimateTokensPerS(next, members, L, options)
-    if (rate > bestRate) { best = next; bestRate = rate }
+    const key = Float64Array.from(base)
+    for (let l = s; l < s + cap; l++) key[l] += r
+    key.sort()
+    if (bestKey === undefined || lexGreater(key, bestKey)) { best = s; bestKey = key }
   }
-  return best
+  return best < 0 ? assignments : [...assignments, { peerId, start: best, end: best + cap }]
 }
 
 /** The allocation for `members` (any order: they are sorted by peer id first). */
@@ -197,28 +222,55 @@ export function allocate (manifest: ModelManifest, members: Member[], options: A
   validate(manifest, members)
   const L = manifest.nLayers
   const sorted = members.filter((m) => m.leaving !== true).sort((a, b) => cmp(a.peerId, b.peerId))
-  const nodes: Node[] = sorted.map((m) => ({ peerId: m.peerId, cap: layerCapacity(manifest, m.capability, options), t: loadedLayerMs(m.capability, options) })).filter((n) => n.cap > 0)
+  const nodes: Node[] = sorted.map((m) => ({ peerId: m.peerId, cap: layerCapacity(manifest, m.capability, options), t: loadedLayerMs(m.capability, options), dec: m.capability.decodeLayerMs })).filter((n) => n.cap > 0)
   const formed = formGroups(nodes, L, options)
   const groups = formed.groups.length > 0 ? formed.groups : formed.leftovers.length > 0 ? [formed.leftovers] : [] // partial coverage
-  let assignments: Assignment[] = []
-  const pipelines: string[][] = []
-  for (const g of groups) {
+  const layouts = new Map<string, { assignments: Assignment[], pipeline: string[], latencyMs: number }>()
+  const layout = (g: Node[]): { assignments: Assignment[], pipeline: string[], latencyMs: number } => {
+    const key = g.map((n) => n.peerId).join('\n')
+    const hit = layouts.get(key)
+    if (hit !== undefined) return hit
     const ordered = orderStages(g, options)
     const { counts } = fill(ordered, L)
+    const out = { assignments: [] as Assignment[], pipeline: [] as string[], latencyMs: 0 }
     let start = 0
-    const pipeline: string[] = []
     for (let i = 0; i < ordered.length; i++) {
       if (counts[i] === 0) continue
-      assignments.push({ peerId: ordered[i].peerId, start, end: start + counts[i] })
-      pipeline.push(ordered[i].peerId)
+      out.assignments.push({ peerId: ordered[i].peerId, start, end: start + counts[i] })
+      if (out.pipeline.length > 0) out.latencyMs += rttOf(options, out.pipeline[out.pipeline.length - 1], ordered[i].peerId)
+      out.pipeline.push(ordered[i].peerId)
+      out.latencyMs += counts[i] * ordered[i].dec
       start += counts[i]
     }
-    pipelines.push(pipeline)
+    layouts.set(key, out)
+    return out
   }
+  let replicas: Assignment[] = []
+  const all = (gs: Node[][], reps: Assignment[]): Assignment[] => [...gs.flatMap((g) => layout(g).assignments), ...reps]
   if (formed.groups.length > 0) {
-    // leftovers (too few to complete a pipeline) replicate the weakest layers; slowest last
-    for (const n of formed.leftovers) assignments = placeReplica(assignments, sorted, n.peerId, n.cap, L, options)
+    // leftovers (too few to complete a pipeline): join the pipeline where they raise modelled
+    // throughput most without slowing its tokens by more than ATTACH_LATENCY_SLACK, or
+    // replicate the weakest layers (the router mixes ranges) — whichever models better
+    for (const n of formed.leftovers) {
+      let bestScore = -1
+      let bestGroups = groups
+      let bestReplicas = replicas
+      for (let g = 0; g < groups.length; g++) {
+        const joined = [...groups[g], n]
+        if (layout(joined).latencyMs > layout(groups[g]).latencyMs * (1 + ATTACH_LATENCY_SLACK)) continue
+        const gs = groups.map((x, i) => (i === g ? joined : x))
+        const score = estimateTokensPerS(all(gs, replicas), sorted, L, options)
+        if (score > bestScore) { bestScore = score; bestGroups = gs; bestReplicas = replicas }
+      }
+      const reps = placeReplica(all(groups, replicas), sorted, n.peerId, n.cap, L, options).slice(all(groups, []).length)
+      const score = estimateTokensPerS(all(groups, reps), sorted, L, options)
+      if (score > bestScore) { bestGroups = groups; bestReplicas = reps }
+      groups.splice(0, groups.length, ...bestGroups)
+      replicas = bestReplicas
+    }
   }
+  const assignments = all(groups, replicas)
+  const pipelines = groups.map((g) => layout(g).pipeline)
   assignments.sort((a, b) => cmp(a.peerId, b.peerId))
   return { assignments, pipelines, tokensPerS: estimateTokensPerS(assignments, sorted, L, options), covered: isCovered(assignments, L) }
 }

@@ -10,8 +10,8 @@
 // α_i, the decode cost of one more session in the batch, defaults to t_pre/t_dec (a batched
 // token costs about what a prefill token does). A hop may enter a node mid-range but always runs
 // to the node's end, as in Petals' graph, so the chain is a path in a DAG ordered by end layer
-// and dynamic programming over it is exact. Alternatives are node-disjoint (failover must not
-// share the failed node). Choice, when the client gives latency targets: among routes predicted
+// and dynamic programming over it is exact (up to ROUTE_BEAM predecessors per entry layer).
+// Alternatives are node-disjoint (failover must not share the failed node). Choice, when the client gives latency targets: among routes predicted
 // to meet them, power of two choices within ROUTE_SPREAD_SLACK of the cheapest; when none can,
 // the cheapest route with no queue (overflow goes to idle capacity instead of lengthening the
 // queue in front of the routes that can still meet targets), else the cheapest.
@@ -19,7 +19,7 @@
 import type { Assignment, RouteGraph, RouteNode, RouteRequest, Route } from './index.ts'
 import { CLIENT } from './index.ts'
 import { ShardUnavailableError } from './errors.ts'
-import { DEFAULT_SESSION_MS, ROUTE_ALTERNATIVES, ROUTE_SPREAD_SLACK } from './constants.ts'
+import { DEFAULT_SESSION_MS, ROUTE_ALTERNATIVES, ROUTE_BEAM, ROUTE_SPREAD_SLACK } from './constants.ts'
 
 const TOKEN_ID_BYTES = 4
 
@@ -34,19 +34,31 @@ export interface RouteOptions {
 
 interface HopCost { prefillMs: number, decodeMs: number }
 
-function hopCost (g: RouteGraph, req: RouteRequest, prev: string, n: RouteNode, entry: number): HopCost {
-  const layers = n.end - entry
-  const alpha = n.batchSlowdown ?? Math.min(1, n.prefillLayerMsPerToken / n.decodeLayerMs)
+/** The link part of a hop: half the RTT plus the bytes over the bottleneck bandwidth. */
+function linkCost (g: RouteGraph, req: RouteRequest, prev: string, n: RouteNode): HopCost {
   const rttHalf = g.rttMs(prev, n.peerId) / 2
   const perToken = prev === CLIENT ? TOKEN_ID_BYTES : g.hiddenBytesPerToken
   const bw = g.bandwidthBytesPerS(prev, n.peerId)
   const sendMs = (bytes: number): number => (bw > 0 ? (bytes / bw) * 1000 : Infinity)
+  return { decodeMs: rttHalf + sendMs(perToken), prefillMs: rttHalf + sendMs(perToken * req.promptTokens) }
+}
+
+/** The node part of a hop entering at layer `entry`: compute under load, and the queue. */
+function nodeCost (req: RouteRequest, n: RouteNode, entry: number): HopCost {
+  const layers = n.end - entry
+  const alpha = n.batchSlowdown ?? Math.min(1, n.prefillLayerMsPerToken / n.decodeLayerMs)
   const session = req.sessionMs ?? DEFAULT_SESSION_MS
   const queue = n.load >= n.slots ? ((n.load - n.slots + 1) * (n.sessionMs ?? session)) / Math.max(1, n.slots) : 0
   return {
-    decodeMs: rttHalf + sendMs(perToken) + layers * n.decodeLayerMs * (1 + alpha * Math.min(n.load, n.slots)),
-    prefillMs: rttHalf + sendMs(perToken * req.promptTokens) + layers * req.promptTokens * n.prefillLayerMsPerToken + queue
+    decodeMs: layers * n.decodeLayerMs * (1 + alpha * Math.min(n.load, n.slots)),
+    prefillMs: layers * req.promptTokens * n.prefillLayerMsPerToken + queue
   }
+}
+
+function hopCost (g: RouteGraph, req: RouteRequest, prev: string, n: RouteNode, entry: number): HopCost {
+  const l = linkCost(g, req, prev, n)
+  const c = nodeCost(req, n, entry)
+  return { decodeMs: l.decodeMs + c.decodeMs, prefillMs: l.prefillMs + c.prefillMs }
 }
 
 function backCost (g: RouteGraph, last: string): number {
@@ -94,6 +106,7 @@ function cheapest (g: RouteGraph, req: RouteRequest, exclude: ReadonlySet<string
   const nodes = g.nodes.filter((n) => !exclude.has(n.peerId) && n.end > n.start)
     .sort((a, b) => a.end - b.end || a.start - b.start || cmp(a.peerId, b.peerId))
   const best: Array<{ cost: number, prefill: number, decode: number, prev: number, entry: number }> = []
+  const byEnd = new Map<number, number[]>() // end layer → node indices by ascending cost
   for (let i = 0; i < nodes.length; i++) {
     const n = nodes[i]
     let b = { cost: Infinity, prefill: 0, decode: 0, prev: -1, entry: 0 }
@@ -101,14 +114,30 @@ function cheapest (g: RouteGraph, req: RouteRequest, exclude: ReadonlySet<string
       const c = hopCost(g, req, CLIENT, n, 0)
       b = { cost: c.prefillMs + req.genTokens * c.decodeMs, prefill: c.prefillMs, decode: c.decodeMs, prev: -1, entry: 0 }
     }
-    for (let j = 0; j < i; j++) {
-      const p = nodes[j]
-      if (!(best[j].cost < Infinity) || p.end < n.start || p.end >= n.end) continue
-      const c = hopCost(g, req, p.peerId, n, p.end)
-      const cost = best[j].cost + c.prefillMs + req.genTokens * c.decodeMs
-      if (cost < b.cost) b = { cost, prefill: best[j].prefill + c.prefillMs, decode: best[j].decode + c.decodeMs, prev: j, entry: p.end }
+    // predecessors end inside [start, end); per entry layer they are kept sorted by cost, and
+    // since a link costs ≥ 0, the scan stops once cost + this node's part cannot win. Only the
+    // ROUTE_BEAM cheapest per entry layer are tried (exact whenever no layer has more)
+    for (let e = n.start; e < n.end; e++) {
+      const bucket = byEnd.get(e)
+      if (bucket === undefined) continue
+      const own = nodeCost(req, n, e)
+      const floor = own.prefillMs + req.genTokens * own.decodeMs
+      for (let k = 0; k < Math.min(bucket.length, ROUTE_BEAM); k++) {
+        const j = bucket[k]
+        if (best[j].cost + floor >= b.cost) break
+        const c = hopCost(g, req, nodes[j].peerId, n, e)
+        const cost = best[j].cost + c.prefillMs + req.genTokens * c.decodeMs
+        if (cost < b.cost) b = { cost, prefill: best[j].prefill + c.prefillMs, decode: best[j].decode + c.decodeMs, prev: j, entry: e }
+      }
     }
     best.push(b)
+    if (b.cost < Infinity) {
+      const bucket = byEnd.get(n.end) ?? []
+      let at = bucket.length
+      while (at > 0 && best[bucket[at - 1]].cost > b.cost) at--
+      bucket.splice(at, 0, i)
+      byEnd.set(n.end, bucket)
+    }
   }
   let end = -1
   let endCost = Infinity

@@ -75,19 +75,19 @@ export function scenario (name: string, seed = 1): Scenario {
   const wan = HARDWARE_MIXES.wan
   switch (name) {
     case 'lan-4-equal':
-      return build({ name, description: '4 × RTX 3090 on a 1 Gbit/s LAN, Llama-3-70B q4_0', seed, model: 'llama3-70b', load: 0.6, sloTtftMs: 10_000, sloTokenMs: 500, clientRegions: [1] },
+      return build({ name, description: '4 × RTX 3090 on a 1 Gbit/s LAN, Llama-3-70B q4_0', seed, model: 'llama3-70b', load: 0.15, sloTtftMs: 10_000, sloTokenMs: 500, clientRegions: [1] },
         (rng) => lanClient([0, 1, 2, 3].map(() => drawMachine(rng, 'RTX 3090', 'lan', 1))), (rng) => drawMachine(rng, 'RTX 3090', 'lan', 1))
     case 'home-16':
-      return build({ name, description: '16 heterogeneous home machines (GPUs, Macs, CPU-only) in one region, Qwen2.5-32B q4_0', seed, model: 'qwen2.5-32b', load: 0.6, sloTtftMs: 10_000, sloTokenMs: 750, clientRegions: [1] },
+      return build({ name, description: '16 heterogeneous home machines (GPUs, Macs, CPU-only) in one region, Qwen2.5-32B q4_0', seed, model: 'qwen2.5-32b', load: 0.15, sloTtftMs: 10_000, sloTokenMs: 750, clientRegions: [1] },
         (rng) => Array.from({ length: 16 }, () => drawHardware(rng, home)), (rng) => drawHardware(rng, home))
     case 'wan-64':
-      return build({ name, description: '64 machines on home broadband across 4 regions (NA-W, NA-E, EU, Asia), Llama-3-70B q4_0', seed, model: 'llama3-70b', load: 0.6, sloTtftMs: 20_000, sloTokenMs: 1500, clientRegions: [0, 1, 2, 3] },
+      return build({ name, description: '64 machines on home broadband across 4 regions (NA-W, NA-E, EU, Asia), Llama-3-70B q4_0', seed, model: 'llama3-70b', load: 0.15, sloTtftMs: 20_000, sloTokenMs: 1500, clientRegions: [0, 1, 2, 3] },
         (rng) => Array.from({ length: 64 }, () => drawHardware(rng, wan)), (rng) => drawHardware(rng, wan))
     case 'churn-256':
-      return build({ name, description: '256 machines across 4 regions with churn (mean lifetime 30 min, half of departures crashes), Llama-3-70B q4_0', seed, model: 'llama3-70b', load: 0.6, durationMs: 600_000, sloTtftMs: 20_000, sloTokenMs: 1500, clientRegions: [0, 1, 2, 3] },
+      return build({ name, description: '256 machines across 4 regions with churn (mean lifetime 30 min, half of departures crashes), Llama-3-70B q4_0', seed, model: 'llama3-70b', load: 0.15, durationMs: 600_000, sloTtftMs: 20_000, sloTokenMs: 1500, clientRegions: [0, 1, 2, 3] },
         (rng) => Array.from({ length: 256 }, () => drawHardware(rng, wan)), (rng) => drawHardware(rng, wan), { meanLifetimeMs: 30 * 60_000, crashShare: 0.5 })
     case 'one-fast':
-      return build({ name, description: '1 × RTX 4090 among 15 CPU-only laptops on home broadband, Llama-3-8B q4_0', seed, model: 'llama3-8b', load: 0.6, sloTtftMs: 10_000, sloTokenMs: 500, clientRegions: [1] },
+      return build({ name, description: '1 × RTX 4090 among 15 CPU-only laptops on home broadband, Llama-3-8B q4_0', seed, model: 'llama3-8b', load: 0.15, sloTtftMs: 10_000, sloTokenMs: 500, clientRegions: [1] },
         (rng) => [drawMachine(rng, 'RTX 4090', 'home', 1), ...Array.from({ length: 15 }, () => drawMachine(rng, 'CPU laptop DDR4 16GB', 'home', 1))], (rng) => drawMachine(rng, 'CPU laptop DDR4 16GB', 'home', 1))
     default:
       throw new Error(`unknown scenario ${name}`)
