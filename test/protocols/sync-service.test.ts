@@ -54,6 +54,17 @@ describe('swarm-sync service', () => {
     expect(state.online()).toEqual([state.peerId])
   })
 
+  it('pages a backlog through small replies on one stream', async () => {
+    const partition = new Partition()
+    for (let i = 0; i < 2; i++) nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0, replyBytes: 500 }))
+    const [a, b] = nodes
+    for (let i = 0; i < 40; i++) await a.services.swarmSync.state.recordRound(`r${i}`, { i })
+    await b.dial(a.getMultiaddrs()[0])
+    expect(await until(() => b.services.swarmSync.state.rounds().length === 40, 5000)).toBe(true)
+    expect(b.services.swarmSync.stats.pulls).toBe(1)
+    expect(b.services.swarmSync.stats.syncRawBytesIn).toBeGreaterThan(2000)
+  })
+
   it('a pull can be aborted', async () => {
     const partition = new Partition()
     for (let i = 0; i < 2; i++) nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 }))
