@@ -96,7 +96,10 @@ export class SwarmState extends SwarmReplica {
     this.signing = this.signing.then(async () => {
       const { envelope } = await sealEnvelope(this.swarm, this.signer, seq, prev, update)
       log.setSignature(seq, envelope.signature)
+      // On disk before anyone sees it: a node that crashed after publishing seq k but before
+      // storing it would sign a different seq k after the restart, and be proven an equivocator.
       this.store?.append([envelope])
+      await this.store?.flush()
       for (const listener of this.envelopeListeners) listener(envelope)
     })
   }
