@@ -2,7 +2,9 @@
 //  - accepted updates commute: any delivery order (envelopes or runs, duplicates, gaps filled
 //    later) gives every replica the same document;
 //  - a rejected update leaves the state unchanged, and an accepted one changes only its
-//    writer's namespace, even for byte-mutated updates that the writer signs itself.
+//    writer's namespace, even for byte-mutated updates that the writer signs itself;
+//  - the rules are complete: any honest edit of nested types (text, array, map) in the own
+//    namespace is accepted, and the replica's encoded state equals the writer's.
 import * as Y from 'yjs'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
@@ -102,6 +104,54 @@ describe(`acceptance rules, properties (TEST_SEED=${seed} npx vitest run test/cr
           for (const client of sv.keys()) expect([victim.identity.clientId, attacker.clientId]).toContain(client)
         }
       }), { seed, numRuns: runs * 8 })
+  })
+})
+
+describe(`acceptance rules are complete for honest writers (TEST_SEED=${seed} npx vitest run test/crdt/acceptance.property.test.ts)`, () => {
+  type NestedOp = { kind: 'text-insert' | 'text-delete' | 'array-insert' | 'array-delete' | 'map-set' | 'map-delete', at: number, n: number }
+  const nestedOp: fc.Arbitrary<NestedOp> = fc.record({
+    kind: fc.constantFrom('text-insert', 'text-delete', 'array-insert', 'array-delete', 'map-set', 'map-delete'),
+    at: fc.nat(50),
+    n: fc.integer({ min: 1, max: 5 })
+  })
+
+  it('any edit of nested types (text, array, map) inside the own namespace is accepted, and replicas match', async () => {
+    const key = await seededKey(seededRandom(seed))
+    const identity = writerIdentity(key.publicKey.raw)
+    if (identity === undefined) throw new Error('bad key')
+    await fc.assert(fc.asyncProperty(fc.array(nestedOp, { minLength: 1, maxLength: 40 }), async (ops) => {
+      const doc = new Y.Doc()
+      doc.clientID = identity.clientId
+      const root = doc.getMap(identity.namespace)
+      const updates: Uint8Array[] = []
+      doc.on('update', (u: Uint8Array) => updates.push(u))
+      doc.transact(() => {
+        root.set('text', new Y.Text())
+        root.set('array', new Y.Array<number>())
+        root.set('map', new Y.Map<number>())
+      })
+      const text = root.get('text') as Y.Text
+      const array = root.get('array') as Y.Array<number>
+      const map = root.get('map') as Y.Map<number>
+      for (const op of ops) {
+        if (op.kind === 'text-insert') text.insert(op.at % (text.length + 1), 'x'.repeat(op.n))
+        else if (op.kind === 'text-delete' && text.length > 0) text.delete(op.at % text.length, Math.min(op.n, text.length - op.at % text.length))
+        else if (op.kind === 'array-insert') array.insert(op.at % (array.length + 1), Array.from({ length: op.n }, (_, i) => i))
+        else if (op.kind === 'array-delete' && array.length > 0) array.delete(op.at % array.length, Math.min(op.n, array.length - op.at % array.length))
+        else if (op.kind === 'map-set') map.set(`k${op.at % 4}`, op.n)
+        else if (op.kind === 'map-delete' && map.has(`k${op.at % 4}`)) map.delete(`k${op.at % 4}`)
+      }
+      const replica = await makeState(seededRandom(seed + 2))
+      let prev: Uint8Array = GENESIS_HASH
+      for (let i = 0; i < updates.length; i++) {
+        const { envelope, hash } = await sealEnvelope(SWARM, keySigner(key), i + 1, prev, updates[i])
+        const result = replica.receive(envelope)
+        if (result.status !== 'accepted') throw new Error(`honest update ${i} refused: ${JSON.stringify(result)}`)
+        prev = hash
+      }
+      expect(replica.doc.getMap(identity.namespace).toJSON()).toEqual(root.toJSON())
+      expect(Buffer.from(Y.encodeStateAsUpdate(replica.doc)).equals(Buffer.from(Y.encodeStateAsUpdate(doc)))).toBe(true)
+    }), { seed, numRuns: runs * 4 })
   })
 })
 
