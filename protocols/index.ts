@@ -16,3 +16,11 @@ export { SYNC_PROTOCOL, stateTopic } from './sync/constants.ts'
 export { SyncFailedError, SyncNotStartedError } from './sync/errors.ts'
 export { holePunchProtocol, holePunchHandler, requestHolePunch, PunchRequest, PunchResponse } from './hole-punch.ts'
 export type { HolePunchHandlerInit, PunchEndpoint } from './hole-punch.ts'
+
+// Link probing: RTT and bandwidth to peers over /mycelium/probe/1 (issue 5, protocols/probe/).
+export { probeService, ProbeService } from './probe/probe-service.ts'
+export type { ProbeServiceInit, ProbeServiceComponents, ProbeResult } from './probe/probe-service.ts'
+export { probeOver, serveProbe, ProbeRequest, ProbeResponse } from './probe/probe.ts'
+export type { ProbeMeasurement, ProbeOptions, ServeProbeOptions, ServeProbeResult } from './probe/probe.ts'
+export { PROBE_PROTOCOL } from './probe/constants.ts'
+export { ProbeFailedError } from './probe/errors.ts'
