@@ -49,6 +49,15 @@ describe('mycelium node start / doctor', () => {
     expect(r.stderr).toMatch(/identity key .* is corrupt/)
   })
 
+  it('doctor without a running daemon probes with a short-lived node and says so', () => {
+    const dir = scratch()
+    const r = run(['doctor', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp', '--wait', '0'])
+    expect(r.status).toBe(0)
+    expect(r.stdout).toMatch(/^peer id +12D3KooW/m)
+    expect(r.stdout).toMatch(/reachability unknown/)
+    expect(r.stdout).toMatch(/no daemon running: a short-lived node with a throw-away identity/)
+  })
+
   it('starts, prints a ready line, answers doctor, and exits 0 on SIGTERM', async () => {
     const dir = scratch()
     const child = spawn(process.execPath, [cli, 'node', 'start', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp', '--public'], { stdio: ['ignore', 'pipe', 'pipe'] })
