@@ -19,3 +19,8 @@ export class ConfigError extends Error {
 export class ControlError extends Error {
   override name = 'ControlError'
 }
+
+/** A relay candidate serves another swarm while a relay of our swarm is known (relay-choice.ts). */
+export class NotASwarmRelayError extends Error {
+  override name = 'NotASwarmRelayError'
+}

@@ -5,7 +5,6 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { autoNATv2 } from '@libp2p/autonat-v2'
 import { bootstrap } from '@libp2p/bootstrap'
-import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { dcutr } from '@libp2p/dcutr'
 import { gossipsub } from '@libp2p/gossipsub'
 import { identify, identifyPush } from '@libp2p/identify'
@@ -32,6 +31,7 @@ import type { DirectUpgrader } from './direct-upgrade.ts'
 import { reachabilityMonitor } from './reachability.ts'
 import type { ReachabilityComponents, ReachabilityMonitor } from './reachability.ts'
 import { swarmRelayServer } from './relay-policy.ts'
+import { swarmRelayTransport } from './relay-choice.ts'
 
 /** Knobs tests and the lab turn; the daemon uses the defaults. */
 export interface HostOptions {
@@ -102,7 +102,7 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
   return await createLibp2p<MyceliumServices>({
     privateKey,
     addresses: { listen, announce: config.announce.map(String) },
-    transports: [tcp(), webSockets(), circuitRelayTransport()],
+    transports: [tcp(), webSockets(), swarmRelayTransport(config.swarm)],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({ maxInboundStreams: 256, maxOutboundStreams: 256 })],
     // Private and loopback addresses are dialable: LAN swarms and the NAT lab need them.

@@ -71,9 +71,9 @@ describe.skipIf(reason !== undefined)('NAT lab', () => {
     const sent = await lab.request('h1', { cmd: 'bulk', peer: id.h3, bytes: 50 * 1024 * 1024 }, 120_000)
     expect(sent.bytes).toBe(50 * 1024 * 1024)
     expect(sent.direct).toBe(false)
-    // not --public: a relay-capable non-member would be a relay candidate for members that met it
-    // (a known limitation, see node/README.md)
-    await lab.startNode('other', { swarm: 'other', bootstrap: [boot], listen: ['/ip4/11.0.0.5/tcp/4001'] })
+    // a public node of another swarm: it relays too, but members prefer their own swarm's relays
+    // (test 4 checks that they come back to pub, not to it)
+    await lab.startNode('other', { public: true, swarm: 'other', bootstrap: [boot], listen: ['/ip4/11.0.0.5/tcp/4001'], announce: ['/ip4/11.0.0.5/tcp/4001'] })
     const dial = await lab.request('other', { cmd: 'dial', addr: circuit('h2') })
     expect(dial.limited).toBe(true)
     // libp2p's default: 128 KiB per circuit (what is left after identify ran over it)
