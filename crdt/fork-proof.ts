@@ -7,7 +7,7 @@ import { writerIdentity } from './writer-identity.ts'
 import type { ForkProof, Run, WriterIdentity } from './index.ts'
 
 /** seq → hash, for everything a run vouches for. */
-function claims (swarm: string, run: Run, hashes: Uint8Array[]): Map<number, Uint8Array> {
+function claims (run: Run, hashes: Uint8Array[]): Map<number, Uint8Array> {
   const out = new Map<number, Uint8Array>()
   if (run.fromSeq > 1) out.set(run.fromSeq - 1, run.prev)
   hashes.forEach((h, i) => out.set(run.fromSeq + i, h))
@@ -23,8 +23,8 @@ export function verifyForkProof (swarm: string, proof: ForkProof): WriterIdentit
   const ha = runHashes(swarm, a)
   const hb = runHashes(swarm, b)
   if (!identity.verify(ha[ha.length - 1], a.signature) || !identity.verify(hb[hb.length - 1], b.signature)) return undefined
-  const cb = claims(swarm, b, hb)
-  for (const [seq, hash] of claims(swarm, a, ha)) {
+  const cb = claims(b, hb)
+  for (const [seq, hash] of claims(a, ha)) {
     const other = cb.get(seq)
     if (other !== undefined && !equalBytes(other, hash)) return identity
   }
