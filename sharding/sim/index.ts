@@ -115,9 +115,9 @@ export interface Scenario {
   seed: number
   manifest: ModelManifest
   dtype: 'q4_0' | 'q8_0' | 'f16'
-  /** Initial machines, and the mix new machines are drawn from. */
+  /** Initial machines, and the mix new machines are drawn from (with the simulator's world PRNG). */
   hardware: Hardware[]
-  joinMix: () => Hardware
+  joinMix: (rng: () => number) => Hardware
   durationMs: number
   warmupMs: number
   /** Poisson request rate, per second. */
@@ -160,7 +160,7 @@ export interface SimResult {
 export { simulate } from './simulator.ts'
 export { drawHardware, HARDWARE_MIXES, nodeSpeed, hardwareRttMs } from './hardware.ts'
 export type { HardwareMix } from './hardware.ts'
-export { SCENARIOS, scenario } from './scenarios.ts'
+export { SCENARIOS, scenario, smallScenario, capacityBound } from './scenarios.ts'
 export { myceliumScheduler } from './schedulers/mycelium.ts'
 export { petalsScheduler } from './schedulers/petals.ts'
 export { parallaxScheduler } from './schedulers/parallax.ts'

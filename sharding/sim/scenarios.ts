@@ -26,7 +26,6 @@ interface Base { name: string, description: string, seed: number, model: string,
 function build (b: Base, hardware: (rng: () => number) => Hardware[], joinMix: (rng: () => number) => Hardware, churn?: { meanLifetimeMs: number, crashShare: number }): Scenario {
   const rng = createRng(b.seed ^ 0x2545f491)
   const hw = hardware(rng)
-  const joinRng = createRng(b.seed ^ 0x68e31da4)
   return {
     name: b.name,
     description: b.description,
@@ -34,7 +33,7 @@ function build (b: Base, hardware: (rng: () => number) => Hardware[], joinMix: (
     manifest: MODELS[b.model],
     dtype: 'q4_0',
     hardware: hw,
-    joinMix: () => joinMix(joinRng),
+    joinMix,
     durationMs: b.durationMs ?? 420_000,
     warmupMs: b.warmupMs ?? 120_000,
     requestsPerS: b.load * capacityBound(MODELS[b.model], hw),
@@ -95,3 +94,11 @@ export function scenario (name: string, seed = 1): Scenario {
 }
 
 export const SCENARIOS = ['lan-4-equal', 'home-16', 'wan-64', 'churn-256', 'one-fast']
+
+/** A small, fast scenario for tests: `nodes` home machines, Llama-3-8B, optional churn. */
+export function smallScenario (seed: number, options: { nodes?: number, durationMs?: number, churn?: boolean } = {}): Scenario {
+  const home = HARDWARE_MIXES.home
+  return build({ name: 'small', description: 'test swarm', seed, model: 'llama3-8b', load: 0.15, durationMs: options.durationMs ?? 120_000, warmupMs: 20_000, sloTtftMs: 10_000, sloTokenMs: 750, clientRegions: [1] },
+    (rng) => Array.from({ length: options.nodes ?? 6 }, () => drawHardware(rng, home)), (rng) => drawHardware(rng, home),
+    options.churn === true ? { meanLifetimeMs: 60_000, crashShare: 0.5 } : undefined)
+}

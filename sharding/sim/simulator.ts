@@ -412,7 +412,7 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
   const joins: Array<{ t: number, hw: Hardware, lifetime: number, crash: boolean }> = []
   if (scenario.joinsPerS > 0) {
     for (let t = exponential(world, 1000 / scenario.joinsPerS); t < scenario.durationMs; t += exponential(world, 1000 / scenario.joinsPerS)) {
-      joins.push({ t, hw: scenario.joinMix(), lifetime: exponential(world, scenario.meanLifetimeMs), crash: world() < scenario.crashShare })
+      joins.push({ t, hw: scenario.joinMix(world), lifetime: exponential(world, scenario.meanLifetimeMs), crash: world() < scenario.crashShare })
     }
   }
   const arrivals: Array<{ t: number, P: number, G: number, region: number, accessMs: number }> = []

@@ -47,20 +47,41 @@ function blockThroughput (servers: Server[], L: number): Float64Array {
   return t
 }
 
-/** choose_best_blocks: the start whose sorted window vector is lexicographically smallest. */
+/**
+ * choose_best_blocks: the start whose sorted window vector is lexicographically smallest (ties
+ * to the lowest start). The window's sorted values slide along with one removal and one insertion.
+ */
 function chooseStart (t: Float64Array, n: number): number {
-  let best = 0
-  let bestKey: number[] | undefined
-  for (let i = 0; i + n <= t.length; i++) {
-    const key = Array.from(t.subarray(i, i + n)).sort((a, b) => a - b)
-    if (bestKey === undefined || lexLess(key, bestKey)) { best = i; bestKey = key }
+  if (n >= t.length) return 0
+  const win = Float64Array.from(t.subarray(0, n)).sort()
+  const best = Float64Array.from(win)
+  let bestStart = 0
+  for (let i = 1; i + n <= t.length; i++) {
+    // drop t[i - 1], insert t[i + n - 1], keeping `win` sorted
+    let at = lowerBound(win, t[i - 1])
+    win.copyWithin(at, at + 1)
+    const x = t[i + n - 1]
+    at = lowerBound(win.subarray(0, n - 1), x)
+    win.copyWithin(at + 1, at, n - 1)
+    win[at] = x
+    for (let k = 0; k < n; k++) {
+      if (win[k] === best[k]) continue
+      if (win[k] < best[k]) { best.set(win); bestStart = i }
+      break
+    }
   }
-  return best
+  return bestStart
 }
 
-function lexLess (a: number[], b: number[]): boolean {
-  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] < b[i]
-  return a.length < b.length
+function lowerBound (a: Float64Array, x: number): number {
+  let lo = 0
+  let hi = a.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (a[mid] < x) lo = mid + 1
+    else hi = mid
+  }
+  return lo
 }
 
 export function petalsScheduler (options: { dtype?: 'q4_0' | 'q8_0' | 'f16' } = {}): Scheduler {
