@@ -302,7 +302,9 @@ export class SwarmSync implements Startable {
       this.stats.gossipAccepted++
       return TopicValidatorResult.Accept
     }
-    if (result.status === 'duplicate') {
+    // Duplicates, and envelopes of a writer we excluded, are dropped without blaming the
+    // neighbour: an honest peer may forward them before it has seen the fork proof.
+    if (result.status === 'duplicate' || result.reason === 'flagged-writer') {
       this.stats.gossipIgnored++
       return TopicValidatorResult.Ignore
     }
