@@ -160,7 +160,8 @@ export class SwarmReplica extends SwarmViews {
       this.counters.rejected++
       this.counters.byReason[result.reason] = (this.counters.byReason[result.reason] ?? 0) + 1
       const blamed = result.blame === 'writer' ? this.identityOf(writerKey)?.peerId : from
-      if (blamed !== undefined && result.reason !== 'flagged-writer') this.flag(blamed, result.reason)
+      // A full pending buffer or an excluded writer's envelope is nobody's fault in particular.
+      if (blamed !== undefined && result.reason !== 'flagged-writer' && result.reason !== 'pending-full') this.flag(blamed, result.reason)
     }
     return result
   }

@@ -12,7 +12,7 @@ import { serviceDependencies, type AbortOptions, type ComponentLogger, type Logg
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import {
   decodeEnvelope, encodeEnvelope, fileEnvelopeStore, keySigner, openSwarmState, writerIdentity,
-  type Envelope, type SwarmState
+  type Envelope, type RejectReason, type SwarmState
 } from '../../crdt/index.ts'
 import { pullOver, serveOver } from './anti-entropy.ts'
 import {
@@ -22,6 +22,9 @@ import {
 import { SyncNotStartedError } from './errors.ts'
 import { TokenBuckets } from './token-bucket.ts'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
+
+/** Refusals an honest forwarder cannot foresee (they depend on our state): Ignore, not Reject. */
+const STATEFUL_REFUSALS = new Set<RejectReason>(['equivocation', 'clock-gap', 'pending-full', 'flagged-writer', 'client-id-collision', 'wrong-chain'])
 
 export interface SwarmSyncInit {
   /** Swarm name (default 'public'): topic `/mycelium/<swarm>/state/1`, hashed into envelopes. */
@@ -302,9 +305,10 @@ export class SwarmSync implements Startable {
       this.stats.gossipAccepted++
       return TopicValidatorResult.Accept
     }
-    // Duplicates, and envelopes of a writer we excluded, are dropped without blaming the
-    // neighbour: an honest peer may forward them before it has seen the fork proof.
-    if (result.status === 'duplicate' || result.reason === 'flagged-writer') {
+    // Duplicates, and refusals that depend on what this replica holds, are dropped without
+    // blaming the neighbour: an honest peer on another branch of a forked writer (or without
+    // the fork proof yet, or with room in its pending buffer) forwards them in good faith.
+    if (result.status === 'duplicate' || STATEFUL_REFUSALS.has(result.reason)) {
       this.stats.gossipIgnored++
       return TopicValidatorResult.Ignore
     }
