@@ -30,6 +30,8 @@ export const SYNC_REQUESTS_PER_SECOND = 2
 /** Gossip envelopes accepted from one neighbour: burst, then per second. */
 export const GOSSIP_BURST = 2_000
 export const GOSSIP_PER_SECOND = 200
+/** Gossip messages a neighbour may send that we Reject before we close its connections. */
+export const REJECTS_BEFORE_HANGUP = 10
 /** Peers whose rate-limit buckets are remembered (oldest dropped first). */
 export const RATE_LIMIT_MAX_PEERS = 10_000
 /** Largest gossip message: one envelope. */

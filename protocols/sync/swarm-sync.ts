@@ -16,7 +16,7 @@ import {
 } from '../../crdt/index.ts'
 import { pullOver, serveOver } from './anti-entropy.ts'
 import {
-  GOSSIP_BURST, GOSSIP_MAX_MESSAGE_BYTES, GOSSIP_PER_SECOND, HEARTBEAT_INTERVAL_MS, SYNC_INTERVAL_MS, SYNC_MAX_INBOUND_STREAMS,
+  GOSSIP_BURST, GOSSIP_MAX_MESSAGE_BYTES, GOSSIP_PER_SECOND, HEARTBEAT_INTERVAL_MS, RATE_LIMIT_MAX_PEERS, REJECTS_BEFORE_HANGUP, SYNC_INTERVAL_MS, SYNC_MAX_INBOUND_STREAMS,
   SYNC_PROTOCOL, SYNC_REPLY_BYTES, SYNC_REQUEST_BURST, SYNC_REQUESTS_PER_SECOND, SYNC_TIMEOUT_MS, stateTopic
 } from './constants.ts'
 import { SyncNotStartedError } from './errors.ts'
@@ -55,6 +55,8 @@ export interface SwarmSyncInit {
   syncPerSecond?: number
   /** Clock for rate limits and the state (default Date.now). */
   clock?: () => number
+  /** Gossip Rejects from one neighbour before the service hangs up on it (default REJECTS_BEFORE_HANGUP). */
+  rejectsBeforeHangup?: number
   /** Picks the peer of a periodic pull (default Math.random); inject a seeded PRNG in tests. */
   random?: () => number
   /** Test hook: drop this inbound gossip message (simulated loss). Never set in production. */
@@ -89,6 +91,8 @@ export interface SwarmSyncStats {
   syncRunBytesIn: number
   syncRawBytesIn: number
   syncRefused: number
+  /** Neighbours disconnected for sending too many invalid messages. */
+  hangups: number
 }
 
 export class SwarmSync implements Startable {
@@ -97,7 +101,7 @@ export class SwarmSync implements Startable {
   readonly protocol = SYNC_PROTOCOL
   readonly stats: SwarmSyncStats = {
     gossipAccepted: 0, gossipRejected: 0, gossipIgnored: 0, gossipDropped: 0, rateLimited: 0, gossipBytesIn: 0,
-    gossipBytesOut: 0, pulls: 0, pullsFailed: 0, syncBytesIn: 0, syncBytesOut: 0, syncRunBytesIn: 0, syncRawBytesIn: 0, syncRefused: 0
+    gossipBytesOut: 0, pulls: 0, pullsFailed: 0, syncBytesIn: 0, syncBytesOut: 0, syncRunBytesIn: 0, syncRawBytesIn: 0, syncRefused: 0, hangups: 0
   }
 
   private readonly components: SwarmSyncComponents
@@ -117,6 +121,7 @@ export class SwarmSync implements Startable {
   private readonly syncPeers = new Set<string>()
   private pulling: Promise<void> | undefined
   private idleWaiters: Array<() => void> = []
+  private readonly rejectsByPeer = new Map<string, number>()
 
   readonly [serviceDependencies] = ['@libp2p/pubsub']
   readonly [Symbol.toStringTag] = 'mycelium/swarm-sync'
@@ -296,7 +301,7 @@ export class SwarmSync implements Startable {
       return TopicValidatorResult.Ignore
     }
     this.stats.gossipBytesIn += message.data.length
-    const envelope = this.check(from, message)
+    const envelope = this.check(peer, message)
     if (!('writer' in envelope)) return envelope.verdict
     const delay = this.init.inboundDelayMs?.() ?? 0
     if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
@@ -312,17 +317,34 @@ export class SwarmSync implements Startable {
       this.stats.gossipIgnored++
       return TopicValidatorResult.Ignore
     }
-    this.stats.gossipRejected++
     this.log('rejected gossip from %s: %s (%s)', from, result.reason, result.detail)
+    return this.rejectFrom(peer)
+  }
+
+  /**
+   * Counts a Reject against the neighbour (gossipsub lowers its score only where topic score
+   * parameters are configured) and hangs up on it once it has sent too many: an honest peer
+   * validates before it forwards, so it never sends what we Reject.
+   */
+  private rejectFrom (peer: PeerId): TopicValidatorResult {
+    this.stats.gossipRejected++
+    const key = peer.toString()
+    const count = (this.rejectsByPeer.get(key) ?? 0) + 1
+    if (!this.rejectsByPeer.has(key) && this.rejectsByPeer.size >= RATE_LIMIT_MAX_PEERS) this.rejectsByPeer.delete(this.rejectsByPeer.keys().next().value as string)
+    this.rejectsByPeer.set(key, count)
+    if (count === (this.init.rejectsBeforeHangup ?? REJECTS_BEFORE_HANGUP)) {
+      this.stats.hangups++
+      this.log('hanging up on %s after %d invalid messages', key, count)
+      this.components.connectionManager.closeConnections(peer).catch((err: unknown) => { this.log('hang-up of %s failed: %e', key, err) })
+    }
     return TopicValidatorResult.Reject
   }
 
   /** Checks that need no state: signed gossip, size, decodable, published by the writer itself. */
-  private check (from: string, message: Message): Envelope | { verdict: TopicValidatorResult } {
+  private check (peer: PeerId, message: Message): Envelope | { verdict: TopicValidatorResult } {
     const reject = (why: string): { verdict: TopicValidatorResult } => {
-      this.stats.gossipRejected++
-      this.log('rejected gossip from %s: %s', from, why)
-      return { verdict: TopicValidatorResult.Reject }
+      this.log('rejected gossip from %s: %s', peer, why)
+      return { verdict: this.rejectFrom(peer) }
     }
     if (message.type !== 'signed') return reject('unsigned gossip')
     if (message.data.length > GOSSIP_MAX_MESSAGE_BYTES) return reject(`message of ${message.data.length} bytes`)

@@ -101,6 +101,17 @@ describe('attacks on the wire', () => {
     expect(state.writers()).not.toContain(evil.state.peerId)
   })
 
+  it('a neighbour that keeps sending invalid gossip is disconnected', async () => {
+    const honest = await honestNode({ rejectsBeforeHangup: 5 })
+    const topic = honest.services.swarmSync.topic
+    const evil = await attacker()
+    await link(evil.node, honest, topic)
+    for (let i = 0; i < 8; i++) await evil.node.services.pubsub.publish(topic, Uint8Array.from([0xff, i]))
+    const stats = honest.services.swarmSync.stats
+    expect(await until(() => stats.hangups === 1 && honest.getConnections(evil.node.peerId).length === 0, 5000)).toBe(true)
+    expect(stats.gossipRejected).toBeGreaterThanOrEqual(5)
+  })
+
   it('equivocation: found in one anti-entropy round and proven to replicas that saw one branch', async () => {
     const key = await generateKeyPair('Ed25519')
     const branch = async (score: number): Promise<Envelope[]> => {
