@@ -4,9 +4,10 @@
 //
 //   node scripts/bench-sched.ts [--scenario NAME ...] [--seed N] [--out FILE] [--help]
 //
-// Prints one table per scenario, writes JSON under bench/results/, and ends with one line per
-// target per scenario: ours ≥ 1.2 × the best baseline's goodput, ours ≤ 0.8 × that baseline's
-// p95 per-token latency.
+// Prints one table per scenario at its offered load, then the small scenarios again at 3× that
+// load (stress, no targets), writes JSON under bench/results/, and ends with one line per target
+// per scenario: ours ≥ 1.2 × the best baseline's goodput, ours ≤ 0.8 × that baseline's p95
+// per-token latency (the best baseline = the one with the highest goodput).
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { exoScheduler, myceliumScheduler, parallaxScheduler, petalsScheduler, scenario, SCENARIOS, simulate } from '../sharding/sim/index.ts'
@@ -14,6 +15,8 @@ import type { Scheduler, SimResult } from '../sharding/sim/index.ts'
 
 const THROUGHPUT_GOAL = 1.2
 const P95_GOAL = 0.8
+const STRESS_FACTOR = 3
+const STRESS_SCENARIOS = ['lan-4-equal', 'home-16', 'one-fast']
 
 function parse (argv: string[]): { scenarios: string[], seed: number, out?: string } {
   const scenarios: string[] = []
@@ -63,8 +66,19 @@ for (const name of args.scenarios) {
   verdicts.push(`${name}: throughput ${f(ours.goodputTokensPerS, 1)} vs ${best.scheduler} ${f(best.goodputTokensPerS, 1)} tok/s = ${f(ratio, 2)}× (goal ≥ ${THROUGHPUT_GOAL}×): ${ratio >= THROUGHPUT_GOAL ? 'met' : 'not met'}`)
   verdicts.push(`${name}: p95 latency ${f(ours.p95TokenMs)} vs ${best.scheduler} ${f(best.p95TokenMs)} ms/token = ${f(p95, 2)}× (goal ≤ ${P95_GOAL}×): ${p95 <= P95_GOAL ? 'met' : 'not met'}`)
 }
+// Stress: the small scenarios again at STRESS_FACTOR × their offered load (past capacity for
+// most schedulers), reported without targets: how each behaves when overloaded.
+const stress: Array<{ scenario: string, requestsPerS: number, rows: SimResult[] }> = []
+for (const name of args.scenarios.filter((n) => STRESS_SCENARIOS.includes(n))) {
+  const base = scenario(name, args.seed)
+  const s = { ...base, requestsPerS: base.requestsPerS * STRESS_FACTOR }
+  const rows = schedulers().map((sch) => simulate(s, sch))
+  stress.push({ scenario: name, requestsPerS: s.requestsPerS, rows })
+  console.log(`\n## stress: ${name} at ${STRESS_FACTOR}× load (${f(s.requestsPerS, 2)} requests/s)`)
+  console.log(table(rows))
+}
 const out = resolve(args.out ?? `bench/results/sched-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
 mkdirSync(dirname(out), { recursive: true })
-writeFileSync(out, JSON.stringify({ seed: args.seed, command: `node scripts/bench-sched.ts ${process.argv.slice(2).join(' ')}`.trim(), results }, null, 2))
+writeFileSync(out, JSON.stringify({ seed: args.seed, command: `node scripts/bench-sched.ts ${process.argv.slice(2).join(' ')}`.trim(), results, stress }, null, 2))
 console.log(`\nresults: ${out}\n`)
 for (const v of verdicts) console.log(v)

@@ -14,3 +14,8 @@ export class ShardUnavailableError extends Error {
 export class CapabilityError extends Error {
   override name = 'CapabilityError'
 }
+
+/** Every route is queued and none can meet the request's latency targets: back off and retry. */
+export class SwarmBusyError extends Error {
+  override name = 'SwarmBusyError'
+}

@@ -116,6 +116,9 @@ export interface RouteNode extends LayerRange {
   slots: number
   /** Its measured mean session duration, ms (for the queueing estimate); default from the request. */
   sessionMs?: number
+  /** Its measured recent time per layer of one batch iteration (EWMA), ms: what a decode token
+   * really waits per layer there, batching and prefill chunks included. */
+  stepLayerMs?: number
 }
 
 /** Everything the router needs: the nodes and the links between them and the client. */

@@ -2,8 +2,9 @@
 // and prefill costed separately:
 //
 //   hop (prev → node i, entering at layer b, running [b, end_i)):
-//     decode  = rtt/2 + bytes/bandwidth + (end_i − b) · t_dec_i · (1 + α_i · min(load_i, slots_i))
+//     decode  = rtt/2 + bytes/bandwidth + (end_i − b) · max(t_dec_i · (1 + α_i · min(load_i, slots_i)), 1.5 · step_i)
 //     prefill = rtt/2 + P · bytes/bandwidth + (end_i − b) · P · t_pre_i + queue_i
+//   step_i = the node's measured time per layer of a recent batch iteration (when it publishes it)
 //   queue_i = 0 while load_i < slots_i, else the wait for a slot: (load − slots + 1) · session / slots
 //   request cost = prefill + G · decode  (plus the last hop back to the client)
 //
@@ -14,14 +15,17 @@
 // Alternatives are node-disjoint (failover must not share the failed node). Choice, when the client gives latency targets: among routes predicted
 // to meet them, power of two choices within ROUTE_SPREAD_SLACK of the cheapest; when none can,
 // the cheapest route with no queue (overflow goes to idle capacity instead of lengthening the
-// queue in front of the routes that can still meet targets), else the cheapest.
+// queue in front of the routes that can still meet targets), else the cheapest — or, with
+// admission 'defer', SwarmBusyError: the client retries later rather than slow everyone down.
 // Without targets: power of two choices among all routes within the slack.
 import type { Assignment, RouteGraph, RouteNode, RouteRequest, Route } from './index.ts'
 import { CLIENT } from './index.ts'
-import { ShardUnavailableError } from './errors.ts'
+import { ShardUnavailableError, SwarmBusyError } from './errors.ts'
 import { DEFAULT_SESSION_MS, ROUTE_ALTERNATIVES, ROUTE_BEAM, ROUTE_SPREAD_SLACK } from './constants.ts'
 
 const TOKEN_ID_BYTES = 4
+/** A token reaching a busy node waits out half an iteration on average, then runs one. */
+const STEP_WAIT_FACTOR = 1.5
 
 export interface RouteOptions {
   /** Uniform [0, 1) PRNG for load spreading; without it the cheapest route is always first. */
@@ -30,6 +34,12 @@ export interface RouteOptions {
   exclude?: ReadonlySet<string>
   /** How many ranked routes to return; default ROUTE_ALTERNATIVES. */
   alternatives?: number
+  /**
+   * With latency targets, when no route can meet them: 'queue' (default) returns the cheapest
+   * unqueued route, else the cheapest; 'defer' throws SwarmBusyError so the client backs off and
+   * retries instead of slowing down the sessions already running (a 429, decided client-side).
+   */
+  admission?: 'queue' | 'defer'
 }
 
 interface HopCost { prefillMs: number, decodeMs: number }
@@ -50,7 +60,7 @@ function nodeCost (req: RouteRequest, n: RouteNode, entry: number): HopCost {
   const session = req.sessionMs ?? DEFAULT_SESSION_MS
   const queue = n.load >= n.slots ? ((n.load - n.slots + 1) * (n.sessionMs ?? session)) / Math.max(1, n.slots) : 0
   return {
-    decodeMs: layers * n.decodeLayerMs * (1 + alpha * Math.min(n.load, n.slots)),
+    decodeMs: layers * Math.max(n.decodeLayerMs * (1 + alpha * Math.min(n.load, n.slots)), STEP_WAIT_FACTOR * (n.stepLayerMs ?? 0)),
     prefillMs: layers * req.promptTokens * n.prefillLayerMsPerToken + queue
   }
 }
@@ -177,6 +187,7 @@ export function routeRequest (g: RouteGraph, req: RouteRequest, options: RouteOp
     if (meets.length > 0) pick = spread(meets, options.rng)
     else {
       const nodes = new Map(g.nodes.map((n) => [n.peerId, n]))
+      if (options.admission === 'defer') throw new SwarmBusyError('no route meets the latency targets now')
       pick = routes.find((r) => r.hops.every((h) => { const n = nodes.get(h.peerId); return n !== undefined && n.load < n.slots }))
     }
   } else pick = spread(routes, options.rng)

@@ -43,6 +43,8 @@ export interface NodeView {
   load: number
   /** Of those, sessions waiting for KV memory (the node is full while this is > 0). */
   queued: number
+  /** Recent batch-iteration time per layer (EWMA), ms; 0 before any ran. */
+  stepLayerMs: number
   /** Mean duration of its recent sessions (EWMA), ms; 0 before any finished. */
   meanSessionMs: number
   /** KV-cache bytes free, as last advertised. */
@@ -54,6 +56,8 @@ export interface NodeView {
 export interface SimRequest {
   id: number
   client: string
+  /** Virtual time the client sent it, ms. */
+  arrivedAt: number
   promptTokens: number
   genTokens: number
 }

@@ -28,6 +28,7 @@ const MAX_RESTARTS = 10 // Parallax's HTTP layer retries a request this often be
 const MEASURE_NOISE = 0.03 // relative error of a node's self-measurement
 const CLIENT_MBPS = 100
 const SESSION_EWMA = 0.1 // smoothing of a node's mean session duration
+const STEP_EWMA = 0.2 // smoothing of a node's batch-iteration time
 /** Prefill tokens per batch iteration (chunked prefill, as SGLang/vLLM/llama.cpp servers do). */
 const PREFILL_CHUNK_TOKENS = 256
 
@@ -72,6 +73,7 @@ interface SimNode {
   busy: boolean
   batchToken: number
   busyMs: number
+  stepLayerMs: number
   maxBatch: number
 }
 
@@ -104,11 +106,12 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
       load: 0,
       queued: 0,
       meanSessionMs: 0,
+      stepLayerMs: 0,
       freeKvBytes: 0,
       upMbps: hw.upMbps,
       downMbps: hw.downMbps
     }
-    return { id, hw, tDec: s.decodeLayerMs, tPre: s.prefillLayerMsPerToken, view, alive: true, detectedDead: false, leaving: false, accepts: true, state: 'idle', loadToken: 0, loadWave: -1, kvUsed: 0, reqs: new Set(), admitted: 0, waiting: [], queue: [], busy: false, batchToken: 0, busyMs: 0, maxBatch: 0 }
+    return { id, hw, tDec: s.decodeLayerMs, tPre: s.prefillLayerMsPerToken, view, alive: true, detectedDead: false, leaving: false, accepts: true, state: 'idle', loadToken: 0, loadWave: -1, kvUsed: 0, reqs: new Set(), admitted: 0, waiting: [], queue: [], busy: false, batchToken: 0, busyMs: 0, stepLayerMs: 0, maxBatch: 0 }
   }
   const where = (id: string): { region: number, accessMs: number } => nodes.get(id)?.hw ?? clients.get(id) ?? { region: 0, accessMs: 10 }
   const rttMs = (a: string, b: string): number => hardwareRttMs(where(a), where(b))
@@ -124,6 +127,8 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
   const advertise = (n: SimNode): void => {
     n.view.load = n.admitted + n.waiting.length // sessions running plus sessions waiting for KV
     n.view.queued = n.waiting.length
+    if (!n.busy && n.queue.length === 0) n.stepLayerMs *= 0.5 // idle: recent iterations fade out
+    n.view.stepLayerMs = n.stepLayerMs
     n.view.freeKvBytes = Math.max(0, kvCapacity(n) - n.kvUsed)
   }
   const getView = (): SwarmView => {
@@ -346,6 +351,7 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
     n.queue = rest
     const ms = (maxL > 0 ? n.tDec * (maxL + alpha * (sumL - maxL)) : 0) + prefill
     if (q.now >= scenario.warmupMs) n.busyMs += ms
+    if (n.range !== undefined) n.stepLayerMs += STEP_EWMA * (ms / (n.range.end - n.range.start) - n.stepLayerMs)
     n.maxBatch = Math.max(n.maxBatch, batch.length + rest.length)
     const token = ++n.batchToken
     q.after(ms, () => {
@@ -440,7 +446,7 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
     q.at(a.t, () => {
       const client = `c${i}`
       clients.set(client, { region: a.region, accessMs: a.accessMs })
-      const req: Req = { sim: { id: i, client, promptTokens: a.P, genTokens: a.G }, arrival: a.t, region: a.region, accessMs: a.accessMs, hops: [], epoch: 0, generated: 0, state: 'routing', exclude: new Set(), restarts: 0 }
+      const req: Req = { sim: { id: i, client, arrivedAt: a.t, promptTokens: a.P, genTokens: a.G }, arrival: a.t, region: a.region, accessMs: a.accessMs, hops: [], epoch: 0, generated: 0, state: 'routing', exclude: new Set(), restarts: 0 }
       metrics.arrived(req)
       route(req)
     })

@@ -41,7 +41,7 @@ export function myceliumScheduler (options: { dtype?: 'q4_0' | 'q8_0' | 'f16' } 
         if (!n.serving || n.range === undefined) continue
         const layers = n.range.end - n.range.start
         const sessionKv = (request.promptTokens + request.genTokens) * m.kvBytesPerTokenPerLayer * layers
-        nodes.push({ peerId: n.id, start: n.range.start, end: n.range.end, decodeLayerMs: n.measured.decodeLayerMs, prefillLayerMsPerToken: n.measured.prefillLayerMsPerToken, load: n.load, slots: n.queued > 0 ? n.load - n.queued : n.load + Math.floor(n.freeKvBytes / sessionKv), ...(n.meanSessionMs > 0 ? { sessionMs: n.meanSessionMs } : {}) })
+        nodes.push({ peerId: n.id, start: n.range.start, end: n.range.end, decodeLayerMs: n.measured.decodeLayerMs, prefillLayerMsPerToken: n.measured.prefillLayerMsPerToken, load: n.load, slots: n.queued > 0 ? n.load - n.queued : n.load + Math.floor(n.freeKvBytes / sessionKv), ...(n.meanSessionMs > 0 ? { sessionMs: n.meanSessionMs } : {}), ...(n.stepLayerMs > 0 ? { stepLayerMs: n.stepLayerMs } : {}) })
       }
       const id = (x: string): string => (x === CLIENT ? request.client : x)
       const graph: RouteGraph = {
@@ -51,10 +51,16 @@ export function myceliumScheduler (options: { dtype?: 'q4_0' | 'q8_0' | 'f16' } 
         rttMs: (a, b) => view.rttMs(id(a), id(b)),
         bandwidthBytesPerS: (a, b) => view.bandwidthBytesPerS(id(a), id(b))
       }
+      // the client states its targets: time to first token (what is left of it) and per token.
+      // While no route can meet them it backs off and retries (admission 'defer') instead of
+      // slowing down the sessions already running; once late, only the per-token target counts
+      const left = view.slo.ttftMs - (view.now - request.arrivedAt)
+      const targets = { ...(left > 0 ? { maxTtftMs: left } : {}), maxTokenMs: view.slo.tokenMs }
       try {
-        return routeRequest(graph, { promptTokens: request.promptTokens, genTokens: request.genTokens, maxTtftMs: view.slo.ttftMs, maxTokenMs: view.slo.tokenMs }, { rng: view.rng, exclude, alternatives: ROUTE_CANDIDATES })[0].hops
+        return routeRequest(graph, { promptTokens: request.promptTokens, genTokens: request.genTokens, ...targets }, { rng: view.rng, exclude, alternatives: ROUTE_CANDIDATES, admission: 'defer' })[0].hops
       } catch (err) {
-        if ((err as Error).name === 'ShardUnavailableError') return undefined
+        const name = (err as Error).name
+        if (name === 'ShardUnavailableError' || name === 'SwarmBusyError') return undefined
         throw err
       }
     }
