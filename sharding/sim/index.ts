@@ -99,6 +99,8 @@ export interface Scheduler {
   readonly servesWhileLeaving: boolean
   /** Period of 'tick' events, ms; 0 = none. */
   readonly tickMs: number
+  /** KV-cache bytes relative to the manifest's (our engine holds f32 KV: 1; f16 KV: 0.5). */
+  readonly kvBytesFactor: number
   /** Moves to apply, in waves (replaces any waves still pending). undefined = no change. */
   plan(view: SwarmView, event: SchedulerEvent): Move[][] | undefined
   /** The chain for one request, avoiding `exclude`; undefined = nothing available now. */

@@ -82,7 +82,8 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
   const world = createRng(scenario.seed)
   const schedRng = createRng((scenario.seed ^ 0x5bd1e995) >>> 0)
   const q = new EventQueue()
-  const m = scenario.manifest
+  // the scheduler's system holds KV in its own dtype; everything below sees that manifest
+  const m = { ...scenario.manifest, kvBytesPerTokenPerLayer: scenario.manifest.kvBytesPerTokenPerLayer * scheduler.kvBytesFactor }
   const L = m.nLayers
   const layerBytes = m.layerBytes[scenario.dtype]
   const hiddenBytesPerToken = m.dim * 2 // f16 hidden states on the wire, for every scheduler

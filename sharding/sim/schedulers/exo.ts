@@ -44,6 +44,7 @@ export function exoScheduler (options: { dtype?: 'q4_0' | 'q8_0' | 'f16' } = {})
     crashDetectMs: DETECT_MS,
     loadRefreshMs: 0,
     servesWhileLeaving: false,
+    kvBytesFactor: 0.5, // MLX KV cache in f16
     tickMs: 0,
     plan (view, event) {
       if (event.type === 'init') return replace(view)

@@ -21,6 +21,7 @@ export function myceliumScheduler (options: { dtype?: 'q4_0' | 'q8_0' | 'f16' } 
     crashDetectMs: CRASH_DETECT_MS,
     loadRefreshMs: LOAD_GOSSIP_MS,
     servesWhileLeaving: true,
+    kvBytesFactor: 1, // our engine holds KV in f32
     tickMs: CHECK_MS,
     plan (view: SwarmView, event) {
       if (event.type === 'landed') return undefined

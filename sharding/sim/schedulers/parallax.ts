@@ -173,6 +173,7 @@ export function parallaxScheduler (options: { dtype?: 'q4_0' | 'q8_0' | 'f16', r
     crashDetectMs: HEARTBEAT_TIMEOUT_MS,
     loadRefreshMs: 0, // a central scheduler counts requests itself
     servesWhileLeaving: false,
+    kvBytesFactor: 0.5, // SGLang/vLLM/MLX KV cache in f16
     tickMs: 0,
     plan (view, event) {
       const alive = new Set(view.nodes.filter((n) => !n.leaving).map((n) => n.id))

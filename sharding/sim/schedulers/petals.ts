@@ -140,6 +140,7 @@ export function petalsScheduler (options: { dtype?: 'q4_0' | 'q8_0' | 'f16' } = 
     crashDetectMs: 1.5 * UPDATE_PERIOD_MS, // DHT expiry: uniform over 60–120 s after the last announce
     loadRefreshMs: UPDATE_PERIOD_MS, // cache_tokens_left is announced every update period
     servesWhileLeaving: false,
+    kvBytesFactor: 0.5, // PyTorch attention cache in f16
     tickMs: 1000,
     plan (view, event) {
       const moves: Move[] = []
