@@ -19,6 +19,8 @@ export interface NodeConfig {
   controlSocket: string
   mdns: boolean
   upnp: boolean
+  /** Run libp2p's DCUtR too (off by default: see node/README.md, "Direct connections"). */
+  dcutr: boolean
 }
 
 /** Raw option values as commander hands them over. */
@@ -32,6 +34,7 @@ export interface NodeFlags {
   identity?: string
   mdns?: boolean
   upnp?: boolean
+  dcutr?: boolean
 }
 
 function parseAddrs (flag: string, values: string[]): Multiaddr[] {
@@ -71,6 +74,7 @@ export function nodeConfig (flags: NodeFlags): NodeConfig {
     identityPath: resolve(flags.identity ?? join(dataDir, IDENTITY_FILE)),
     controlSocket: join(dataDir, CONTROL_SOCKET),
     mdns: flags.mdns !== false,
-    upnp: flags.upnp !== false
+    upnp: flags.upnp !== false,
+    dcutr: flags.dcutr === true
   }
 }

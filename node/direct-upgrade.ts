@@ -4,7 +4,8 @@
 //   2. we have a confirmed direct address → ask the peer to dial us (reverse dial);
 //   3. both sides behind port-preserving NATs → TCP hole punch (hole-punch protocol: swap
 //      external ip:port over the relay, connect from a fresh port at the same time);
-//   4. libp2p's DCUtR runs as well (it cannot punch TCP holes from Node; see node/README.md).
+//   4. libp2p's DCUtR only with --dcutr (it cannot punch from Node and closes relayed connections
+//      under live streams; see node/README.md).
 // Relayed connections stay open: new streams prefer the direct connection once it exists.
 import type { AbortOptions, ComponentLogger, Connection, Libp2pEvents, Logger, PeerId, PeerStore, Startable, Stream, TypedEventTarget, Upgrader } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'

@@ -50,7 +50,7 @@ export interface MyceliumServices extends Record<string, unknown> {
   dht: KadDHT
   pubsub: GossipSub
   autoNAT: unknown
-  dcutr: unknown
+  dcutr?: unknown
   bulk: BulkTransferService
   reachability: ReachabilityMonitor
   direct?: DirectUpgrader
@@ -82,7 +82,6 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
       maxInboundStreams: MAX_INBOUND_STREAMS
     }),
     pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }),
-    dcutr: dcutr(),
     autoNAT: autoNATv2(),
     bulk: bulkTransfer({ swarm: config.swarm }),
     reachability: (components: ReachabilityComponents) => {
@@ -90,6 +89,7 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
       return monitor
     }
   }
+  if (config.dcutr) services.dcutr = dcutr()
   if (config.upnp) services.upnp = uPnPNAT({ initialGatewaySearchTimeout: UPNP_INITIAL_SEARCH_MS })
   if (config.public) services.relay = swarmRelayServer({ swarm: config.swarm })
   if (options.directUpgrade !== false) {

@@ -4,8 +4,8 @@
 // Per cell an existing node X waits while a fresh node Y (new identity, behind a cone NAT) joins;
 // we measure from Y's ready line: the first stream X→Y (through Y's relay reservation), then
 // Y→X, whether and when a direct connection forms (dial of an advertised address, reverse dial,
-// or our TCP hole punch; DCUtR runs too), and ping RTT (median of 5) over the connection that
-// carries traffic at the end. Prints a table, writes bench/results/nat-*.json,
+// or our TCP hole punch; DCUtR is off, see node/README.md), and ping RTT (median of 5) over the
+// connection that carries traffic at the end. Prints a table, writes bench/results/nat-*.json,
 // and ends with one line per target.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'

@@ -16,6 +16,7 @@ export function addNodeFlags (command: Command): Command {
     .option('--identity <path>', 'identity key file (default: <data-dir>/identity.key)')
     .option('--no-mdns', 'do not discover peers on the LAN with mDNS')
     .option('--no-upnp', 'do not ask the router for a UPnP port mapping')
+    .option('--dcutr', 'also run libp2p\'s DCUtR (off: it closes relayed connections under live streams, and cannot punch from Node)')
 }
 
 export function registerStartCommand (program: Command): void {

@@ -94,6 +94,7 @@ export interface StartOptions {
   /** Keep the data directory of an earlier run of this node (same identity). */
   dataDir?: string
   upnp?: boolean
+  dcutr?: boolean
   logLevel?: string
   /** Extra environment (e.g. DEBUG=libp2p:upnp-nat* for libp2p's own logs on stderr). */
   env?: Record<string, string>
@@ -212,6 +213,7 @@ export class NetLab {
     if (options.public === true) args.push('--public')
     if (options.swarm !== undefined) args.push('--swarm', options.swarm)
     if (options.upnp === false) args.push('--no-upnp')
+    if (options.dcutr === true) args.push('--dcutr')
     const spawnedAt = performance.now()
     const proc = spawn('ip', ['netns', 'exec', ns, NODE, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, env: { ...process.env, ...options.env } })
     this.children.add(proc)
