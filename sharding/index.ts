@@ -116,8 +116,8 @@ export interface RouteNode extends LayerRange {
   slots: number
   /** Its measured mean session duration, ms (for the queueing estimate); default from the request. */
   sessionMs?: number
-  /** Its measured recent time per layer of one batch iteration (EWMA), ms: what a decode token
-   * really waits per layer there, batching and prefill chunks included. */
+  /** Its measured recent time a decode token spent there per layer (queue + batch, EWMA), ms:
+   * what a token really waits there, batching and prefill chunks included. */
   stepLayerMs?: number
 }
 

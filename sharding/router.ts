@@ -2,9 +2,9 @@
 // and prefill costed separately:
 //
 //   hop (prev → node i, entering at layer b, running [b, end_i)):
-//     decode  = rtt/2 + bytes/bandwidth + (end_i − b) · max(t_dec_i · (1 + α_i · min(load_i, slots_i)), 1.5 · step_i)
+//     decode  = rtt/2 + bytes/bandwidth + (end_i − b) · max(t_dec_i · (1 + α_i · min(load_i, slots_i)), step_i)
 //     prefill = rtt/2 + P · bytes/bandwidth + (end_i − b) · P · t_pre_i + queue_i
-//   step_i = the node's measured time per layer of a recent batch iteration (when it publishes it)
+//   step_i = the node's measured recent time per layer a decode token spent there (if published)
 //   queue_i = 0 while load_i < slots_i, else the wait for a slot: (load − slots + 1) · session / slots
 //   request cost = prefill + G · decode  (plus the last hop back to the client)
 //
@@ -24,8 +24,6 @@ import { ShardUnavailableError, SwarmBusyError } from './errors.ts'
 import { DEFAULT_SESSION_MS, ROUTE_ALTERNATIVES, ROUTE_BEAM, ROUTE_SPREAD_SLACK } from './constants.ts'
 
 const TOKEN_ID_BYTES = 4
-/** A token reaching a busy node waits out half an iteration on average, then runs one. */
-const STEP_WAIT_FACTOR = 1.5
 
 export interface RouteOptions {
   /** Uniform [0, 1) PRNG for load spreading; without it the cheapest route is always first. */
@@ -60,7 +58,7 @@ function nodeCost (req: RouteRequest, n: RouteNode, entry: number): HopCost {
   const session = req.sessionMs ?? DEFAULT_SESSION_MS
   const queue = n.load >= n.slots ? ((n.load - n.slots + 1) * (n.sessionMs ?? session)) / Math.max(1, n.slots) : 0
   return {
-    decodeMs: layers * Math.max(n.decodeLayerMs * (1 + alpha * Math.min(n.load, n.slots)), STEP_WAIT_FACTOR * (n.stepLayerMs ?? 0)),
+    decodeMs: layers * Math.max(n.decodeLayerMs * (1 + alpha * Math.min(n.load, n.slots)), n.stepLayerMs ?? 0),
     prefillMs: layers * req.promptTokens * n.prefillLayerMsPerToken + queue
   }
 }

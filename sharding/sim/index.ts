@@ -43,7 +43,7 @@ export interface NodeView {
   load: number
   /** Of those, sessions waiting for KV memory (the node is full while this is > 0). */
   queued: number
-  /** Recent batch-iteration time per layer (EWMA), ms; 0 before any ran. */
+  /** Recent time a decode token spent there (queue + batch) per layer (EWMA), ms; 0 before any. */
   stepLayerMs: number
   /** Mean duration of its recent sessions (EWMA), ms; 0 before any finished. */
   meanSessionMs: number

@@ -28,7 +28,7 @@ const MAX_RESTARTS = 10 // Parallax's HTTP layer retries a request this often be
 const MEASURE_NOISE = 0.03 // relative error of a node's self-measurement
 const CLIENT_MBPS = 100
 const SESSION_EWMA = 0.1 // smoothing of a node's mean session duration
-const STEP_EWMA = 0.2 // smoothing of a node's batch-iteration time
+const STEP_EWMA = 0.2 // smoothing of a node's decode sojourn time
 /** Prefill tokens per batch iteration (chunked prefill, as SGLang/vLLM/llama.cpp servers do). */
 const PREFILL_CHUNK_TOKENS = 256
 
@@ -49,7 +49,7 @@ interface Req {
   restarts: number
 }
 
-interface Item { req: Req, epoch: number, hop: number, tokens: number, left?: number }
+interface Item { req: Req, epoch: number, hop: number, tokens: number, left?: number, at?: number }
 
 interface SimNode {
   id: string
@@ -325,6 +325,7 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
     }
   }
   const enqueue = (n: SimNode, item: Item): void => {
+    item.at = q.now
     n.queue.push(item)
     if (!n.busy) runBatch(n)
   }
@@ -352,7 +353,6 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
     n.queue = rest
     const ms = (maxL > 0 ? n.tDec * (maxL + alpha * (sumL - maxL)) : 0) + prefill
     if (q.now >= scenario.warmupMs) n.busyMs += ms
-    if (n.range !== undefined) n.stepLayerMs += STEP_EWMA * (ms / (n.range.end - n.range.start) - n.stepLayerMs)
     n.maxBatch = Math.max(n.maxBatch, batch.length + rest.length)
     const token = ++n.batchToken
     q.after(ms, () => {
@@ -360,7 +360,9 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
       for (const it of batch) {
         if (it.epoch !== it.req.epoch) continue
         const req = it.req
-        req.hops[it.hop].pending = 0
+        const h = req.hops[it.hop]
+        if (it.tokens === 1) n.stepLayerMs += STEP_EWMA * ((q.now - (it.at ?? q.now)) / (h.end - h.start) - n.stepLayerMs)
+        h.pending = 0
         if (it.hop + 1 < req.hops.length) sendTo(req, it.hop + 1, n.id)
         else {
           const epoch = req.epoch
