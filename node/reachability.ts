@@ -43,7 +43,9 @@ export class ReachabilityMonitor implements Startable {
   private readonly observations = new Map<string, { observed: Multiaddr, remote: Multiaddr }>()
   private readonly onIdentify = (evt: CustomEvent<IdentifyResult>): void => {
     const { observedAddr, connection, peerId } = evt.detail
-    if (observedAddr != null && connection != null) this.observations.set(peerId.toString(), { observed: observedAddr, remote: connection.remoteAddr })
+    // over a relayed connection the peer "observes" the relay's address, not ours
+    if (observedAddr == null || connection == null || connection.remoteAddr.toString().includes('/p2p-circuit') || observedAddr.toString().includes('/p2p-circuit')) return
+    this.observations.set(peerId.toString(), { observed: observedAddr, remote: connection.remoteAddr })
   }
 
   constructor (components: ReachabilityComponents) {
