@@ -74,6 +74,7 @@ interface SimNode {
   batchToken: number
   busyMs: number
   stepLayerMs: number
+  stepSeen: boolean
   maxBatch: number
 }
 
@@ -112,7 +113,7 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
       upMbps: hw.upMbps,
       downMbps: hw.downMbps
     }
-    return { id, hw, tDec: s.decodeLayerMs, tPre: s.prefillLayerMsPerToken, view, alive: true, detectedDead: false, leaving: false, accepts: true, state: 'idle', loadToken: 0, loadWave: -1, kvUsed: 0, reqs: new Set(), admitted: 0, waiting: [], queue: [], busy: false, batchToken: 0, busyMs: 0, stepLayerMs: 0, maxBatch: 0 }
+    return { id, hw, tDec: s.decodeLayerMs, tPre: s.prefillLayerMsPerToken, view, alive: true, detectedDead: false, leaving: false, accepts: true, state: 'idle', loadToken: 0, loadWave: -1, kvUsed: 0, reqs: new Set(), admitted: 0, waiting: [], queue: [], busy: false, batchToken: 0, busyMs: 0, stepLayerMs: 0, stepSeen: false, maxBatch: 0 }
   }
   const where = (id: string): { region: number, accessMs: number } => nodes.get(id)?.hw ?? clients.get(id) ?? { region: 0, accessMs: 10 }
   const rttMs = (a: string, b: string): number => hardwareRttMs(where(a), where(b))
@@ -128,7 +129,8 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
   const advertise = (n: SimNode): void => {
     n.view.load = n.admitted + n.waiting.length // sessions running plus sessions waiting for KV
     n.view.queued = n.waiting.length
-    if (!n.busy && n.queue.length === 0) n.stepLayerMs *= 0.5 // idle: recent iterations fade out
+    if (!n.stepSeen) n.stepLayerMs *= 0.5 // no decode token since the last report: the old figure fades
+    n.stepSeen = false
     n.view.stepLayerMs = n.stepLayerMs
     n.view.freeKvBytes = Math.max(0, kvCapacity(n) - n.kvUsed)
   }
@@ -357,11 +359,13 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
     const token = ++n.batchToken
     q.after(ms, () => {
       if (!n.alive || n.batchToken !== token) return
+      let sojourn = 0 // Σ per-layer time decode tokens of this batch spent here
+      let decoded = 0
       for (const it of batch) {
         if (it.epoch !== it.req.epoch) continue
         const req = it.req
         const h = req.hops[it.hop]
-        if (it.tokens === 1) n.stepLayerMs += STEP_EWMA * ((q.now - (it.at ?? q.now)) / (h.end - h.start) - n.stepLayerMs)
+        if (it.tokens === 1) { sojourn += (q.now - (it.at ?? q.now)) / (h.end - h.start); decoded++ }
         h.pending = 0
         if (it.hop + 1 < req.hops.length) sendTo(req, it.hop + 1, n.id)
         else {
@@ -369,6 +373,7 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
           q.after(sendMs(n.id, req.sim.client, 4), () => { if (req.epoch === epoch) deliverToken(req) })
         }
       }
+      if (decoded > 0) { n.stepLayerMs += STEP_EWMA * (sojourn / decoded - n.stepLayerMs); n.stepSeen = true }
       runBatch(n)
     })
   }
