@@ -28,7 +28,7 @@ const MAX_RESTARTS = 10 // Parallax's HTTP layer retries a request this often be
 const MEASURE_NOISE = 0.03 // relative error of a node's self-measurement
 const CLIENT_MBPS = 100
 const SESSION_EWMA = 0.1 // smoothing of a node's mean session duration
-const STEP_EWMA = 0.2 // smoothing of a node's decode sojourn time
+const STEP_EWMA = 0.5 // smoothing of a node's published decode time, per report
 /** Prefill tokens per batch iteration (chunked prefill, as SGLang/vLLM/llama.cpp servers do). */
 const PREFILL_CHUNK_TOKENS = 256
 
@@ -74,7 +74,8 @@ interface SimNode {
   batchToken: number
   busyMs: number
   stepLayerMs: number
-  stepSeen: boolean
+  sojournSum: number
+  sojournCount: number
   maxBatch: number
 }
 
@@ -113,7 +114,7 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
       upMbps: hw.upMbps,
       downMbps: hw.downMbps
     }
-    return { id, hw, tDec: s.decodeLayerMs, tPre: s.prefillLayerMsPerToken, view, alive: true, detectedDead: false, leaving: false, accepts: true, state: 'idle', loadToken: 0, loadWave: -1, kvUsed: 0, reqs: new Set(), admitted: 0, waiting: [], queue: [], busy: false, batchToken: 0, busyMs: 0, stepLayerMs: 0, stepSeen: false, maxBatch: 0 }
+    return { id, hw, tDec: s.decodeLayerMs, tPre: s.prefillLayerMsPerToken, view, alive: true, detectedDead: false, leaving: false, accepts: true, state: 'idle', loadToken: 0, loadWave: -1, kvUsed: 0, reqs: new Set(), admitted: 0, waiting: [], queue: [], busy: false, batchToken: 0, busyMs: 0, stepLayerMs: 0, sojournSum: 0, sojournCount: 0, maxBatch: 0 }
   }
   const where = (id: string): { region: number, accessMs: number } => nodes.get(id)?.hw ?? clients.get(id) ?? { region: 0, accessMs: 10 }
   const rttMs = (a: string, b: string): number => hardwareRttMs(where(a), where(b))
@@ -129,8 +130,10 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
   const advertise = (n: SimNode): void => {
     n.view.load = n.admitted + n.waiting.length // sessions running plus sessions waiting for KV
     n.view.queued = n.waiting.length
-    if (!n.stepSeen) n.stepLayerMs *= 0.5 // no decode token since the last report: the old figure fades
-    n.stepSeen = false
+    // the mean over the decode tokens since the last report, smoothed; none → the figure fades
+    n.stepLayerMs = n.sojournCount > 0 ? n.stepLayerMs + STEP_EWMA * (n.sojournSum / n.sojournCount - n.stepLayerMs) : n.stepLayerMs * 0.5
+    n.sojournSum = 0
+    n.sojournCount = 0
     n.view.stepLayerMs = n.stepLayerMs
     n.view.freeKvBytes = Math.max(0, kvCapacity(n) - n.kvUsed)
   }
@@ -373,7 +376,8 @@ export function simulate (scenario: Scenario, scheduler: Scheduler, options: { d
           q.after(sendMs(n.id, req.sim.client, 4), () => { if (req.epoch === epoch) deliverToken(req) })
         }
       }
-      if (decoded > 0) { n.stepLayerMs += STEP_EWMA * (sojourn / decoded - n.stepLayerMs); n.stepSeen = true }
+      n.sojournSum += sojourn
+      n.sojournCount += decoded
       runBatch(n)
     })
   }

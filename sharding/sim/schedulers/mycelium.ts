@@ -11,6 +11,7 @@ import type { Scheduler, SwarmView } from '../index.ts'
 const LOAD_GOSSIP_MS = 2000 // load and free KV travel in the replicated swarm state
 const CRASH_DETECT_MS = 30_000 // presence expiry, taken equal to Parallax's heartbeat timeout
 const ROUTE_CANDIDATES = 3 // node-disjoint routes ranked per request
+const LATE_HEADROOM = 0.5
 const CHECK_MS = 60_000 // periodic rebalance check (hysteresis decides whether anything moves)
 
 export function myceliumScheduler (options: { dtype?: 'q4_0' | 'q8_0' | 'f16' } = {}): Scheduler {
@@ -54,9 +55,10 @@ export function myceliumScheduler (options: { dtype?: 'q4_0' | 'q8_0' | 'f16' } 
       }
       // the client states its targets: time to first token (what is left of it) and per token.
       // While no route can meet them it backs off and retries (admission 'defer') instead of
-      // slowing down the sessions already running; once late, only the per-token target counts
+      // slowing down the sessions already running; once late (its SLO is lost) it yields: it
+      // needs LATE_HEADROOM of the per-token target, so on-time requests get the capacity first
       const left = view.slo.ttftMs - (view.now - request.arrivedAt)
-      const targets = { ...(left > 0 ? { maxTtftMs: left } : {}), maxTokenMs: view.slo.tokenMs }
+      const targets = left > 0 ? { maxTtftMs: left, maxTokenMs: view.slo.tokenMs } : { maxTokenMs: view.slo.tokenMs * LATE_HEADROOM }
       try {
         return routeRequest(graph, { promptTokens: request.promptTokens, genTokens: request.genTokens, ...targets }, { rng: view.rng, exclude, alternatives: ROUTE_CANDIDATES, admission: 'defer' })[0].hops
       } catch (err) {
