@@ -5,9 +5,9 @@
 //   node scripts/bench-sched.ts [--scenario NAME ...] [--seed N] [--out FILE] [--help]
 //
 // Prints one table per scenario at its offered load, then the small scenarios again at 3× that
-// load (stress, no targets), writes JSON under bench/results/, and ends with one line per target
-// per scenario: ours ≥ 1.2 × the best baseline's goodput, ours ≤ 0.8 × that baseline's p95
-// per-token latency (the best baseline = the one with the highest goodput).
+// load (stress), writes JSON under bench/results/, and ends with one line per target per
+// scenario: ours ≥ 1.2 × the best baseline's goodput (each at its better load point), ours ≤ 0.8 ×
+// that baseline's p95 per-token latency at the offered load.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { exoScheduler, myceliumScheduler, parallaxScheduler, petalsScheduler, scenario, SCENARIOS, simulate } from '../sharding/sim/index.ts'
@@ -16,7 +16,7 @@ import type { Scheduler, SimResult } from '../sharding/sim/index.ts'
 const THROUGHPUT_GOAL = 1.2
 const P95_GOAL = 0.8
 const STRESS_FACTOR = 3
-const STRESS_SCENARIOS = ['lan-4-equal', 'home-16', 'one-fast']
+const STRESS_SCENARIOS = ['lan-4-equal', 'home-16', 'wan-64', 'one-fast'] // churn-256 at 3× would take minutes
 
 function parse (argv: string[]): { scenarios: string[], seed: number, out?: string } {
   const scenarios: string[] = []
@@ -59,14 +59,8 @@ for (const name of args.scenarios) {
   console.log(`\n## ${name}: ${s.description}`)
   console.log(`${s.hardware.length} nodes, ${f(s.requestsPerS, 2)} requests/s (Poisson), SLO: TTFT ≤ ${s.sloTtftMs / 1000} s and mean ≤ ${s.sloTokenMs} ms/token, window ${(s.durationMs - s.warmupMs) / 1000} s after ${s.warmupMs / 1000} s warm-up (${f(wallS, 1)} s wall)`)
   console.log(table(rows))
-  const ours = rows[0]
-  const best = rows.slice(1).reduce((a, b) => (b.goodputTokensPerS > a.goodputTokensPerS ? b : a))
-  const ratio = best.goodputTokensPerS > 0 ? ours.goodputTokensPerS / best.goodputTokensPerS : Infinity
-  const p95 = ours.p95TokenMs / best.p95TokenMs
-  verdicts.push(`${name}: throughput ${f(ours.goodputTokensPerS, 1)} vs ${best.scheduler} ${f(best.goodputTokensPerS, 1)} tok/s = ${f(ratio, 2)}× (goal ≥ ${THROUGHPUT_GOAL}×): ${ratio >= THROUGHPUT_GOAL ? 'met' : 'not met'}`)
-  verdicts.push(`${name}: p95 latency ${f(ours.p95TokenMs)} vs ${best.scheduler} ${f(best.p95TokenMs)} ms/token = ${f(p95, 2)}× (goal ≤ ${P95_GOAL}×): ${p95 <= P95_GOAL ? 'met' : 'not met'}`)
 }
-// Stress: the small scenarios again at STRESS_FACTOR × their offered load (past capacity for
+// Stress: the smaller scenarios again at STRESS_FACTOR × their offered load (past capacity for
 // most schedulers), reported without targets: how each behaves when overloaded.
 const stress: Array<{ scenario: string, requestsPerS: number, rows: SimResult[] }> = []
 for (const name of args.scenarios.filter((n) => STRESS_SCENARIOS.includes(n))) {
@@ -76,6 +70,27 @@ for (const name of args.scenarios.filter((n) => STRESS_SCENARIOS.includes(n))) {
   stress.push({ scenario: name, requestsPerS: s.requestsPerS, rows })
   console.log(`\n## stress: ${name} at ${STRESS_FACTOR}× load (${f(s.requestsPerS, 2)} requests/s)`)
   console.log(table(rows))
+}
+// Targets. Throughput = goodput at the best load point each scheduler reached (the offered load,
+// and 3× it where a stress run exists): below capacity every scheduler that keeps up delivers
+// the offered tokens, so only the heavier point separates them. p95 per-token latency is taken
+// at the offered load, against the baseline with the highest throughput.
+for (const r of results) {
+  const st = stress.find((x) => x.scenario === r.scenario)
+  const best = (i: number): { goodput: number, at: string } => {
+    const base = r.rows[i].goodputTokensPerS
+    const hi = st?.rows[i].goodputTokensPerS ?? -1
+    return hi > base ? { goodput: hi, at: `${STRESS_FACTOR}× load` } : { goodput: base, at: 'offered load' }
+  }
+  const ours = best(0)
+  let top = 1
+  for (let i = 2; i < r.rows.length; i++) if (best(i).goodput > best(top).goodput) top = i
+  const theirs = best(top)
+  const name = r.rows[top].scheduler
+  const ratio = theirs.goodput > 0 ? ours.goodput / theirs.goodput : Infinity
+  const p95 = r.rows[0].p95TokenMs / r.rows[top].p95TokenMs
+  verdicts.push(`${r.scenario}: throughput ${f(ours.goodput, 1)} (${ours.at}) vs ${name} ${f(theirs.goodput, 1)} (${theirs.at}) tok/s = ${f(ratio, 2)}× (goal ≥ ${THROUGHPUT_GOAL}×): ${ratio >= THROUGHPUT_GOAL ? 'met' : 'not met'}`)
+  verdicts.push(`${r.scenario}: p95 latency ${f(r.rows[0].p95TokenMs)} vs ${name} ${f(r.rows[top].p95TokenMs)} ms/token at the offered load = ${f(p95, 2)}× (goal ≤ ${P95_GOAL}×): ${p95 <= P95_GOAL ? 'met' : 'not met'}`)
 }
 const out = resolve(args.out ?? `bench/results/sched-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
 mkdirSync(dirname(out), { recursive: true })
