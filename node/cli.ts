@@ -1,11 +1,16 @@
 // The mycelium command line: one commander program, one subcommand per file in node/commands/.
 // Errors a user can cause (bad files, bad flags) print one clear line and exit 1, no stack trace.
 import { Command } from 'commander'
+import { enableCompileCache } from 'node:module'
 import { registerStartCommand } from './commands/start.ts'
 import { registerDoctorCommand } from './commands/doctor.ts'
 
 const USER_ERRORS = new Set(['ModelFormatError', 'ShardConfigError', 'SessionLimitError', 'ShapeError', 'RangeError',
   'ConfigError', 'IdentityCorruptError', 'IdentityPermissionError', 'ControlError'])
+
+// V8's compile cache (in the OS temp folder) makes every start after the first one faster; the
+// heavy modules (libp2p, the engine) are imported dynamically below, after this call.
+enableCompileCache?.()
 
 const program = new Command()
   .name('mycelium')

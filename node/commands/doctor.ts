@@ -4,12 +4,10 @@
 import { existsSync } from 'node:fs'
 import type { Command } from 'commander'
 import { InvalidArgumentError } from 'commander'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { nodeConfig } from '../config.ts'
 import type { NodeConfig, NodeFlags } from '../config.ts'
 import { DOCTOR_OBSERVE_MS, STATUS_INTERVAL_MS } from '../constants.ts'
 import { controlRequest } from '../control.ts'
-import { createHost } from '../host.ts'
 import { loadOrCreateIdentity } from '../identity.ts'
 import type { ReachabilityReport } from '../reachability.ts'
 import { addNodeFlags } from './start.ts'
@@ -30,6 +28,8 @@ async function fromDaemon (config: NodeConfig): Promise<Report | undefined> {
 }
 
 async function fromProbe (config: NodeConfig, waitMs: number): Promise<Report> {
+  const { generateKeyPair } = await import('@libp2p/crypto/keys')
+  const { createHost } = await import('../host.ts')
   const ephemeral = !existsSync(config.identityPath)
   const privateKey = ephemeral ? await generateKeyPair('Ed25519') : (await loadOrCreateIdentity(config.identityPath)).privateKey
   const host = await createHost(config, privateKey)

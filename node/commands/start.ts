@@ -2,8 +2,6 @@
 import type { Command } from 'commander'
 import { nodeConfig } from '../config.ts'
 import type { NodeFlags } from '../config.ts'
-import { startDaemon } from '../daemon.ts'
-import { daemonLogger } from '../logger.ts'
 
 /** Adds the flags `node start` and `doctor` share to a command. */
 export function addNodeFlags (command: Command): Command {
@@ -26,6 +24,9 @@ export function registerStartCommand (program: Command): void {
     .option('--log-level <level>', 'pino log level (trace, debug, info, warn, error)', 'info')
     .action(async (flags: NodeFlags & { logLevel: string }) => {
       const config = nodeConfig(flags)
+      // loaded here, after cli.ts enabled the compile cache: libp2p is most of the start-up time
+      const { daemonLogger } = await import('../logger.ts')
+      const { startDaemon } = await import('../daemon.ts')
       const log = daemonLogger(flags.logLevel)
       const daemon = await startDaemon(config, log)
       await new Promise<void>((resolve) => {
