@@ -2,6 +2,23 @@
 
 /** A presence heartbeat older than this (by the reader's clock) no longer counts as online. */
 export const PRESENCE_TTL_MS = 30_000
+/**
+ * A beacon timestamped further ahead of the reader's clock than this is refused: one accepted
+ * from far in the future would shadow the writer's real beacons (only later ones replace it).
+ * One heartbeat period: NTP-synced clocks are well within it.
+ */
+export const BEACON_MAX_SKEW_MS = 10_000
+/**
+ * Presence beacons held at once (one per writer). Keys are free, so beacons of writers with no
+ * envelope chain may be evicted for those of writers that have one; when every entry belongs to
+ * a writer with a chain, new writers are refused (`presence-full`). 4,096 × ≈300 bytes ≈ 1.2 MB,
+ * and 4,096 encoded beacons (≈150 bytes each, ≈600 KiB) fit in one sync reply beside its runs.
+ */
+export const MAX_PRESENCE_WRITERS = 4096
+/** Largest encoded beacon (key, timestamp, seq, head hash, signature, field tags). */
+export const MAX_BEACON_BYTES = 256
+/** Domain separation tag hashed in front of every beacon. */
+export const BEACON_DOMAIN = 'mycelium/beacon/1'
 /** Largest Yjs update one envelope may carry. A node's own records are small JSON values. */
 export const MAX_UPDATE_BYTES = 64 * 1024
 /** Largest encoded envelope (update plus key, hashes, signature and framing). */

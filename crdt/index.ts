@@ -6,6 +6,7 @@ export { fileEnvelopeStore, memoryEnvelopeStore } from './envelope-store.ts'
 export { authorizeUpdate } from './authorize.ts'
 export { verifyForkProof } from './fork-proof.ts'
 export type { UpdateScope, UpdateCheck } from './authorize.ts'
+export { beaconHash, sealBeacon, encodeBeacon, decodeBeacon } from './beacon.ts'
 export { envelopeHash, sealEnvelope, runHashes, encodeEnvelope, decodeEnvelope, encodeRun, decodeRun, encodeForkProof, decodeForkProof, GENESIS_HASH } from './envelope.ts'
 export { clientIdOf, namespaceOf, writerIdentity } from './writer-identity.ts'
 export { keySigner } from './key-signer.ts'
@@ -33,6 +34,19 @@ export interface Run {
   fromSeq: number
   prev: Uint8Array
   updates: Uint8Array[]
+  signature: Uint8Array
+}
+
+/**
+ * A writer's signed presence (wire form: beacon.proto): online at `at` (its clock, ms), with its
+ * chain at `seq`/`head`. Ephemeral: replicas keep only the latest per writer, never in the log.
+ */
+export interface Beacon {
+  writer: Uint8Array
+  at: number
+  seq: number
+  /** Hash of the writer's envelope `seq` (GENESIS_HASH for seq 0). */
+  head: Uint8Array
   signature: Uint8Array
 }
 
@@ -73,7 +87,7 @@ export interface NodeRecord {
   version: string
 }
 
-/** A heartbeat: the writer's clock when it last said it was alive. */
+/** Presence: the timestamp of the writer's latest beacon. */
 export interface PresenceRecord { at: number }
 
 /** What one node (the issuer) claims about another's reputation. Global scores are derived. */
@@ -90,12 +104,19 @@ export type RejectReason =
   | 'bad-key' | 'bad-signature' | 'oversize' | 'malformed' | 'wrong-chain'
   | 'foreign-client' | 'foreign-namespace' | 'foreign-origin' | 'foreign-delete' | 'clock-gap' | 'forbidden-content'
   | 'equivocation' | 'flagged-writer' | 'client-id-collision' | 'pending-full'
+  | 'clock-skew' | 'presence-full'
 
 export type ReceiveResult =
   | { status: 'accepted', applied: number }
   | { status: 'duplicate' }
   | { status: 'pending' }
   | { status: 'rejected', reason: RejectReason, detail: string, blame: 'writer' | 'sender', conflictSeq?: number }
+
+/** What SwarmState did with a beacon; `behind`: the writer's chain is ahead of ours. */
+export type BeaconResult =
+  | { status: 'accepted', behind: boolean }
+  | { status: 'stale' }
+  | Extract<ReceiveResult, { status: 'rejected' }>
 
 /** Per-writer head, as exchanged by anti-entropy. */
 export interface WriterHead { clientId: number, seq: number, hash: Uint8Array }
@@ -117,6 +138,9 @@ export interface StateCounters {
   pending: number
   rejected: number
   byReason: Partial<Record<RejectReason, number>>
+  /** Beacons taken, and beacons dropped as not newer than the one held (or expired). */
+  beacons: number
+  staleBeacons: number
 }
 
 /** One change of the document, in terms of the views. */

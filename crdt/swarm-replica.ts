@@ -4,7 +4,8 @@
 // equivocators are excluded. SwarmState (swarm-state.ts) adds this node's own writes.
 import * as Y from 'yjs'
 import { authorizeUpdate } from './authorize.ts'
-import { MAX_PENDING_BYTES } from './constants.ts'
+import { BEACON_MAX_SKEW_MS, MAX_PENDING_BYTES } from './constants.ts'
+import { beaconHash } from './beacon.ts'
 import { envelopeHash, equalBytes, runHashes } from './envelope.ts'
 import { verifyForkProof } from './fork-proof.ts'
 import { CorruptStoreError } from './errors.ts'
@@ -12,7 +13,7 @@ import { SwarmViews } from './swarm-views.ts'
 import { WriterLog } from './writer-log.ts'
 import { writerIdentity } from './writer-identity.ts'
 import type {
-  ChangeEvent, Envelope, EnvelopeStore, FlaggedPeer, ForkProof, LoadReport, ReceiveResult, RejectReason,
+  Beacon, BeaconResult, ChangeEvent, Envelope, EnvelopeStore, FlaggedPeer, ForkProof, LoadReport, ReceiveResult, RejectReason,
   Run, StateCounters, WriterHead, WriterIdentity
 } from './index.ts'
 
@@ -24,11 +25,13 @@ const APPLYING_OWN = -1
 
 type Rejected = Extract<ReceiveResult, { status: 'rejected' }>
 const rejected = (reason: RejectReason, detail: string, blame: 'writer' | 'sender'): Rejected => ({ status: 'rejected', reason, detail, blame })
+/** Refusals that are nobody's fault in particular (our state, our clock, our limits): no flag. */
+const BLAMELESS = new Set<RejectReason>(['flagged-writer', 'pending-full', 'clock-skew', 'presence-full'])
 
 export class SwarmReplica extends SwarmViews {
   readonly swarm: string
   readonly identity: WriterIdentity
-  readonly counters: StateCounters = { accepted: 0, duplicates: 0, pending: 0, rejected: 0, byReason: {} }
+  readonly counters: StateCounters = { accepted: 0, duplicates: 0, pending: 0, rejected: 0, byReason: {}, beacons: 0, staleBeacons: 0 }
   readonly flagged = new Map<string, FlaggedPeer>()
   loadReport: LoadReport = { status: 'empty' }
   protected store: EnvelopeStore | undefined
@@ -147,9 +150,53 @@ export class SwarmReplica extends SwarmViews {
       if (own) this.doc.clientID = this.identity.clientId
     }
     log.append(update, hash, check.clockAfter, signature)
-    this.noteApplied(log.identity.peerId)
     this.store?.append([log.storedAt(seq)])
     return { status: 'accepted', applied: 1 }
+  }
+
+  // --- presence beacons (never in the log or the document) ---
+
+  /**
+   * Takes a writer's signed beacon (gossip, or relayed by anti-entropy) when it is newer than
+   * the one held. Stale (not newer, or already expired) beacons are dropped unverified; one from
+   * further in the future than BEACON_MAX_SKEW_MS, or from an excluded writer, is refused.
+   * `behind` says the writer's chain is ahead of what we hold (worth a pull).
+   */
+  receiveBeacon (beacon: Beacon, from?: string): BeaconResult {
+    const result = this.receiveBeaconInner(beacon)
+    if (result.status === 'accepted') this.counters.beacons++
+    else if (result.status === 'stale') this.counters.staleBeacons++
+    else this.account(result, beacon.writer, from)
+    return result
+  }
+
+  private receiveBeaconInner (beacon: Beacon): BeaconResult {
+    const identity = this.identityOf(beacon.writer)
+    if (identity === undefined) return rejected('bad-key', 'writer is not an Ed25519 key', 'sender')
+    if (this.isExcluded(identity.peerId)) return rejected('flagged-writer', 'writer is flagged', 'sender')
+    const now = this.now()
+    if (beacon.at > now + BEACON_MAX_SKEW_MS) return rejected('clock-skew', `beacon ${beacon.at - now} ms ahead of our clock`, 'writer')
+    const held = this.beacons.get(identity.peerId)
+    if ((held !== undefined && beacon.at <= held.beacon.at) || now - beacon.at >= this.presenceTtlMs) return { status: 'stale' }
+    if (!identity.verify(beaconHash(this.swarm, beacon.writer, beacon.at, beacon.seq, beacon.head), beacon.signature)) {
+      return rejected('bad-signature', `beacon at ${beacon.at}`, 'sender')
+    }
+    const hasChain = (peerId: string): boolean => (this.logs.get(peerId)?.seq ?? 0) > 0
+    if (!this.beacons.offer(identity.peerId, beacon, Math.min(beacon.at, now), now, hasChain)) {
+      return rejected('presence-full', `${this.beacons.size} writers present`, 'sender')
+    }
+    this.emitChange({ writer: identity.peerId, kind: 'presence', key: 'presence', local: identity.peerId === this.identity.peerId })
+    return { status: 'accepted', behind: beacon.seq > (this.logs.get(identity.peerId)?.seq ?? 0) }
+  }
+
+  /** The live beacons this replica holds (excluded writers left out), sorted by writer. */
+  liveBeacons (now = this.now()): Beacon[] {
+    return this.beacons.sorted().filter(([peerId, entry]) => !this.isExcluded(peerId) && this.beacons.live(entry, now)).map(([, entry]) => entry.beacon)
+  }
+
+  /** Drops expired beacons (called on a clock tick; a full table also prunes itself). */
+  prunePresence (now = this.now()): void {
+    this.beacons.prune(now)
   }
 
   /** Counts the outcome and flags the writer or the sender; returns the result unchanged. */
@@ -160,8 +207,7 @@ export class SwarmReplica extends SwarmViews {
       this.counters.rejected++
       this.counters.byReason[result.reason] = (this.counters.byReason[result.reason] ?? 0) + 1
       const blamed = result.blame === 'writer' ? this.identityOf(writerKey)?.peerId : from
-      // A full pending buffer or an excluded writer's envelope is nobody's fault in particular.
-      if (blamed !== undefined && result.reason !== 'flagged-writer' && result.reason !== 'pending-full') this.flag(blamed, result.reason)
+      if (blamed !== undefined && !BLAMELESS.has(result.reason)) this.flag(blamed, result.reason)
     }
     return result
   }
@@ -187,10 +233,6 @@ export class SwarmReplica extends SwarmViews {
     this.forkProofs.set(identity.peerId, { clientId: identity.clientId, proof })
     this.store?.appendForkProof(proof)
     this.excludeWriter(identity.peerId)
-  }
-
-  private isExcluded (peerId: string): boolean {
-    return this.flagged.get(peerId)?.excluded === true
   }
 
   /** Attaches a fork proof to an equivocation: the incoming run against our own branch. */

@@ -4,15 +4,17 @@
 import * as Y from 'yjs'
 import { authorizeUpdate } from './authorize.ts'
 import { PRESENCE_TTL_MS } from './constants.ts'
+import { sealBeacon } from './beacon.ts'
 import { envelopeHash, sealEnvelope } from './envelope.ts'
 import { CorruptStoreError, InvalidRecordError } from './errors.ts'
 import { LOCAL, SwarmReplica } from './swarm-replica.ts'
 import { writerIdentity } from './writer-identity.ts'
-import type { Envelope, EnvelopeSigner, JsonValue, NodeRecord, SwarmStateInit, WriteOptions } from './index.ts'
+import type { Beacon, Envelope, EnvelopeSigner, JsonValue, NodeRecord, SwarmStateInit, WriteOptions } from './index.ts'
 
 export class SwarmState extends SwarmReplica {
   private readonly signer: EnvelopeSigner
   private readonly envelopeListeners = new Set<(envelope: Envelope) => void>()
+  private readonly beaconListeners = new Set<(beacon: Beacon) => void>()
   private signing: Promise<unknown> = Promise.resolve()
   private writable = true
   private resume: () => void = () => {}
@@ -37,8 +39,23 @@ export class SwarmState extends SwarmReplica {
     return this.write('node', this.checkNode(record), options)
   }
 
-  heartbeat (options: WriteOptions = {}): Promise<Envelope> {
-    return this.write('presence', () => ({ at: this.now() }), options)
+  /**
+   * Signs a presence beacon (not an envelope: nothing enters the log or the document), takes it
+   * into our own presence table and hands it to `onBeacon` listeners. It carries our chain head
+   * once every pending own envelope is signed, so peers that see it learn they are behind.
+   * Beacons do not wait for paused writes: presence says nothing about the chain's history.
+   */
+  async heartbeat (options: WriteOptions = {}): Promise<Beacon> {
+    options.signal?.throwIfAborted()
+    await this.signing
+    const log = this.ownLog()
+    // Strictly increasing, even for two beats in one millisecond (readers keep only newer ones).
+    const at = Math.max(this.now(), (this.beacons.get(this.peerId)?.beacon.at ?? 0) + 1)
+    const beacon = await sealBeacon(this.swarm, this.signer, at, log.seq, log.headHash)
+    options.signal?.throwIfAborted()
+    this.receiveBeacon(beacon)
+    for (const listener of this.beaconListeners) listener(beacon)
+    return beacon
   }
 
   claimReputation (subject: string, score: number, round?: string, options: WriteOptions = {}): Promise<Envelope> {
@@ -58,9 +75,8 @@ export class SwarmState extends SwarmReplica {
     return this.transactLocal((map) => map.delete(key), options)
   }
 
-  /** `value` may be a function, evaluated once writing is allowed (a heartbeat's timestamp). */
-  private write (key: string, value: JsonValue | (() => JsonValue), options: WriteOptions): Promise<Envelope> {
-    return this.transactLocal((map) => map.set(key, typeof value === 'function' ? value() : value), options)
+  private write (key: string, value: JsonValue, options: WriteOptions): Promise<Envelope> {
+    return this.transactLocal((map) => map.set(key, value), options)
   }
 
   private async transactLocal (fn: (map: Y.Map<JsonValue>) => void, options: WriteOptions): Promise<Envelope> {
@@ -108,6 +124,12 @@ export class SwarmState extends SwarmReplica {
   onEnvelope (listener: (envelope: Envelope) => void): () => void {
     this.envelopeListeners.add(listener)
     return () => this.envelopeListeners.delete(listener)
+  }
+
+  /** Called with every beacon this node signs, for the network layer to publish. */
+  onBeacon (listener: (beacon: Beacon) => void): () => void {
+    this.beaconListeners.add(listener)
+    return () => this.beaconListeners.delete(listener)
   }
 
   /**

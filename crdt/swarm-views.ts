@@ -1,9 +1,11 @@
-// Typed reads over the swarm document and validation of local records. Every view walks the
-// writers' namespaces in sorted order and skips excluded writers, so two replicas with the same
-// document and the same exclusions compute identical results.
+// Typed reads over the swarm document and the presence table, and validation of local records.
+// Every view walks the writers' namespaces (or beacons) in sorted order and skips excluded
+// writers, so two replicas with the same document and the same exclusions compute identical
+// results. Presence is not in the document: it is the table of signed beacons (beacon.ts).
 import * as Y from 'yjs'
-import { MAX_RECORD_BYTES, NAMESPACE_PREFIX } from './constants.ts'
+import { MAX_PRESENCE_WRITERS, MAX_RECORD_BYTES, NAMESPACE_PREFIX } from './constants.ts'
 import { InvalidRecordError } from './errors.ts'
+import { PresenceTable } from './presence-table.ts'
 import type { ChangeEvent, JsonValue, ModelManifest, NodeRecord, PresenceRecord, ReputationClaim, RoundRecord } from './index.ts'
 
 export class SwarmViews {
@@ -11,8 +13,9 @@ export class SwarmViews {
   readonly peerId: string
   protected readonly now: () => number
   protected readonly presenceTtlMs: number
+  /** Latest presence beacon per writer (kept out of the document). */
+  protected readonly beacons: PresenceTable
   private readonly excluded = new Set<string>()
-  private readonly observedAt = new Map<string, number>()
   private readonly changeListeners = new Set<(event: ChangeEvent) => void>()
   /** Top-level type → its name (rebuilt when a new top-level type shows up). */
   private readonly typeNames = new WeakMap<Y.AbstractType<unknown>, string>()
@@ -22,6 +25,7 @@ export class SwarmViews {
     this.peerId = peerId
     this.now = now
     this.presenceTtlMs = presenceTtlMs
+    this.beacons = new PresenceTable(presenceTtlMs, MAX_PRESENCE_WRITERS)
   }
 
   /** Node records by peer id. */
@@ -29,22 +33,21 @@ export class SwarmViews {
     return this.collect((map) => map.get('node') as NodeRecord | undefined)
   }
 
-  /** Heartbeats by peer id. */
+  /** Latest beacon timestamp by peer id, sorted (expired ones until the table is pruned). */
   presence (): Map<string, PresenceRecord> {
-    return this.collect((map) => map.get('presence') as PresenceRecord | undefined)
+    const out = new Map<string, PresenceRecord>()
+    for (const [peerId, entry] of this.beacons.sorted()) if (!this.excluded.has(peerId)) out.set(peerId, { at: entry.beacon.at })
+    return out
   }
 
   /**
-   * Peers whose last heartbeat is younger than the TTL by our clock. A heartbeat counts from
-   * the earlier of its own timestamp and the moment we applied it, so a writer's clock running
+   * Peers whose latest beacon is younger than the TTL by our clock, sorted. A beacon counts from
+   * the earlier of its own timestamp and the moment we took it, so a writer's clock running
    * ahead cannot keep it online; a clock running behind only makes it expire early.
    */
   online (now = this.now()): string[] {
     const out: string[] = []
-    for (const [peerId, record] of this.presence()) {
-      const seen = Math.min(record.at, this.observedAt.get(peerId) ?? record.at)
-      if (now - seen < this.presenceTtlMs) out.push(peerId)
-    }
+    for (const [peerId, entry] of this.beacons.sorted()) if (!this.excluded.has(peerId) && this.beacons.live(entry, now)) out.push(peerId)
     return out
   }
 
@@ -82,10 +85,11 @@ export class SwarmViews {
 
   protected excludeWriter (peerId: string): void {
     this.excluded.add(peerId)
+    this.beacons.delete(peerId)
   }
 
-  protected noteApplied (peerId: string): void {
-    this.observedAt.set(peerId, this.now())
+  protected isExcluded (peerId: string): boolean {
+    return this.excluded.has(peerId)
   }
 
   protected writerOfType (type: Y.AbstractType<unknown>): string | undefined {
@@ -128,13 +132,16 @@ export class SwarmViews {
 
   // --- helpers ---
 
-  /** Writers' namespaces, sorted by peer id, excluded writers left out. */
+  /** Writers' non-empty namespaces, sorted by peer id, excluded writers left out. */
   private namespaces (): Array<[string, Y.Map<JsonValue>]> {
     const out: Array<[string, Y.Map<JsonValue>]> = []
     for (const name of [...this.doc.share.keys()].sort()) {
       if (!name.startsWith(NAMESPACE_PREFIX)) continue
       const writer = name.slice(NAMESPACE_PREFIX.length)
-      if (!this.excluded.has(writer)) out.push([writer, this.doc.getMap<JsonValue>(name)])
+      const map = this.doc.getMap<JsonValue>(name)
+      // An empty namespace equals an absent one: `doc.getMap(ownNamespace)` alone creates one
+      // on this replica only, and it must not make views differ.
+      if (!this.excluded.has(writer) && map.size > 0) out.push([writer, map])
     }
     return out
   }

@@ -1,15 +1,17 @@
 // The two ends of one /mycelium/sync/1 stream. The puller sends its heads; the responder answers
 // with the runs that follow them (compressed, bounded) and `more` when it had to stop early; the
 // puller applies them and asks again until nothing is missing or the round limit is reached.
+// The first reply also carries the responder's live presence beacons, so a node that connects
+// learns who is online at once instead of after a heartbeat period.
 //
 //   puller → SyncRequest { swarm, heads[], maxBytes, excluded[] }
-//   responder → SyncReply { status, runs = deflateRaw(RunBatch { runs[] }), more, forks[] }
+//   responder → SyncReply { status, runs = deflateRaw(RunBatch { runs[] }), more, forks[], beacons[] }
 //   ... repeated while `more` (at most SYNC_MAX_ROUNDS), then the puller closes.
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { pbStream } from '@libp2p/utils'
-import { decodeForkProof, decodeRun, encodeForkProof, encodeRun, type SwarmState, type WriterHead } from '../../crdt/index.ts'
+import { decodeBeacon, decodeForkProof, decodeRun, encodeBeacon, encodeForkProof, encodeRun, type SwarmState, type WriterHead } from '../../crdt/index.ts'
 import {
-  SYNC_HEAD_HASH_BYTES, SYNC_MAX_FRAME_BYTES, SYNC_MAX_HEADS, SYNC_MAX_INFLATED_BYTES, SYNC_MAX_ROUNDS
+  SYNC_HEAD_HASH_BYTES, SYNC_MAX_BEACONS, SYNC_MAX_FRAME_BYTES, SYNC_MAX_HEADS, SYNC_MAX_INFLATED_BYTES, SYNC_MAX_ROUNDS
 } from './constants.ts'
 import { SyncFailedError } from './errors.ts'
 import { RunBatch, SyncReply, SyncRequest } from './sync.pb.js'
@@ -25,6 +27,8 @@ export interface PullResult extends SyncTraffic {
   applied: number
   /** Runs refused (bad signature, forks, rule violations). */
   rejected: number
+  /** Beacons taken (newer than what we held). */
+  beacons: number
   rounds: number
 }
 
@@ -35,12 +39,12 @@ function encodeHeads (heads: WriterHead[]): SyncRequest['heads'] {
 /** Pulls what `peer` has and we lack over an open stream; closes the stream when done. */
 export async function pullOver (stream: Stream, state: SwarmState, peer: string, maxBytes: number, options: AbortOptions = {}): Promise<PullResult> {
   const pb = pbStream(stream, { maxDataLength: SYNC_MAX_FRAME_BYTES })
-  const result: PullResult = { applied: 0, rejected: 0, rounds: 0, bytesIn: 0, bytesOut: 0, runBytesIn: 0, rawBytesIn: 0 }
+  const result: PullResult = { applied: 0, rejected: 0, beacons: 0, rounds: 0, bytesIn: 0, bytesOut: 0, runBytesIn: 0, rawBytesIn: 0 }
   for (let more = true; more && result.rounds < SYNC_MAX_ROUNDS;) {
     const request: SyncRequest = { swarm: state.swarm, heads: encodeHeads(state.heads()), maxBytes, excluded: state.excludedClientIds().map(BigInt) }
     result.bytesOut += SyncRequest.encode(request).length
     await pb.write(request, SyncRequest, options)
-    const reply = await pb.read(SyncReply, { ...options, limits: { forks: SYNC_MAX_HEADS } })
+    const reply = await pb.read(SyncReply, { ...options, limits: { forks: SYNC_MAX_HEADS, beacons: SYNC_MAX_BEACONS } })
     result.bytesIn += SyncReply.encode(reply).length
     result.rounds++
     if (reply.status !== SyncReply.Status.OK) throw new SyncFailedError(`sync refused by ${peer}: ${reply.status}`)
@@ -55,6 +59,8 @@ export async function pullOver (stream: Stream, state: SwarmState, peer: string,
     }
     // Fork proofs first: a writer proven to equivocate is refused before its runs are read.
     for (const bytes of reply.forks) state.receiveForkProof(decodeForkProof(bytes), peer)
+    // Relayed beacons need no publisher check: each is signed, and counts from its own timestamp.
+    for (const bytes of reply.beacons) if (state.receiveBeacon(decodeBeacon(bytes), peer).status === 'accepted') result.beacons++
     let progress = 0
     for (const bytes of batch.runs) {
       const outcome = state.receiveRun(decodeRun(bytes), peer)
@@ -82,14 +88,18 @@ export async function serveOver (stream: Stream, state: SwarmState, allow: () =>
     }
     traffic.bytesIn += SyncRequest.encode(request).length
     let reply: SyncReply
-    if (request.swarm !== state.swarm) reply = { status: SyncReply.Status.WRONG_SWARM, runs: new Uint8Array(0), more: false, forks: [] }
-    else if (!allow()) reply = { status: SyncReply.Status.RATE_LIMITED, runs: new Uint8Array(0), more: false, forks: [] }
+    if (request.swarm !== state.swarm) reply = { status: SyncReply.Status.WRONG_SWARM, runs: new Uint8Array(0), more: false, forks: [], beacons: [] }
+    else if (!allow()) reply = { status: SyncReply.Status.RATE_LIMITED, runs: new Uint8Array(0), more: false, forks: [], beacons: [] }
     else {
+      // Beacons (≤ SYNC_MAX_BEACONS, ≈150 bytes each) go once per stream and come out of the
+      // update budget, so the frame stays within its bound.
+      const beacons = round === 0 ? state.liveBeacons().slice(0, SYNC_MAX_BEACONS).map((b) => encodeBeacon(b) as Uint8Array<ArrayBuffer>) : []
+      const beaconBytes = beacons.reduce((n, b) => n + b.length, 0)
       const heads = request.heads.map((h) => ({ clientId: Number(h.clientId), seq: h.seq, hash: h.hash }))
-      const { runs, more } = state.runsFor(heads, Math.min(Math.max(1, request.maxBytes), maxReplyBytes))
+      const { runs, more } = state.runsFor(heads, Math.max(1, Math.min(request.maxBytes, maxReplyBytes) - beaconBytes))
       const batch = RunBatch.encode({ runs: runs.map((r) => encodeRun(r) as Uint8Array<ArrayBuffer>) })
       const forks = state.forkProofsExcept(request.excluded.map(Number)).map((p) => encodeForkProof(p) as Uint8Array<ArrayBuffer>)
-      reply = { status: SyncReply.Status.OK, runs: runs.length === 0 ? new Uint8Array(0) : deflateRawSync(batch), more, forks }
+      reply = { status: SyncReply.Status.OK, runs: runs.length === 0 ? new Uint8Array(0) : deflateRawSync(batch), more, forks, beacons }
     }
     traffic.bytesOut += SyncReply.encode(reply).length
     await pb.write(reply, SyncReply, options)

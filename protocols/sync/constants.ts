@@ -4,10 +4,14 @@
 export const SYNC_PROTOCOL = '/mycelium/sync/1'
 /** Gossipsub topic of a swarm's state: `/mycelium/<swarm>/state/1`. */
 export const stateTopic = (swarm: string): string => `/mycelium/${swarm}/state/1`
+/** Gossipsub topic of a swarm's presence beacons: `/mycelium/<swarm>/presence/1`. */
+export const presenceTopic = (swarm: string): string => `/mycelium/${swarm}/presence/1`
 /** How often a node pulls from one random connected peer (besides on every new connection). */
 export const SYNC_INTERVAL_MS = 10_000
-/** Presence heartbeat period: a third of the 30 s presence TTL, so one lost beat is harmless. */
+/** Presence beacon period: a third of the 30 s presence TTL, so one lost beacon is harmless. */
 export const HEARTBEAT_INTERVAL_MS = 10_000
+/** Least time between two pulls queued because a beacon showed a writer's chain ahead of ours. */
+export const BEHIND_PULL_MIN_INTERVAL_MS = 1_000
 /** Deadline of one pull, and of one inbound sync stream, end to end. */
 export const SYNC_TIMEOUT_MS = 10_000
 /** Update bytes one sync reply carries at most; the puller asks again when `more` is set. */
@@ -36,3 +40,5 @@ export const REJECTS_BEFORE_HANGUP = 10
 export const RATE_LIMIT_MAX_PEERS = 10_000
 /** Largest gossip message: one envelope. */
 export { MAX_ENVELOPE_BYTES as GOSSIP_MAX_MESSAGE_BYTES } from '../../crdt/constants.ts'
+/** Largest presence gossip message (one beacon), and most beacons one sync reply may carry. */
+export { MAX_BEACON_BYTES as GOSSIP_MAX_BEACON_BYTES, MAX_PRESENCE_WRITERS as SYNC_MAX_BEACONS } from '../../crdt/constants.ts'

@@ -1,7 +1,8 @@
 // The swarm-state replication service: a libp2p service that keeps a SwarmState in step with
-// the swarm. Own envelopes are published on the swarm's gossipsub topic; a topic validator
-// checks every received envelope (and rejects, which lowers the sender's gossipsub score);
-// /mycelium/sync/1 pulls what gossip lost, on every new connection and periodically.
+// the swarm. Own envelopes are published on the swarm's state topic and own presence beacons on
+// its presence topic; topic validators check every received message (and reject, which lowers
+// the sender's gossipsub score); /mycelium/sync/1 pulls what gossip lost, on every new
+// connection and periodically, and hands over the responder's live beacons.
 //
 //   services: {
 //     identify: identify(),
@@ -11,20 +12,22 @@
 import { serviceDependencies, type AbortOptions, type ComponentLogger, type Logger, type PeerId, type PrivateKey, type Startable, type Stream } from '@libp2p/interface'
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import {
-  decodeEnvelope, encodeEnvelope, fileEnvelopeStore, keySigner, openSwarmState, writerIdentity,
-  type Envelope, type RejectReason, type SwarmState
+  decodeBeacon, decodeEnvelope, encodeBeacon, encodeEnvelope, fileEnvelopeStore, keySigner, openSwarmState, writerIdentity,
+  type Beacon, type Envelope, type RejectReason, type SwarmState
 } from '../../crdt/index.ts'
 import { pullOver, serveOver } from './anti-entropy.ts'
 import {
-  GOSSIP_BURST, GOSSIP_MAX_MESSAGE_BYTES, GOSSIP_PER_SECOND, HEARTBEAT_INTERVAL_MS, RATE_LIMIT_MAX_PEERS, REJECTS_BEFORE_HANGUP, SYNC_INTERVAL_MS, SYNC_MAX_INBOUND_STREAMS,
-  SYNC_PROTOCOL, SYNC_REPLY_BYTES, SYNC_REQUEST_BURST, SYNC_REQUESTS_PER_SECOND, SYNC_TIMEOUT_MS, stateTopic
+  BEHIND_PULL_MIN_INTERVAL_MS, GOSSIP_BURST, GOSSIP_MAX_BEACON_BYTES, GOSSIP_MAX_MESSAGE_BYTES, GOSSIP_PER_SECOND, HEARTBEAT_INTERVAL_MS, RATE_LIMIT_MAX_PEERS, REJECTS_BEFORE_HANGUP, SYNC_INTERVAL_MS, SYNC_MAX_INBOUND_STREAMS,
+  SYNC_PROTOCOL, SYNC_REPLY_BYTES, SYNC_REQUEST_BURST, SYNC_REQUESTS_PER_SECOND, SYNC_TIMEOUT_MS, presenceTopic, stateTopic
 } from './constants.ts'
 import { SyncNotStartedError } from './errors.ts'
 import { TokenBuckets } from './token-bucket.ts'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 
 /** Refusals an honest forwarder cannot foresee (they depend on our state): Ignore, not Reject. */
-const STATEFUL_REFUSALS = new Set<RejectReason>(['equivocation', 'clock-gap', 'pending-full', 'flagged-writer', 'client-id-collision', 'wrong-chain'])
+const STATEFUL_REFUSALS = new Set<RejectReason>([
+  'equivocation', 'clock-gap', 'pending-full', 'flagged-writer', 'client-id-collision', 'wrong-chain', 'clock-skew', 'presence-full'
+])
 
 export interface SwarmSyncInit {
   /** Swarm name (default 'public'): topic `/mycelium/<swarm>/state/1`, hashed into envelopes. */
@@ -39,7 +42,10 @@ export interface SwarmSyncInit {
    * what peers hold instead of restarting it at seq 1 (which peers would prove an equivocation).
    */
   identityExisted?: boolean
-  /** Write a presence heartbeat this often (default HEARTBEAT_INTERVAL_MS); 0 disables. */
+  /**
+   * Publish a presence beacon (and drop expired ones) this often (default HEARTBEAT_INTERVAL_MS);
+   * 0 disables. Beacons are not envelopes: they never enter the log.
+   */
   heartbeatIntervalMs?: number
   /** Pull from one random peer this often (default SYNC_INTERVAL_MS); 0 disables the timer. */
   syncIntervalMs?: number
@@ -83,6 +89,9 @@ export interface SwarmSyncStats {
   rateLimited: number
   gossipBytesIn: number
   gossipBytesOut: number
+  /** Presence beacon bytes received and published on the presence topic (not in gossipBytes*). */
+  beaconBytesIn: number
+  beaconBytesOut: number
   pulls: number
   pullsFailed: number
   syncBytesIn: number
@@ -98,10 +107,11 @@ export interface SwarmSyncStats {
 export class SwarmSync implements Startable {
   readonly swarm: string
   readonly topic: string
+  readonly presenceTopic: string
   readonly protocol = SYNC_PROTOCOL
   readonly stats: SwarmSyncStats = {
     gossipAccepted: 0, gossipRejected: 0, gossipIgnored: 0, gossipDropped: 0, rateLimited: 0, gossipBytesIn: 0,
-    gossipBytesOut: 0, pulls: 0, pullsFailed: 0, syncBytesIn: 0, syncBytesOut: 0, syncRunBytesIn: 0, syncRawBytesIn: 0, syncRefused: 0, hangups: 0
+    gossipBytesOut: 0, beaconBytesIn: 0, beaconBytesOut: 0, pulls: 0, pullsFailed: 0, syncBytesIn: 0, syncBytesOut: 0, syncRunBytesIn: 0, syncRawBytesIn: 0, syncRefused: 0, hangups: 0
   }
 
   private readonly components: SwarmSyncComponents
@@ -116,12 +126,14 @@ export class SwarmSync implements Startable {
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined
   private topologyId: string | undefined
   private unsubscribeEnvelopes: () => void = () => {}
+  private unsubscribeBeacons: () => void = () => {}
   private readonly queue = new Set<string>()
   /** Connected peers that speak the sync protocol (from the registrar topology). */
   private readonly syncPeers = new Set<string>()
   private pulling: Promise<void> | undefined
   private idleWaiters: Array<() => void> = []
   private readonly rejectsByPeer = new Map<string, number>()
+  private lastBehindPull = -Infinity
 
   readonly [serviceDependencies] = ['@libp2p/pubsub']
   readonly [Symbol.toStringTag] = 'mycelium/swarm-sync'
@@ -131,6 +143,7 @@ export class SwarmSync implements Startable {
     this.init = init
     this.swarm = init.swarm ?? 'public'
     this.topic = stateTopic(this.swarm)
+    this.presenceTopic = presenceTopic(this.swarm)
     this.clock = init.clock ?? Date.now
     this.log = components.logger.forComponent('mycelium:protocols:swarm-sync')
     this.gossipLimits = new TokenBuckets(init.gossipBurst ?? GOSSIP_BURST, init.gossipPerSecond ?? GOSSIP_PER_SECOND, this.clock)
@@ -179,15 +192,18 @@ export class SwarmSync implements Startable {
   afterStart (): void {
     const { pubsub } = this.components
     pubsub.topicValidators.set(this.topic, async (peer, message) => await this.validate(peer, message))
+    pubsub.topicValidators.set(this.presenceTopic, async (peer, message) => await this.validateBeacon(peer, message))
     pubsub.subscribe(this.topic)
+    pubsub.subscribe(this.presenceTopic)
     this.unsubscribeEnvelopes = this.state.onEnvelope((envelope) => { this.publish(envelope) })
+    this.unsubscribeBeacons = this.state.onBeacon((beacon) => { this.publishBeacon(beacon) })
     const interval = this.init.syncIntervalMs ?? SYNC_INTERVAL_MS
     if (interval > 0) this.timer = setInterval(() => { this.pullRandomPeer() }, interval)
     const heartbeat = this.init.heartbeatIntervalMs ?? HEARTBEAT_INTERVAL_MS
     if (heartbeat > 0) {
       const beat = (): void => {
-        if (this.state.writesPaused) return
-        this.state.heartbeat().catch((err: unknown) => { this.log('heartbeat failed: %e', err) })
+        this.state.prunePresence()
+        this.state.heartbeat({ signal: this.shutdown.signal }).catch((err: unknown) => { this.log('heartbeat failed: %e', err) })
       }
       this.heartbeatTimer = setInterval(beat, heartbeat)
       beat()
@@ -201,9 +217,12 @@ export class SwarmSync implements Startable {
     this.timer = undefined
     this.heartbeatTimer = undefined
     this.unsubscribeEnvelopes()
+    this.unsubscribeBeacons()
     const { pubsub } = this.components
-    pubsub.topicValidators.delete(this.topic)
-    if (pubsub.getTopics().includes(this.topic)) pubsub.unsubscribe(this.topic)
+    for (const topic of [this.topic, this.presenceTopic]) {
+      pubsub.topicValidators.delete(topic)
+      if (pubsub.getTopics().includes(topic)) pubsub.unsubscribe(topic)
+    }
   }
 
   async stop (): Promise<void> {
@@ -287,6 +306,60 @@ export class SwarmSync implements Startable {
     this.components.pubsub.publish(this.topic, bytes).catch((err: unknown) => {
       this.log('publish of seq %d failed (anti-entropy will carry it): %e', envelope.seq, err)
     })
+  }
+
+  private publishBeacon (beacon: Beacon): void {
+    const bytes = encodeBeacon(beacon)
+    this.stats.beaconBytesOut += bytes.length
+    this.components.pubsub.publish(this.presenceTopic, bytes).catch((err: unknown) => {
+      this.log('publish of a beacon failed (anti-entropy replies carry it): %e', err)
+    })
+  }
+
+  /**
+   * Presence topic validator: the same loss hook, rate limit (one bucket per neighbour for both
+   * topics) and Reject accounting as envelopes. A beacon newer than the one held is Accepted;
+   * a stale one Ignored. A beacon showing the writer's chain ahead of ours queues a pull.
+   */
+  private async validateBeacon (peer: PeerId, message: Message): Promise<TopicValidatorResult> {
+    if (this.init.dropInbound?.() === true) {
+      this.stats.gossipDropped++
+      return TopicValidatorResult.Ignore
+    }
+    const from = peer.toString()
+    if (!this.gossipLimits.take(from)) {
+      this.stats.rateLimited++
+      return TopicValidatorResult.Ignore
+    }
+    this.stats.beaconBytesIn += message.data.length
+    const reject = (why: string): TopicValidatorResult => {
+      this.log('rejected beacon from %s: %s', from, why)
+      return this.rejectFrom(peer)
+    }
+    if (message.type !== 'signed') return reject('unsigned gossip')
+    let beacon: Beacon
+    try {
+      if (message.data.length > GOSSIP_MAX_BEACON_BYTES) throw new Error(`message of ${message.data.length} bytes`)
+      beacon = decodeBeacon(message.data)
+    } catch (err) {
+      return reject(`not a beacon: ${(err as Error).message}`)
+    }
+    if (writerIdentity(beacon.writer)?.peerId !== message.from.toString()) return reject('beacon published by a peer other than its writer (replay)')
+    const result = this.state.receiveBeacon(beacon, from)
+    if (result.status === 'accepted') {
+      this.stats.gossipAccepted++
+      // Throttled: a writer could sign beacons claiming any seq, one per millisecond.
+      if (result.behind && this.clock() - this.lastBehindPull >= BEHIND_PULL_MIN_INTERVAL_MS) {
+        this.lastBehindPull = this.clock()
+        this.requestPull(from)
+      }
+      return TopicValidatorResult.Accept
+    }
+    if (result.status === 'stale' || STATEFUL_REFUSALS.has(result.reason)) {
+      this.stats.gossipIgnored++
+      return TopicValidatorResult.Ignore
+    }
+    return reject(`${result.reason} (${result.detail})`)
   }
 
   /** Topic validator: every gossip envelope is checked and applied here, before it is forwarded. */

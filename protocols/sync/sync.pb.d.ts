@@ -69,6 +69,7 @@ export interface SyncReply {
     runs: Uint8Array<ArrayBuffer>;
     more: boolean;
     forks: Uint8Array<ArrayBuffer>[];
+    beacons: Uint8Array<ArrayBuffer>[];
 }
 export declare namespace SyncReply {
     enum Status {
@@ -98,9 +99,14 @@ export declare namespace SyncReply {
         index: number;
         value: Uint8Array<ArrayBuffer>;
     }
+    interface SyncReplyBeaconsFieldEvent {
+        field: '$.beacons[]';
+        index: number;
+        value: Uint8Array<ArrayBuffer>;
+    }
     function encode(obj: Partial<SyncReply>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncReply>): SyncReply;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncReply>): Generator<SyncReplyStatusFieldEvent | SyncReplyRunsFieldEvent | SyncReplyMoreFieldEvent | SyncReplyForksFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncReply>): Generator<SyncReplyStatusFieldEvent | SyncReplyRunsFieldEvent | SyncReplyMoreFieldEvent | SyncReplyForksFieldEvent | SyncReplyBeaconsFieldEvent>;
 }
 export interface RunBatch {
     runs: Uint8Array<ArrayBuffer>[];

@@ -296,6 +296,12 @@ export var SyncReply;
                         w.bytes(value);
                     }
                 }
+                if (obj.beacons != null && obj.beacons.length > 0) {
+                    for (const value of obj.beacons) {
+                        w.uint32(42);
+                        w.bytes(value);
+                    }
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -304,7 +310,8 @@ export var SyncReply;
                     status: Status.OK,
                     runs: uint8ArrayAlloc(0),
                     more: false,
-                    forks: []
+                    forks: [],
+                    beacons: []
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -329,6 +336,13 @@ export var SyncReply;
                             obj.forks.push(reader.bytes());
                             break;
                         }
+                        case 5: {
+                            if (opts.limits?.beacons != null && obj.beacons.length === opts.limits.beacons) {
+                                throw new MaxLengthError('Decode error - repeated field "beacons" had too many elements');
+                            }
+                            obj.beacons.push(reader.bytes());
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -338,7 +352,8 @@ export var SyncReply;
                 return obj;
             }, function* (reader, length, prefix, opts = {}) {
                 const obj = {
-                    forks: 0
+                    forks: 0,
+                    beacons: 0
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -375,6 +390,18 @@ export var SyncReply;
                                 value: reader.bytes()
                             };
                             obj.forks++;
+                            break;
+                        }
+                        case 5: {
+                            if (opts.limits?.beacons != null && obj.beacons === opts.limits.beacons) {
+                                throw new MaxLengthError('Streaming decode error - repeated field "beacons" had too many elements');
+                            }
+                            yield {
+                                field: `${prefix}.beacons[]`,
+                                index: obj.beacons,
+                                value: reader.bytes()
+                            };
+                            obj.beacons++;
                             break;
                         }
                         default: {

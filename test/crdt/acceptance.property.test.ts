@@ -15,11 +15,11 @@ import { makeState, seededKey, SWARM } from './helpers.ts'
 const seed = testSeed()
 const runs = Number(process.env.CRDT_LONG === '1' ? 200 : 25)
 
-type Op = { kind: 'set', key: number, value: number } | { kind: 'delete', key: number } | { kind: 'heartbeat' }
+type Op = { kind: 'set', key: number, value: number } | { kind: 'delete', key: number } | { kind: 'manifest' }
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('set' as const), key: fc.nat(4), value: fc.integer() }),
   fc.record({ kind: fc.constant('delete' as const), key: fc.nat(4) }),
-  fc.record({ kind: fc.constant('heartbeat' as const) })
+  fc.record({ kind: fc.constant('manifest' as const) })
 )
 
 /** Runs the ops on `writers` (round robin) and returns every envelope they signed. */
@@ -30,7 +30,7 @@ async function play (writers: SwarmState[], ops: Op[]): Promise<Envelope[]> {
     const w = writers[i % writers.length]
     const op = ops[i]
     if (op.kind === 'set') await w.recordRound(`k${op.key}`, op.value)
-    else if (op.kind === 'heartbeat') await w.heartbeat()
+    else if (op.kind === 'manifest') await w.putManifest('m', i)
     else if (w.rounds().some((r) => r.id === `k${op.key}` && r.writer === w.peerId)) await w.remove(`round/k${op.key}`)
   }
   return out

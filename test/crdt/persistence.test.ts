@@ -49,7 +49,7 @@ describe(`persistence (TEST_SEED=${seed} npx vitest run test/crdt/persistence.te
     expect(delta).toBeLessThan(full / 10)
     expect(missingYjs).toBeGreaterThan(0)
     // Its own chain continues where it stopped: a new write is seq 21 and a accepts it.
-    const next = await restarted.heartbeat()
+    const next = await restarted.recordRound('tick', 0)
     expect(next.seq).toBe(21)
     expect(a.receive(next).status).toBe('accepted')
     await restarted.close()
@@ -80,13 +80,13 @@ describe(`persistence (TEST_SEED=${seed} npx vitest run test/crdt/persistence.te
 
     // A write made now waits for the resume (and can be abandoned).
     const controller = new AbortController()
-    const abandoned = reopened.heartbeat({ signal: controller.signal })
+    const abandoned = reopened.recordRound('tick', 0, { signal: controller.signal })
     controller.abort(new Error('gave up'))
     await expect(abandoned).rejects.toThrow('gave up')
     syncPair(a, reopened)
     expect(reopened.snapshot()).toEqual(a.snapshot())
     reopened.resumeWrites()
-    const next = await reopened.heartbeat()
+    const next = await reopened.recordRound('tick', 0)
     expect(next.seq).toBe(31) // continues its own chain, recovered from the peer
     expect(a.receive(next).status).toBe('accepted')
     await reopened.close()
@@ -146,7 +146,7 @@ describe(`persistence (TEST_SEED=${seed} npx vitest run test/crdt/persistence.te
     // Re-write the log with the middle envelope's update swapped for another writer's bytes.
     const { parseLog } = await import('../../crdt/envelope-store.ts')
     const envelopes = parseLog(readFileSync(join(dir, crdtConstants.STORE_FILE)))
-    await other.heartbeat()
+    await other.recordRound('tick', 0)
     const store = fileEnvelopeStore(tempDir())
     envelopes[1] = { ...envelopes[1], update: Y.encodeStateAsUpdate(other.doc) }
     store.append(envelopes)

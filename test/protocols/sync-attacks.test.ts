@@ -7,7 +7,7 @@ import { pbStream } from '@libp2p/utils'
 import { SYNC_PROTOCOL } from '../../protocols/sync/constants.ts'
 import { SyncReply, SyncRequest } from '../../protocols/sync/sync.pb.js'
 import { afterEach, describe, expect, it } from 'vitest'
-import { encodeEnvelope, keySigner, SwarmState, type Envelope } from '../../crdt/index.ts'
+import { encodeBeacon, encodeEnvelope, keySigner, SwarmState, type Envelope } from '../../crdt/index.ts'
 import { createGossipNode, createSyncNode, Partition, until, type GossipOnlyNode, type SyncNode } from './sync-harness.ts'
 
 const SWARM = 'attack'
@@ -43,7 +43,7 @@ describe('attacks on the wire', () => {
     const evil = await attacker()
     const topic = honest.services.swarmSync.topic
     await link(evil.node, honest, topic)
-    for (let i = 0; i < 400; i++) await evil.state.heartbeat()
+    for (let i = 0; i < 400; i++) await evil.state.recordRound('tick', i)
     const started = Date.now()
     for (const e of evil.sent) await evil.node.services.pubsub.publish(topic, encodeEnvelope(e))
     const stats = honest.services.swarmSync.stats
@@ -58,15 +58,15 @@ describe('attacks on the wire', () => {
     const topic = honest.services.swarmSync.topic
     const evil = await attacker({ globalSignaturePolicy: 'StrictNoSign' })
     await link(evil.node, honest, topic)
-    await evil.state.heartbeat()
+    await evil.state.recordRound('tick', 0)
     await evil.node.services.pubsub.publish(topic, encodeEnvelope(evil.sent[0]))
     // A legitimate writer's message after it arrives; the unsigned one never does.
     const good = await attacker()
     await link(good.node, honest, topic)
-    await good.state.heartbeat()
+    await good.state.recordRound('tick', 0)
     await good.node.services.pubsub.publish(topic, encodeEnvelope(good.sent[0]))
-    expect(await until(() => honest.services.swarmSync.state.presence().has(good.state.peerId), 5000)).toBe(true)
-    expect(honest.services.swarmSync.state.presence().has(evil.state.peerId)).toBe(false)
+    expect(await until(() => honest.services.swarmSync.state.writers().includes(good.state.peerId), 5000)).toBe(true)
+    expect(honest.services.swarmSync.state.writers()).not.toContain(evil.state.peerId)
     // And our validator refuses unsigned messages itself, should gossipsub ever pass one on.
     const validator = honest.services.pubsub.topicValidators.get(topic)
     expect(await validator?.(evil.node.peerId, { type: 'unsigned', topic, data: encodeEnvelope(evil.sent[0]) })).toBe('reject')
@@ -76,7 +76,7 @@ describe('attacks on the wire', () => {
     const honest = await honestNode()
     const topic = honest.services.swarmSync.topic
     const victim = await attacker()
-    await victim.state.heartbeat()
+    await victim.state.recordRound('tick', 0)
     const evil = await attacker()
     await link(evil.node, honest, topic)
     await evil.node.services.pubsub.publish(topic, encodeEnvelope(victim.sent[0]))
@@ -90,7 +90,7 @@ describe('attacks on the wire', () => {
     const topic = honest.services.swarmSync.topic
     const evil = await attacker()
     await link(evil.node, honest, topic)
-    await evil.state.heartbeat()
+    await evil.state.recordRound('tick', 0)
     const forged = { ...evil.sent[0], signature: new Uint8Array(64).fill(7) }
     await evil.node.services.pubsub.publish(topic, encodeEnvelope(forged))
     await evil.node.services.pubsub.publish(topic, new Uint8Array(200_000).fill(1))
@@ -99,6 +99,27 @@ describe('attacks on the wire', () => {
     const state = honest.services.swarmSync.state
     expect(state.flagged.get(evil.node.peerId.toString())?.reasons).toContain('bad-signature')
     expect(state.writers()).not.toContain(evil.state.peerId)
+  })
+
+  it('presence topic: replayed, forged and garbage beacons are rejected; a genuine one is taken', async () => {
+    const honest = await honestNode()
+    const topic = honest.services.swarmSync.presenceTopic
+    const victim = await attacker()
+    const evil = await attacker()
+    await link(evil.node, honest, topic)
+    const genuine = await victim.state.heartbeat()
+    const own = await evil.state.heartbeat()
+    await evil.node.services.pubsub.publish(topic, encodeBeacon(genuine)) // not its writer: a replay
+    await evil.node.services.pubsub.publish(topic, encodeBeacon({ ...own, seq: 99 })) // signature no longer holds
+    await evil.node.services.pubsub.publish(topic, new Uint8Array(300).fill(3))
+    const stats = honest.services.swarmSync.stats
+    expect(await until(() => stats.gossipRejected >= 3, 5000)).toBe(true)
+    const state = honest.services.swarmSync.state
+    expect(state.online()).toEqual([])
+    expect(state.flagged.get(evil.node.peerId.toString())?.reasons).toContain('bad-signature')
+    await evil.node.services.pubsub.publish(topic, encodeBeacon(own))
+    expect(await until(() => state.online().includes(evil.state.peerId), 5000)).toBe(true)
+    expect(state.writers()).toEqual([]) // presence never enters the log
   })
 
   it('a neighbour that keeps sending invalid gossip is disconnected', async () => {
@@ -118,7 +139,7 @@ describe('attacks on the wire', () => {
       const w = new SwarmState({ swarm: SWARM, signer: keySigner(key) })
       const out: Envelope[] = []
       w.onEnvelope((e) => out.push(e))
-      await w.heartbeat()
+      await w.recordRound('tick', 0)
       await w.claimReputation('x', score)
       return out
     }
@@ -132,7 +153,7 @@ describe('attacks on the wire', () => {
     expect(await until(() => sa.flagged.get(writer)?.excluded === true && sb.flagged.get(writer)?.excluded === true, 5000)).toBe(true)
     await c.dial(a.getMultiaddrs()[0]) // c holds a's branch: only the proof can convince it
     expect(await until(() => sc.flagged.get(writer)?.excluded === true, 5000)).toBe(true)
-    for (const s of [sa, sb, sc]) expect(s.presence().has(writer)).toBe(false)
+    for (const s of [sa, sb, sc]) expect(s.rounds().some((r) => r.writer === writer)).toBe(false)
     expect(JSON.stringify(sa.snapshot())).toBe(JSON.stringify(sb.snapshot()))
     expect(JSON.stringify(sc.snapshot())).toBe(JSON.stringify(sa.snapshot()))
   })
@@ -144,7 +165,7 @@ describe('attacks on the wire', () => {
       const pb = pbStream(stream)
       await pb.read(SyncRequest)
       const bomb = deflateRawSync(new Uint8Array(64 * 1024 * 1024))
-      await pb.write({ status: SyncReply.Status.OK, runs: bomb, more: false, forks: [] }, SyncReply)
+      await pb.write({ status: SyncReply.Status.OK, runs: bomb, more: false, forks: [], beacons: [] }, SyncReply)
       await stream.close()
     })
     await honest.dial(evil.node.getMultiaddrs()[0])
@@ -156,10 +177,10 @@ describe('attacks on the wire', () => {
   it('sync requests beyond the per-peer limit are refused', async () => {
     const honest = await honestNode({ syncBurst: 1, syncPerSecond: 0.001 })
     const other = await honestNode()
-    await honest.services.swarmSync.state.heartbeat()
+    await honest.services.swarmSync.state.recordRound('tick', 0)
     await other.dial(honest.getMultiaddrs()[0])
     await other.services.swarmSync.whenIdle()
-    expect(await until(() => other.services.swarmSync.state.presence().size === 1, 5000)).toBe(true)
+    expect(await until(() => other.services.swarmSync.state.writers().length === 1, 5000)).toBe(true)
     const failedBefore = other.services.swarmSync.stats.pullsFailed
     await other.services.swarmSync.pull(honest.peerId.toString())
     expect(other.services.swarmSync.stats.pullsFailed).toBe(failedBefore + 1)

@@ -2,7 +2,10 @@
 // on loopback TCP (noise, yamux, gossipsub, swarm-sync), random operations, random partitions
 // and heals, 30% of inbound gossip dropped, random inbound delays (reordering). After the final
 // heal every replica must hold the identical document: same views (JSON), same encoded Yjs state
-// (Y.encodeStateAsUpdate, byte for byte) and same per-writer heads. Then a writer forks (each
+// (Y.encodeStateAsUpdate, byte for byte) and same per-writer heads. Presence (signed beacons
+// outside the document) converges separately: every replica's clock jumps 40 s (past the 30 s
+// TTL) each round, and after the heal all replicas must agree, at one fixed time, that exactly
+// the writers who beat in the last round are online. Then a writer forks (each
 // replica gets one of two branches): every replica must exclude it and the views must agree. One PRNG drives operations, partitions,
 // drops and delays; network timing is real, so a seed reproduces the workload, not the schedule.
 //
@@ -25,12 +28,18 @@ const repro = `TEST_SEED=${seed}${long ? ' CRDT_LONG=1' : ''} npx vitest run tes
 
 const nodes: SyncNode[] = []
 let phaseOneDone = false
+/** Virtual time shared by every replica: real time plus jumps between rounds. */
+let offset = 0
+const clock = (): number => Date.now() + offset
+const ROUND_JUMP_MS = 40_000
+/** Timestamp of each writer's latest beacon. */
+const lastBeat = new Map<string, number>()
 afterAll(async () => { await Promise.all(nodes.splice(0).map(async (n) => await n.stop())) })
 
 async function randomOp (node: SyncNode, random: () => number, i: number): Promise<void> {
   const state = node.services.swarmSync.state
   const r = random()
-  if (r < 0.2) await state.heartbeat()
+  if (r < 0.2) lastBeat.set(state.peerId, (await state.heartbeat()).at)
   else if (r < 0.45) await state.claimReputation(`peer-${Math.floor(random() * 8)}`, Math.floor(random() * 100))
   else if (r < 0.65) await state.recordRound(`r${Math.floor(random() * 20)}`, { i, votes: [Math.floor(random() * 5)] })
   else if (r < 0.8) await state.setNode({ capabilities: { mem: Math.floor(random() * 1e9) }, layers: [{ model: 'm', start: 0, end: 1 + Math.floor(random() * 8) }], addresses: [], version: `v${i}` })
@@ -54,6 +63,7 @@ describe(`convergence over libp2p (${repro})`, () => {
       nodes.push(await createSyncNode(partition, {
         swarm: 'fuzz',
         syncIntervalMs: 300,
+        clock,
         random,
         dropInbound: () => random() < DROP,
         inboundDelayMs: () => random() < 0.2 ? Math.floor(random() * 40) : 0
@@ -71,6 +81,7 @@ describe(`convergence over libp2p (${repro})`, () => {
     await connect()
     let op = 0
     for (let round = 0; round < ROUNDS; round++) {
+      offset += ROUND_JUMP_MS // every beacon of earlier rounds has expired
       const groups = 1 + Math.floor(random() * 3)
       for (const node of nodes) partition.set(node.peerId.toString(), Math.floor(random() * groups))
       await enforce(partition, nodes)
@@ -79,6 +90,7 @@ describe(`convergence over libp2p (${repro})`, () => {
       await new Promise((resolve) => setTimeout(resolve, 50 + Math.floor(random() * 150)))
     }
     partition.heal()
+    const at = clock()
     await connect()
     const converged = await until(() => new Set(nodes.map(fingerprint)).size === 1, long ? 60_000 : 20_000, 50)
     if (!converged) {
@@ -92,6 +104,14 @@ describe(`convergence over libp2p (${repro})`, () => {
     const total = (key: keyof SyncNode['services']['swarmSync']['stats']): number => nodes.reduce((n, node) => n + node.services.swarmSync.stats[key], 0)
     expect(total('gossipDropped')).toBeGreaterThan(0)
     expect(total('pulls')).toBeGreaterThan(0)
+    // Presence converges too: at one fixed time, every replica names the same writers online,
+    // exactly those whose latest beacon is younger than the TTL.
+    const expected = [...lastBeat].filter(([, t]) => at - t < 30_000).map(([peerId]) => peerId).sort()
+    const online = (node: SyncNode): string => JSON.stringify(node.services.swarmSync.state.online(at))
+    const agreed = await until(() => nodes.every((n) => online(n) === JSON.stringify(expected)), long ? 60_000 : 20_000, 50)
+    if (!agreed) expect.fail(`presence did not converge (${new Set(nodes.map(online)).size} distinct views, expected ${expected.length} online); reproduce with: ${repro}`)
+    expect(expected.length).toBeGreaterThan(0)
+    expect(lastBeat.size).toBeGreaterThan(expected.length) // some beacons expired on the way
     phaseOneDone = true
     if (long) console.log(`seed ${seed}: ${op} ops, ${states[0].writers().length} writers, gossip dropped ${total('gossipDropped')} accepted ${total('gossipAccepted')}, pulls ${total('pulls')} (failed ${total('pullsFailed')}), sync bytes in ${total('syncBytesIn')}`)
   })

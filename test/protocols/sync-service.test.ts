@@ -14,7 +14,6 @@ describe('swarm-sync service', () => {
     const [a, b, c] = nodes
     await a.dial(b.getMultiaddrs()[0])
     await until(() => a.services.pubsub.getSubscribers(a.services.swarmSync.topic).length > 0, 5000)
-    await a.services.swarmSync.state.heartbeat()
     await a.services.swarmSync.state.putManifest('m', { layers: 2 })
     expect(await until(() => b.services.swarmSync.state.manifests().length === 1, 5000)).toBe(true)
     // c was not there: it gets everything by anti-entropy when it connects.
@@ -31,7 +30,7 @@ describe('swarm-sync service', () => {
     const peer = await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 })
     nodes.push(peer)
     await peer.dial(first.getMultiaddrs()[0])
-    for (let i = 0; i < 3; i++) await first.services.swarmSync.state.heartbeat()
+    for (let i = 0; i < 3; i++) await first.services.swarmSync.state.recordRound('tick', i)
     expect(await until(() => peer.services.swarmSync.state.heads()[0]?.seq === 3, 5000)).toBe(true)
     await first.stop()
     // Same key, data directory lost: writes are parked until the first pull returns seq 1..3.
@@ -39,7 +38,7 @@ describe('swarm-sync service', () => {
     nodes.push(again)
     const state = again.services.swarmSync.state
     expect(state.writesPaused).toBe(true)
-    const write = state.heartbeat()
+    const write = state.recordRound('tick', 3)
     await again.dial(peer.getMultiaddrs()[0])
     const envelope = await write
     expect(envelope.seq).toBe(4)
@@ -47,11 +46,52 @@ describe('swarm-sync service', () => {
     expect(peer.services.swarmSync.state.flagged.size).toBe(0)
   })
 
-  it('writes heartbeats on its own when asked to', async () => {
-    nodes.push(await createSyncNode(new Partition(), { swarm: 'unit', syncIntervalMs: 0, heartbeatIntervalMs: 50 }))
-    const state = nodes[0].services.swarmSync.state
-    expect(await until(() => (state.heads()[0]?.seq ?? 0) >= 2, 5000)).toBe(true)
+  it('publishes presence beacons on its own, never envelopes, and peers see it online', async () => {
+    const partition = new Partition()
+    nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0, heartbeatIntervalMs: 50 }))
+    nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 }))
+    const [a, b] = nodes
+    await b.dial(a.getMultiaddrs()[0])
+    const state = a.services.swarmSync.state
+    expect(await until(() => b.services.swarmSync.state.online().includes(state.peerId) && a.services.swarmSync.stats.beaconBytesOut > 0, 5000)).toBe(true)
+    expect(await until(() => b.services.swarmSync.stats.beaconBytesIn > 0, 5000)).toBe(true) // by gossip too
     expect(state.online()).toEqual([state.peerId])
+    expect(state.heads()).toEqual([])
+    expect(b.services.swarmSync.state.writers()).toEqual([])
+  })
+
+  it('a node that connects learns who is online from its first pull, without waiting a heartbeat', async () => {
+    const partition = new Partition()
+    for (let i = 0; i < 3; i++) nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 }))
+    const [a, b, late] = nodes
+    await a.dial(b.getMultiaddrs()[0])
+    await a.services.swarmSync.state.heartbeat()
+    await b.services.swarmSync.state.heartbeat()
+    expect(await until(() => b.services.swarmSync.state.online().length === 2, 5000)).toBe(true)
+    await late.dial(b.getMultiaddrs()[0]) // no timer runs: only the pull's reply can tell it
+    await late.services.swarmSync.whenIdle()
+    expect(await until(() => late.services.swarmSync.state.online().length === 2, 5000)).toBe(true)
+    expect(late.services.swarmSync.state.online()).toEqual(b.services.swarmSync.state.online())
+  })
+
+  it('a beacon showing a writer ahead of us makes the node pull', async () => {
+    const partition = new Partition()
+    let dropping = false
+    nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 }))
+    nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0, dropInbound: () => dropping }))
+    const [a, b] = nodes
+    await b.dial(a.getMultiaddrs()[0])
+    await b.services.swarmSync.whenIdle()
+    expect(await until(() => a.services.pubsub.getSubscribers(a.services.swarmSync.topic).length > 0 && a.services.pubsub.getSubscribers(a.services.swarmSync.presenceTopic).length > 0, 5000)).toBe(true)
+    const stats = b.services.swarmSync.stats
+    const pullsBefore = stats.pulls
+    dropping = true // gossip loses a's envelope
+    await a.services.swarmSync.state.recordRound('r', 1)
+    expect(await until(() => stats.gossipDropped >= 1, 5000)).toBe(true)
+    dropping = false
+    await a.services.swarmSync.state.heartbeat() // says seq 1: b is behind and pulls
+    expect(await until(() => b.services.swarmSync.state.rounds().length === 1, 5000)).toBe(true)
+    expect(stats.pulls).toBe(pullsBefore + 1)
   })
 
   it('pages a backlog through small replies on one stream', async () => {
@@ -69,10 +109,10 @@ describe('swarm-sync service', () => {
     const partition = new Partition()
     for (let i = 0; i < 2; i++) nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 }))
     const [a, b] = nodes
-    await a.services.swarmSync.state.heartbeat()
+    await a.services.swarmSync.state.recordRound('tick', 0)
     await b.dial(a.getMultiaddrs()[0])
     await b.services.swarmSync.whenIdle()
-    await a.services.swarmSync.state.heartbeat()
+    await a.services.swarmSync.state.recordRound('tick', 1)
     const controller = new AbortController()
     controller.abort(new Error('caller gave up'))
     const failed = b.services.swarmSync.stats.pullsFailed
