@@ -87,5 +87,16 @@ describe(`router (TEST_SEED=${seed} npx vitest run test/sharding/router.test.ts)
     expect(queued.find((r) => r.hops[0].peerId === 'fast')!.prefillMs).toBeGreaterThan(free.prefillMs + 60_000)
     const targeted = routeRequest(g, { ...req, maxTtftMs: 5_000, maxTokenMs: 100 })[0]
     expect(targeted.hops[0].peerId).toBe('slow')
+    // admission 'defer': nothing can meet the targets → back off instead of queueing
+    expect(() => routeRequest(g, { ...req, maxTtftMs: 5_000, maxTokenMs: 100 }, { admission: 'defer' })).toThrow(expect.objectContaining({ name: 'SwarmBusyError' }))
+    expect(routeRequest(g, { ...req, maxTtftMs: 600_000, maxTokenMs: 10_000 }, { admission: 'defer' })[0].costMs).toBeGreaterThan(0)
+  })
+
+  it('a measured decode time slower than the model raises the decode cost', () => {
+    const n: RouteNode = { peerId: 'a', start: 0, end: L, decodeLayerMs: 1, prefillLayerMsPerToken: 0.1, load: 0, slots: 8 }
+    const g: RouteGraph = { nLayers: L, nodes: [n], hiddenBytesPerToken: 4096, rttMs: () => 0, bandwidthBytesPerS: () => 1e9 }
+    const req = { promptTokens: 10, genTokens: 10 }
+    const base = routeRequest(g, req)[0].decodeMs
+    expect(routeRequest({ ...g, nodes: [{ ...n, stepLayerMs: 5 }] }, req)[0].decodeMs).toBeCloseTo(base + 4 * L, 6)
   })
 })
