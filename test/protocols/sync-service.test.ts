@@ -1,6 +1,9 @@
 // The swarm-sync service over real libp2p (loopback TCP, noise, yamux, gossipsub): gossip
 // fan-out, anti-entropy on connect, and the service plugged into a plain `services` map.
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { encodeBeacon, keySigner, SwarmState, type Envelope } from '../../crdt/index.ts'
+import type { Message } from '@libp2p/gossipsub'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createSyncNode, Partition, until, type SyncNode } from './sync-harness.ts'
 
@@ -74,24 +77,31 @@ describe('swarm-sync service', () => {
     expect(late.services.swarmSync.state.online()).toEqual(b.services.swarmSync.state.online())
   })
 
-  it('a beacon showing a writer ahead of us makes the node pull', async () => {
+  it('a beacon showing a writer ahead of us makes the node pull from the neighbour that sent it', async () => {
     const partition = new Partition()
-    let dropping = false
-    nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 }))
-    nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0, dropInbound: () => dropping }))
+    for (let i = 0; i < 2; i++) nodes.push(await createSyncNode(partition, { swarm: 'unit', syncIntervalMs: 0 }))
     const [a, b] = nodes
     await b.dial(a.getMultiaddrs()[0])
+    expect(await until(() => b.services.swarmSync.stats.pulls >= 1, 5000)).toBe(true) // the pull on connect
     await b.services.swarmSync.whenIdle()
-    expect(await until(() => a.services.pubsub.getSubscribers(a.services.swarmSync.topic).length > 0 && a.services.pubsub.getSubscribers(a.services.swarmSync.presenceTopic).length > 0, 5000)).toBe(true)
+    // A writer whose envelope a holds but never gossiped (handed over directly), and its beacon.
+    const key = await generateKeyPair('Ed25519')
+    const writer = new SwarmState({ swarm: 'unit', signer: keySigner(key) })
+    const sent: Envelope[] = []
+    writer.onEnvelope((e) => sent.push(e))
+    await writer.recordRound('r', 1)
+    expect(a.services.swarmSync.state.receive(sent[0]).status).toBe('accepted')
+    const beacon = await writer.heartbeat()
     const stats = b.services.swarmSync.stats
     const pullsBefore = stats.pulls
-    dropping = true // gossip loses a's envelope
-    await a.services.swarmSync.state.recordRound('r', 1)
-    expect(await until(() => stats.gossipDropped >= 1, 5000)).toBe(true)
-    dropping = false
-    await a.services.swarmSync.state.heartbeat() // says seq 1: b is behind and pulls
+    const topic = b.services.swarmSync.presenceTopic
+    const validator = b.services.pubsub.topicValidators.get(topic)
+    // reason: the validator reads only type, from and data of the gossipsub message
+    const message = { type: 'signed', from: peerIdFromPrivateKey(key), topic, data: encodeBeacon(beacon) } as unknown as Message
+    expect(await validator?.(a.peerId, message)).toBe('accept') // forwarded by a
     expect(await until(() => b.services.swarmSync.state.rounds().length === 1, 5000)).toBe(true)
     expect(stats.pulls).toBe(pullsBefore + 1)
+    expect(b.services.swarmSync.state.online()).toEqual([writer.peerId])
   })
 
   it('pages a backlog through small replies on one stream', async () => {
