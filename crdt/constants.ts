@@ -23,6 +23,32 @@ export const BEACON_DOMAIN = 'mycelium/beacon/1'
 export const MAX_UPDATE_BYTES = 64 * 1024
 /** Largest encoded envelope (update plus key, hashes, signature and framing). */
 export const MAX_ENVELOPE_BYTES = MAX_UPDATE_BYTES + 512
+/**
+ * Storage quota of one writer: the bytes its accepted envelopes take (update plus
+ * ENVELOPE_OVERHEAD_BYTES each). Deterministic — a function of the chain alone — so every honest
+ * replica refuses the same envelope (`quota`) and the writer's chain stops at the same seq
+ * everywhere. ≈30,000 small records; a node's own writes stop one largest update short of it.
+ */
+export const MAX_WRITER_BYTES = 8 * 1024 * 1024
+/**
+ * What one stored envelope costs beyond its update, for the quota: key (34), seq (≤ 6),
+ * prev (34), update tag and length (≤ 4), signature (66) and the store's framing (8). An upper
+ * bound of the real record (a heartbeat-sized envelope measured 191 bytes for a 45-byte update).
+ */
+export const ENVELOPE_OVERHEAD_BYTES = 152
+/**
+ * Writers with an accepted chain held at once. Keys are free, so without a cap a Sybil could
+ * make the store grow by MAX_WRITER_BYTES per key; with it the worst case is
+ * 1,024 × 8 MiB = 8 GiB (disk and memory) instead of unbounded, reachable only by pushing that
+ * much signed data through every neighbour's rate limit. 1,024 is 10× the 100-node swarms we
+ * measure, and an anti-entropy request listing 1,024 heads is ≈20 KiB. Writers with no accepted
+ * envelope yet (only pending ones) are evicted first; beyond that new writers are refused
+ * (`writers-full`). Unlike the quota this depends on arrival order, so it is a safety valve for
+ * an attack, not a rule honest swarms meet.
+ */
+export const MAX_WRITERS = 1024
+/** Peers remembered in `flagged` (oldest non-excluded dropped first). */
+export const MAX_FLAGGED = 10_000
 /** Envelopes of one writer held while an earlier sequence number is missing. */
 export const MAX_PENDING_PER_WRITER = 256
 /** Update bytes held ahead of gaps across all writers (many keys must not exhaust memory). */

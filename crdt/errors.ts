@@ -14,3 +14,8 @@ export class CorruptStoreError extends Error {
 export class MalformedEnvelopeError extends Error {
   override name = 'MalformedEnvelopeError'
 }
+
+/** A local write that would take this node's envelopes past its storage quota (MAX_WRITER_BYTES). */
+export class WriterQuotaError extends Error {
+  override name = 'WriterQuotaError'
+}

@@ -10,7 +10,7 @@ export { beaconHash, sealBeacon, encodeBeacon, decodeBeacon } from './beacon.ts'
 export { envelopeHash, sealEnvelope, runHashes, encodeEnvelope, decodeEnvelope, encodeRun, decodeRun, encodeForkProof, decodeForkProof, GENESIS_HASH } from './envelope.ts'
 export { clientIdOf, namespaceOf, writerIdentity } from './writer-identity.ts'
 export { keySigner } from './key-signer.ts'
-export { CorruptStoreError, InvalidRecordError, MalformedEnvelopeError } from './errors.ts'
+export { CorruptStoreError, InvalidRecordError, MalformedEnvelopeError, WriterQuotaError } from './errors.ts'
 export * as crdtConstants from './constants.ts'
 
 /**
@@ -104,7 +104,7 @@ export type RejectReason =
   | 'bad-key' | 'bad-signature' | 'oversize' | 'malformed' | 'wrong-chain'
   | 'foreign-client' | 'foreign-namespace' | 'foreign-origin' | 'foreign-delete' | 'clock-gap' | 'forbidden-content'
   | 'equivocation' | 'flagged-writer' | 'client-id-collision' | 'pending-full'
-  | 'clock-skew' | 'presence-full'
+  | 'clock-skew' | 'presence-full' | 'quota' | 'writers-full'
 
 export type ReceiveResult =
   | { status: 'accepted', applied: number }

@@ -4,13 +4,13 @@
 // equivocators are excluded. SwarmState (swarm-state.ts) adds this node's own writes.
 import * as Y from 'yjs'
 import { authorizeUpdate } from './authorize.ts'
-import { BEACON_MAX_SKEW_MS, MAX_PENDING_BYTES } from './constants.ts'
+import { BEACON_MAX_SKEW_MS, MAX_FLAGGED, MAX_PENDING_BYTES, MAX_WRITER_BYTES, MAX_WRITERS } from './constants.ts'
 import { beaconHash } from './beacon.ts'
 import { envelopeHash, equalBytes, runHashes } from './envelope.ts'
 import { verifyForkProof } from './fork-proof.ts'
 import { CorruptStoreError } from './errors.ts'
 import { SwarmViews } from './swarm-views.ts'
-import { WriterLog } from './writer-log.ts'
+import { quotaBytes, WriterLog } from './writer-log.ts'
 import { writerIdentity } from './writer-identity.ts'
 import type {
   Beacon, BeaconResult, ChangeEvent, Envelope, EnvelopeStore, FlaggedPeer, ForkProof, LoadReport, ReceiveResult, RejectReason,
@@ -26,7 +26,7 @@ const APPLYING_OWN = -1
 type Rejected = Extract<ReceiveResult, { status: 'rejected' }>
 const rejected = (reason: RejectReason, detail: string, blame: 'writer' | 'sender'): Rejected => ({ status: 'rejected', reason, detail, blame })
 /** Refusals that are nobody's fault in particular (our state, our clock, our limits): no flag. */
-const BLAMELESS = new Set<RejectReason>(['flagged-writer', 'pending-full', 'clock-skew', 'presence-full'])
+const BLAMELESS = new Set<RejectReason>(['flagged-writer', 'pending-full', 'clock-skew', 'presence-full', 'writers-full'])
 
 export class SwarmReplica extends SwarmViews {
   readonly swarm: string
@@ -72,6 +72,8 @@ export class SwarmReplica extends SwarmViews {
       // validator accepts (and gossip forwards) it.
       const check = authorizeUpdate(envelope.update, { clientId: identity.clientId, namespace: identity.namespace, clock: undefined })
       if (!check.ok) return rejected(check.reason, check.detail, 'writer')
+      // Earlier envelopes only add to the writer's bytes: over the quota now, over it for sure.
+      if (log.envelopeBytes + quotaBytes(envelope.update) > MAX_WRITER_BYTES) return overQuota(log, envelope.seq)
       if (this.pendingBytes() + envelope.update.length > MAX_PENDING_BYTES || !log.hold(envelope, hash)) {
         return rejected('pending-full', `seq ${envelope.seq} too far ahead of ${log.seq}`, 'sender')
       }
@@ -138,6 +140,7 @@ export class SwarmReplica extends SwarmViews {
       if (seq === 1) return rejected('malformed', 'seq 1 must follow the genesis hash', 'writer')
       return { ...rejected('equivocation', `seq ${seq} follows a different envelope ${seq - 1}`, 'writer'), conflictSeq: seq - 1 }
     }
+    if (log.envelopeBytes + quotaBytes(update) > MAX_WRITER_BYTES) return overQuota(log, seq)
     const check = authorizeUpdate(update, { clientId: log.identity.clientId, namespace: log.identity.namespace, clock: log.clock })
     if (!check.ok) return rejected(check.reason, check.detail, 'writer')
     const own = log === this.logs.get(this.identity.peerId)
@@ -213,6 +216,10 @@ export class SwarmReplica extends SwarmViews {
   }
 
   private flag (peerId: string, reason: RejectReason): void {
+    if (!this.flagged.has(peerId) && this.flagged.size >= MAX_FLAGGED) {
+      // Bounded: forget the oldest flag that is not an exclusion (exclusions hold proofs).
+      for (const [id, old] of this.flagged) if (!old.excluded) { this.flagged.delete(id); break }
+    }
     const entry: FlaggedPeer = this.flagged.get(peerId) ?? { peerId, reasons: [], count: 0, firstAt: this.now(), excluded: false }
     if (!entry.reasons.includes(reason)) entry.reasons.push(reason)
     entry.count++
@@ -252,6 +259,9 @@ export class SwarmReplica extends SwarmViews {
       return false
     }
     if (this.isExcluded(identity.peerId)) return false
+    // Keys are free and a fork of a fresh key costs two signatures: beyond MAX_WRITERS proofs,
+    // only writers we hold a chain of are excluded (the others' envelopes meet writers-full).
+    if (this.forkProofs.size >= MAX_WRITERS && (this.logs.get(identity.peerId)?.seq ?? 0) === 0) return false
     this.exclude(identity, proof)
     return true
   }
@@ -277,11 +287,24 @@ export class SwarmReplica extends SwarmViews {
     let log = this.logs.get(identity.peerId)
     if (log !== undefined) return log
     if (this.byClientId.has(identity.clientId)) return rejected('client-id-collision', `clientID ${identity.clientId} is taken`, 'writer')
+    if (this.logs.size >= MAX_WRITERS && !this.evictChainless()) return rejected('writers-full', `${this.logs.size} writers held`, 'sender')
     log = new WriterLog(identity)
     this.logs.set(identity.peerId, log)
     this.byClientId.set(identity.clientId, log)
     this.byKey.set(Buffer.from(identity.publicKey).toString('hex'), log)
     return log
+  }
+
+  /** Drops one writer that has no accepted envelope (only pending ones, if any); false if none. */
+  private evictChainless (): boolean {
+    for (const [peerId, log] of this.logs) {
+      if (log.seq > 0 || peerId === this.identity.peerId) continue
+      this.logs.delete(peerId)
+      this.byClientId.delete(log.identity.clientId)
+      this.byKey.delete(Buffer.from(log.identity.publicKey).toString('hex'))
+      return true
+    }
+    return false
   }
 
   protected ownLog (): WriterLog {
@@ -385,6 +408,10 @@ export class SwarmReplica extends SwarmViews {
       for (const key of keys) if (key !== null) this.emitChange(changeOf(writer, key, local))
     }
   }
+}
+
+function overQuota (log: WriterLog, seq: number): Rejected {
+  return rejected('quota', `seq ${seq} would take the writer past ${MAX_WRITER_BYTES} envelope bytes (holds ${log.envelopeBytes})`, 'writer')
 }
 
 function singleRun (e: Envelope): Run {

@@ -3,10 +3,10 @@
 // network layer to publish; everything received goes through SwarmReplica's checks.
 import * as Y from 'yjs'
 import { authorizeUpdate } from './authorize.ts'
-import { PRESENCE_TTL_MS } from './constants.ts'
+import { ENVELOPE_OVERHEAD_BYTES, MAX_UPDATE_BYTES, MAX_WRITER_BYTES, PRESENCE_TTL_MS } from './constants.ts'
 import { sealBeacon } from './beacon.ts'
 import { envelopeHash, sealEnvelope } from './envelope.ts'
-import { CorruptStoreError, InvalidRecordError } from './errors.ts'
+import { CorruptStoreError, InvalidRecordError, WriterQuotaError } from './errors.ts'
 import { LOCAL, SwarmReplica } from './swarm-replica.ts'
 import { writerIdentity } from './writer-identity.ts'
 import type { Beacon, Envelope, EnvelopeSigner, JsonValue, NodeRecord, SwarmStateInit, WriteOptions } from './index.ts'
@@ -92,6 +92,11 @@ export class SwarmState extends SwarmReplica {
       })
     }
     const before = this.ownLog().seq
+    // Peers refuse an envelope past the quota, and the transaction cannot be undone once made:
+    // stop while the largest possible update still fits.
+    if (this.ownLog().envelopeBytes + MAX_UPDATE_BYTES + ENVELOPE_OVERHEAD_BYTES > MAX_WRITER_BYTES) {
+      throw new WriterQuotaError(`this node's envelopes take ${this.ownLog().envelopeBytes} of its ${MAX_WRITER_BYTES}-byte quota`)
+    }
     this.doc.transact(() => fn(this.doc.getMap<JsonValue>(this.identity.namespace)), LOCAL)
     const seq = this.ownLog().seq
     if (seq === before) throw new InvalidRecordError('the write changed nothing')

@@ -2,7 +2,7 @@
 // (always the head's), and envelopes that arrived ahead of a gap. Anti-entropy reads runs from
 // here; nothing in this file touches the Yjs document.
 import { GENESIS_HASH } from './envelope.ts'
-import { MAX_PENDING_PER_WRITER, MAX_RUN_ENVELOPES } from './constants.ts'
+import { ENVELOPE_OVERHEAD_BYTES, MAX_PENDING_PER_WRITER, MAX_RUN_ENVELOPES } from './constants.ts'
 import type { Envelope, Run, WriterIdentity } from './index.ts'
 
 interface Entry { update: Uint8Array, hash: Uint8Array, signature?: Uint8Array }
@@ -19,6 +19,8 @@ export class WriterLog {
   clock = 0
   /** Bytes of all accepted updates (for delta accounting). */
   bytes = 0
+  /** What the accepted envelopes count against the writer's quota (MAX_WRITER_BYTES). */
+  envelopeBytes = 0
 
   constructor (identity: WriterIdentity) {
     this.identity = identity
@@ -40,6 +42,7 @@ export class WriterLog {
     this.entries.push({ update, hash, signature })
     this.clock = clockAfter
     this.bytes += update.length
+    this.envelopeBytes += quotaBytes(update)
   }
 
   setSignature (seq: number, signature: Uint8Array): void {
@@ -120,4 +123,9 @@ export class WriterLog {
   get pendingCount (): number {
     return this.pending.size
   }
+}
+
+/** What one envelope carrying `update` counts against its writer's quota. */
+export function quotaBytes (update: Uint8Array): number {
+  return update.length + ENVELOPE_OVERHEAD_BYTES
 }

@@ -26,7 +26,9 @@ import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 
 /** Refusals an honest forwarder cannot foresee (they depend on our state): Ignore, not Reject. */
 const STATEFUL_REFUSALS = new Set<RejectReason>([
-  'equivocation', 'clock-gap', 'pending-full', 'flagged-writer', 'client-id-collision', 'wrong-chain', 'clock-skew', 'presence-full'
+  'equivocation', 'clock-gap', 'pending-full', 'flagged-writer', 'client-id-collision', 'wrong-chain', 'clock-skew', 'presence-full',
+  // A neighbour behind on the writer's chain may hold an over-quota envelope as pending in good faith.
+  'quota', 'writers-full'
 ])
 
 export interface SwarmSyncInit {

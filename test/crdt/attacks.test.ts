@@ -4,7 +4,8 @@
 // test/protocols/sync-attacks.test.ts.)
 import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
-import { GENESIS_HASH, keySigner, sealEnvelope, crdtConstants, writerIdentity, type Envelope, type SwarmState } from '../../crdt/index.ts'
+import { GENESIS_HASH, keySigner, sealEnvelope, crdtConstants, writerIdentity, type Envelope, type ForkProof, type Run, type SwarmState } from '../../crdt/index.ts'
+import { syncPair as fullSync } from './helpers.ts'
 import { seededRandom, testSeed } from '../seed.ts'
 import { capture, makeState, seededKey, SWARM, syncPair } from './helpers.ts'
 
@@ -247,5 +248,104 @@ describe(`attacks on the document (TEST_SEED=${seed} npx vitest run test/crdt/at
   it('garbage bytes as an update', async () => {
     const { honest, attacker, attackerKey } = await setup()
     expectRejected(honest, await signAs(attacker, attackerKey, Uint8Array.from([200, 1, 2, 3])), 'malformed')
+  })
+
+  it('quota: an envelope that would take its writer past MAX_WRITER_BYTES is refused, on every replica at the same seq', async () => {
+    const { honest, attacker, attackerKey, doc } = await setup()
+    const other = await makeState(seededRandom(seed + 1))
+    const map = doc.getMap(attacker.identity.namespace)
+    let prev: Uint8Array = GENESIS_HASH
+    let held = 0
+    let refused: Envelope | undefined
+    for (let seq = 1; refused === undefined; seq++) {
+      const update = updateOf(doc, () => map.set(`blob-${seq}`, 'x'.repeat(60_000)))
+      const sealed = await sealEnvelope(SWARM, keySigner(attackerKey), seq, prev, update)
+      if (held + update.length + crdtConstants.ENVELOPE_OVERHEAD_BYTES > crdtConstants.MAX_WRITER_BYTES) refused = sealed.envelope
+      else {
+        expect(honest.receive(sealed.envelope).status).toBe('accepted')
+        held += update.length + crdtConstants.ENVELOPE_OVERHEAD_BYTES
+        prev = sealed.hash
+      }
+    }
+    expectRejected(honest, refused, 'quota')
+    expect(honest.flagged.get(attacker.peerId)).toMatchObject({ reasons: ['quota'], excluded: false })
+    const head = honest.heads().find((h) => h.clientId === attacker.identity.clientId)
+    expect(head?.seq).toBe(refused.seq - 1)
+    // A replica that syncs from the honest one holds the same chain and refuses the same seq.
+    fullSync(honest, other)
+    expect(other.heads()).toEqual(honest.heads())
+    expect(other.receive(refused)).toMatchObject({ status: 'rejected', reason: 'quota' })
+    // Held ahead of a gap, it is refused just as well (the writer's bytes only grow).
+    const ahead = await sealEnvelope(SWARM, keySigner(attackerKey), refused.seq + 1, new Uint8Array(32).fill(2), refused.update)
+    expect(honest.receive(ahead.envelope)).toMatchObject({ status: 'rejected', reason: 'quota' })
+    expect(honest.counters.byReason.quota).toBe(2)
+  })
+
+  it('quota: a node\'s own writes stop before its quota (WriterQuotaError), so peers never refuse one', async () => {
+    const random = seededRandom(seed)
+    const writer = await makeState(random)
+    const peer = await makeState(random)
+    const sent = capture(writer)
+    const blob = 'y'.repeat(crdtConstants.MAX_RECORD_BYTES - 64)
+    let error: unknown
+    for (let i = 0; error === undefined; i++) {
+      try {
+        await writer.recordRound(`r${i}`, blob)
+      } catch (err) {
+        error = err
+      }
+    }
+    expect((error as Error).name).toBe('WriterQuotaError')
+    for (const e of sent) expect(peer.receive(e).status).toBe('accepted')
+    expect(peer.counters.rejected).toBe(0)
+    expect(sent.length).toBeGreaterThan(400)
+  })
+
+  it('writers cap: beyond MAX_WRITERS chains a new writer is refused; writers with no accepted envelope are evicted first', async () => {
+    const random = seededRandom(seed)
+    const honest = await makeState(random)
+    const first = async (key: Awaited<ReturnType<typeof seededKey>>, seq = 1, prev: Uint8Array = GENESIS_HASH): Promise<Envelope> => {
+      const doc = new Y.Doc()
+      doc.clientID = writerIdentity(key.publicKey.raw)?.clientId as number
+      const update = updateOf(doc, () => doc.getMap(writerIdentity(key.publicKey.raw)?.namespace as string).set('node', 1))
+      return (await sealEnvelope(SWARM, keySigner(key), seq, prev, update)).envelope
+    }
+    await honest.recordRound('mine', 1) // our own chain counts as one writer
+    // Fill the rest, one of them only with a pending envelope.
+    const pendingOnly = await seededKey(random)
+    expect(honest.receive(await first(pendingOnly, 2, new Uint8Array(32).fill(1))).status).toBe('pending')
+    for (let i = 0; i < crdtConstants.MAX_WRITERS - 2; i++) expect(honest.receive(await first(await seededKey(random))).status).toBe('accepted')
+    const late = await first(await seededKey(random))
+    expect(honest.receive(late).status).toBe('accepted') // evicts the pending-only writer
+    expect(honest.pendingBytes()).toBe(0)
+    const refused = await first(await seededKey(random))
+    const before = Y.encodeStateAsUpdate(honest.doc)
+    expect(honest.receive(refused, 'relay')).toMatchObject({ status: 'rejected', reason: 'writers-full' })
+    expect(Buffer.from(Y.encodeStateAsUpdate(honest.doc)).equals(Buffer.from(before))).toBe(true)
+    expect(honest.flagged.size).toBe(0) // nobody's fault in particular
+    expect(honest.writers()).toHaveLength(crdtConstants.MAX_WRITERS)
+  })
+
+  it('fork proofs of writers we hold no chain of are bounded by MAX_WRITERS', async () => {
+    const random = seededRandom(seed)
+    const honest = await makeState(random)
+    const forkOf = async (key: Awaited<ReturnType<typeof seededKey>>): Promise<ForkProof> => {
+      const runOf = async (value: number): Promise<Run> => {
+        const doc = new Y.Doc()
+        doc.clientID = writerIdentity(key.publicKey.raw)?.clientId as number
+        const update = updateOf(doc, () => doc.getMap(writerIdentity(key.publicKey.raw)?.namespace as string).set('node', value))
+        const { envelope } = await sealEnvelope(SWARM, keySigner(key), 1, GENESIS_HASH, update)
+        return { writer: envelope.writer, fromSeq: 1, prev: GENESIS_HASH, updates: [envelope.update], signature: envelope.signature }
+      }
+      return { a: await runOf(1), b: await runOf(2) }
+    }
+    for (let i = 0; i < crdtConstants.MAX_WRITERS; i++) expect(honest.receiveForkProof(await forkOf(await seededKey(random)))).toBe(true)
+    expect(honest.receiveForkProof(await forkOf(await seededKey(random)))).toBe(false)
+    // A writer whose chain we hold is still excluded when proven.
+    const heldKey = await seededKey(random)
+    const proof = await forkOf(heldKey)
+    expect(honest.receiveRun(proof.a).status).toBe('accepted')
+    expect(honest.receiveForkProof(proof)).toBe(true)
+    expect(honest.excludedClientIds()).toHaveLength(crdtConstants.MAX_WRITERS + 1)
   })
 })
