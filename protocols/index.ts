@@ -9,10 +9,10 @@ export { InvalidSwarmNameError, MalformedMessageError, TransferFailedError } fro
 export { reverseDialProtocol, reverseDialHandler, requestReverseDial, ReverseDialRequest, ReverseDialResponse } from './reverse-dial.ts'
 export type { ReverseDialHandlerInit } from './reverse-dial.ts'
 
-// Swarm-state replication: gossip + /mycelium/sync/1 anti-entropy (issue 4, protocols/sync/).
+// Swarm-state replication: gossip + /mycelium/sync/1 anti-entropy, presence beacons (issue 4, protocols/sync/).
 export { swarmSync, SwarmSync } from './sync/swarm-sync.ts'
 export type { SwarmSyncInit, SwarmSyncComponents, SwarmSyncStats } from './sync/swarm-sync.ts'
-export { SYNC_PROTOCOL, stateTopic } from './sync/constants.ts'
+export { SYNC_PROTOCOL, stateTopic, presenceTopic } from './sync/constants.ts'
 export { SyncFailedError, SyncNotStartedError } from './sync/errors.ts'
 export { holePunchProtocol, holePunchHandler, requestHolePunch, PunchRequest, PunchResponse } from './hole-punch.ts'
 export type { HolePunchHandlerInit, PunchEndpoint } from './hole-punch.ts'
