@@ -67,7 +67,7 @@ export interface Allocation {
   assignments: Assignment[]
   /** Peer ids of each pipeline in stage order (informational; routing may mix pipelines). */
   pipelines: string[][]
-  /** Modelled swarm decode throughput (sequences·tokens per second at batch one per stage). */
+  /** Modelled swarm throughput under load, tokens/s: the weakest layer's summed service rate. */
   tokensPerS: number
   /** Every layer in [0, nLayers) is served by someone. */
   covered: boolean

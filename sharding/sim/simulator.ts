@@ -2,6 +2,10 @@
 // from the scenario's seed (the world: machines, arrivals, churn — drawn up front so every
 // scheduler faces the same ones) and a separate seeded stream for the scheduler.
 //
+// One file on purpose (longer than the house ~300 lines): the event handlers are closures over
+// one shared state (nodes, requests, waves, coverage, the view); split apart they would pass
+// that state around and be harder to read top to bottom.
+//
 // Model (README.md has the full list of assumptions):
 // - A node serves one contiguous range. Work reaching it queues; when idle it runs everything
 //   queued as one batch iteration, prefill chunked to PREFILL_CHUNK_TOKENS per iteration: decode items cost t_dec · (maxLayers + α · (Σ layers − maxLayers)),
