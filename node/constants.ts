@@ -52,3 +52,5 @@ export const PUNCH_CONNECT_WINDOW_MS = 5_000
 export const PUNCH_RETRY_MS = 100
 /** Deadline for Noise + Yamux on a hole-punched socket. */
 export const PUNCH_UPGRADE_TIMEOUT_MS = 10_000
+/** Least time between two hole punches a peer may ask of us. */
+export const PUNCH_MIN_INTERVAL_MS = 5_000

@@ -15,7 +15,7 @@ import { holePunchHandler, holePunchProtocol, requestHolePunch, requestReverseDi
 import type { PunchEndpoint } from '../protocols/index.ts'
 import { socketConnection } from './socket-conn.ts'
 import { freeLocalPort, simultaneousOpen } from './tcp-punch.ts'
-import { IDENTIFY_WAIT_MS, PUNCH_UPGRADE_TIMEOUT_MS, REVERSE_DIAL_GRACE_MS } from './constants.ts'
+import { IDENTIFY_WAIT_MS, PUNCH_MIN_INTERVAL_MS, PUNCH_UPGRADE_TIMEOUT_MS, REVERSE_DIAL_GRACE_MS } from './constants.ts'
 import { isSwarmMember } from './membership.ts'
 
 export interface NatInfo { behaviour: string, externalIp?: string }
@@ -56,6 +56,7 @@ export class DirectUpgrader implements Startable {
   private readonly components: DirectUpgraderComponents
   private readonly init: DirectUpgraderInit
   private readonly pending = new Set<string>()
+  private readonly lastPunch = new Map<string, number>()
   private readonly log: Logger
   private shutdown = new AbortController()
   private readonly onOpen = (evt: CustomEvent<Connection>): void => {
@@ -83,7 +84,15 @@ export class DirectUpgrader implements Startable {
       }
     }), { maxInboundStreams: 2, runOnLimitedConnection: true })
     await this.components.registrar.handle(this.punchProtocol, holePunchHandler({
-      prepare: async (connection) => await this.punchEndpoint(connection.remotePeer),
+      prepare: async (connection, remote) => {
+        // connect() only to public addresses, at most once per peer per interval: the punch must
+        // not become a way to make us send SYNs into a LAN or at a third party
+        const key = connection.remotePeer.toString()
+        const last = this.lastPunch.get(key)
+        if (!this.acceptable(multiaddr(`/ip4/${remote.ip}/tcp/${remote.port}`)) || (last !== undefined && Date.now() - last < PUNCH_MIN_INTERVAL_MS)) return undefined
+        this.lastPunch.set(key, Date.now())
+        return await this.punchEndpoint(connection.remotePeer)
+      },
       punch: (connection, local, remote) => {
         const started = performance.now()
         this.punch(connection.remotePeer, local, remote, 'inbound').then((ok) => {
@@ -168,9 +177,10 @@ export class DirectUpgrader implements Startable {
     if (relayed == null) return false
     try {
       const stream = await relayed.newStream(this.punchProtocol, { signal, runOnLimitedConnection: true })
-      const remote = await requestHolePunch(stream, local, { signal })
+      const offered = await requestHolePunch(stream, local, { signal })
+      const remote = offered !== undefined && this.acceptable(multiaddr(`/ip4/${offered.ip}/tcp/${offered.port}`)) ? offered : undefined
       if (remote === undefined) {
-        this.attempts.push({ peer: key, via: 'hole-punch', ok: false, ms: performance.now() - started, error: 'peer refused (not behind a port-preserving NAT)' })
+        this.attempts.push({ peer: key, via: 'hole-punch', ok: false, ms: performance.now() - started, error: 'peer refused, or offered an address we do not connect to' })
         return false
       }
       const ok = await this.punch(peer, local, remote, 'outbound', signal)

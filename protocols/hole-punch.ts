@@ -27,8 +27,9 @@ function validEndpoint (e: PunchEndpoint): boolean {
 }
 
 export interface HolePunchHandlerInit {
-  /** Our side: returns the endpoint we will connect from, or undefined to refuse (e.g. symmetric NAT). */
-  prepare: (connection: Connection) => Promise<PunchEndpoint | undefined>
+  /** Our side: given the peer's endpoint, returns the one we will connect from, or undefined to
+   * refuse (symmetric NAT, a target we will not connect to, too many punches from this peer). */
+  prepare: (connection: Connection, remote: PunchEndpoint) => Promise<PunchEndpoint | undefined>
   /** Starts connecting from `local` to `remote` (after the answer is sent). */
   punch: (connection: Connection, local: PunchEndpoint, remote: PunchEndpoint) => void
 }
@@ -47,7 +48,7 @@ export function holePunchHandler (init: HolePunchHandlerInit): (stream: Stream, 
       await stream.close({ signal })
       return
     }
-    const local = validEndpoint(remote) ? await init.prepare(connection) : undefined
+    const local = validEndpoint(remote) ? await init.prepare(connection, remote) : undefined
     if (local === undefined) {
       await pb.write({ status: validEndpoint(remote) ? PunchResponse.Status.REFUSED : PunchResponse.Status.MALFORMED, ip: '', port: 0 }, PunchResponse, { signal })
       await stream.close({ signal })
