@@ -106,7 +106,7 @@ export class ReachabilityMonitor implements Startable {
       addresses: meta.map((m) => ({ addr: m.multiaddr.toString(), type: m.type, verified: m.verified })),
       relayReservations,
       upnp: meta.filter((m) => m.type === 'ip-mapping').map((m) => ({ addr: m.multiaddr.toString(), type: m.type, verified: m.verified })),
-      nat: natHint(portObs, localIps()),
+      nat: withUpnp(natHint(portObs, localIps()), meta.filter((m) => m.type === 'ip-mapping' && m.verified).map((m) => m.multiaddr.toString())),
       connections: this.components.connectionManager.getConnections().map((c) => ({
         peer: c.remotePeer.toString(),
         addr: c.remoteAddr.toString(),
@@ -115,6 +115,12 @@ export class ReachabilityMonitor implements Startable {
       }))
     }
   }
+}
+
+/** A confirmed UPnP mapping says more about reachability than the NAT's mapping behaviour. */
+function withUpnp (hint: NatHint, mapped: string[]): NatHint {
+  if (mapped.length === 0) return hint
+  return { behaviour: hint.behaviour, text: `${hint.text}; the router maps ${mapped.join(', ')} to us (UPnP, confirmed by AutoNAT): directly reachable` }
 }
 
 /** libp2p service factory. */
