@@ -1,0 +1,18 @@
+// Public surface of node/ (see README.md beside this file): the composition root. Nothing in the
+// project imports node/; this is for scripts, tests and embedding a node in another program.
+export { nodeConfig } from './config.ts'
+export type { NodeConfig, NodeFlags } from './config.ts'
+export { loadOrCreateIdentity } from './identity.ts'
+export type { LoadedIdentity } from './identity.ts'
+export { createHost } from './host.ts'
+export type { HostOptions, MyceliumHost, MyceliumServices } from './host.ts'
+export { startDaemon } from './daemon.ts'
+export type { Daemon } from './daemon.ts'
+export { controlRequest, serveControl } from './control.ts'
+export type { ControlHandler, ControlRequest } from './control.ts'
+export { announceModel, findModelProviders, modelCid } from './providers.ts'
+export type { ModelProvider } from './providers.ts'
+export type { ReachabilityReport } from './reachability.ts'
+export { natHint } from './nat-hint.ts'
+export type { NatHint, NatBehaviour } from './nat-hint.ts'
+export { ConfigError, ControlError, IdentityCorruptError, IdentityPermissionError, NotASwarmRelayError } from './errors.ts'
