@@ -69,7 +69,12 @@ export class SwarmViews {
   /** Everything the views show, as one JSON value (for comparing replicas). */
   snapshot (): JsonValue {
     const out: { [writer: string]: JsonValue } = {}
-    for (const [writer, map] of this.namespaces()) out[writer] = sortedJson(map.toJSON() as JsonValue)
+    for (const [writer, map] of this.namespaces()) {
+      const json = map.toJSON() as { [key: string]: JsonValue }
+      // An empty namespace equals an absent one: `doc.getMap(ownNamespace)` alone creates one
+      // on this replica only, and it must not make replicas differ.
+      if (Object.keys(json).length > 0) out[writer] = sortedJson(json)
+    }
     return out
   }
 
@@ -132,16 +137,13 @@ export class SwarmViews {
 
   // --- helpers ---
 
-  /** Writers' non-empty namespaces, sorted by peer id, excluded writers left out. */
+  /** Writers' namespaces, sorted by peer id, excluded writers left out. */
   private namespaces (): Array<[string, Y.Map<JsonValue>]> {
     const out: Array<[string, Y.Map<JsonValue>]> = []
     for (const name of [...this.doc.share.keys()].sort()) {
       if (!name.startsWith(NAMESPACE_PREFIX)) continue
       const writer = name.slice(NAMESPACE_PREFIX.length)
-      const map = this.doc.getMap<JsonValue>(name)
-      // An empty namespace equals an absent one: `doc.getMap(ownNamespace)` alone creates one
-      // on this replica only, and it must not make views differ.
-      if (!this.excluded.has(writer) && map.size > 0) out.push([writer, map])
+      if (!this.excluded.has(writer)) out.push([writer, this.doc.getMap<JsonValue>(name)])
     }
     return out
   }
