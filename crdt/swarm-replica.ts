@@ -163,7 +163,8 @@ export class SwarmReplica extends SwarmViews {
    * Takes a writer's signed beacon (gossip, or relayed by anti-entropy) when it is newer than
    * the one held. Stale (not newer, or already expired) beacons are dropped unverified; one from
    * further in the future than BEACON_MAX_SKEW_MS, or from an excluded writer, is refused.
-   * `behind` says the writer's chain is ahead of what we hold (worth a pull).
+   * `behind` says the writer's chain is ahead of what we hold (worth a pull), unless we flagged
+   * the writer (its chain stops here on purpose, e.g. at its quota).
    */
   receiveBeacon (beacon: Beacon, from?: string): BeaconResult {
     const result = this.receiveBeaconInner(beacon)
@@ -189,7 +190,9 @@ export class SwarmReplica extends SwarmViews {
       return rejected('presence-full', `${this.beacons.size} writers present`, 'sender')
     }
     this.emitChange({ writer: identity.peerId, kind: 'presence', key: 'presence', local: identity.peerId === this.identity.peerId })
-    return { status: 'accepted', behind: beacon.seq > (this.logs.get(identity.peerId)?.seq ?? 0) }
+    // A flagged writer's chain is stuck here on purpose (it signed something we refuse): no pull.
+    const behind = beacon.seq > (this.logs.get(identity.peerId)?.seq ?? 0) && !this.flagged.has(identity.peerId)
+    return { status: 'accepted', behind }
   }
 
   /** The live beacons this replica holds (excluded writers left out), sorted by writer. */

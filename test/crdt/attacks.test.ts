@@ -4,7 +4,7 @@
 // test/protocols/sync-attacks.test.ts.)
 import * as Y from 'yjs'
 import { describe, expect, it } from 'vitest'
-import { GENESIS_HASH, keySigner, sealEnvelope, crdtConstants, writerIdentity, type Envelope, type ForkProof, type Run, type SwarmState } from '../../crdt/index.ts'
+import { GENESIS_HASH, keySigner, sealBeacon, sealEnvelope, crdtConstants, writerIdentity, type Envelope, type ForkProof, type Run, type SwarmState } from '../../crdt/index.ts'
 import { syncPair as fullSync } from './helpers.ts'
 import { seededRandom, testSeed } from '../seed.ts'
 import { capture, makeState, seededKey, SWARM, syncPair } from './helpers.ts'
@@ -279,6 +279,9 @@ describe(`attacks on the document (TEST_SEED=${seed} npx vitest run test/crdt/at
     const ahead = await sealEnvelope(SWARM, keySigner(attackerKey), refused.seq + 1, new Uint8Array(32).fill(2), refused.update)
     expect(honest.receive(ahead.envelope)).toMatchObject({ status: 'rejected', reason: 'quota' })
     expect(honest.counters.byReason.quota).toBe(2)
+    // Its beacons still count for presence, but do not send us pulling for the refused seq.
+    const beacon = await sealBeacon(SWARM, keySigner(attackerKey), Date.now(), refused.seq, new Uint8Array(32))
+    expect(honest.receiveBeacon(beacon)).toMatchObject({ status: 'accepted', behind: false })
   })
 
   it('quota: a node\'s own writes stop before its quota (WriterQuotaError), so peers never refuse one', async () => {
