@@ -3,7 +3,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { join, resolve } from 'node:path'
 import { DEFAULT_SWARM, validateSwarmName } from '../protocols/index.ts'
-import { CONTROL_SOCKET, DEFAULT_DATA_DIR, DEFAULT_LISTEN, IDENTITY_FILE } from './constants.ts'
+import { CONTROL_SOCKET, DEFAULT_DATA_DIR, DEFAULT_LISTEN, IDENTITY_FILE, STATE_DIR } from './constants.ts'
 import { ConfigError } from './errors.ts'
 
 export interface NodeConfig {
@@ -17,6 +17,8 @@ export interface NodeConfig {
   dataDir: string
   identityPath: string
   controlSocket: string
+  /** Where the replicated swarm document of this swarm is kept (`<data-dir>/state/<swarm>`). */
+  stateDir: string
   mdns: boolean
   upnp: boolean
   /** Run libp2p's DCUtR too (off by default: see node/README.md, "Direct connections"). */
@@ -73,6 +75,7 @@ export function nodeConfig (flags: NodeFlags): NodeConfig {
     dataDir,
     identityPath: resolve(flags.identity ?? join(dataDir, IDENTITY_FILE)),
     controlSocket: join(dataDir, CONTROL_SOCKET),
+    stateDir: join(dataDir, STATE_DIR, swarm),
     mdns: flags.mdns !== false,
     upnp: flags.upnp !== false,
     dcutr: flags.dcutr === true

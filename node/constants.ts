@@ -6,6 +6,8 @@ import { join } from 'node:path'
 export const DEFAULT_DATA_DIR = join(homedir(), '.mycelium')
 /** File name of the Ed25519 identity inside the data directory. */
 export const IDENTITY_FILE = 'identity.key'
+/** Folder of the replicated swarm documents inside the data directory (one subfolder per swarm). */
+export const STATE_DIR = 'state'
 /** File name of the daemon's control socket inside the data directory. */
 export const CONTROL_SOCKET = 'control.sock'
 /** Listen addresses when none are given: TCP and WebSockets on every interface, ephemeral ports. */
@@ -54,3 +56,9 @@ export const PUNCH_RETRY_MS = 100
 export const PUNCH_UPGRADE_TIMEOUT_MS = 10_000
 /** Least time between two hole punches a peer may ask of us. */
 export const PUNCH_MIN_INTERVAL_MS = 5_000
+
+// --- swarm state (node-record.ts) ---
+/** The software version a node publishes in its swarm-state record and identify's agent. */
+export const SOFTWARE_VERSION = '0.1.0'
+/** Address changes within this window are published as one node-record write. */
+export const NODE_RECORD_DEBOUNCE_MS = 2_000

@@ -16,6 +16,8 @@ import { loadOrCreateIdentity } from './identity.ts'
 import { announceModel, findModelProviders } from './providers.ts'
 import { startAutoNATNudge } from './autonat-nudge.ts'
 import { startBootstrapKeeper } from './bootstrap-keeper.ts'
+import { startNodeRecordPublisher } from './node-record.ts'
+import { swarmSummary, swarmView } from './swarm-report.ts'
 
 export interface Daemon {
   host: MyceliumHost
@@ -45,7 +47,14 @@ function peerArg (request: ControlRequest): PeerId {
 export async function startDaemon (config: NodeConfig, log: Logger, hostOptions: HostOptions = {}): Promise<Daemon> {
   const identity = await loadOrCreateIdentity(config.identityPath)
   log.info({ event: 'identity', path: identity.path, created: identity.created }, identity.created ? 'created a new identity' : 'loaded identity')
-  const host = await createHost(config, identity.privateKey, hostOptions)
+  const host = await createHost(config, identity.privateKey, { identityExisted: !identity.created, ...hostOptions })
+  const state = host.services.swarmSync.state
+  if (state.loadReport.status === 'corrupt') {
+    log.error({ event: 'state-corrupt', ...state.loadReport }, 'the swarm-state store was corrupt: set aside, rebuilding from peers')
+  } else {
+    log.info({ event: 'state-loaded', dir: config.stateDir, ...state.loadReport }, 'swarm state loaded')
+  }
+  const record = startNodeRecordPublisher(host, config, log)
   let advertised = ''
   host.addEventListener('connection:open', (evt) => { log.debug({ event: 'connection:open', ...describe(evt.detail) }, 'connection open') })
   host.addEventListener('connection:close', (evt) => { log.debug({ event: 'connection:close', ...describe(evt.detail) }, 'connection closed') })
@@ -69,9 +78,12 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
           relayServing: host.services.relay?.reservations.size ?? 0,
           relayClients: [...(host.services.relay?.reservations.keys() ?? [])].map(String),
           direct: host.services.direct?.attempts ?? [],
-          bulk: host.services.bulk.stats
+          bulk: host.services.bulk.stats,
+          swarmState: swarmSummary(host)
         }
       }
+      case 'swarm':
+        return swarmView(host)
       case 'dial': {
         const started = performance.now()
         const connection = await host.dial(multiaddr(str(request, 'addr')), { signal })
@@ -122,6 +134,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     host,
     stop: async () => {
       stopping ??= (async () => {
+        record.stop()
         stopNudge()
         stopKeeper()
         await control.close()

@@ -22,10 +22,10 @@ import { uPnPNAT } from '@libp2p/upnp-nat'
 import { webSockets } from '@libp2p/websockets'
 import { createLibp2p } from 'libp2p'
 import type { Libp2p, Libp2pOptions, ServiceFactoryMap } from 'libp2p'
-import { bulkTransfer, dhtProtocol } from '../protocols/index.ts'
-import type { BulkTransferService } from '../protocols/index.ts'
+import { bulkTransfer, dhtProtocol, probeService, swarmSync } from '../protocols/index.ts'
+import type { BulkTransferService, ProbeService, SwarmSync } from '../protocols/index.ts'
 import type { NodeConfig } from './config.ts'
-import { MAX_CONNECTIONS, MAX_INBOUND_STREAMS, UPNP_INITIAL_SEARCH_MS } from './constants.ts'
+import { MAX_CONNECTIONS, MAX_INBOUND_STREAMS, SOFTWARE_VERSION, UPNP_INITIAL_SEARCH_MS } from './constants.ts'
 import { directUpgrader } from './direct-upgrade.ts'
 import type { DirectUpgrader } from './direct-upgrade.ts'
 import { reachabilityMonitor } from './reachability.ts'
@@ -41,6 +41,14 @@ export interface HostOptions {
   reverseDialPrivate?: boolean
   /** Start the reverse-dial upgrader (default true). */
   directUpgrade?: boolean
+  /**
+   * The identity file existed before this start (its key may have signed swarm-state envelopes
+   * already): with an empty state store, own writes wait for peers' copy of our chain instead of
+   * restarting it at seq 1, which peers would prove to be an equivocation. Default false.
+   */
+  identityExisted?: boolean
+  /** Keep the swarm document in memory only (doctor's short-lived probe node). Default false. */
+  ephemeralState?: boolean
 }
 
 /** The services every Mycelium host runs (relay only on public nodes, upnp unless disabled). */
@@ -52,6 +60,10 @@ export interface MyceliumServices extends Record<string, unknown> {
   autoNAT: unknown
   dcutr?: unknown
   bulk: BulkTransferService
+  /** The replicated swarm document (crdt/) and its gossip + anti-entropy replication. */
+  swarmSync: SwarmSync
+  /** RTT and bandwidth to connected peers (/mycelium/probe/1). */
+  probe: ProbeService
   reachability: ReachabilityMonitor
   direct?: DirectUpgrader
   relay?: CircuitRelayService
@@ -84,6 +96,12 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
     pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }),
     autoNAT: autoNATv2(),
     bulk: bulkTransfer({ swarm: config.swarm }),
+    swarmSync: swarmSync({
+      swarm: config.swarm,
+      dataDir: options.ephemeralState === true ? undefined : config.stateDir,
+      identityExisted: options.identityExisted === true
+    }),
+    probe: probeService(),
     reachability: (components: ReachabilityComponents) => {
       monitor = reachabilityMonitor()(components)
       return monitor
@@ -110,6 +128,6 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
     connectionManager: { maxConnections: MAX_CONNECTIONS, maxIncomingPendingConnections: 32 },
     peerDiscovery: peerDiscovery as unknown as Libp2pOptions['peerDiscovery'],
     services: services as unknown as ServiceFactoryMap<MyceliumServices>,
-    nodeInfo: { name: 'mycelium', version: '0.1.0' }
+    nodeInfo: { name: 'mycelium', version: SOFTWARE_VERSION }
   })
 }

@@ -14,7 +14,9 @@ import { addNodeFlags } from './start.ts'
 
 interface DoctorFlags extends NodeFlags { json?: boolean, wait: number }
 
-type Report = ReachabilityReport & { source: string }
+interface SwarmStateSummary { nodes: number, online: number, writers: number, counters: { rejected: number }, flagged: unknown[], store: { status: string } }
+
+type Report = ReachabilityReport & { source: string, swarmState?: SwarmStateSummary }
 
 async function fromDaemon (config: NodeConfig): Promise<Report | undefined> {
   if (!existsSync(config.controlSocket)) return undefined
@@ -32,7 +34,7 @@ async function fromProbe (config: NodeConfig, waitMs: number): Promise<Report> {
   const { createHost } = await import('../host.ts')
   const ephemeral = !existsSync(config.identityPath)
   const privateKey = ephemeral ? await generateKeyPair('Ed25519') : (await loadOrCreateIdentity(config.identityPath)).privateKey
-  const host = await createHost(config, privateKey)
+  const host = await createHost(config, privateKey, { ephemeralState: true })
   try {
     const deadline = Date.now() + waitMs
     let report = await host.services.reachability.report()
@@ -61,6 +63,9 @@ function print (r: Report): string {
     `relays       ${list(r.relayReservations)}`,
     `upnp         ${r.upnp.length === 0 ? 'no mapping' : list(r.upnp.map((u) => `${u.addr} (${u.verified ? 'confirmed by AutoNAT' : 'not yet confirmed'})`))}`,
     `nat          ${r.nat.text}`,
+    ...(r.swarmState === undefined
+      ? []
+      : [`swarm state  ${r.swarmState.nodes} node records, ${r.swarmState.online} online, ${r.swarmState.counters.rejected} updates rejected, ${r.swarmState.flagged.length} peers flagged (store: ${r.swarmState.store.status})`]),
     `source       ${r.source}`
   ].join('\n') + '\n'
 }

@@ -1,0 +1,32 @@
+// What the daemon tells `status`/`doctor` (and the `swarm` control command) about the replicated
+// swarm document: sizes and rejection counters for a summary, the sorted views for a full dump.
+import type { JsonValue } from '../crdt/index.ts'
+import type { MyceliumHost } from './host.ts'
+
+/** Counts and health of the local replica (JSON-ready). */
+export function swarmSummary (host: MyceliumHost): Record<string, unknown> {
+  const sync = host.services.swarmSync
+  const state = sync.state
+  return {
+    writers: state.writers().length,
+    nodes: state.nodes().size,
+    online: state.online().length,
+    store: state.loadReport,
+    counters: state.counters,
+    flagged: [...state.flagged.values()].map((f) => ({ peerId: f.peerId, reasons: f.reasons, count: f.count, excluded: f.excluded })),
+    sync: sync.stats
+  }
+}
+
+/** The replica's views: node records, who is online, measured links to peers. */
+export function swarmView (host: MyceliumHost): Record<string, unknown> {
+  const state = host.services.swarmSync.state
+  const links = [...host.services.probe.results()].map(([peer, r]) => ({ peer, ...r }))
+  return {
+    self: host.peerId.toString(),
+    nodes: Object.fromEntries(state.nodes()) as unknown as JsonValue,
+    online: state.online(),
+    manifests: state.manifests().length,
+    links
+  }
+}

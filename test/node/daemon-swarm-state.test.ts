@@ -1,0 +1,99 @@
+// The daemon replicates the swarm document: two `mycelium node start` processes on loopback learn
+// each other's node records (addresses, version, capabilities), report the replica in `status`,
+// and a restarted node loads its document from its data directory instead of starting empty.
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { afterEach, describe, expect, it } from 'vitest'
+import { controlRequest } from '../../node/control.ts'
+
+const cli = new URL('../../node/cli.ts', import.meta.url).pathname
+const children: ChildProcess[] = []
+const dirs: string[] = []
+const DEADLINE_MS = 20_000
+
+function scratch (): string {
+  const d = mkdtempSync(join(tmpdir(), 'mycelium-state-'))
+  dirs.push(d)
+  return d
+}
+
+interface Started { child: ChildProcess, ready: Record<string, unknown>, events: Array<Record<string, unknown>> }
+
+/** Starts a daemon and resolves on its ready line, keeping every log record it prints. */
+async function start (dir: string, extra: string[]): Promise<Started> {
+  const child = spawn(process.execPath, [cli, 'node', 'start', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
+  children.push(child)
+  const events: Array<Record<string, unknown>> = []
+  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    child.once('exit', (code) => { reject(new Error(`daemon exited with ${code}`)) })
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const record = JSON.parse(line) as Record<string, unknown>
+      events.push(record)
+      if (record.event === 'ready') resolve(record)
+    })
+  })
+  return { child, ready, events }
+}
+
+async function stop (child: ChildProcess): Promise<void> {
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.kill('SIGTERM')
+  await exited
+}
+
+/** Polls the daemon's `swarm` view until `accept` holds (never a fixed sleep). */
+async function waitForView (dir: string, accept: (view: { nodes: Record<string, { addresses: string[], version: string, capabilities: Record<string, unknown> }>, online: string[] }) => boolean): Promise<void> {
+  const deadline = Date.now() + DEADLINE_MS
+  let last: unknown
+  while (Date.now() < deadline) {
+    const view = await controlRequest(join(dir, 'control.sock'), { cmd: 'swarm' }) as Parameters<typeof accept>[0]
+    last = view
+    if (accept(view)) return
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  expect.fail(`swarm view did not converge within ${DEADLINE_MS} ms: ${JSON.stringify(last)}`)
+}
+
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true })
+})
+
+describe('daemon swarm state', () => {
+  it('replicates node records between daemons and reloads them after a restart', async () => {
+    const anchorDir = scratch()
+    const memberDir = scratch()
+    const anchor = await start(anchorDir, ['--public'])
+    const anchorId = String(anchor.ready.peerId)
+    const anchorAddr = (anchor.ready.listen as string[]).find((a) => a.includes('/tcp/') && !a.includes('/ws'))!
+    const member = await start(memberDir, ['--bootstrap', anchorAddr])
+    const memberId = String(member.ready.peerId)
+
+    const both = (view: Parameters<Parameters<typeof waitForView>[1]>[0]): boolean =>
+      view.nodes[anchorId] !== undefined && view.nodes[memberId] !== undefined && view.online.includes(anchorId) && view.online.includes(memberId)
+    await waitForView(anchorDir, both)
+    await waitForView(memberDir, both)
+    const seen = await controlRequest(join(memberDir, 'control.sock'), { cmd: 'swarm' }) as { nodes: Record<string, { addresses: string[], version: string, capabilities: Record<string, unknown> }> }
+    expect(seen.nodes[anchorId].version).toBe('0.1.0')
+    expect(seen.nodes[anchorId].capabilities.public).toBe(true)
+    expect(seen.nodes[anchorId].addresses.some((a) => a.startsWith('/ip4/127.0.0.1/tcp/'))).toBe(true)
+
+    const status = await controlRequest(join(memberDir, 'control.sock'), { cmd: 'status' }) as { swarmState: { nodes: number, counters: { rejected: number } } }
+    expect(status.swarmState.nodes).toBe(2)
+    expect(status.swarmState.counters.rejected).toBe(0)
+
+    // A restart with the same data directory loads both records from disk.
+    await stop(member.child)
+    const again = await start(memberDir, ['--bootstrap', anchorAddr])
+    expect(again.ready.peerId).toBe(memberId)
+    const loaded = again.events.find((e) => e.event === 'state-loaded')
+    expect(loaded?.status).toBe('loaded')
+    expect(Number(loaded?.writers)).toBe(2)
+    await stop(again.child)
+    await stop(anchor.child)
+  })
+})
