@@ -19,6 +19,8 @@ export const MAX_PRESENCE_WRITERS = 4096
 export const MAX_BEACON_BYTES = 256
 /** Domain separation tag hashed in front of every beacon. */
 export const BEACON_DOMAIN = 'mycelium/beacon/1'
+/** Domain separation tag of the digest of a replica's live beacons (anti-entropy). */
+export const PRESENCE_DIGEST_DOMAIN = 'mycelium/presence-digest/1'
 /** Largest Yjs update one envelope may carry. A node's own records are small JSON values. */
 export const MAX_UPDATE_BYTES = 64 * 1024
 /** Largest encoded envelope (update plus key, hashes, signature and framing). */

@@ -2,9 +2,10 @@
 // runs are verified, checked against the acceptance rules (authorize.ts) and the writer's hash
 // chain, then applied; rejections are counted and flag the writer or the sender; proven
 // equivocators are excluded. SwarmState (swarm-state.ts) adds this node's own writes.
+import { createHash } from 'node:crypto'
 import * as Y from 'yjs'
 import { authorizeUpdate } from './authorize.ts'
-import { BEACON_MAX_SKEW_MS, MAX_FLAGGED, MAX_PENDING_BYTES, MAX_WRITER_BYTES, MAX_WRITERS } from './constants.ts'
+import { BEACON_MAX_SKEW_MS, PRESENCE_DIGEST_DOMAIN, MAX_FLAGGED, MAX_PENDING_BYTES, MAX_WRITER_BYTES, MAX_WRITERS } from './constants.ts'
 import { beaconHash } from './beacon.ts'
 import { envelopeHash, equalBytes, runHashes } from './envelope.ts'
 import { verifyForkProof } from './fork-proof.ts'
@@ -198,6 +199,20 @@ export class SwarmReplica extends SwarmViews {
   /** The live beacons this replica holds (excluded writers left out), sorted by writer. */
   liveBeacons (now = this.now()): Beacon[] {
     return this.beacons.sorted().filter(([peerId, entry]) => !this.isExcluded(peerId) && this.beacons.live(entry, now)).map(([, entry]) => entry.beacon)
+  }
+
+  /**
+   * SHA-256 over (writer, at) of every live beacon, sorted: two replicas that hold the same latest
+   * beacons have the same digest, so anti-entropy can skip handing them over.
+   */
+  presenceDigest (now = this.now()): Uint8Array {
+    const hash = createHash('sha256').update(PRESENCE_DIGEST_DOMAIN)
+    const at = Buffer.alloc(8)
+    for (const beacon of this.liveBeacons(now)) {
+      at.writeBigUInt64BE(BigInt(beacon.at))
+      hash.update(beacon.writer).update(at)
+    }
+    return hash.digest()
   }
 
   /** Drops expired beacons (called on a clock tick; a full table also prunes itself). */

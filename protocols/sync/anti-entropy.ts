@@ -1,10 +1,10 @@
 // The two ends of one /mycelium/sync/1 stream. The puller sends its heads; the responder answers
 // with the runs that follow them (compressed, bounded) and `more` when it had to stop early; the
 // puller applies them and asks again until nothing is missing or the round limit is reached.
-// The first reply also carries the responder's live presence beacons, so a node that connects
-// learns who is online at once instead of after a heartbeat period.
+// The first reply also carries the responder's live presence beacons (unless the puller's digest
+// of its own says it holds the same), so a node that connects learns who is online at once.
 //
-//   puller → SyncRequest { swarm, heads[], maxBytes, excluded[] }
+//   puller → SyncRequest { swarm, heads[], maxBytes, excluded[], presence }
 //   responder → SyncReply { status, runs = deflateRaw(RunBatch { runs[] }), more, forks[], beacons[] }
 //   ... repeated while `more` (at most SYNC_MAX_ROUNDS), then the puller closes.
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
@@ -41,7 +41,9 @@ export async function pullOver (stream: Stream, state: SwarmState, peer: string,
   const pb = pbStream(stream, { maxDataLength: SYNC_MAX_FRAME_BYTES })
   const result: PullResult = { applied: 0, rejected: 0, beacons: 0, rounds: 0, bytesIn: 0, bytesOut: 0, runBytesIn: 0, rawBytesIn: 0 }
   for (let more = true; more && result.rounds < SYNC_MAX_ROUNDS;) {
-    const request: SyncRequest = { swarm: state.swarm, heads: encodeHeads(state.heads()), maxBytes, excluded: state.excludedClientIds().map(BigInt) }
+    const request: SyncRequest = {
+      swarm: state.swarm, heads: encodeHeads(state.heads()), maxBytes, excluded: state.excludedClientIds().map(BigInt), presence: state.presenceDigest() as Uint8Array<ArrayBuffer>
+    }
     result.bytesOut += SyncRequest.encode(request).length
     await pb.write(request, SyncRequest, options)
     const reply = await pb.read(SyncReply, { ...options, limits: { forks: SYNC_MAX_HEADS, beacons: SYNC_MAX_BEACONS } })
@@ -91,9 +93,10 @@ export async function serveOver (stream: Stream, state: SwarmState, allow: () =>
     if (request.swarm !== state.swarm) reply = { status: SyncReply.Status.WRONG_SWARM, runs: new Uint8Array(0), more: false, forks: [], beacons: [] }
     else if (!allow()) reply = { status: SyncReply.Status.RATE_LIMITED, runs: new Uint8Array(0), more: false, forks: [], beacons: [] }
     else {
-      // Beacons (≤ SYNC_MAX_BEACONS, ≈150 bytes each) go once per stream and come out of the
-      // update budget, so the frame stays within its bound.
-      const beacons = round === 0 ? state.liveBeacons().slice(0, SYNC_MAX_BEACONS).map((b) => encodeBeacon(b) as Uint8Array<ArrayBuffer>) : []
+      // Beacons (≤ SYNC_MAX_BEACONS, ≈150 bytes each) go once per stream, unless the puller holds
+      // the same ones (same digest), and come out of the update budget, so the frame stays bounded.
+      const sendBeacons = round === 0 && Buffer.compare(Buffer.from(request.presence), Buffer.from(state.presenceDigest())) !== 0
+      const beacons = sendBeacons ? state.liveBeacons().slice(0, SYNC_MAX_BEACONS).map((b) => encodeBeacon(b) as Uint8Array<ArrayBuffer>) : []
       const beaconBytes = beacons.reduce((n, b) => n + b.length, 0)
       const heads = request.heads.map((h) => ({ clientId: Number(h.clientId), seq: h.seq, hash: h.hash }))
       const { runs, more } = state.runsFor(heads, Math.max(1, Math.min(request.maxBytes, maxReplyBytes) - beaconBytes))

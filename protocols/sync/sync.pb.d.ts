@@ -29,6 +29,7 @@ export interface SyncRequest {
     heads: Head[];
     maxBytes: number;
     excluded: bigint[];
+    presence: Uint8Array<ArrayBuffer>;
 }
 export declare namespace SyncRequest {
     const codec: () => Codec<SyncRequest>;
@@ -60,9 +61,13 @@ export declare namespace SyncRequest {
         index: number;
         value: bigint;
     }
+    interface SyncRequestPresenceFieldEvent {
+        field: '$.presence';
+        value: Uint8Array<ArrayBuffer>;
+    }
     function encode(obj: Partial<SyncRequest>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncRequest>): SyncRequest;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncRequest>): Generator<SyncRequestSwarmFieldEvent | SyncRequestHeadsClientIdFieldEvent | SyncRequestHeadsSeqFieldEvent | SyncRequestHeadsHashFieldEvent | SyncRequestMaxBytesFieldEvent | SyncRequestExcludedFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SyncRequest>): Generator<SyncRequestSwarmFieldEvent | SyncRequestHeadsClientIdFieldEvent | SyncRequestHeadsSeqFieldEvent | SyncRequestHeadsHashFieldEvent | SyncRequestMaxBytesFieldEvent | SyncRequestExcludedFieldEvent | SyncRequestPresenceFieldEvent>;
 }
 export interface SyncReply {
     status: SyncReply.Status;

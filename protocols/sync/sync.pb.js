@@ -132,6 +132,10 @@ export var SyncRequest;
                         w.uint64(value);
                     }
                 }
+                if ((obj.presence != null && obj.presence.byteLength > 0)) {
+                    w.uint32(42);
+                    w.bytes(obj.presence);
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -140,7 +144,8 @@ export var SyncRequest;
                     swarm: '',
                     heads: [],
                     maxBytes: 0,
-                    excluded: []
+                    excluded: [],
+                    presence: uint8ArrayAlloc(0)
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -168,6 +173,10 @@ export var SyncRequest;
                                 throw new MaxLengthError('Decode error - repeated field "excluded" had too many elements');
                             }
                             obj.excluded.push(reader.uint64());
+                            break;
+                        }
+                        case 5: {
+                            obj.presence = reader.bytes();
                             break;
                         }
                         default: {
@@ -225,6 +234,13 @@ export var SyncRequest;
                                 value: reader.uint64()
                             };
                             obj.excluded++;
+                            break;
+                        }
+                        case 5: {
+                            yield {
+                                field: `${prefix}.presence`,
+                                value: reader.bytes()
+                            };
                             break;
                         }
                         default: {

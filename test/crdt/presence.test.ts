@@ -152,6 +152,21 @@ describe(`presence beacons (TEST_SEED=${seed} npx vitest run test/crdt/presence.
     expect(b.presence().size).toBe(1)
   })
 
+  it('the presence digest is equal exactly when two replicas hold the same live beacons', async () => {
+    const random = seededRandom(seed)
+    let now = 1_000_000
+    const [a, b, c] = [await makeState(random, { clock: () => now }), await makeState(random, { clock: () => now }), await makeState(random, { clock: () => now })]
+    expect(Buffer.from(b.presenceDigest())).toEqual(Buffer.from(c.presenceDigest()))
+    const first = await a.heartbeat()
+    b.receiveBeacon(first)
+    expect(Buffer.from(b.presenceDigest())).not.toEqual(Buffer.from(c.presenceDigest()))
+    c.receiveBeacon(first)
+    expect(Buffer.from(b.presenceDigest())).toEqual(Buffer.from(c.presenceDigest()))
+    now += 1_000
+    b.receiveBeacon(await a.heartbeat())
+    expect(Buffer.from(b.presenceDigest())).not.toEqual(Buffer.from(c.presenceDigest()))
+  })
+
   it('presence change events keep their shape', async () => {
     const random = seededRandom(seed)
     const a = await makeState(random)

@@ -75,6 +75,10 @@ describe('swarm-sync service', () => {
     await late.services.swarmSync.whenIdle()
     expect(await until(() => late.services.swarmSync.state.online().length === 2, 5000)).toBe(true)
     expect(late.services.swarmSync.state.online()).toEqual(b.services.swarmSync.state.online())
+    // Holding the same beacons now (same digest), its next pull gets none of them again.
+    const before = late.services.swarmSync.stats.syncBytesIn
+    await late.services.swarmSync.pull(b.peerId.toString())
+    expect(late.services.swarmSync.stats.syncBytesIn - before).toBeLessThan(100) // 2 beacons would be ≈290
   })
 
   it('a beacon showing a writer ahead of us makes the node pull from the neighbour that sent it', async () => {
