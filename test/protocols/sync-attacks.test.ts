@@ -3,11 +3,13 @@
 // Document-level attacks (forged clientID, foreign namespace, ...) are in test/crdt/attacks.test.ts.
 import { deflateRawSync } from 'node:zlib'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { Ed25519PrivateKey } from '@libp2p/interface'
 import { pbStream } from '@libp2p/utils'
 import { SYNC_PROTOCOL } from '../../protocols/sync/constants.ts'
 import { SyncReply, SyncRequest } from '../../protocols/sync/sync.pb.js'
 import { afterEach, describe, expect, it } from 'vitest'
-import { encodeBeacon, encodeEnvelope, keySigner, SwarmState, type Envelope } from '../../crdt/index.ts'
+import * as Y from 'yjs'
+import { crdtConstants, encodeBeacon, encodeEnvelope, GENESIS_HASH, keySigner, sealEnvelope, SwarmState, type Envelope } from '../../crdt/index.ts'
 import { createGossipNode, createSyncNode, Partition, until, type GossipOnlyNode, type SyncNode } from './sync-harness.ts'
 
 const SWARM = 'attack'
@@ -21,14 +23,14 @@ async function honestNode (init = {}): Promise<SyncNode> {
 }
 
 /** An attacker libp2p node plus a SwarmState signing with the same key (for valid envelopes). */
-async function attacker (gossip = {}): Promise<{ node: GossipOnlyNode, state: SwarmState, sent: Envelope[] }> {
+async function attacker (gossip = {}): Promise<{ node: GossipOnlyNode, state: SwarmState, sent: Envelope[], key: Ed25519PrivateKey }> {
   const key = await generateKeyPair('Ed25519')
   const node = await createGossipNode(gossip, key)
   started.push(node)
   const state = new SwarmState({ swarm: SWARM, signer: keySigner(key) })
   const sent: Envelope[] = []
   state.onEnvelope((e) => sent.push(e))
-  return { node, state, sent }
+  return { node, state, sent, key }
 }
 
 async function link (a: SyncNode | GossipOnlyNode, b: SyncNode | GossipOnlyNode, topic: string): Promise<void> {
@@ -120,6 +122,36 @@ describe('attacks on the wire', () => {
     await evil.node.services.pubsub.publish(topic, encodeBeacon(own))
     expect(await until(() => state.online().includes(evil.state.peerId), 5000)).toBe(true)
     expect(state.writers()).toEqual([]) // presence never enters the log
+  })
+
+  it('a writer past its quota is refused (Ignored, so its honest forwarders are not hung up on)', async () => {
+    const honest = await honestNode({ rejectsBeforeHangup: 1 })
+    const topic = honest.services.swarmSync.topic
+    const evil = await attacker()
+    await link(evil.node, honest, topic)
+    // Valid envelopes of ≈60 KB each, signed by the attacker's key, until one passes 8 MiB.
+    const doc = new Y.Doc()
+    doc.clientID = evil.state.identity.clientId
+    const map = doc.getMap(evil.state.identity.namespace)
+    const updates: Uint8Array[] = []
+    doc.on('update', (u: Uint8Array) => updates.push(u))
+    let prev: Uint8Array = GENESIS_HASH
+    let bytes = 0
+    let fitting = 0
+    for (let seq = 1; bytes <= crdtConstants.MAX_WRITER_BYTES; seq++) {
+      map.set(`blob-${seq}`, 'z'.repeat(60_000))
+      const sealed = await sealEnvelope(SWARM, keySigner(evil.key), seq, prev, updates[seq - 1])
+      prev = sealed.hash
+      bytes += updates[seq - 1].length + crdtConstants.ENVELOPE_OVERHEAD_BYTES
+      if (bytes <= crdtConstants.MAX_WRITER_BYTES) fitting = seq
+      await evil.node.services.pubsub.publish(topic, encodeEnvelope(sealed.envelope))
+    }
+    const state = honest.services.swarmSync.state
+    expect(await until(() => (state.counters.byReason.quota ?? 0) >= 1, 20_000)).toBe(true)
+    expect(state.heads().find((h) => h.clientId === evil.state.identity.clientId)?.seq).toBe(fitting)
+    expect(state.flagged.get(evil.state.peerId)?.reasons).toContain('quota')
+    expect(honest.services.swarmSync.stats.hangups).toBe(0)
+    expect(honest.getConnections(evil.node.peerId).length).toBeGreaterThan(0)
   })
 
   it('a neighbour that keeps sending invalid gossip is disconnected', async () => {
