@@ -1,9 +1,11 @@
 // Node configuration: flags become one validated, typed object here and nowhere else.
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import { existsSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { join, resolve } from 'node:path'
 import { DEFAULT_SWARM, validateSwarmName } from '../protocols/index.ts'
-import { CONTROL_SOCKET, DEFAULT_DATA_DIR, DEFAULT_LISTEN, IDENTITY_FILE, STATE_DIR } from './constants.ts'
+import { CONTROL_SOCKET, MANIFEST_CACHE_DIR, DEFAULT_DATA_DIR, DEFAULT_LISTEN, IDENTITY_FILE, STATE_DIR } from './constants.ts'
 import { ConfigError } from './errors.ts'
 
 export interface NodeConfig {
@@ -23,6 +25,26 @@ export interface NodeConfig {
   upnp: boolean
   /** Run libp2p's DCUtR too (off by default: see node/README.md, "Direct connections"). */
   dcutr: boolean
+  /** The model this node offers to serve (absent: a mesh-only node). */
+  model?: ModelConfig
+}
+
+/** Weight formats the engine holds layers in. */
+export type ServeDType = 'f32' | 'f16' | 'q8_0' | 'q4_0'
+export const SERVE_DTYPES: readonly ServeDType[] = ['f32', 'f16', 'q8_0', 'q4_0']
+
+/** `--model` and the flags that go with it. */
+export interface ModelConfig {
+  /** A llama2.c .bin, a Hugging Face directory or a .gguf file (resolved). */
+  path: string
+  /** How layers are held in memory; absent → the file's own layer dtype when the engine holds it, else f32. */
+  dtype?: ServeDType
+  /** The operator's memory limit (`--max-memory`), bytes. */
+  maxMemoryBytes?: number
+  /** Kernel threads (measurement and, later, serving). */
+  threads: number
+  /** Where content hashes of model files are cached (`<data-dir>/manifests`). */
+  manifestCacheDir: string
 }
 
 /** Raw option values as commander hands them over. */
@@ -37,6 +59,51 @@ export interface NodeFlags {
   mdns?: boolean
   upnp?: boolean
   dcutr?: boolean
+  model?: string
+  dtype?: string
+  maxMemory?: string
+  threads?: string
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
+
+/**
+ * Bytes from a size such as `4G`, `512M`, `1.5GiB`, `1073741824`. Suffixes are binary (K = 1024),
+ * as in `docker --memory`; a trailing `B`/`iB` is accepted.
+ */
+export function parseBytes (flag: string, value: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(value)
+  const bytes = m === null ? NaN : Math.floor(Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()])
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+    throw new ConfigError(`${flag}: not a size: ${JSON.stringify(value)} (expected bytes with an optional K, M, G or T suffix, e.g. 512M or 4G)`)
+  }
+  return bytes
+}
+
+function modelConfig (flags: NodeFlags, dataDir: string): ModelConfig | undefined {
+  if (flags.model === undefined) {
+    for (const [flag, v] of [['--dtype', flags.dtype], ['--max-memory', flags.maxMemory], ['--threads', flags.threads]] as const) {
+      if (v !== undefined) throw new ConfigError(`${flag} needs --model (it describes how the model is served)`)
+    }
+    return undefined
+  }
+  const path = resolve(flags.model)
+  if (!existsSync(path)) throw new ConfigError(`--model: no such file or directory: ${path}`)
+  if (flags.dtype !== undefined && !(SERVE_DTYPES as readonly string[]).includes(flags.dtype)) {
+    throw new ConfigError(`--dtype: ${JSON.stringify(flags.dtype)} is not one of ${SERVE_DTYPES.join(', ')}`)
+  }
+  let threads = availableParallelism()
+  if (flags.threads !== undefined) {
+    threads = Number(flags.threads)
+    if (!Number.isInteger(threads) || threads < 1) throw new ConfigError(`--threads: must be a whole number ≥ 1, not ${JSON.stringify(flags.threads)}`)
+  }
+  return {
+    path,
+    ...(flags.dtype !== undefined ? { dtype: flags.dtype as ServeDType } : {}),
+    ...(flags.maxMemory !== undefined ? { maxMemoryBytes: parseBytes('--max-memory', flags.maxMemory) } : {}),
+    threads,
+    manifestCacheDir: join(dataDir, MANIFEST_CACHE_DIR)
+  }
 }
 
 function parseAddrs (flag: string, values: string[]): Multiaddr[] {
@@ -66,6 +133,7 @@ export function nodeConfig (flags: NodeFlags): NodeConfig {
   }
   const announce = parseAddrs('--announce', flags.announce ?? [])
   const dataDir = resolve(flags.dataDir ?? DEFAULT_DATA_DIR)
+  const model = modelConfig(flags, dataDir)
   return {
     listen,
     bootstrap,
@@ -78,6 +146,7 @@ export function nodeConfig (flags: NodeFlags): NodeConfig {
     stateDir: join(dataDir, STATE_DIR, swarm),
     mdns: flags.mdns !== false,
     upnp: flags.upnp !== false,
-    dcutr: flags.dcutr === true
+    dcutr: flags.dcutr === true,
+    ...(model !== undefined ? { model } : {})
   }
 }

@@ -62,3 +62,23 @@ export const PUNCH_MIN_INTERVAL_MS = 5_000
 export const SOFTWARE_VERSION = '0.1.0'
 /** Address changes within this window are published as one node-record write. */
 export const NODE_RECORD_DEBOUNCE_MS = 2_000
+
+// --- model, capability and allocation (model-startup.ts, allocation.ts) ---
+/** Folder of cached model content hashes inside the data directory. */
+export const MANIFEST_CACHE_DIR = 'manifests'
+/** Swarm-state changes within this window trigger one allocation pass. */
+export const ALLOCATION_DEBOUNCE_MS = 500
+/** An allocation pass also runs this often (presence expiry emits no change event). */
+export const ALLOCATION_INTERVAL_MS = 10_000
+/** Retry the DHT announcement of our model this often until it lands somewhere. */
+export const ANNOUNCE_RETRY_MS = 5_000
+/** Re-announce the model on the DHT this often once announced (provider records expire). */
+export const ANNOUNCE_REFRESH_MS = 60 * 60 * 1000
+/** A published link figure (RTT, bandwidth) is rewritten only when it moves by more than this fraction. */
+export const LINK_REPUBLISH_FRACTION = 0.25
+/** …and, for RTTs, by more than this many milliseconds. */
+export const LINK_REPUBLISH_MIN_MS = 1
+/** Peers whose RTT a node publishes at most (the nearest ones). */
+export const MAX_PUBLISHED_LINKS = 32
+/** Prefix of the per-peer RTT entries in a node record's capabilities. */
+export const RTT_CAPABILITY_PREFIX = 'rttMs:'

@@ -18,10 +18,31 @@ import { startAutoNATNudge } from './autonat-nudge.ts'
 import { startBootstrapKeeper } from './bootstrap-keeper.ts'
 import { startNodeRecordPublisher } from './node-record.ts'
 import { swarmSummary, swarmView } from './swarm-report.ts'
+import type { NodeModel } from './model-startup.ts'
 
 export interface Daemon {
   host: MyceliumHost
+  /** The model side (with `--model`): manifest, measured capability, step timer, allocator. */
+  model?: NodeModel
+  /** Resolves with the error when the node cannot serve its model (the caller should exit 1); never resolves otherwise. */
+  fatal: Promise<Error>
   stop: () => Promise<void>
+}
+
+/** What `status` and `doctor` show about the model side. */
+function modelSummary (model: NodeModel | undefined): Record<string, unknown> | undefined {
+  if (model === undefined) return undefined
+  const view = model.allocator?.current()
+  return {
+    path: model.path,
+    dtype: model.dtype,
+    phase: model.phase,
+    manifest: model.manifest?.id,
+    nLayers: model.manifest?.nLayers,
+    capability: model.capability,
+    announced: model.announced,
+    allocation: view === undefined ? undefined : { members: view.members.length, covered: view.covered, self: view.self, tokensPerS: view.tokensPerS }
+  }
 }
 
 function describe (c: Connection): Record<string, unknown> {
@@ -45,6 +66,10 @@ function peerArg (request: ControlRequest): PeerId {
 
 /** Starts the daemon; resolves once the host listens and the control socket is up. */
 export async function startDaemon (config: NodeConfig, log: Logger, hostOptions: HostOptions = {}): Promise<Daemon> {
+  // With a model: open it first (headers only; a missing or damaged file stops here, with one
+  // line). The engine and sharding/ are loaded only then: a mesh-only node starts without them.
+  const modelStartup = config.model === undefined ? undefined : await import('./model-startup.ts')
+  const opened = config.model === undefined || modelStartup === undefined ? undefined : await modelStartup.openNodeModel(config.model)
   const identity = await loadOrCreateIdentity(config.identityPath)
   log.info({ event: 'identity', path: identity.path, created: identity.created }, identity.created ? 'created a new identity' : 'loaded identity')
   const host = await createHost(config, identity.privateKey, { identityExisted: !identity.created, ...hostOptions })
@@ -65,6 +90,8 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     log.info({ event: 'addresses', addrs }, 'advertised addresses changed')
   })
 
+  // The model side starts after the ready line (below); the control handler reads it through this.
+  let served: { model: NodeModel, done: Promise<void>, stop: () => void } | undefined
   const stopNudge = startAutoNATNudge(host, log)
   const stopKeeper = startBootstrapKeeper(host, config.bootstrap, log)
   const control = await serveControl(config.controlSocket, async (request, signal) => {
@@ -79,11 +106,19 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
           relayClients: [...(host.services.relay?.reservations.keys() ?? [])].map(String),
           direct: host.services.direct?.attempts ?? [],
           bulk: host.services.bulk.stats,
-          swarmState: swarmSummary(host)
+          swarmState: swarmSummary(host),
+          model: modelSummary(served?.model)
         }
       }
       case 'swarm':
         return swarmView(host)
+      case 'allocation': {
+        const allocator = served?.model.allocator
+        if (allocator === undefined) {
+          throw new ControlError(served === undefined ? 'this node serves no model (start it with --model)' : `no allocation yet: the model is ${served.model.phase}`)
+        }
+        return { allocation: allocator.refresh() as unknown as Record<string, unknown> }
+      }
       case 'dial': {
         const started = performance.now()
         const connection = await host.dial(multiaddr(str(request, 'addr')), { signal })
@@ -126,14 +161,25 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     swarm: config.swarm,
     public: config.public,
     listen: host.getMultiaddrs().map(String),
-    control: config.controlSocket
+    control: config.controlSocket,
+    ...(opened !== undefined ? { model: config.model?.path } : {})
   }, 'node ready')
+
+  let reportFatal: (err: Error) => void = () => {}
+  const fatal = new Promise<Error>((resolve) => { reportFatal = resolve })
+  if (opened !== undefined && modelStartup !== undefined && config.model !== undefined) {
+    served = modelStartup.startNodeModel(host, { ...config, model: config.model }, opened, record, log)
+  }
+  served?.done.catch((err: Error) => { reportFatal(err) })
 
   let stopping: Promise<void> | undefined
   return {
     host,
+    ...(served !== undefined ? { model: served.model } : {}),
+    fatal,
     stop: async () => {
       stopping ??= (async () => {
+        served?.stop()
         record.stop()
         stopNudge()
         stopKeeper()

@@ -24,3 +24,8 @@ export class ControlError extends Error {
 export class NotASwarmRelayError extends Error {
   override name = 'NotASwarmRelayError'
 }
+
+/** The node could not hash, measure or publish the model it was started with. */
+export class ModelStartupError extends Error {
+  override name = 'ModelStartupError'
+}

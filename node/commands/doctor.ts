@@ -16,7 +16,30 @@ interface DoctorFlags extends NodeFlags { json?: boolean, wait: number }
 
 interface SwarmStateSummary { nodes: number, online: number, writers: number, counters: { rejected: number }, flagged: unknown[], store: { status: string } }
 
-type Report = ReachabilityReport & { source: string, swarmState?: SwarmStateSummary }
+interface ModelSummary {
+  path: string
+  dtype: string
+  phase: string
+  manifest?: string
+  capability?: { decodeLayerMs: number, prefillLayerMsPerToken: number, memoryBytes: number }
+  allocation?: { members: number, covered: boolean, self: { start: number, end: number } | null, tokensPerS: number }
+}
+
+type Report = ReachabilityReport & { source: string, swarmState?: SwarmStateSummary, model?: ModelSummary }
+
+function modelLines (m: ModelSummary | undefined): string[] {
+  if (m === undefined) return []
+  const id = m.manifest === undefined ? '(hashing)' : `${m.manifest.slice(0, 12)}…`
+  const c = m.capability
+  const speed = c === undefined
+    ? m.phase
+    : `measured ${c.decodeLayerMs.toPrecision(3)} ms/layer decode, ${c.prefillLayerMsPerToken.toPrecision(3)} ms/layer/token prefill, budget ${(c.memoryBytes / 1024 ** 2).toFixed(0)} MiB`
+  const a = m.allocation
+  const alloc = a === undefined
+    ? 'not computed yet'
+    : `${a.members} member${a.members === 1 ? '' : 's'}, ${a.covered ? 'covered' : 'NOT covered'}, this node serves ${a.self === null ? 'nothing' : `[${a.self.start}, ${a.self.end})`}, modelled ${a.tokensPerS.toPrecision(3)} tok/s`
+  return [`model        ${id} ${m.dtype}, ${speed} (${m.path})`, `allocation   ${alloc}`]
+}
 
 async function fromDaemon (config: NodeConfig): Promise<Report | undefined> {
   if (!existsSync(config.controlSocket)) return undefined
@@ -66,6 +89,7 @@ function print (r: Report): string {
     ...(r.swarmState === undefined
       ? []
       : [`swarm state  ${r.swarmState.nodes} node records, ${r.swarmState.online} online, ${r.swarmState.counters.rejected} updates rejected, ${r.swarmState.flagged.length} peers flagged (store: ${r.swarmState.store.status})`]),
+    ...modelLines(r.model),
     `source       ${r.source}`
   ].join('\n') + '\n'
 }

@@ -21,6 +21,10 @@ export function registerStartCommand (program: Command): void {
   const node = program.command('node').description('run a Mycelium node')
   addNodeFlags(node.command('start').description('start the node daemon (stops on SIGINT/SIGTERM)'))
     .option('--public', 'this node is reachable: serve relay reservations, AutoNAT dial-backs and the DHT')
+    .option('--model <path>', 'offer this model to the swarm: a llama2.c .bin, a Hugging Face directory or a .gguf file; the node measures its speed on it and takes its share of the layers')
+    .option('--dtype <dtype>', 'how the model\'s layers are held: f32, f16, q8_0 or q4_0 (default: the file\'s own layer dtype when the engine holds it, else f32)')
+    .option('--max-memory <bytes>', 'most memory for weights and KV cache, e.g. 512M or 4G (binary units; default: 80% of free memory)')
+    .option('--threads <n>', 'kernel threads for the model (default: every core)')
     .option('--log-level <level>', 'pino log level (trace, debug, info, warn, error)', 'info')
     .action(async (flags: NodeFlags & { logLevel: string }) => {
       const config = nodeConfig(flags)
@@ -30,6 +34,11 @@ export function registerStartCommand (program: Command): void {
       const log = daemonLogger(flags.logLevel)
       const daemon = await startDaemon(config, log)
       await new Promise<void>((resolve) => {
+        void daemon.fatal.then((err) => {
+          log.error({ event: 'model-failed', err: err.message }, 'cannot serve the model: stopping')
+          process.exitCode = 1
+          daemon.stop().then(resolve, resolve)
+        })
         let signals = 0
         const onSignal = (signal: NodeJS.Signals): void => {
           signals++

@@ -1,0 +1,169 @@
+// The swarm's layer allocation for our model, derived from the replicated swarm state: every
+// node runs the same deterministic allocator (sharding/) over the same records and so gets the
+// same answer; each one then publishes only its own part (`layers` in its node record — each
+// writer writes only its own namespace). Nothing here is stored as a shared value.
+//
+// Membership: online writers whose record offers the same model (manifest id) in the same dtype
+// with valid measured figures, sorted by peer id. Current ranges: what each member publishes in
+// `layers` for that model (hysteresis: rebalance keeps a covering assignment). RTTs: what the
+// members publish about each other (`rttMs:<peer>` capabilities, the mean when both sides
+// measured) — never this node's own probe table, which other nodes cannot see.
+import type { Logger } from 'pino'
+import type { NodeRecord, SwarmState } from '../crdt/index.ts'
+import { allocate, rebalance } from '../sharding/index.ts'
+import type { Allocation, Assignment, LayerRange, Member, ModelManifest, Move } from '../sharding/index.ts'
+import type { WeightDType } from '../engine/index.ts'
+import { ALLOCATION_DEBOUNCE_MS, ALLOCATION_INTERVAL_MS, RTT_CAPABILITY_PREFIX } from './constants.ts'
+import type { NodeRecordPublisher } from './node-record.ts'
+
+/** One allocation pass, as `{"cmd":"allocation"}` shows it. */
+export interface AllocationView {
+  model: string
+  dtype: WeightDType
+  nLayers: number
+  /** Peer ids of the members, sorted. */
+  members: string[]
+  assignments: Assignment[]
+  pipelines: string[][]
+  tokensPerS: number
+  covered: boolean
+  /** 'allocate' when no member had a range yet, else 'rebalance' (kept: hysteresis held). */
+  mode: 'allocate' | 'rebalance'
+  kept: boolean
+  /** The staggered moves from the published ranges to this allocation (the serving path will follow them). */
+  waves: Move[][]
+  /** This node's range, or null when the allocation gives it none. */
+  self: LayerRange | null
+  computedAt: number
+}
+
+function positive (x: unknown): x is number { return typeof x === 'number' && Number.isFinite(x) && x > 0 }
+
+/** The members offering `model` in `dtype`, sorted by peer id, with their published ranges. */
+export function membersFromRecords (nodes: ReadonlyMap<string, NodeRecord>, online: readonly string[], manifest: ModelManifest, dtype: WeightDType): Member[] {
+  const out: Member[] = []
+  for (const peerId of [...new Set(online)].sort()) {
+    const rec = nodes.get(peerId)
+    const c = rec?.capabilities
+    if (c === undefined || c.model !== manifest.id || c.dtype !== dtype) continue
+    if (!positive(c.decodeLayerMs) || !positive(c.prefillLayerMsPerToken) || typeof c.memoryBytes !== 'number' || !(c.memoryBytes >= 0)) continue
+    const range = rec?.layers.find((l) => l.model === manifest.id && Number.isInteger(l.start) && Number.isInteger(l.end) && l.start >= 0 && l.start < l.end && l.end <= manifest.nLayers)
+    out.push({
+      peerId,
+      capability: {
+        decodeLayerMs: c.decodeLayerMs,
+        prefillLayerMsPerToken: c.prefillLayerMsPerToken,
+        memoryBytes: c.memoryBytes,
+        ...(positive(c.bandwidthBytesPerS) ? { bandwidthBytesPerS: c.bandwidthBytesPerS } : {})
+      },
+      ...(range !== undefined ? { current: { start: range.start, end: range.end } } : {})
+    })
+  }
+  return out
+}
+
+/** RTT between two members from their published measurements (mean of both sides when both measured). */
+export function rttFromRecords (nodes: ReadonlyMap<string, NodeRecord>): (a: string, b: string) => number | undefined {
+  const said = (from: string, to: string): number | undefined => {
+    const v = nodes.get(from)?.capabilities[`${RTT_CAPABILITY_PREFIX}${to}`]
+    return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined
+  }
+  return (a, b) => {
+    const x = said(a, b)
+    const y = said(b, a)
+    return x !== undefined && y !== undefined ? (x + y) / 2 : x ?? y
+  }
+}
+
+/** The allocation every node derives from these records (a pure function of its inputs). */
+export function computeAllocation (manifest: ModelManifest, dtype: WeightDType, nodes: ReadonlyMap<string, NodeRecord>, online: readonly string[], self: string, now: number): AllocationView {
+  const members = membersFromRecords(nodes, online, manifest, dtype)
+  const options = { dtype, rttMs: rttFromRecords(nodes) }
+  let allocation: Allocation
+  let mode: AllocationView['mode'] = 'allocate'
+  let kept = false
+  let waves: Move[][] = []
+  if (members.length === 0) {
+    allocation = { assignments: [], pipelines: [], tokensPerS: 0, covered: false }
+  } else if (members.every((m) => m.current === undefined)) {
+    allocation = allocate(manifest, members, options)
+  } else {
+    const plan = rebalance(manifest, members, options)
+    allocation = plan.target
+    mode = 'rebalance'
+    kept = plan.kept
+    waves = plan.waves
+  }
+  const mine = allocation.assignments.find((a) => a.peerId === self)
+  return {
+    model: manifest.id,
+    dtype,
+    nLayers: manifest.nLayers,
+    members: members.map((m) => m.peerId),
+    assignments: allocation.assignments,
+    pipelines: allocation.pipelines,
+    tokensPerS: allocation.tokensPerS,
+    covered: allocation.covered,
+    mode,
+    kept,
+    waves,
+    self: mine === undefined ? null : { start: mine.start, end: mine.end },
+    computedAt: now
+  }
+}
+
+export interface Allocator {
+  current: () => AllocationView | undefined
+  /** Runs a pass now (tests, the control socket). */
+  refresh: () => AllocationView
+  stop: () => void
+}
+
+/**
+ * Recomputes on every swarm-state change (debounced) and on a timer, publishes this node's range
+ * in its node record when it changes, and logs an `allocation` event when the assignment does.
+ */
+export function startAllocator (init: { state: SwarmState, self: string, manifest: ModelManifest, dtype: WeightDType, record: NodeRecordPublisher, log: Logger, beforePass?: () => void }): Allocator {
+  const { state, self, manifest, dtype, record, log } = init
+  let view: AllocationView | undefined
+  let published = ''
+  let logged = ''
+  let debounce: ReturnType<typeof setTimeout> | undefined
+
+  const pass = (): AllocationView => {
+    init.beforePass?.()
+    // Our own record as we are writing it (the replica has it once the write is applied; while
+    // our writes wait for peers' copy of our chain, this keeps us in our own membership).
+    const nodes = new Map(state.nodes())
+    nodes.set(self, record.current())
+    const next = computeAllocation(manifest, dtype, nodes, [...state.online(), self], self, Date.now())
+    view = next
+    const text = JSON.stringify(next.assignments)
+    if (text !== logged) {
+      logged = text
+      log.info({ event: 'allocation', model: manifest.id, dtype, members: next.members.length, covered: next.covered, mode: next.mode, kept: next.kept, tokensPerS: next.tokensPerS, self: next.self, assignments: next.assignments }, 'layer allocation changed')
+    }
+    const mine = JSON.stringify(next.self)
+    if (mine !== published) {
+      published = mine
+      record.setLayers(next.self === null ? [] : [{ model: manifest.id, start: next.self.start, end: next.self.end }])
+    }
+    return next
+  }
+  const schedule = (): void => {
+    if (debounce !== undefined) return
+    debounce = setTimeout(() => { debounce = undefined; pass() }, ALLOCATION_DEBOUNCE_MS)
+  }
+  const unsubscribe = state.onChange(schedule)
+  const timer = setInterval(pass, ALLOCATION_INTERVAL_MS)
+  pass()
+  return {
+    current: () => view,
+    refresh: pass,
+    stop: () => {
+      unsubscribe()
+      clearInterval(timer)
+      if (debounce !== undefined) clearTimeout(debounce)
+    }
+  }
+}
