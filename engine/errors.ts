@@ -4,8 +4,8 @@
 export class ModelFormatError extends Error {
   override name = 'ModelFormatError'
   readonly file: string
-  constructor (file: string, message: string) {
-    super(`${file}: ${message}`)
+  constructor (file: string, message: string, options?: ErrorOptions) {
+    super(`${file}: ${message}`, options)
     this.file = file
   }
 }

@@ -38,6 +38,7 @@ export class HfTokenizer implements Tokenizer {
   /** Whether `encode` adds BOS when not told (what the tokenizer's own post-processor does). */
   readonly addsBos: boolean
   private readonly lib: HfLibTokenizer
+  private readonly file: string
   private readonly rules: DecodeRules
   private readonly special = new Set<number>()
   private readonly bytesCache = new Map<number, Uint8Array>()
@@ -50,9 +51,18 @@ export class HfTokenizer implements Tokenizer {
     } catch (err) {
       throw new ModelFormatError(file, `unsupported tokenizer.json: ${(err as Error).message}`)
     }
+    this.file = file
     let maxId = -1
-    for (const id of this.lib.get_vocab(true).values()) maxId = Math.max(maxId, id)
-    for (const [id, t] of this.lib.get_added_tokens_decoder()) if (t.special) this.special.add(id)
+    try {
+      for (const id of this.lib.get_vocab(true).values()) maxId = Math.max(maxId, id)
+      for (const [id, t] of this.lib.get_added_tokens_decoder()) if (t.special) this.special.add(id)
+      // The library checks its pipeline lazily: a damaged normalizer, pre-tokenizer or
+      // post-processor only fails on first use. Run every stage once now so a bad file is a
+      // ModelFormatError at load time, not a TypeError in the middle of a request.
+      this.lib.encode('Probe 1, naïve.', { add_special_tokens: true })
+    } catch (err) {
+      throw new ModelFormatError(file, `unsupported tokenizer.json: ${(err as Error).message}`, { cause: err })
+    }
     this.vocabSize = maxId + 1
     this.rules = decodeRules(json.decoder)
     const template = templateFirstSpecial(json.post_processor)
@@ -70,10 +80,19 @@ export class HfTokenizer implements Tokenizer {
 
   encode (text: string, options: { bos?: boolean, eos?: boolean } = {}): number[] {
     const { bos = this.addsBos, eos = false } = options
-    const ids = text === '' ? [] : this.lib.encode(text, { add_special_tokens: false }).ids
+    const ids = text === '' ? [] : this.encodeWithLib(text)
     if (bos && this.bosId >= 0) ids.unshift(this.bosId)
     if (eos && this.eosId >= 0) ids.push(this.eosId)
     return ids
+  }
+
+  private encodeWithLib (text: string): number[] {
+    try {
+      return this.lib.encode(text, { add_special_tokens: false }).ids
+    } catch (err) {
+      // Only a tokenizer.json the library accepted at load but cannot run gets here.
+      throw new ModelFormatError(this.file, `tokenizer failed on input: ${(err as Error).message}`, { cause: err })
+    }
   }
 
   /** The token's text on its own; a piece that is part of a character decodes lossily (U+FFFD). */
