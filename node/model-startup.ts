@@ -5,9 +5,10 @@
 // state, announce it on the DHT and start the allocator. Every step takes the daemon's shutdown
 // signal: SIGTERM during hashing or measuring stops at once (the worker is terminated).
 import { Worker } from 'node:worker_threads'
+import type { IdentifyResult, PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import type { JsonValue } from '../crdt/index.ts'
-import { dhtProtocol } from '../protocols/index.ts'
+import { dhtProtocol, PROBE_PROTOCOL } from '../protocols/index.ts'
 import { openModel } from '../engine/index.ts'
 import type { ModelSource, WeightDType } from '../engine/index.ts'
 import { createStepTimer } from '../sharding/index.ts'
@@ -91,6 +92,28 @@ export function startNodeModel (host: MyceliumHost, config: NodeConfig & { model
   const model: NodeModel = { path: config.model.path, dtype: opened.dtype, phase: 'hashing', announced: false }
   let announceTimer: ReturnType<typeof setTimeout> | undefined
 
+  // Probe each new direct peer that speaks the probe protocol once, one at a time, so the link
+  // figures the allocator reads are published soon after joining rather than at the probe
+  // service's first periodic round (60 s), which would move layers once more.
+  let probing = Promise.resolve()
+  const probeOnce = (peerId: PeerId): void => {
+    if (signal.aborted || host.services.probe.result(peerId) !== undefined) return
+    probing = probing.then(async () => {
+      if (signal.aborted || host.services.probe.result(peerId) !== undefined) return
+      await host.services.probe.probe(peerId, { signal })
+      model.allocator?.refresh()
+    }).catch((err: Error) => { log.debug({ event: 'probe-failed', peer: peerId.toString(), err: err.message }, 'first probe of a peer failed') })
+  }
+  const onIdentify = (evt: CustomEvent<IdentifyResult>): void => {
+    if (evt.detail.connection.limits == null && evt.detail.protocols.includes(PROBE_PROTOCOL)) probeOnce(evt.detail.peerId)
+  }
+  // peers identified before this point (bootstrap anchors dialled while the host started)
+  for (const c of host.getConnections()) {
+    if (c.limits != null) continue
+    void host.peerStore.get(c.remotePeer).then((p) => { if (p.protocols.includes(PROBE_PROTOCOL)) probeOnce(c.remotePeer) }, () => { /* not in the peer store yet: identify reports it later */ })
+  }
+  host.addEventListener('peer:identify', onIdentify)
+
   const announce = (): void => {
     announceTimer = undefined
     if (signal.aborted || model.manifest === undefined) return
@@ -155,6 +178,7 @@ export function startNodeModel (host: MyceliumHost, config: NodeConfig & { model
     done,
     stop: () => {
       controller.abort()
+      host.removeEventListener('peer:identify', onIdentify)
       model.phase = model.phase === 'failed' ? 'failed' : 'stopped'
       if (announceTimer !== undefined) clearTimeout(announceTimer)
       model.allocator?.stop()

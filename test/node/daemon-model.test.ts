@@ -153,6 +153,15 @@ describe('node start --model: measure, publish, allocate', () => {
     expect(capability?.model).toBe(first.model)
     expect(anchor.events.some((e) => e.event === 'allocation')).toBe(true)
 
+    // link figures from the probe service join the records soon after joining (first probe on identify)
+    await poll('every node to publish a measured RTT and bandwidth', async () => {
+      const view = await controlRequest(sock(anchor), { cmd: 'swarm' }) as unknown as SwarmReply
+      return ids.every((id) => {
+        const c = view.nodes[id]?.capabilities ?? {}
+        return Object.keys(c).some((k) => k.startsWith('rttMs:')) && typeof c.bandwidthBytesPerS === 'number'
+      }) ? true : undefined
+    })
+
     // the DHT finds the two members that announced through the anchor (a DHT server)
     const members = ids.filter((id) => id !== String(anchor.ready.peerId))
     await poll('the DHT to list both members as providers', async () => {
