@@ -319,20 +319,29 @@ export class SwarmSync implements Startable {
   }
 
   /**
+   * The checks both topics share before anything is decoded: the test-only loss hook, then the
+   * neighbour's token bucket (one per neighbour for both topics). False → Ignore the message.
+   */
+  private admitGossip (from: string): boolean {
+    if (this.init.dropInbound?.() === true) {
+      this.stats.gossipDropped++
+      return false
+    }
+    if (!this.gossipLimits.take(from)) {
+      this.stats.rateLimited++
+      return false
+    }
+    return true
+  }
+
+  /**
    * Presence topic validator: the same loss hook, rate limit (one bucket per neighbour for both
    * topics) and Reject accounting as envelopes. A beacon newer than the one held is Accepted;
    * a stale one Ignored. A beacon showing the writer's chain ahead of ours queues a pull.
    */
   private async validateBeacon (peer: PeerId, message: Message): Promise<TopicValidatorResult> {
-    if (this.init.dropInbound?.() === true) {
-      this.stats.gossipDropped++
-      return TopicValidatorResult.Ignore
-    }
     const from = peer.toString()
-    if (!this.gossipLimits.take(from)) {
-      this.stats.rateLimited++
-      return TopicValidatorResult.Ignore
-    }
+    if (!this.admitGossip(from)) return TopicValidatorResult.Ignore
     this.stats.beaconBytesIn += message.data.length
     const reject = (why: string): TopicValidatorResult => {
       this.log('rejected beacon from %s: %s', from, why)
@@ -366,15 +375,8 @@ export class SwarmSync implements Startable {
 
   /** Topic validator: every gossip envelope is checked and applied here, before it is forwarded. */
   private async validate (peer: PeerId, message: Message): Promise<TopicValidatorResult> {
-    if (this.init.dropInbound?.() === true) {
-      this.stats.gossipDropped++
-      return TopicValidatorResult.Ignore
-    }
     const from = peer.toString()
-    if (!this.gossipLimits.take(from)) {
-      this.stats.rateLimited++
-      return TopicValidatorResult.Ignore
-    }
+    if (!this.admitGossip(from)) return TopicValidatorResult.Ignore
     this.stats.gossipBytesIn += message.data.length
     const envelope = this.check(peer, message)
     if (!('writer' in envelope)) return envelope.verdict

@@ -1,32 +1,13 @@
 // `mycelium node start` and `mycelium doctor` as a user runs them: flag validation errors are one
 // clear line and exit 1; the daemon prints a ready line, answers doctor, stops on SIGTERM.
-import { spawn, spawnSync } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { afterEach, describe, expect, it } from 'vitest'
+import { cleanupDaemons, runCli as run, scratch as scratchDir, startDaemon, stopDaemon } from './daemons.ts'
 
-const cli = new URL('../../node/cli.ts', import.meta.url).pathname
-const children: ChildProcess[] = []
-const dirs: string[] = []
+const scratch = (): string => scratchDir('mycelium-cli-')
 
-function scratch (): string {
-  const d = mkdtempSync(join(tmpdir(), 'mycelium-cli-'))
-  dirs.push(d)
-  return d
-}
-
-function run (args: string[]): { status: number | null, stderr: string, stdout: string } {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 30_000 })
-  return { status: r.status, stderr: r.stderr, stdout: r.stdout }
-}
-
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true })
-})
+afterEach(cleanupDaemons)
 
 describe('mycelium node start / doctor', () => {
   it.each([
@@ -60,23 +41,13 @@ describe('mycelium node start / doctor', () => {
 
   it('starts, prints a ready line, answers doctor, and exits 0 on SIGTERM', async () => {
     const dir = scratch()
-    const child = spawn(process.execPath, [cli, 'node', 'start', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp', '--public'], { stdio: ['ignore', 'pipe', 'pipe'] })
-    children.push(child)
-    const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      child.once('exit', (code) => { reject(new Error(`daemon exited with ${code}`)) })
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const record = JSON.parse(line) as Record<string, unknown>
-        if (record.event === 'ready') resolve(record)
-      })
-    })
+    const { child, ready } = await startDaemon(dir, ['--public'])
     expect(String(ready.peerId)).toMatch(/^12D3KooW/)
     const doctor = run(['doctor', '--data-dir', dir, '--json'])
     expect(doctor.status).toBe(0)
     const report = JSON.parse(doctor.stdout) as Record<string, unknown>
     expect(report.peerId).toBe(ready.peerId)
     expect(String(report.source)).toMatch(/running daemon/)
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    expect(await exited).toBe(0)
+    expect(await stopDaemon(child)).toBe(0)
   })
 })

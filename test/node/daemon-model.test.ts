@@ -2,51 +2,18 @@
 // measure the model, publish manifest + capability, derive the same allocation from the replicated
 // state and each publish its own part, which together cover every layer; the DHT finds them; and
 // SIGTERM while the capability is being measured stops the daemon at once.
-import { spawn, spawnSync } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { afterEach, describe, expect, it } from 'vitest'
 import { controlRequest } from '../../node/control.ts'
 import { nodeConfig, parseBytes } from '../../node/config.ts'
 import { genModel } from '../../scripts/gen-model.ts'
 import { STORIES260K } from '../models.ts'
+import { cleanupDaemons, runCli as run, scratch as scratchDir, startDaemon as start, stopDaemon } from './daemons.ts'
+import type { Started } from './daemons.ts'
 
-const cli = new URL('../../node/cli.ts', import.meta.url).pathname
-const children: ChildProcess[] = []
-const dirs: string[] = []
 const DEADLINE_MS = 30_000
-
-function scratch (): string {
-  const d = mkdtempSync(join(tmpdir(), 'mycelium-model-'))
-  dirs.push(d)
-  return d
-}
-
-function run (args: string[]): { status: number | null, stderr: string } {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 30_000 })
-  return { status: r.status, stderr: r.stderr }
-}
-
-interface Started { child: ChildProcess, ready: Record<string, unknown>, events: Array<Record<string, unknown>>, dir: string }
-
-/** Starts a daemon; resolves on its ready line (or on the first line with `until` as its event). */
-async function start (dir: string, extra: string[], until = 'ready'): Promise<Started> {
-  const child = spawn(process.execPath, [cli, 'node', 'start', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
-  children.push(child)
-  const events: Array<Record<string, unknown>> = []
-  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    child.once('exit', (code) => { reject(new Error(`daemon exited with ${code}`)) })
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      const record = JSON.parse(line) as Record<string, unknown>
-      events.push(record)
-      if (record.event === until) resolve(record)
-    })
-  })
-  return { child, ready, events, dir }
-}
+const scratch = (): string => scratchDir('mycelium-model-')
 
 async function poll<T> (what: string, fn: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + DEADLINE_MS
@@ -63,10 +30,7 @@ async function poll<T> (what: string, fn: () => Promise<T | undefined>): Promise
   return expect.fail(`${what} within ${DEADLINE_MS} ms (last error: ${String(last)})`)
 }
 
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true })
-})
+afterEach(cleanupDaemons)
 
 interface Assignment { peerId: string, start: number, end: number }
 interface AllocationReply { allocation: { model: string, nLayers: number, members: string[], assignments: Assignment[], covered: boolean, self: { start: number, end: number } | null } }
@@ -180,15 +144,11 @@ describe('node start --model: measure, publish, allocate', () => {
     })
 
     // doctor shows the allocation line
-    const doctor = spawnSync(process.execPath, [cli, 'doctor', '--data-dir', anchor.dir], { encoding: 'utf8', timeout: 30_000 })
+    const doctor = run(['doctor', '--data-dir', anchor.dir])
     expect(doctor.stdout).toMatch(/^model +[0-9a-f]{12}… f32, measured .* ms\/layer decode/m)
     expect(doctor.stdout).toMatch(/^allocation +3 members, covered, this node serves \[\d, \d\)/m)
 
-    await Promise.all(nodes.map(async (n) => {
-      const exited = new Promise((resolve) => n.child.once('exit', resolve))
-      n.child.kill('SIGTERM')
-      expect(await exited).toBe(0)
-    }))
+    expect(await Promise.all(nodes.map(async (n) => await stopDaemon(n.child)))).toEqual([0, 0, 0])
   })
 
   it('exits promptly on SIGTERM while the capability is being measured', async () => {
@@ -196,9 +156,7 @@ describe('node start --model: measure, publish, allocate', () => {
     const path = await genModel({ shape: 'stories110M', layers: 3, format: 'llama2c', dtype: 'f32', out: join(dir, 'model.bin') })
     const node = await start(dir, ['--model', path, '--threads', '1'], 'measuring')
     const signalled = performance.now()
-    const exited = new Promise<number | null>((resolve) => node.child.once('exit', resolve))
-    node.child.kill('SIGTERM')
-    expect(await exited).toBe(0)
+    expect(await stopDaemon(node.child)).toBe(0)
     const ms = performance.now() - signalled
     expect(ms).toBeLessThan(3_000)
     expect(node.events.some((e) => e.event === 'capability')).toBe(false)

@@ -1,49 +1,15 @@
 // The daemon replicates the swarm document: two `mycelium node start` processes on loopback learn
 // each other's node records (addresses, version, capabilities), report the replica in `status`,
 // and a restarted node loads its document from its data directory instead of starting empty.
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import { afterEach, describe, expect, it } from 'vitest'
 import { controlRequest } from '../../node/control.ts'
+import { cleanupDaemons, scratch as scratchDir, startDaemon, stopDaemon } from './daemons.ts'
 
-const cli = new URL('../../node/cli.ts', import.meta.url).pathname
-const children: ChildProcess[] = []
-const dirs: string[] = []
 const DEADLINE_MS = 20_000
-
-function scratch (): string {
-  const d = mkdtempSync(join(tmpdir(), 'mycelium-state-'))
-  dirs.push(d)
-  return d
-}
-
-interface Started { child: ChildProcess, ready: Record<string, unknown>, events: Array<Record<string, unknown>> }
-
-/** Starts a daemon and resolves on its ready line, keeping every log record it prints. */
-async function start (dir: string, extra: string[]): Promise<Started> {
-  const child = spawn(process.execPath, [cli, 'node', 'start', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
-  children.push(child)
-  const events: Array<Record<string, unknown>> = []
-  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    child.once('exit', (code) => { reject(new Error(`daemon exited with ${code}`)) })
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      const record = JSON.parse(line) as Record<string, unknown>
-      events.push(record)
-      if (record.event === 'ready') resolve(record)
-    })
-  })
-  return { child, ready, events }
-}
-
-async function stop (child: ChildProcess): Promise<void> {
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.kill('SIGTERM')
-  await exited
-}
+const scratch = (): string => scratchDir('mycelium-state-')
+const start = async (dir: string, extra: string[]): ReturnType<typeof startDaemon> => await startDaemon(dir, extra)
+const stop = async (child: Parameters<typeof stopDaemon>[0]): Promise<void> => { await stopDaemon(child) }
 
 /** Polls the daemon's `swarm` view until `accept` holds (never a fixed sleep). */
 async function waitForView (dir: string, accept: (view: { nodes: Record<string, { addresses: string[], version: string, capabilities: Record<string, unknown> }>, online: string[] }) => boolean): Promise<void> {
@@ -58,10 +24,7 @@ async function waitForView (dir: string, accept: (view: { nodes: Record<string, 
   expect.fail(`swarm view did not converge within ${DEADLINE_MS} ms: ${JSON.stringify(last)}`)
 }
 
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true })
-})
+afterEach(cleanupDaemons)
 
 describe('daemon swarm state', () => {
   it('replicates node records between daemons and reloads them after a restart', async () => {
