@@ -24,3 +24,12 @@ export { probeOver, serveProbe, ProbeRequest, ProbeResponse } from './probe/prob
 export type { ProbeMeasurement, ProbeOptions, ServeProbeOptions, ServeProbeResult } from './probe/probe.ts'
 export { PROBE_PROTOCOL } from './probe/constants.ts'
 export { ProbeFailedError } from './probe/errors.ts'
+
+// Distributed inference: stage service and client runner over /mycelium/<swarm>/inference/1.0.0 (issue 6, protocols/inference/).
+export { inferenceStageService, inferenceProtocol, InferenceStageService } from './inference/stage-service.ts'
+export type { InferenceStageInit, InferenceStageComponents, StageShard } from './inference/stage-service.ts'
+export { runInference } from './inference/client.ts'
+export type { ChainHop, InferenceRequest, InferenceEvent, OpenStream } from './inference/client.ts'
+export { Frame as InferenceFrame, Status as InferenceStatus } from './inference/inference.pb.js'
+export { INFERENCE_MAX_FRAME_BYTES } from './inference/constants.ts'
+export { InferenceFailedError } from './inference/errors.ts'

@@ -1,0 +1,229 @@
+// The inference protocol between in-process libp2p nodes on loopback TCP: 1-, 2-, 3- and 5-stage
+// rings of stories260K give exactly the single-process engine's greedy tokens; bad input on the
+// wire (garbage, oversize, unknown session, wrong shape, steps out of order, wrong layers, a full
+// stage) ends in a status, and the stage keeps serving afterwards.
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import type { Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { tcp } from '@libp2p/tcp'
+import { defaultLogger } from '@libp2p/logger'
+import { pbStream, streamPair } from '@libp2p/utils'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { openLlama2c } from '../../engine/formats/llama2c.ts'
+import { generate, sessionStepper } from '../../engine/generate.ts'
+import type { ModelSource, Shard } from '../../engine/index.ts'
+import { createSampler } from '../../engine/sampler.ts'
+import { loadShard } from '../../engine/shard.ts'
+import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
+import { InferenceFrame, InferenceStageService, inferenceProtocol, inferenceStageService, runInference, type ChainHop } from '../../protocols/index.ts'
+import { STORIES260K, TOK512 } from '../models.ts'
+
+const SWARM = 'test'
+const STEPS = 64
+type Node = Libp2p<{ inference: InferenceStageService }>
+
+let source: ModelSource
+let prompt: number[]
+let expected: number[]
+const shards: Shard[] = []
+const nodes: Node[] = []
+
+async function node (): Promise<Node> {
+  const n = await createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: { inference: inferenceStageService({ swarm: SWARM, maxKvBytes: 4 * 1024 * 1024 }) }
+  })
+  nodes.push(n)
+  return n
+}
+
+/** Nodes serving `bounds` ([0, a), [a, b), …), all connected to each other and to a client node. */
+async function ring (bounds: number[]): Promise<{ client: Node, chain: ChainHop[], stages: Node[] }> {
+  const stages: Node[] = []
+  const chain: ChainHop[] = []
+  for (let i = 0; i + 1 < bounds.length; i++) {
+    const n = await node()
+    const shard = await loadShard(source, { start: bounds[i], end: bounds[i + 1] })
+    shards.push(shard)
+    n.services.inference.serve({ shard, model: 'stories260K' })
+    stages.push(n)
+    chain.push({ peer: n.peerId, start: bounds[i], end: bounds[i + 1] })
+  }
+  const client = await node()
+  const all = [client, ...stages]
+  for (let i = 0; i < all.length; i++) for (let j = i + 1; j < all.length; j++) await all[i].dial(all[j].getMultiaddrs()[0])
+  return { client, chain, stages }
+}
+
+async function tokensOver (client: Node, chain: ChainHop[], options: { codec?: 'f32' | 'f16' | 'int8' } = {}): Promise<number[]> {
+  const out = [...prompt]
+  const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+    await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+  for await (const ev of runInference(open, client.services.inference.protocol, { chain, prompt, maxLength: STEPS, model: 'stories260K', ...options })) {
+    if (ev.type === 'token') out.push(ev.id)
+  }
+  return out
+}
+
+beforeAll(async () => {
+  source = await openLlama2c(STORIES260K)
+  const tokenizer = await Llama2cTokenizer.fromFile(TOK512, source.config.vocabSize)
+  prompt = tokenizer.encode('Once upon a time', { bos: true })
+  const whole = await loadShard(source)
+  shards.push(whole)
+  const session = whole.openSession({ maxLength: STEPS })
+  expected = [prompt[0]]
+  for await (const ev of generate(sessionStepper(session), { prompt, steps: STEPS, sampler: createSampler(), bosId: source.config.bosId })) {
+    if (ev.type === 'token') expected.push(ev.id)
+  }
+  session.close()
+  expect(expected.length).toBeGreaterThan(prompt.length + 20) // a real generation, not an early BOS
+})
+
+afterAll(async () => {
+  await Promise.all(nodes.splice(0).map(async (n) => await n.stop()))
+  await Promise.all(shards.splice(0).map(async (s) => await s.close()))
+})
+
+describe('inference over a ring of stages (stories260K, greedy, 64 positions)', () => {
+  it.each([
+    ['1 stage', [0, 5]],
+    ['2 stages', [0, 2, 5]],
+    ['3 stages', [0, 1, 3, 5]],
+    ['5 stages', [0, 1, 2, 3, 4, 5]]
+  ])('%s gives the single-process tokens', async (_name, bounds) => {
+    const { client, chain, stages } = await ring(bounds)
+    expect(await tokensOver(client, chain)).toEqual(expected)
+    // every stage let go of the session
+    for (const s of stages) await expect.poll(() => s.services.inference.usage.sessions).toBe(0)
+  })
+})
+
+/** A stage service with fake components, driven over in-memory stream pairs. */
+function bare (shard: Shard, init: ConstructorParameters<typeof InferenceStageService>[1] = {}): InferenceStageService {
+  const service = new InferenceStageService({
+    peerId: peerIdFromString('12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'),
+    registrar: { handle: async () => {}, unhandle: async () => {} },
+    connectionManager: { openStream: async () => { throw new Error('no network in this test') } },
+    logger: defaultLogger()
+  }, { swarm: SWARM, ...init })
+  service.serve({ shard, model: 'stories260K' })
+  return service
+}
+
+/**
+ * Writes `input` (raw bytes or frames) to a fresh stream into `service` and reads frames back
+ * until the stage closes or refuses; `hold` keeps our side open and stops after that many frames.
+ */
+async function exchange (service: InferenceStageService, input: Uint8Array | Array<Partial<InferenceFrame>>, hold?: number): Promise<InferenceFrame[]> {
+  const [a, b] = await streamPair()
+  void service.handle(b, 'client')
+  const pb = pbStream(a)
+  if (input instanceof Uint8Array) a.send(input)
+  else for (const f of input) await pb.write(f as InferenceFrame, InferenceFrame)
+  if (hold === undefined) await a.close()
+  const out: InferenceFrame[] = []
+  while (hold === undefined || out.length < hold) {
+    let frame: InferenceFrame
+    try {
+      frame = await pb.read(InferenceFrame)
+    } catch (err) {
+      expect((err as Error).name).toBe('UnexpectedEOFError') // the stage closed its side
+      break
+    }
+    out.push(frame)
+    if (frame.result !== undefined && frame.result.status !== 'OK') break
+  }
+  return out
+}
+
+const open = (over: Partial<InferenceFrame['open'] & object> = {}): Partial<InferenceFrame> => ({
+  open: { sessionId: over.sessionId ?? 's1', model: 'stories260K', start: 0, end: 5, maxLength: STEPS, codec: 'F32' as never, chain: [], origin: '', sampling: { temperature: 0, topP: 1, topK: 0, seed: 1n, maxTokens: 0 }, ...over }
+})
+const step = (over: Partial<InferenceFrame['step'] & object> = {}): Partial<InferenceFrame> => ({
+  step: { sessionId: 's1', position: 0, tokens: prompt, hidden: new Uint8Array(0), dtype: 'F32' as never, shape: [], ...over }
+})
+const status = (frames: InferenceFrame[]): string | undefined => frames.find((f) => f.result !== undefined && f.result.status !== 'OK')?.result?.status
+
+describe('inference stage refusals (in-memory streams)', () => {
+  let whole: Shard
+  beforeAll(async () => { whole = await loadShard(source); shards.push(whole) })
+
+  it('garbage, oversize, a step with no session and a stray attach each get their status', async () => {
+    const service = bare(whole, { maxFrameBytes: 1024 })
+    expect(status(await exchange(service, Uint8Array.from([3, 0xff, 0xff, 0xff])))).toBe('MALFORMED')
+    expect(status(await exchange(service, Uint8Array.from([0x80, 0x80, 0x04])))).toBe('TOO_LARGE') // announces 64 KiB
+    expect(status(await exchange(service, [step()]))).toBe('UNKNOWN_SESSION')
+    expect(status(await exchange(service, [{ attach: { sessionId: 'nope' } }]))).toBe('UNKNOWN_SESSION')
+    expect(status(await exchange(service, [{ close: 's1' }]))).toBe('MALFORMED')
+  })
+
+  it('open is checked against the shard, the model, the context and the memory budget', async () => {
+    const service = bare(whole, { maxSessions: 1 })
+    expect(status(await exchange(service, [open({ end: 4 })]))).toBe('WRONG_LAYERS')
+    expect(status(await exchange(service, [open({ model: 'another' })]))).toBe('WRONG_MODEL')
+    expect(status(await exchange(service, [open({ maxLength: 100_000 })]))).toBe('OUT_OF_RANGE')
+    expect(status(await exchange(service, [open({ chain: [{ peer: 'x', start: 5, end: 6 }] })]))).toBe('MALFORMED')
+    expect(status(await exchange(service, [open({ sessionId: '' })]))).toBe('MALFORMED')
+    const held = await exchange(service, [open({ sessionId: 'held' })], 1)
+    expect(held[0].result?.status).toBe('OK')
+    expect(service.usage.sessions).toBe(1)
+    expect(status(await exchange(service, [open({ sessionId: 'second' })]))).toBe('FULL')
+    const tight = bare(whole, { maxKvBytes: 1000 })
+    expect(status(await exchange(tight, [open()]))).toBe('FULL')
+  })
+
+  it('steps out of order, of the wrong shape or past the context end the session with a status', async () => {
+    const service = bare(whole)
+    expect(status(await exchange(service, [open(), step({ position: 3 })]))).toBe('OUT_OF_ORDER')
+    expect(status(await exchange(service, [open(), step({ tokens: [], hidden: new Uint8Array(256), shape: [1, 64] })]))).toBe('WRONG_SHAPE')
+    expect(status(await exchange(service, [open(), step({ tokens: [100_000] })]))).toBe('OUT_OF_RANGE')
+    expect(status(await exchange(service, [open({ maxLength: 2 }), step()]))).toBe('OUT_OF_RANGE') // the prompt is longer than 2
+    expect(status(await exchange(service, [open(), step({ sessionId: 'other' })]))).toBe('UNKNOWN_SESSION')
+    expect(service.usage).toEqual({ sessions: 0, reservedBytes: 0, kvBytes: 0 })
+  })
+
+  it('a middle stage refuses hidden states of the wrong dtype, shape or length', async () => {
+    const middle = await loadShard(source, { start: 1, end: 3 })
+    shards.push(middle)
+    const [toNext, nextEnd] = await streamPair()
+    // the next hop: accepts the open, then reads whatever comes
+    void (async () => {
+      const pb = pbStream(nextEnd)
+      await pb.read(InferenceFrame)
+      await pb.write({ result: { status: 'OK' as never, sessionId: 's1', detail: '' } }, InferenceFrame)
+    })()
+    const service = new InferenceStageService({
+      peerId: peerIdFromString('12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'),
+      registrar: { handle: async () => {}, unhandle: async () => {} },
+      connectionManager: { openStream: async () => toNext },
+      logger: defaultLogger()
+    }, { swarm: SWARM })
+    service.serve({ shard: middle })
+    const chain = [{ peer: '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN', start: 3, end: 5 }]
+    const frames = await exchange(service, [open({ start: 1, end: 3, chain, origin: 'o' }), step({ tokens: [], hidden: new Uint8Array(4 * 64 * 2), shape: [2, 63] })])
+    expect(status(frames)).toBe('WRONG_SHAPE')
+    expect(service.usage.sessions).toBe(0)
+  })
+
+  it('keeps serving: a clean generation after all the refusals gives the expected tokens', async () => {
+    const service = bare(whole, { maxFrameBytes: 1024 })
+    await exchange(service, Uint8Array.from([3, 0xff, 0xff, 0xff]))
+    await exchange(service, [open(), step({ position: 9 })])
+    const out = [...prompt]
+    const opener = async (): Promise<Stream> => {
+      const [a, b] = await streamPair()
+      void service.handle(b, 'client')
+      return a
+    }
+    for await (const ev of runInference(opener, inferenceProtocol(SWARM), { chain: [{ peer: 'x', start: 0, end: 5 }], prompt, maxLength: STEPS })) {
+      if (ev.type === 'token') out.push(ev.id)
+    }
+    expect(out).toEqual(expected)
+  })
+})
