@@ -45,6 +45,12 @@ export interface ModelConfig {
   threads: number
   /** Where content hashes of model files are cached (`<data-dir>/manifests`). */
   manifestCacheDir: string
+  /**
+   * `--layers a:b`: serve exactly layers [a, b) over the inference protocol (checked against the
+   * model's layer count once it is open). Absent (`--layers auto` or no flag): the allocation is
+   * only published; serving it is not wired yet (issue 6).
+   */
+  layers?: { start: number, end: number }
 }
 
 /** Raw option values as commander hands them over. */
@@ -63,6 +69,7 @@ export interface NodeFlags {
   dtype?: string
   maxMemory?: string
   threads?: string
+  layers?: string
 }
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
@@ -82,7 +89,7 @@ export function parseBytes (flag: string, value: string): number {
 
 function modelConfig (flags: NodeFlags, dataDir: string): ModelConfig | undefined {
   if (flags.model === undefined) {
-    for (const [flag, v] of [['--dtype', flags.dtype], ['--max-memory', flags.maxMemory], ['--threads', flags.threads]] as const) {
+    for (const [flag, v] of [['--dtype', flags.dtype], ['--max-memory', flags.maxMemory], ['--threads', flags.threads], ['--layers', flags.layers]] as const) {
       if (v !== undefined) throw new ConfigError(`${flag} needs --model (it describes how the model is served)`)
     }
     return undefined
@@ -97,13 +104,25 @@ function modelConfig (flags: NodeFlags, dataDir: string): ModelConfig | undefine
     threads = Number(flags.threads)
     if (!Number.isInteger(threads) || threads < 1) throw new ConfigError(`--threads: must be a whole number ≥ 1, not ${JSON.stringify(flags.threads)}`)
   }
+  const layers = parseLayers(flags.layers)
   return {
     path,
+    ...(layers !== undefined ? { layers } : {}),
     ...(flags.dtype !== undefined ? { dtype: flags.dtype as ServeDType } : {}),
     ...(flags.maxMemory !== undefined ? { maxMemoryBytes: parseBytes('--max-memory', flags.maxMemory) } : {}),
     threads,
     manifestCacheDir: join(dataDir, MANIFEST_CACHE_DIR)
   }
+}
+
+/** `--layers a:b` → { start: a, end: b } (half-open, a < b); `auto` or absent → undefined. */
+export function parseLayers (value: string | undefined): { start: number, end: number } | undefined {
+  if (value === undefined || value === 'auto') return undefined
+  const m = /^(\d{1,6}):(\d{1,6})$/.exec(value)
+  const start = Number(m?.[1])
+  const end = Number(m?.[2])
+  if (m === null || !(start < end)) throw new ConfigError(`--layers: expected START:END with START < END (layers [START, END)) or auto, not ${JSON.stringify(value)}`)
+  return { start, end }
 }
 
 function parseAddrs (flag: string, values: string[]): Multiaddr[] {

@@ -70,6 +70,9 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   // line). The engine and sharding/ are loaded only then: a mesh-only node starts without them.
   const modelStartup = config.model === undefined ? undefined : await import('./model-startup.ts')
   const opened = config.model === undefined || modelStartup === undefined ? undefined : await modelStartup.openNodeModel(config.model)
+  // `--layers a:b`: the range is checked against the model now, before the ready line
+  const serving = opened !== undefined && config.model?.layers !== undefined ? await import('./serving.ts') : undefined
+  if (opened !== undefined && config.model?.layers !== undefined) serving?.checkLayers(config.model.layers, opened.source.config.nLayers)
   const identity = await loadOrCreateIdentity(config.identityPath)
   log.info({ event: 'identity', path: identity.path, created: identity.created }, identity.created ? 'created a new identity' : 'loaded identity')
   const host = await createHost(config, identity.privateKey, { identityExisted: !identity.created, ...hostOptions })
@@ -171,6 +174,11 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     served = modelStartup.startNodeModel(host, { ...config, model: config.model }, opened, record, log)
   }
   served?.done.catch((err: Error) => { reportFatal(err) })
+  const stageStop = new AbortController()
+  const stage = serving !== undefined && opened !== undefined && config.model?.layers !== undefined
+    ? serving.startStageServing(host, opened, { ...config.model, layers: config.model.layers }, served?.model, log, { signal: stageStop.signal })
+    : undefined
+  stage?.catch((err: Error) => { if (!stageStop.signal.aborted) reportFatal(err) })
 
   let stopping: Promise<void> | undefined
   return {
@@ -184,7 +192,9 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
         stopNudge()
         stopKeeper()
         await control.close()
+        stageStop.abort()
         await host.stop()
+        await stage?.then(async (s) => { await s.stop() }, () => {})
         log.info({ event: 'stopped' }, 'node stopped')
       })()
       await stopping

@@ -22,8 +22,8 @@ import { uPnPNAT } from '@libp2p/upnp-nat'
 import { webSockets } from '@libp2p/websockets'
 import { createLibp2p } from 'libp2p'
 import type { Libp2p, Libp2pOptions, ServiceFactoryMap } from 'libp2p'
-import { bulkTransfer, dhtProtocol, probeService, swarmSync } from '../protocols/index.ts'
-import type { BulkTransferService, ProbeService, SwarmSync } from '../protocols/index.ts'
+import { bulkTransfer, dhtProtocol, inferenceStageService, probeService, swarmSync } from '../protocols/index.ts'
+import type { BulkTransferService, InferenceStageService, ProbeService, SwarmSync } from '../protocols/index.ts'
 import type { NodeConfig } from './config.ts'
 import { MAX_CONNECTIONS, MAX_INBOUND_STREAMS, SOFTWARE_VERSION, UPNP_INITIAL_SEARCH_MS } from './constants.ts'
 import { directUpgrader } from './direct-upgrade.ts'
@@ -64,6 +64,8 @@ export interface MyceliumServices extends Record<string, unknown> {
   swarmSync: SwarmSync
   /** RTT and bandwidth to connected peers (/mycelium/probe/1). */
   probe: ProbeService
+  /** Serves a layer range over /mycelium/<swarm>/inference/1.0.0 once `serve(shard)` is called (node/serving.ts). */
+  inference: InferenceStageService
   reachability: ReachabilityMonitor
   direct?: DirectUpgrader
   relay?: CircuitRelayService
@@ -102,6 +104,7 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
       identityExisted: options.identityExisted === true
     }),
     probe: probeService(),
+    inference: inferenceStageService({ swarm: config.swarm }),
     reachability: (components: ReachabilityComponents) => {
       monitor = reachabilityMonitor()(components)
       return monitor

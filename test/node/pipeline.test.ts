@@ -1,0 +1,93 @@
+// Distributed inference between real daemons on loopback: `node start --model stories260K
+// --layers a:b` processes form 1-, 2-, 3- and 5-stage chains, and a client node running
+// runInference gets exactly the single-process engine's greedy tokens (prompt "Once upon a time",
+// 64 positions). Also: `--layers` is validated with one-line errors.
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import type { Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { openLlama2c } from '../../engine/formats/llama2c.ts'
+import { generate, sessionStepper } from '../../engine/generate.ts'
+import { createSampler } from '../../engine/sampler.ts'
+import { loadShard } from '../../engine/shard.ts'
+import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
+import { nodeConfig } from '../../node/config.ts'
+import { inferenceProtocol, runInference, type ChainHop } from '../../protocols/index.ts'
+import { STORIES260K, TOK512 } from '../models.ts'
+import { cleanupDaemons, runCli, scratch, startDaemon, type Started } from './daemons.ts'
+
+const SWARM = 'pipeline'
+const STEPS = 64
+let prompt: number[]
+let expected: number[]
+let client: Libp2p
+
+beforeAll(async () => {
+  const source = await openLlama2c(STORIES260K)
+  prompt = (await Llama2cTokenizer.fromFile(TOK512, source.config.vocabSize)).encode('Once upon a time', { bos: true })
+  const whole = await loadShard(source)
+  const session = whole.openSession({ maxLength: STEPS })
+  expected = [prompt[0]] // generate yields the forced prompt tokens too
+  for await (const ev of generate(sessionStepper(session), { prompt, steps: STEPS, sampler: createSampler(), bosId: source.config.bosId })) {
+    if (ev.type === 'token') expected.push(ev.id)
+  }
+  await whole.close()
+  client = await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
+})
+afterAll(async () => { await client.stop() })
+afterEach(cleanupDaemons)
+
+/** The ready record (startDaemon resolved on the later `serving` line). */
+function ready (d: Started): Record<string, unknown> {
+  return d.events.find((e) => e.event === 'ready') as Record<string, unknown>
+}
+
+function addr (d: Started): string {
+  return (ready(d).listen as string[]).find((a) => a.includes('/tcp/') && !a.includes('/ws')) as string // ends in /p2p/<id>
+}
+
+/** Starts one daemon per range; each bootstraps to the ones before it, so every pair is connected. */
+async function chainOf (bounds: number[]): Promise<ChainHop[]> {
+  const started: Started[] = []
+  for (let i = 0; i + 1 < bounds.length; i++) {
+    const boot = started.map(addr)
+    started.push(await startDaemon(scratch('mycelium-pipe-'), ['--swarm', SWARM, '--model', STORIES260K, '--layers', `${bounds[i]}:${bounds[i + 1]}`, '--threads', '1', ...(boot.length > 0 ? ['--bootstrap', ...boot] : [])], 'serving'))
+  }
+  for (const d of started) await client.dial(multiaddr(addr(d)))
+  return started.map((d, i) => ({ peer: ready(d).peerId as string, start: bounds[i], end: bounds[i + 1] }))
+}
+
+async function generateOver (chain: ChainHop[]): Promise<number[]> {
+  const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+    await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+  const out = [...prompt]
+  for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, signal: AbortSignal.timeout(20_000) })) {
+    if (ev.type === 'token') out.push(ev.id)
+  }
+  return out
+}
+
+describe('node start --layers: daemons serve a chain of stages', () => {
+  it('validates --layers', () => {
+    expect(nodeConfig({ model: STORIES260K, layers: '1:3' }).model?.layers).toEqual({ start: 1, end: 3 })
+    expect(nodeConfig({ model: STORIES260K, layers: 'auto' }).model?.layers).toBeUndefined()
+    for (const bad of ['3:1', '2:2', 'a:b', '1-3', '-1:2']) expect(() => nodeConfig({ model: STORIES260K, layers: bad })).toThrow(/--layers/)
+    expect(() => nodeConfig({ layers: '0:2' })).toThrow(/--layers needs --model/)
+    const r = runCli(['node', 'start', '--data-dir', scratch('mycelium-pipe-'), '--no-mdns', '--no-upnp', '--listen', '/ip4/127.0.0.1/tcp/0', '--model', STORIES260K, '--layers', '0:9'])
+    expect(r.status).not.toBe(0)
+    expect(r.stderr).toMatch(/--layers: 0:9 passes the model's 5 layers/)
+  })
+
+  it.each([
+    ['1 daemon', [0, 5]],
+    ['2 daemons', [0, 3, 5]],
+    ['3 daemons', [0, 1, 4, 5]],
+    ['5 daemons', [0, 1, 2, 3, 4, 5]]
+  ])('%s give the single-process greedy tokens', async (_name, bounds) => {
+    expect(await generateOver(await chainOf(bounds))).toEqual(expected)
+  }, 30_000)
+})
