@@ -213,10 +213,17 @@ export class InferenceStageService implements Startable {
     }
     const codec = engineCodec(open.codec) as EngineCodec
     const reservedBytes = kvBytesFor(shard, open.maxLength)
+    let session: Session
+    try {
+      session = shard.openSession({ maxLength: open.maxLength })
+    } catch (err) {
+      await this.refuse(upstream, Status.INTERNAL, open.sessionId, `engine: ${(err as Error).name}`)
+      return
+    }
     this.reservedBytes += reservedBytes
     const s: StageSession = {
       id: open.sessionId,
-      session: shard.openSession({ maxLength: open.maxLength }),
+      session,
       codec,
       maxLength: open.maxLength,
       reservedBytes,
@@ -384,6 +391,10 @@ export class InferenceStageService implements Startable {
     // the client's copy is queued, not awaited: it is off the critical path (queued first, so
     // tokens reach the client in order even when a one-stage ring recurses synchronously)
     s.upstream.write({ token }).catch(() => { void this.teardown(s, Status.OK, 'client went away') })
+    // a one-stage ring would otherwise run the whole generation in one synchronous recursion:
+    // let I/O (a cancel, other sessions' steps) in between tokens
+    if (s.back === undefined) await new Promise((resolve) => setImmediate(resolve))
+    if (s.closed) return false
     return await this.step(s, { sessionId: s.id, position: token.position + 1, tokens: [token.token], hidden: new Uint8Array(0), dtype: wireCodec(s.codec), shape: [] })
   }
 

@@ -17,7 +17,7 @@ import type { ModelSource, Shard } from '../../engine/index.ts'
 import { createSampler } from '../../engine/sampler.ts'
 import { loadShard } from '../../engine/shard.ts'
 import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
-import { InferenceFrame, InferenceStageService, inferenceProtocol, inferenceStageService, runInference, type ChainHop } from '../../protocols/index.ts'
+import { InferenceFrame, InferenceFailedError, InferenceStageService, inferenceProtocol, inferenceStageService, runInference, type ChainHop } from '../../protocols/index.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
 
 const SWARM = 'test'
@@ -100,7 +100,43 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
     const { client, chain, stages } = await ring(bounds)
     expect(await tokensOver(client, chain)).toEqual(expected)
     // every stage let go of the session
+    for (const s of stages) await expect.poll(() => s.services.inference.usage).toEqual({ sessions: 0, reservedBytes: 0, kvBytes: 0 })
+  })
+
+  it('hidden states travel in f16 and int8 too (a lossy codec still runs the whole ring)', async () => {
+    const { client, chain } = await ring([0, 3, 5])
+    expect(await tokensOver(client, chain, { codec: 'f16' })).toHaveLength(expected.length)
+    expect((await tokensOver(client, chain, { codec: 'int8' })).length).toBeGreaterThan(prompt.length)
+  })
+
+  it('a client that stops reading cancels the session on every stage, which keep serving', async () => {
+    const { client, chain, stages } = await ring([0, 2, 4, 5])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    let seen = 0
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS })) {
+      if (ev.type === 'token' && ++seen === 5) break
+    }
     for (const s of stages) await expect.poll(() => s.services.inference.usage.sessions).toBe(0)
+    const aborted = new AbortController()
+    const run = runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, signal: aborted.signal })
+    await expect((async () => { for await (const ev of run) if (ev.type === 'token') aborted.abort() })()).rejects.toMatchObject({ name: 'InferenceFailedError', status: 'CANCELLED' })
+    for (const s of stages) await expect.poll(() => s.services.inference.usage.sessions).toBe(0)
+    expect(await tokensOver(client, chain)).toEqual(expected)
+  })
+
+  it('a stage that stops mid-generation ends the request with a status, and frees the others', async () => {
+    const { client, chain, stages } = await ring([0, 2, 4, 5])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const failure = (async () => {
+      for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS })) {
+        if (ev.type === 'token' && ev.position === 10) await stages[1].stop()
+      }
+    })()
+    const err = await failure.then(() => undefined, (e: unknown) => e)
+    expect(err).toBeInstanceOf(InferenceFailedError)
+    for (const s of [stages[0], stages[2]]) await expect.poll(() => s.services.inference.usage.sessions).toBe(0)
   })
 })
 
@@ -188,7 +224,8 @@ describe('inference stage refusals (in-memory streams)', () => {
     expect(service.usage).toEqual({ sessions: 0, reservedBytes: 0, kvBytes: 0 })
   })
 
-  it('a middle stage refuses hidden states of the wrong dtype, shape or length', async () => {
+  /** A [1, 3) stage whose next hop (an in-memory stream) accepts the open and then only reads. */
+  async function middleStage (init: ConstructorParameters<typeof InferenceStageService>[1] = {}): Promise<InferenceStageService> {
     const middle = await loadShard(source, { start: 1, end: 3 })
     shards.push(middle)
     const [toNext, nextEnd] = await streamPair()
@@ -203,12 +240,28 @@ describe('inference stage refusals (in-memory streams)', () => {
       registrar: { handle: async () => {}, unhandle: async () => {} },
       connectionManager: { openStream: async () => toNext },
       logger: defaultLogger()
-    }, { swarm: SWARM })
+    }, { swarm: SWARM, ...init })
     service.serve({ shard: middle })
-    const chain = [{ peer: '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN', start: 3, end: 5 }]
-    const frames = await exchange(service, [open({ start: 1, end: 3, chain, origin: 'o' }), step({ tokens: [], hidden: new Uint8Array(4 * 64 * 2), shape: [2, 63] })])
-    expect(status(frames)).toBe('WRONG_SHAPE')
-    expect(service.usage.sessions).toBe(0)
+    return service
+  }
+  const middleOpen = open({ start: 1, end: 3, chain: [{ peer: '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN', start: 3, end: 5 }], origin: 'o' })
+
+  it('a middle stage refuses hidden states of the wrong dtype, shape or length', async () => {
+    const hidden = (T: number, bytes: number, dtype = 'F32'): Partial<InferenceFrame> => step({ tokens: [], hidden: new Uint8Array(bytes), shape: [T, 64], dtype: dtype as never })
+    expect(status(await exchange(await middleStage(), [middleOpen, step({ tokens: [], hidden: new Uint8Array(4 * 64 * 2), shape: [2, 63] })]))).toBe('WRONG_SHAPE')
+    expect(status(await exchange(await middleStage(), [middleOpen, hidden(2, 4 * 64 * 2 - 4)]))).toBe('WRONG_SHAPE')
+    expect(status(await exchange(await middleStage(), [middleOpen, hidden(2, 2 * 64 * 2, 'F16')]))).toBe('WRONG_SHAPE') // the session's codec is f32
+    expect(status(await exchange(await middleStage(), [middleOpen, step()]))).toBe('WRONG_SHAPE') // tokens to a middle stage
+    const ok = await middleStage()
+    expect(status(await exchange(ok, [middleOpen, hidden(2, 4 * 64 * 2), { ...hidden(1, 4 * 64), step: { ...hidden(1, 4 * 64).step!, position: 5 } }]))).toBe('OUT_OF_ORDER')
+    expect(ok.usage.sessions).toBe(0)
+  })
+
+  it('a middle stage ends a session whose upstream goes quiet (idle deadline), and every session expires', async () => {
+    expect(status(await exchange(await middleStage({ idleTimeoutMs: 50 }), [middleOpen], 2))).toBe('TIMEOUT')
+    const first = bare(whole, { sessionTimeoutMs: 50 })
+    expect(status(await exchange(first, [open()], 2))).toBe('TIMEOUT')
+    expect(first.usage.sessions).toBe(0)
   })
 
   it('keeps serving: a clean generation after all the refusals gives the expected tokens', async () => {
