@@ -32,18 +32,80 @@ export interface InferenceRequest extends AbortOptions {
   /** Hidden-state codec between stages (default f32). */
   codec?: EngineCodec
   sampling?: { temperature?: number, topP?: number, topK?: number, seed?: number | bigint, maxTokens?: number }
+  /**
+   * Failover: when the session fails, stages that no longer accept a stream are replaced by
+   * `replace(hop, index)` (e.g. from the router; undefined gives up) and the history (prompt and
+   * tokens so far) is replayed as one prefill on the new chain, so generation continues where it
+   * stopped. With greedy sampling the tokens equal a run without failure; a seeded sampler would
+   * restart its PRNG (not replayed yet).
+   */
+  failover?: { replace: (hop: ChainHop, index: number) => Promise<ChainHop | undefined>, maxAttempts?: number, probeTimeoutMs?: number }
 }
 
 export type InferenceEvent =
   | { type: 'open', sessionId: string, ms: number }
   | { type: 'token', id: number, position: number }
+  | { type: 'retry', attempt: number, status: string, replaced: number[], replayed: number }
   | { type: 'done', reason: 'steps' | 'bos', tokens: number }
 
 /** Opens a stream to a peer for a protocol (libp2p's `dialProtocol` or a connection manager's `openStream`). */
 export type OpenStream = (peer: PeerId | string, protocol: string, options: AbortOptions) => Promise<Stream>
 
-/** Runs one generation over a chain of stages; yields the session's open, each token, and done. */
+/**
+ * Runs one generation over a chain of stages; yields the session's open, each token, and done
+ * (and `retry` when failover re-opened the chain).
+ */
 export async function * runInference (openStream: OpenStream, protocol: string, request: InferenceRequest): AsyncGenerator<InferenceEvent> {
+  const failover = request.failover
+  let chain = request.chain
+  const generated: number[] = []
+  for (let attempt = 0; ; attempt++) {
+    const history = [...request.prompt, ...generated]
+    const maxTokens = request.sampling?.maxTokens ?? 0
+    try {
+      for await (const ev of runSession(openStream, protocol, {
+        ...request,
+        chain,
+        prompt: history,
+        ...(request.sampling !== undefined ? { sampling: { ...request.sampling, maxTokens: maxTokens > 0 ? maxTokens - generated.length : 0 } } : {}),
+        ...(attempt > 0 ? { sessionId: crypto.randomUUID() } : {})
+      })) {
+        if (ev.type === 'token') generated.push(ev.id)
+        if (ev.type === 'done') { yield { ...ev, tokens: generated.length }; return }
+        if (ev.type !== 'open' || attempt === 0) yield ev
+      }
+      return
+    } catch (err) {
+      const status = err instanceof InferenceFailedError ? err.status : 'ERROR'
+      if (failover === undefined || attempt >= (failover.maxAttempts ?? 3) || status === 'CANCELLED' || request.signal?.aborted === true) throw err
+      const replaced: number[] = []
+      const next = [...chain]
+      for (let i = 0; i < chain.length; i++) {
+        if (await reachable(openStream, protocol, chain[i], failover.probeTimeoutMs ?? 2000, request.signal)) continue
+        const hop = await failover.replace(chain[i], i)
+        if (hop === undefined) throw err
+        next[i] = hop
+        replaced.push(i)
+      }
+      chain = next
+      yield { type: 'retry', attempt: attempt + 1, status, replaced, replayed: request.prompt.length + generated.length }
+    }
+  }
+}
+
+/** True when the hop still accepts a stream of the protocol (the stream is dropped at once). */
+async function reachable (openStream: OpenStream, protocol: string, hop: ChainHop, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+  try {
+    const stream = await openStream(hop.peer, protocol, { signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal !== undefined ? [signal] : [])]) })
+    stream.abort(new Error('liveness probe'))
+    return true
+  } catch {
+    return false // reason: any failure to open a stream means the hop must be replaced
+  }
+}
+
+/** One session on one chain, no failover. */
+async function * runSession (openStream: OpenStream, protocol: string, request: InferenceRequest): AsyncGenerator<InferenceEvent> {
   const { chain, prompt, signal } = request
   if (chain.length === 0) throw new RangeError('a chain needs at least one stage')
   if (prompt.length === 0 || prompt.length > request.maxLength) throw new RangeError('the prompt needs 1 to maxLength tokens')

@@ -125,6 +125,36 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
     expect(await tokensOver(client, chain)).toEqual(expected)
   })
 
+  it('32 concurrent sessions over one 3-stage ring all give the single-process tokens', async () => {
+    const { client, chain, stages } = await ring([0, 1, 3, 5])
+    const runs = await Promise.all(Array.from({ length: 32 }, async () => await tokensOver(client, chain)))
+    for (const r of runs) expect(r).toEqual(expected)
+    for (const s of stages) await expect.poll(() => s.services.inference.usage.sessions).toBe(0)
+  })
+
+  it('failover: a middle stage stopped at token 20 is replaced and the history replayed; the tokens are unchanged', async () => {
+    const { client, chain, stages } = await ring([0, 2, 4, 5])
+    const spare = await node()
+    const shard = await loadShard(source, { start: 2, end: 4 })
+    shards.push(shard)
+    spare.services.inference.serve({ shard, model: 'stories260K' })
+    for (const n of [client, ...stages]) await spare.dial(n.getMultiaddrs()[0])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const out = [...prompt]
+    const retries: unknown[] = []
+    const replace = async (hop: ChainHop): Promise<ChainHop | undefined> => (hop.start === 2 ? { peer: spare.peerId, start: 2, end: 4 } : undefined)
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, model: 'stories260K', failover: { replace } })) {
+      if (ev.type === 'token') {
+        out.push(ev.id)
+        if (ev.position === 20) await stages[1].stop()
+      }
+      if (ev.type === 'retry') retries.push(ev)
+    }
+    expect(retries).toMatchObject([{ type: 'retry', attempt: 1, replaced: [1] }])
+    expect(out).toEqual(expected)
+  })
+
   it('a stage that stops mid-generation ends the request with a status, and frees the others', async () => {
     const { client, chain, stages } = await ring([0, 2, 4, 5])
     const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
