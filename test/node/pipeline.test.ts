@@ -1,7 +1,8 @@
 // Distributed inference between real daemons on loopback: `node start --model stories260K
 // --layers a:b` processes form 1-, 2-, 3- and 5-stage chains, and a client node running
 // runInference gets exactly the single-process engine's greedy tokens (prompt "Once upon a time",
-// 64 positions). Also: `--layers` is validated with one-line errors.
+// 64 positions); `kill -9` of a middle daemon mid-generation fails over to a spare with identical
+// tokens. Also: `--layers` is validated with one-line errors.
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import type { Stream } from '@libp2p/interface'
@@ -16,7 +17,7 @@ import { createSampler } from '../../engine/sampler.ts'
 import { loadShard } from '../../engine/shard.ts'
 import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
 import { nodeConfig } from '../../node/config.ts'
-import { inferenceProtocol, runInference, type ChainHop } from '../../protocols/index.ts'
+import { inferenceProtocol, runInference, type ChainHop, type InferenceEvent, type InferenceRequest } from '../../protocols/index.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
 import { cleanupDaemons, runCli, scratch, startDaemon, type Started } from './daemons.ts'
 
@@ -50,23 +51,29 @@ function addr (d: Started): string {
   return (ready(d).listen as string[]).find((a) => a.includes('/tcp/') && !a.includes('/ws')) as string // ends in /p2p/<id>
 }
 
-/** Starts one daemon per range; each bootstraps to the ones before it, so every pair is connected. */
-async function chainOf (bounds: number[]): Promise<ChainHop[]> {
+/**
+ * Starts one daemon per range (plus `extra` ranges, not in the chain); each bootstraps to the ones
+ * before it, so every pair is connected.
+ */
+async function chainOf (bounds: number[], extra: Array<[number, number]> = []): Promise<{ chain: ChainHop[], daemons: Started[], spares: ChainHop[] }> {
   const started: Started[] = []
-  for (let i = 0; i + 1 < bounds.length; i++) {
+  const ranges: Array<[number, number]> = [...bounds.slice(0, -1).map((b, i): [number, number] => [b, bounds[i + 1]]), ...extra]
+  for (const [start, end] of ranges) {
     const boot = started.map(addr)
-    started.push(await startDaemon(scratch('mycelium-pipe-'), ['--swarm', SWARM, '--model', STORIES260K, '--layers', `${bounds[i]}:${bounds[i + 1]}`, '--threads', '1', ...(boot.length > 0 ? ['--bootstrap', ...boot] : [])], 'serving'))
+    started.push(await startDaemon(scratch('mycelium-pipe-'), ['--swarm', SWARM, '--model', STORIES260K, '--layers', `${start}:${end}`, '--threads', '1', ...(boot.length > 0 ? ['--bootstrap', ...boot] : [])], 'serving'))
   }
   for (const d of started) await client.dial(multiaddr(addr(d)))
-  return started.map((d, i) => ({ peer: ready(d).peerId as string, start: bounds[i], end: bounds[i + 1] }))
+  const hops = started.map((d, i) => ({ peer: ready(d).peerId as string, start: ranges[i][0], end: ranges[i][1] }))
+  return { chain: hops.slice(0, bounds.length - 1), daemons: started, spares: hops.slice(bounds.length - 1) }
 }
 
-async function generateOver (chain: ChainHop[]): Promise<number[]> {
+async function generateOver (chain: ChainHop[], options: Pick<InferenceRequest, 'failover'> & { onToken?: (position: number) => void, events?: InferenceEvent[] } = {}): Promise<number[]> {
   const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
     await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
   const out = [...prompt]
-  for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, signal: AbortSignal.timeout(20_000) })) {
-    if (ev.type === 'token') out.push(ev.id)
+  for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, signal: AbortSignal.timeout(20_000), ...(options.failover !== undefined ? { failover: options.failover } : {}) })) {
+    options.events?.push(ev)
+    if (ev.type === 'token') { out.push(ev.id); options.onToken?.(ev.position) }
   }
   return out
 }
@@ -88,6 +95,18 @@ describe('node start --layers: daemons serve a chain of stages', () => {
     ['3 daemons', [0, 1, 4, 5]],
     ['5 daemons', [0, 1, 2, 3, 4, 5]]
   ])('%s give the single-process greedy tokens', async (_name, bounds) => {
-    expect(await generateOver(await chainOf(bounds))).toEqual(expected)
+    expect(await generateOver((await chainOf(bounds)).chain)).toEqual(expected)
+  }, 30_000)
+
+  it('kill -9 of the middle daemon at token 20 of 64: failover to a spare, identical tokens', async () => {
+    const { chain, daemons, spares } = await chainOf([0, 1, 4, 5], [[1, 4]])
+    const events: InferenceEvent[] = []
+    const tokens = await generateOver(chain, {
+      events,
+      onToken: (position) => { if (position === 20) daemons[1].child.kill('SIGKILL') },
+      failover: { replace: async (hop) => spares.find((s) => s.start === hop.start && s.end === hop.end) }
+    })
+    expect(events.filter((e) => e.type === 'retry')).toMatchObject([{ attempt: 1, replaced: [1] }])
+    expect(tokens).toEqual(expected)
   }, 30_000)
 })
