@@ -74,6 +74,8 @@ export interface StageShard {
 
 interface StageSession {
   id: string
+  /** The shard the session was opened on: `serve()` may switch the stage's shard meanwhile. */
+  shard: Shard
   session: Session
   codec: EngineCodec
   maxLength: number
@@ -121,9 +123,19 @@ export class InferenceStageService implements Startable {
     this.log = components.logger.forComponent('mycelium:protocols:inference')
   }
 
-  /** Starts serving `shard` (a stage without one refuses every session with WRONG_LAYERS). */
+  /**
+   * Serves `shard` to new sessions from now on (undefined: refuse them with WRONG_LAYERS). Open
+   * sessions finish on the shard they opened on; `sessionsOn` tells when an old shard can close.
+   */
   serve (stage: StageShard | undefined): void {
     this.served = stage
+  }
+
+  /** Sessions still running on `shard`. */
+  sessionsOn (shard: Shard): number {
+    let n = 0
+    for (const s of this.sessions.values()) if (s.shard === shard) n++
+    return n
   }
 
   /** Sessions held now, KV bytes reserved for them and held by their caches. */
@@ -223,6 +235,7 @@ export class InferenceStageService implements Startable {
     this.reservedBytes += reservedBytes
     const s: StageSession = {
       id: open.sessionId,
+      shard,
       session,
       codec,
       maxLength: open.maxLength,
@@ -305,7 +318,7 @@ export class InferenceStageService implements Startable {
 
   /** Reads steps (and close) from upstream until the session ends. */
   private async readUpstream (s: StageSession): Promise<void> {
-    const shard = this.served?.shard as Shard
+    const shard = s.shard
     for (;;) {
       // the client's stream on the first stage is quiet while tokens flow: only the session
       // deadline bounds it; every other upstream must keep sending hidden states
@@ -330,7 +343,7 @@ export class InferenceStageService implements Startable {
 
   /** Runs one step and passes its output on; false when the session ended. */
   private async step (s: StageSession, step: Step): Promise<boolean> {
-    const shard = this.served?.shard as Shard
+    const shard = s.shard
     const { dim, vocabSize, bosId } = shard.config
     let T: number
     let out: StageOutput

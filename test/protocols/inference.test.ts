@@ -155,6 +155,21 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
     expect(out).toEqual(expected)
   })
 
+  it('switching the served shard mid-generation: the open session finishes on its shard, new ones see the switch', async () => {
+    const { client, chain, stages } = await ring([0, 2, 5])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const out = [...prompt]
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS })) {
+      if (ev.type === 'token') {
+        out.push(ev.id)
+        if (ev.position === 10) stages[1].services.inference.serve(undefined)
+      }
+    }
+    expect(out).toEqual(expected)
+    await expect(tokensOver(client, chain)).rejects.toMatchObject({ name: 'InferenceFailedError', status: 'DOWNSTREAM' })
+  })
+
   it('a stage that stops mid-generation ends the request with a status, and frees the others', async () => {
     const { client, chain, stages } = await ring([0, 2, 4, 5])
     const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
