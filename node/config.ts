@@ -47,8 +47,8 @@ export interface ModelConfig {
   manifestCacheDir: string
   /**
    * `--layers a:b`: serve exactly layers [a, b) over the inference protocol (checked against the
-   * model's layer count once it is open). Absent (`--layers auto` or no flag): the allocation is
-   * only published; serving it is not wired yet (issue 6).
+   * model's layer count once it is open). Absent (`--layers auto` or no flag): serve the range the
+   * swarm's allocation gives this node, following it as it moves (node/serving.ts).
    */
   layers?: { start: number, end: number }
 }

@@ -71,7 +71,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   const modelStartup = config.model === undefined ? undefined : await import('./model-startup.ts')
   const opened = config.model === undefined || modelStartup === undefined ? undefined : await modelStartup.openNodeModel(config.model)
   // `--layers a:b`: the range is checked against the model now, before the ready line
-  const serving = opened !== undefined && config.model?.layers !== undefined ? await import('./serving.ts') : undefined
+  const serving = opened !== undefined ? await import('./serving.ts') : undefined
   if (opened !== undefined && config.model?.layers !== undefined) serving?.checkLayers(config.model.layers, opened.source.config.nLayers)
   const identity = await loadOrCreateIdentity(config.identityPath)
   log.info({ event: 'identity', path: identity.path, created: identity.created }, identity.created ? 'created a new identity' : 'loaded identity')
@@ -179,6 +179,10 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     ? serving.startStageServing(host, opened, { ...config.model, layers: config.model.layers }, served?.model, log, { signal: stageStop.signal })
     : undefined
   stage?.catch((err: Error) => { if (!stageStop.signal.aborted) reportFatal(err) })
+  // `--layers auto` (the default with --model): serve the allocator's range for this node
+  const following = serving !== undefined && opened !== undefined && config.model !== undefined && config.model.layers === undefined && served !== undefined
+    ? serving.followAllocation(host, opened, config.model, served.model, log)
+    : undefined
 
   let stopping: Promise<void> | undefined
   return {
@@ -195,6 +199,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
         stageStop.abort()
         await host.stop()
         await stage?.then(async (s) => { await s.stop() }, () => {})
+        await following?.stop()
         log.info({ event: 'stopped' }, 'node stopped')
       })()
       await stopping

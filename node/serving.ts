@@ -37,3 +37,52 @@ export async function startStageServing (host: MyceliumHost, opened: OpenedModel
     }
   }
 }
+
+/** How often `--layers auto` checks the allocator's range for this node (ms). */
+export const FOLLOW_ALLOCATION_POLL_MS = 500
+
+/**
+ * `--layers auto`: serve whatever range the allocator gives this node. On a change the new range
+ * is loaded next to the old one (memory: both, briefly), new sessions go to it at once, and the
+ * old shard closes when its last session ended. No range (or no allocation yet): nothing served.
+ */
+export function followAllocation (host: MyceliumHost, opened: OpenedModel, config: ModelConfig, model: NodeModel, log: Logger, options: { pollMs?: number } = {}): { stop: () => Promise<void> } {
+  const service = host.services.inference
+  let current: { key: string, shard?: Shard } = { key: '' }
+  const retired: Shard[] = []
+  let busy = false
+  let stopped = false
+  const tick = async (): Promise<void> => {
+    if (busy || stopped) return
+    busy = true
+    try {
+      for (const old of [...retired]) {
+        if (service.sessionsOn(old) > 0) continue
+        retired.splice(retired.indexOf(old), 1)
+        await old.close()
+      }
+      const self = model.allocator?.current()?.self ?? null
+      const key = self === null ? '' : `${self.start}:${self.end}`
+      if (key === current.key) return
+      const shard = self === null ? undefined : await loadShard(opened.source, { start: self.start, end: self.end, dtype: opened.dtype, threads: config.threads })
+      if (stopped) { await shard?.close(); return }
+      service.serve(shard === undefined ? undefined : { shard, get model () { return model.manifest?.id } })
+      if (current.shard !== undefined) retired.push(current.shard)
+      current = { key, ...(shard !== undefined ? { shard } : {}) }
+      log.info({ event: 'serving', start: self?.start ?? null, end: self?.end ?? null, auto: true, protocol: service.protocol }, self === null ? 'serving no layers' : `serving layers [${self.start}, ${self.end}) (allocation)`)
+    } catch (err) {
+      log.warn({ event: 'serving-failed', err: (err as Error).message }, 'could not load the allocated layers; retrying')
+    } finally {
+      busy = false
+    }
+  }
+  const timer = setInterval(() => { void tick() }, options.pollMs ?? FOLLOW_ALLOCATION_POLL_MS)
+  return {
+    stop: async () => {
+      stopped = true
+      clearInterval(timer)
+      service.serve(undefined)
+      await Promise.all([...retired.splice(0), ...(current.shard !== undefined ? [current.shard] : [])].map(async (s) => { await s.close() }))
+    }
+  }
+}

@@ -24,7 +24,7 @@ export function registerStartCommand (program: Command): void {
     .option('--model <path>', 'offer this model to the swarm: a llama2.c .bin, a Hugging Face directory or a .gguf file; the node measures its speed on it and takes its share of the layers')
     .option('--dtype <dtype>', 'how the model\'s layers are held: f32, f16, q8_0 or q4_0 (default: the file\'s own layer dtype when the engine holds it, else f32)')
     .option('--max-memory <bytes>', 'most memory for weights and KV cache, e.g. 512M or 4G (binary units; default: 80% of free memory)')
-    .option('--layers <range>', 'serve exactly these layers over the inference protocol: START:END, half-open (e.g. 0:2), or auto (publish the allocation only; default)')
+    .option('--layers <range>', 'layers to serve over the inference protocol: START:END, half-open (e.g. 0:2), or auto (default: the range the swarm\'s allocation gives this node)')
     .option('--threads <n>', 'kernel threads for the model (default: every core)')
     .option('--log-level <level>', 'pino log level (trace, debug, info, warn, error)', 'info')
     .action(async (flags: NodeFlags & { logLevel: string }) => {

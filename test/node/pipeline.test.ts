@@ -16,7 +16,9 @@ import { generate, sessionStepper } from '../../engine/generate.ts'
 import { createSampler } from '../../engine/sampler.ts'
 import { loadShard } from '../../engine/shard.ts'
 import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
+import { join } from 'node:path'
 import { nodeConfig } from '../../node/config.ts'
+import { controlRequest } from '../../node/control.ts'
 import { inferenceProtocol, runInference, type ChainHop, type InferenceEvent, type InferenceRequest } from '../../protocols/index.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
 import { cleanupDaemons, runCli, scratch, startDaemon, type Started } from './daemons.ts'
@@ -109,4 +111,30 @@ describe('node start --layers: daemons serve a chain of stages', () => {
     expect(events.filter((e) => e.type === 'retry')).toMatchObject([{ attempt: 1, replaced: [1] }])
     expect(tokens).toEqual(expected)
   }, 30_000)
+
+  it('--layers auto: three daemons serve the ranges their shared allocation gives them, and the chain generates', async () => {
+    const started: Started[] = []
+    for (let i = 0; i < 3; i++) {
+      // 10 MiB each holds 2 of stories260K's 5 layers: the allocation must split the model over all three
+      started.push(await startDaemon(scratch('mycelium-pipe-'), ['--swarm', SWARM, '--model', STORIES260K, '--max-memory', '10M', '--threads', '1', ...(started.length > 0 ? ['--bootstrap', ...started.map(addr)] : [])]))
+    }
+    for (const d of started) await client.dial(multiaddr(addr(d)))
+    const ids = started.map((d) => ready(d).peerId as string)
+    // wait until one covered allocation is what every daemon last announced serving
+    const deadline = Date.now() + 25_000
+    let chain: ChainHop[] | undefined
+    while (chain === undefined && Date.now() < deadline) {
+      const a = (await controlRequest(join(started[0].dir, 'control.sock'), { cmd: 'allocation' }).catch(() => undefined)) as unknown as { allocation?: { covered: boolean, assignments: Array<{ peerId: string, start: number, end: number }> } } | undefined
+      const assignments = a?.allocation?.covered === true ? a.allocation.assignments : []
+      const serving = (d: Started): Record<string, unknown> | undefined => d.events.filter((e) => e.event === 'serving').at(-1)
+      const agreed = assignments.length === 3 && started.every((d, i) => {
+        const mine = assignments.find((x) => x.peerId === ids[i])
+        return mine !== undefined && serving(d)?.start === mine.start && serving(d)?.end === mine.end
+      })
+      if (agreed) chain = [...assignments].sort((x, y) => x.start - y.start).map((x) => ({ peer: x.peerId, start: x.start, end: x.end }))
+      else await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+    expect(chain, 'the daemons serve one covered allocation').toBeDefined()
+    expect(await generateOver(chain as ChainHop[])).toEqual(expected)
+  }, 40_000)
 })
