@@ -31,13 +31,21 @@ export interface InferenceRequest extends AbortOptions {
   model?: string
   /** Hidden-state codec between stages (default f32). */
   codec?: EngineCodec
-  sampling?: { temperature?: number, topP?: number, topK?: number, seed?: number | bigint, maxTokens?: number }
+  sampling?: {
+    temperature?: number
+    topP?: number
+    topK?: number
+    seed?: number | bigint
+    maxTokens?: number
+    /** PRNG draws to skip (failover sets it to the tokens already sampled; default 0). */
+    skipDraws?: number
+  }
   /**
    * Failover: when the session fails, stages that no longer accept a stream are replaced by
    * `replace(hop, index)` (e.g. from the router; undefined gives up) and the history (prompt and
    * tokens so far) is replayed as one prefill on the new chain, so generation continues where it
-   * stopped. With greedy sampling the tokens equal a run without failure; a seeded sampler would
-   * restart its PRNG (not replayed yet).
+   * stopped. The tokens equal a run without failure: greedy, and seeded sampling too (the last
+   * stage skips the PRNG draws already made).
    */
   failover?: { replace: (hop: ChainHop, index: number) => Promise<ChainHop | undefined>, maxAttempts?: number, probeTimeoutMs?: number }
 }
@@ -67,7 +75,7 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
         ...request,
         chain,
         prompt: history,
-        ...(request.sampling !== undefined ? { sampling: { ...request.sampling, maxTokens: maxTokens > 0 ? maxTokens - generated.length : 0 } } : {}),
+        ...(request.sampling !== undefined ? { sampling: { ...request.sampling, maxTokens: maxTokens > 0 ? maxTokens - generated.length : 0, skipDraws: generated.length } } : {}),
         ...(attempt > 0 ? { sessionId: crypto.randomUUID() } : {})
       })) {
         if (ev.type === 'token') generated.push(ev.id)
@@ -146,7 +154,7 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
         codec: wireCodec(request.codec ?? 'f32'),
         chain: chain.slice(1).map((h) => ({ peer: h.peer.toString(), start: h.start, end: h.end })),
         origin: '',
-        sampling: { temperature: s.temperature ?? 0, topP: s.topP ?? 1, topK: s.topK ?? 0, seed: BigInt(s.seed ?? 1), maxTokens: s.maxTokens ?? 0 }
+        sampling: { temperature: s.temperature ?? 0, topP: s.topP ?? 1, topK: s.topK ?? 0, seed: BigInt(s.seed ?? 1), maxTokens: s.maxTokens ?? 0, skipDraws: s.skipDraws ?? 0 }
       }
     })
     const opened = await read()

@@ -56,6 +56,7 @@ export interface Sampling {
     topK: number;
     seed: bigint;
     maxTokens: number;
+    skipDraws: number;
 }
 export declare namespace Sampling {
     const codec: () => Codec<Sampling>;
@@ -79,9 +80,13 @@ export declare namespace Sampling {
         field: '$.maxTokens';
         value: number;
     }
+    interface SamplingSkipDrawsFieldEvent {
+        field: '$.skipDraws';
+        value: number;
+    }
     function encode(obj: Partial<Sampling>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Sampling>): Sampling;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Sampling>): Generator<SamplingTemperatureFieldEvent | SamplingTopPFieldEvent | SamplingTopKFieldEvent | SamplingSeedFieldEvent | SamplingMaxTokensFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Sampling>): Generator<SamplingTemperatureFieldEvent | SamplingTopPFieldEvent | SamplingTopKFieldEvent | SamplingSeedFieldEvent | SamplingMaxTokensFieldEvent | SamplingSkipDrawsFieldEvent>;
 }
 export interface OpenSession {
     sessionId: string;
@@ -159,9 +164,13 @@ export declare namespace OpenSession {
         field: '$.sampling.maxTokens';
         value: number;
     }
+    interface OpenSessionSamplingSkipDrawsFieldEvent {
+        field: '$.sampling.skipDraws';
+        value: number;
+    }
     function encode(obj: Partial<OpenSession>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<OpenSession>): OpenSession;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<OpenSession>): Generator<OpenSessionSessionIdFieldEvent | OpenSessionModelFieldEvent | OpenSessionStartFieldEvent | OpenSessionEndFieldEvent | OpenSessionMaxLengthFieldEvent | OpenSessionCodecFieldEvent | OpenSessionChainPeerFieldEvent | OpenSessionChainStartFieldEvent | OpenSessionChainEndFieldEvent | OpenSessionOriginFieldEvent | OpenSessionSamplingTemperatureFieldEvent | OpenSessionSamplingTopPFieldEvent | OpenSessionSamplingTopKFieldEvent | OpenSessionSamplingSeedFieldEvent | OpenSessionSamplingMaxTokensFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<OpenSession>): Generator<OpenSessionSessionIdFieldEvent | OpenSessionModelFieldEvent | OpenSessionStartFieldEvent | OpenSessionEndFieldEvent | OpenSessionMaxLengthFieldEvent | OpenSessionCodecFieldEvent | OpenSessionChainPeerFieldEvent | OpenSessionChainStartFieldEvent | OpenSessionChainEndFieldEvent | OpenSessionOriginFieldEvent | OpenSessionSamplingTemperatureFieldEvent | OpenSessionSamplingTopPFieldEvent | OpenSessionSamplingTopKFieldEvent | OpenSessionSamplingSeedFieldEvent | OpenSessionSamplingMaxTokensFieldEvent | OpenSessionSamplingSkipDrawsFieldEvent>;
 }
 export interface Step {
     sessionId: string;
@@ -345,6 +354,10 @@ export declare namespace Frame {
         field: '$.open.sampling.maxTokens';
         value: number;
     }
+    interface FrameOpenSamplingSkipDrawsFieldEvent {
+        field: '$.open.sampling.skipDraws';
+        value: number;
+    }
     interface FrameStepSessionIdFieldEvent {
         field: '$.step.sessionId';
         value: string;
@@ -413,5 +426,5 @@ export declare namespace Frame {
     }
     function encode(obj: Partial<Frame>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Frame;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FrameOpenSessionIdFieldEvent | FrameOpenModelFieldEvent | FrameOpenStartFieldEvent | FrameOpenEndFieldEvent | FrameOpenMaxLengthFieldEvent | FrameOpenCodecFieldEvent | FrameOpenChainPeerFieldEvent | FrameOpenChainStartFieldEvent | FrameOpenChainEndFieldEvent | FrameOpenOriginFieldEvent | FrameOpenSamplingTemperatureFieldEvent | FrameOpenSamplingTopPFieldEvent | FrameOpenSamplingTopKFieldEvent | FrameOpenSamplingSeedFieldEvent | FrameOpenSamplingMaxTokensFieldEvent | FrameStepSessionIdFieldEvent | FrameStepPositionFieldEvent | FrameStepTokensFieldEvent | FrameStepHiddenFieldEvent | FrameStepDtypeFieldEvent | FrameStepShapeFieldEvent | FrameTokenSessionIdFieldEvent | FrameTokenTokenFieldEvent | FrameTokenPositionFieldEvent | FrameTokenDoneFieldEvent | FrameTokenBosFieldEvent | FrameAttachSessionIdFieldEvent | FrameResultStatusFieldEvent | FrameResultSessionIdFieldEvent | FrameResultDetailFieldEvent | FrameCloseFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FrameOpenSessionIdFieldEvent | FrameOpenModelFieldEvent | FrameOpenStartFieldEvent | FrameOpenEndFieldEvent | FrameOpenMaxLengthFieldEvent | FrameOpenCodecFieldEvent | FrameOpenChainPeerFieldEvent | FrameOpenChainStartFieldEvent | FrameOpenChainEndFieldEvent | FrameOpenOriginFieldEvent | FrameOpenSamplingTemperatureFieldEvent | FrameOpenSamplingTopPFieldEvent | FrameOpenSamplingTopKFieldEvent | FrameOpenSamplingSeedFieldEvent | FrameOpenSamplingMaxTokensFieldEvent | FrameOpenSamplingSkipDrawsFieldEvent | FrameStepSessionIdFieldEvent | FrameStepPositionFieldEvent | FrameStepTokensFieldEvent | FrameStepHiddenFieldEvent | FrameStepDtypeFieldEvent | FrameStepShapeFieldEvent | FrameTokenSessionIdFieldEvent | FrameTokenTokenFieldEvent | FrameTokenPositionFieldEvent | FrameTokenDoneFieldEvent | FrameTokenBosFieldEvent | FrameAttachSessionIdFieldEvent | FrameResultStatusFieldEvent | FrameResultSessionIdFieldEvent | FrameResultDetailFieldEvent | FrameCloseFieldEvent>;
 }

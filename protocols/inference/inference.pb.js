@@ -186,6 +186,10 @@ export var Sampling;
                     w.uint32(40);
                     w.uint32(obj.maxTokens);
                 }
+                if ((obj.skipDraws != null && obj.skipDraws !== 0)) {
+                    w.uint32(48);
+                    w.uint32(obj.skipDraws);
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -195,7 +199,8 @@ export var Sampling;
                     topP: 0,
                     topK: 0,
                     seed: 0n,
-                    maxTokens: 0
+                    maxTokens: 0,
+                    skipDraws: 0
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -219,6 +224,10 @@ export var Sampling;
                         }
                         case 5: {
                             obj.maxTokens = reader.uint32();
+                            break;
+                        }
+                        case 6: {
+                            obj.skipDraws = reader.uint32();
                             break;
                         }
                         default: {
@@ -264,6 +273,13 @@ export var Sampling;
                         case 5: {
                             yield {
                                 field: `${prefix}.maxTokens`,
+                                value: reader.uint32()
+                            };
+                            break;
+                        }
+                        case 6: {
+                            yield {
+                                field: `${prefix}.skipDraws`,
                                 value: reader.uint32()
                             };
                             break;

@@ -206,7 +206,7 @@ export class InferenceStageService implements Startable {
     }
     if (!shard.isFirst && open.chain.length === 0 && open.origin === '') return new Refusal(Status.MALFORMED, 'the last stage needs the origin (first stage) peer id')
     const s = open.sampling
-    if (shard.isLast && s !== undefined && (!(s.temperature >= 0) || !(s.topP >= 0 && s.topP <= 1))) return new Refusal(Status.MALFORMED, 'bad sampling parameters')
+    if (shard.isLast && s !== undefined && (!(s.temperature >= 0) || !(s.topP >= 0 && s.topP <= 1) || s.skipDraws > open.maxLength)) return new Refusal(Status.MALFORMED, 'bad sampling parameters')
     if (this.sessions.has(open.sessionId)) return new Refusal(Status.MALFORMED, 'session id already open on this stage')
     const reserve = kvBytesFor(shard, open.maxLength)
     const maxKv = this.init.maxKvBytes ?? INFERENCE_MAX_KV_BYTES
@@ -252,6 +252,9 @@ export class InferenceStageService implements Startable {
     if (shard.isLast) {
       const p = open.sampling
       s.sampler = createSampler({ temperature: p?.temperature ?? 0, topP: p?.topP === 0 ? 1 : (p?.topP ?? 1), topK: p?.topK ?? 0, seed: p?.seed ?? 1n })
+      // a failover replay continues the PRNG where the failed session left it: every non-greedy
+      // sample draws exactly one coin, whatever the logits, so a one-logit sample advances it by one
+      if ((p?.temperature ?? 0) > 0) for (let i = 0; i < (p?.skipDraws ?? 0); i++) s.sampler.sample(new Float32Array(1))
     }
     // the last stage attaches before it answers, so its Attach arrives before the chain's OK
     const attached = new Promise<void>((resolve) => { s.onAttach = resolve })

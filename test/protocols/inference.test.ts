@@ -170,6 +170,32 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
     await expect(tokensOver(client, chain)).rejects.toMatchObject({ name: 'InferenceFailedError', status: 'DOWNSTREAM' })
   })
 
+  it('failover with seeded sampling (temperature 0.9): the replacement continues the PRNG, tokens unchanged', async () => {
+    const { client, chain, stages } = await ring([0, 2, 4, 5])
+    const spare = await node()
+    const shard = await loadShard(source, { start: 2, end: 4 })
+    shards.push(shard)
+    spare.services.inference.serve({ shard, model: 'stories260K' })
+    for (const n of [client, ...stages]) await spare.dial(n.getMultiaddrs()[0])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const sampling = { temperature: 0.9, topP: 0.9, seed: 42 }
+    const run = async (stopAt?: number): Promise<number[]> => {
+      const out: number[] = []
+      const replace = async (hop: ChainHop): Promise<ChainHop | undefined> => (hop.start === 2 ? { peer: spare.peerId, start: 2, end: 4 } : undefined)
+      for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, sampling, failover: { replace } })) {
+        if (ev.type === 'token') {
+          out.push(ev.id)
+          if (ev.position === stopAt) await stages[1].stop()
+        }
+      }
+      return out
+    }
+    const baseline = await run()
+    expect(baseline.length).toBeGreaterThan(20)
+    expect(await run(prompt.length + 9)).toEqual(baseline)
+  })
+
   it('a stage that stops mid-generation ends the request with a status, and frees the others', async () => {
     const { client, chain, stages } = await ring([0, 2, 4, 5])
     const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
@@ -224,7 +250,7 @@ async function exchange (service: InferenceStageService, input: Uint8Array | Arr
 }
 
 const open = (over: Partial<InferenceFrame['open'] & object> = {}): Partial<InferenceFrame> => ({
-  open: { sessionId: over.sessionId ?? 's1', model: 'stories260K', start: 0, end: 5, maxLength: STEPS, codec: 'F32' as never, chain: [], origin: '', sampling: { temperature: 0, topP: 1, topK: 0, seed: 1n, maxTokens: 0 }, ...over }
+  open: { sessionId: over.sessionId ?? 's1', model: 'stories260K', start: 0, end: 5, maxLength: STEPS, codec: 'F32' as never, chain: [], origin: '', sampling: { temperature: 0, topP: 1, topK: 0, seed: 1n, maxTokens: 0, skipDraws: 0 }, ...over }
 })
 const step = (over: Partial<InferenceFrame['step'] & object> = {}): Partial<InferenceFrame> => ({
   step: { sessionId: 's1', position: 0, tokens: prompt, hidden: new Uint8Array(0), dtype: 'F32' as never, shape: [], ...over }
