@@ -109,6 +109,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
           relayClients: [...(host.services.relay?.reservations.keys() ?? [])].map(String),
           direct: host.services.direct?.attempts ?? [],
           bulk: host.services.bulk.stats,
+          inference: { protocol: host.services.inference.protocol, ...host.services.inference.usage, ...host.services.inference.stats },
           swarmState: swarmSummary(host),
           model: modelSummary(served?.model)
         }

@@ -97,7 +97,15 @@ describe('node start --layers: daemons serve a chain of stages', () => {
     ['3 daemons', [0, 1, 4, 5]],
     ['5 daemons', [0, 1, 2, 3, 4, 5]]
   ])('%s give the single-process greedy tokens', async (_name, bounds) => {
-    expect(await generateOver((await chainOf(bounds)).chain)).toEqual(expected)
+    const { chain, daemons } = await chainOf(bounds)
+    expect(await generateOver(chain)).toEqual(expected)
+    // every daemon reports the session it served, and holds none now
+    const inference = async (d: Started): Promise<{ sessions: number, reservedBytes: number, opened: number, steps: number }> =>
+      (await controlRequest(join(d.dir, 'control.sock'), { cmd: 'status' }) as unknown as { inference: { sessions: number, reservedBytes: number, opened: number, steps: number } }).inference
+    for (const d of daemons) {
+      await expect.poll(async () => await inference(d)).toMatchObject({ sessions: 0, reservedBytes: 0, opened: 1 }) // teardown travels down the chain
+      expect((await inference(d)).steps).toBeGreaterThan(0)
+    }
   }, 30_000)
 
   it('kill -9 of the middle daemon at token 20 of 64: failover to a spare, identical tokens', async () => {
