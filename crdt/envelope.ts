@@ -88,7 +88,3 @@ export function decodeForkProof (bytes: Uint8Array): ForkProof {
   if (proof.a === undefined || proof.b === undefined) throw new MalformedEnvelopeError('fork proof needs two runs')
   return { a: proof.a, b: proof.b }
 }
-
-export function equalBytes (a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.compare(a, b) === 0
-}

@@ -2,7 +2,8 @@
 // its last hash, that claim different hashes for the same seq (a run claims the hash of every
 // envelope it carries, and through `prev` the hash of the one before its first). Anyone can check
 // it without trusting the sender, so one replica's detection excludes the writer everywhere.
-import { equalBytes, runHashes } from './envelope.ts'
+import { equals as equalBytes } from 'uint8arrays/equals'
+import { runHashes } from './envelope.ts'
 import { writerIdentity } from './writer-identity.ts'
 import type { ForkProof, Run, WriterIdentity } from './index.ts'
 

@@ -11,6 +11,7 @@
 import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
 import type { CircuitRelayServerComponents, CircuitRelayServerInit, CircuitRelayService, RelayReservation } from '@libp2p/circuit-relay-v2'
 import type { PeerId } from '@libp2p/interface'
+import { equals as equalBytes } from 'uint8arrays/equals'
 import { isSwarmMember } from './membership.ts'
 import { RELAY_MAX_INBOUND_HOP_STREAMS, RELAY_MAX_RESERVATIONS, RELAY_RESERVATION_TTL_MS } from './constants.ts'
 
@@ -67,8 +68,4 @@ export function swarmRelayServer (init: SwarmRelayInit): (components: CircuitRel
     }
     return service
   }
-}
-
-function equalBytes (a: Uint8Array, b: Uint8Array): boolean {
-  return a.byteLength === b.byteLength && a.every((v, i) => v === b[i])
 }

@@ -9,26 +9,13 @@ import { controlRequest } from '../../node/control.ts'
 import { nodeConfig, parseBytes } from '../../node/config.ts'
 import { genModel } from '../../scripts/gen-model.ts'
 import { STORIES260K } from '../models.ts'
-import { cleanupDaemons, runCli as run, scratch as scratchDir, startDaemon as start, stopDaemon } from './daemons.ts'
+import { cleanupDaemons, runCli as run, scratch as scratchDir, startDaemon as start, stopDaemon, pollUntil } from './daemons.ts'
 import type { Started } from './daemons.ts'
 
 const DEADLINE_MS = 30_000
 const scratch = (): string => scratchDir('mycelium-model-')
 
-async function poll<T> (what: string, fn: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + DEADLINE_MS
-  let last: unknown
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn()
-      if (v !== undefined) return v
-    } catch (err) {
-      last = err
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200))
-  }
-  return expect.fail(`${what} within ${DEADLINE_MS} ms (last error: ${String(last)})`)
-}
+const poll = async <T>(what: string, fn: () => Promise<T | undefined>): Promise<T> => await pollUntil(what, fn, DEADLINE_MS)
 
 afterEach(cleanupDaemons)
 

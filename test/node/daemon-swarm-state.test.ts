@@ -4,24 +4,21 @@
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { controlRequest } from '../../node/control.ts'
-import { cleanupDaemons, scratch as scratchDir, startDaemon, stopDaemon } from './daemons.ts'
+import { cleanupDaemons, scratch as scratchDir, startDaemon, stopDaemon, pollUntil } from './daemons.ts'
 
 const DEADLINE_MS = 20_000
 const scratch = (): string => scratchDir('mycelium-state-')
 const start = async (dir: string, extra: string[]): ReturnType<typeof startDaemon> => await startDaemon(dir, extra)
 const stop = async (child: Parameters<typeof stopDaemon>[0]): Promise<void> => { await stopDaemon(child) }
 
-/** Polls the daemon's `swarm` view until `accept` holds (never a fixed sleep). */
-async function waitForView (dir: string, accept: (view: { nodes: Record<string, { addresses: string[], version: string, capabilities: Record<string, unknown> }>, online: string[] }) => boolean): Promise<void> {
-  const deadline = Date.now() + DEADLINE_MS
-  let last: unknown
-  while (Date.now() < deadline) {
-    const view = await controlRequest(join(dir, 'control.sock'), { cmd: 'swarm' }) as Parameters<typeof accept>[0]
-    last = view
-    if (accept(view)) return
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-  expect.fail(`swarm view did not converge within ${DEADLINE_MS} ms: ${JSON.stringify(last)}`)
+type SwarmView = { nodes: Record<string, { addresses: string[], version: string, capabilities: Record<string, unknown> }>, online: string[] }
+
+/** Polls the daemon's `swarm` view until `accept` holds. */
+async function waitForView (dir: string, accept: (view: SwarmView) => boolean): Promise<void> {
+  await pollUntil('the swarm view to converge', async () => {
+    const view = await controlRequest(join(dir, 'control.sock'), { cmd: 'swarm' }) as SwarmView
+    return accept(view) ? true : undefined
+  }, DEADLINE_MS, 100)
 }
 
 afterEach(cleanupDaemons)
@@ -36,7 +33,7 @@ describe('daemon swarm state', () => {
     const member = await start(memberDir, ['--bootstrap', anchorAddr])
     const memberId = String(member.ready.peerId)
 
-    const both = (view: Parameters<Parameters<typeof waitForView>[1]>[0]): boolean =>
+    const both = (view: SwarmView): boolean =>
       view.nodes[anchorId] !== undefined && view.nodes[memberId] !== undefined && view.online.includes(anchorId) && view.online.includes(memberId)
     await waitForView(anchorDir, both)
     await waitForView(memberDir, both)

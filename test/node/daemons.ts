@@ -59,3 +59,22 @@ export function cleanupDaemons (): void {
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL')
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true })
 }
+
+/**
+ * Polls `fn` until it returns a value (not undefined) and returns it; errors count as "not yet".
+ * Fails the test with `what` and the last error once `timeoutMs` passes. Never a fixed sleep.
+ */
+export async function pollUntil<T> (what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000, stepMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn()
+      if (v !== undefined) return v
+    } catch (err) {
+      last = err
+    }
+    await new Promise((resolve) => setTimeout(resolve, stepMs))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last error: ${String(last)})`)
+}

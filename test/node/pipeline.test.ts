@@ -21,7 +21,7 @@ import { nodeConfig } from '../../node/config.ts'
 import { controlRequest } from '../../node/control.ts'
 import { inferenceProtocol, runInference, type ChainHop, type InferenceEvent, type InferenceRequest } from '../../protocols/index.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
-import { cleanupDaemons, runCli, scratch, startDaemon, type Started } from './daemons.ts'
+import { cleanupDaemons, runCli, scratch, startDaemon, pollUntil, type Started } from './daemons.ts'
 
 const SWARM = 'pipeline'
 const STEPS = 64
@@ -129,20 +129,16 @@ describe('node start --layers: daemons serve a chain of stages', () => {
     for (const d of started) await client.dial(multiaddr(addr(d)))
     const ids = started.map((d) => ready(d).peerId as string)
     // wait until one covered allocation is what every daemon last announced serving
-    const deadline = Date.now() + 25_000
-    let chain: ChainHop[] | undefined
-    while (chain === undefined && Date.now() < deadline) {
-      const a = (await controlRequest(join(started[0].dir, 'control.sock'), { cmd: 'allocation' }).catch(() => undefined)) as unknown as { allocation?: { covered: boolean, assignments: Array<{ peerId: string, start: number, end: number }> } } | undefined
-      const assignments = a?.allocation?.covered === true ? a.allocation.assignments : []
+    const chain = await pollUntil('the daemons to serve one covered allocation', async () => {
+      const a = (await controlRequest(join(started[0].dir, 'control.sock'), { cmd: 'allocation' })) as unknown as { allocation?: { covered: boolean, assignments: Array<{ peerId: string, start: number, end: number }> } }
+      const assignments = a.allocation?.covered === true ? a.allocation.assignments : []
       const serving = (d: Started): Record<string, unknown> | undefined => d.events.filter((e) => e.event === 'serving').at(-1)
       const agreed = assignments.length === 3 && started.every((d, i) => {
         const mine = assignments.find((x) => x.peerId === ids[i])
         return mine !== undefined && serving(d)?.start === mine.start && serving(d)?.end === mine.end
       })
-      if (agreed) chain = [...assignments].sort((x, y) => x.start - y.start).map((x) => ({ peer: x.peerId, start: x.start, end: x.end }))
-      else await new Promise((resolve) => setTimeout(resolve, 200))
-    }
-    expect(chain, 'the daemons serve one covered allocation').toBeDefined()
-    expect(await generateOver(chain as ChainHop[])).toEqual(expected)
+      return agreed ? [...assignments].sort((x, y) => x.start - y.start).map((x): ChainHop => ({ peer: x.peerId, start: x.start, end: x.end })) : undefined
+    }, 25_000)
+    expect(await generateOver(chain)).toEqual(expected)
   }, 40_000)
 })
