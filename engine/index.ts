@@ -159,7 +159,8 @@ export interface ShardOptions {
   backend?: 'wasm' | 'reference'
   /** Kernel threads for the wasm backend; default 1. */
   threads?: number
-  /** Positions per internal prefill chunk (scratch size); default DEFAULT_MAX_BATCH. */
+  /** Rows of the shard's activation scratch: positions per internal prefill chunk, and sessions
+   * per pass of `stepBatch` (larger batches run in several passes); default DEFAULT_MAX_BATCH. */
   maxBatch?: number
   signal?: AbortSignal
 }
@@ -204,8 +205,28 @@ export interface Shard {
   /** Bytes of weights held in engine memory, and bytes read from the model files to load them. */
   readonly weightBytes: number
   readonly bytesRead: number
+  /** Rows one pass runs (scratch size): a prefill chunk, or sessions of one batch pass. */
+  readonly maxBatch: number
   openSession(options?: { maxLength?: number }): Session
+  /**
+   * One decode step (T = 1) for each of several sessions of this shard in one pass: each layer's
+   * weights are read once per pass (maxBatch sessions), not once per session. Outputs are in item
+   * order, each exactly what `item.session.step(item.input)` would return ([1, dim] hidden, or the
+   * logits on the last stage). Every item is checked first (a session of this shard, open, at most
+   * once per batch, one position, `position` if given equal to the session's): on a bad item it
+   * throws a named error and no session changes.
+   */
+  stepBatch(items: readonly BatchItem[]): StageOutput[]
   close(): Promise<void>
+}
+
+/** One session's decode step in `Shard.stepBatch`. */
+export interface BatchItem {
+  session: Session
+  /** One token id (first stage) or hidden states [1, dim]. */
+  input: StageInput
+  /** The position this step writes, checked against `session.position` when given. */
+  position?: number
 }
 
 export { DEFAULT_MAX_BATCH } from './constants.ts'

@@ -3,12 +3,14 @@
 // memory in the chosen dtype. Other layers' bytes are never read.
 import { ShardConfigError } from './errors.ts'
 import { createTensorReader, type TensorReader } from './formats/tensor-reader.ts'
-import type { ComputeBackend, Matrix, ModelSource, Shard, ShardOptions, TensorRef, WeightDType } from './index.ts'
+import type { ComputeBackend, Matrix, ModelSource, Session, Shard, ShardOptions, TensorRef, WeightDType } from './index.ts'
 import { DEFAULT_MAX_BATCH } from './constants.ts'
 import { packStacked, packTensor } from './pack-source.ts'
 import { quantizable } from './quantize.ts'
 import { createReferenceBackend } from './reference-backend.ts'
-import { createSession, createScratch } from './session.ts'
+import { stepBatch } from './batch.ts'
+import { createScratch, createShardPass } from './forward.ts'
+import { createSession, type SessionState } from './session.ts'
 import { createWasmBackend } from './wasm-backend.ts'
 
 export interface LayerWeights {
@@ -50,7 +52,11 @@ export async function loadShard (source: ModelSource, options: ShardOptions = {}
     const weights = await loadWeights(source, reader, backend, start, end, dtype, options.signal)
     if (start === 0) weights.embedding = embeddingTable(tensor(source, 'tok_embeddings'))
     const maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH
+    if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new ShardConfigError(`maxBatch ${maxBatch} is not a positive integer`)
     const scratch = createScratch(backend.mem, config, maxBatch, end === config.nLayers)
+    const pass = createShardPass({ config, weights, backend, scratch, start, end })
+    // the sessions this shard opened, for stepBatch (a closed session stays, marked closed)
+    const states = new WeakMap<Session, SessionState>()
     const weightBytes = backend.mem.usedBytes
     const bytesRead = reader.bytesRead
     return {
@@ -63,7 +69,13 @@ export async function loadShard (source: ModelSource, options: ShardOptions = {}
       backend,
       weightBytes,
       bytesRead,
-      openSession: (opts = {}) => createSession({ config, weights, backend, scratch, start, end, maxLength: opts.maxLength ?? config.seqLen }),
+      maxBatch,
+      openSession: (opts = {}) => {
+        const { session, state } = createSession(pass, opts.maxLength ?? config.seqLen)
+        states.set(session, state)
+        return session
+      },
+      stepBatch: (items) => stepBatch(pass, states, items),
       close: async () => {
         weights.embedding?.close()
         await backend.close()
