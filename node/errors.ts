@@ -29,3 +29,8 @@ export class NotASwarmRelayError extends Error {
 export class ModelStartupError extends Error {
   override name = 'ModelStartupError'
 }
+
+/** A model named by a Hugging Face repo id could not be downloaded (network, missing repo or file). */
+export class ModelDownloadError extends Error {
+  override name = 'ModelDownloadError'
+}
