@@ -5,7 +5,7 @@ import { enableCompileCache } from 'node:module'
 import { registerStartCommand } from './commands/start.ts'
 import { registerDoctorCommand } from './commands/doctor.ts'
 
-const USER_ERRORS = new Set(['ModelFormatError', 'ShardConfigError', 'SessionLimitError', 'ShapeError', 'RangeError',
+const USER_ERRORS = new Set(['ModelFormatError', 'ModelDownloadError', 'ShardConfigError', 'SessionLimitError', 'ShapeError', 'RangeError',
   'ConfigError', 'IdentityCorruptError', 'IdentityPermissionError', 'ControlError'])
 
 // V8's compile cache (in the OS temp folder) makes every start after the first one faster; the

@@ -183,4 +183,5 @@ MYCELIUM_SWARM, MYCELIUM_BOOTSTRAP, MYCELIUM_MODEL, MYCELIUM_LAYERS, MYCELIUM_MA
 MYCELIUM_LISTEN, MYCELIUM_DATA_DIR, MYCELIUM_API_PORT; lists comma- or space-separated, booleans
 true/false), a JSON config file (--config PATH or MYCELIUM_CONFIG; keys named like the flags,
 e.g. {"swarm": "demo", "max-memory": "4G", "bootstrap": ["/ip4/…/p2p/…"]}), then the defaults.
-Boolean flags written --no-X (mdns, upnp) take true/false in the file and environment.`
+Boolean flags written --no-X (mdns, upnp) take true/false in the file and environment.
+`

@@ -73,7 +73,12 @@ export async function resolveModel (spec: string, options: ResolveModelOptions =
     if (cached !== undefined) return { path: cached, from: 'cache' }
     if (known === undefined) throw new ConfigError(`--model: ${spec} is neither a file nor a model in ${models} nor a Hugging Face repo id (org/name[:file])`)
     const dir = join(models, spec)
-    await download(known.repo, known.files.map((f) => ({ remote: f, local: join(dir, f.split('/').pop() as string) })), options, `the default model ${spec}`, dir)
+    try {
+      await download(known.repo, known.files.map((f) => ({ remote: f, local: join(dir, f.split('/').pop() as string) })), options, `the default model ${spec}`, dir)
+    } catch (err) {
+      if (!(err instanceof ModelDownloadError)) throw err
+      throw new ModelDownloadError(`${err.message} (in a checkout beside shared/, \`npm run seed-models\` copies ${spec} there)`, { cause: err })
+    }
     return { path: modelIn(dir, spec) as string, from: 'hub' }
   }
   const m = REPO_ID.exec(spec)

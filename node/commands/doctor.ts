@@ -4,13 +4,12 @@
 import { existsSync } from 'node:fs'
 import type { Command } from 'commander'
 import { InvalidArgumentError } from 'commander'
-import { nodeConfig } from '../config.ts'
 import type { NodeConfig, NodeFlags } from '../config.ts'
 import { DOCTOR_OBSERVE_MS, STATUS_INTERVAL_MS } from '../constants.ts'
 import { controlRequest } from '../control.ts'
 import { loadOrCreateIdentity } from '../identity.ts'
 import type { ReachabilityReport } from '../reachability.ts'
-import { addNodeFlags } from './start.ts'
+import { addNodeFlags, settledConfig } from './start.ts'
 
 interface DoctorFlags extends NodeFlags { json?: boolean, wait: number }
 
@@ -102,8 +101,8 @@ export function registerDoctorCommand (program: Command): void {
       if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('--wait must be a whole number of milliseconds')
       return n
     }, DOCTOR_OBSERVE_MS)
-    .action(async (flags: DoctorFlags) => {
-      const config = nodeConfig(flags)
+    .action(async (raw: DoctorFlags, command: Command) => {
+      const { config, flags } = await settledConfig(command, raw)
       const report = await fromDaemon(config) ?? await fromProbe(config, flags.wait)
       process.stdout.write(flags.json === true ? JSON.stringify(report, null, 2) + '\n' : print(report))
       process.exit(0)

@@ -1,7 +1,10 @@
 // `mycelium node start`: run the mesh daemon until SIGINT/SIGTERM.
 import type { Command } from 'commander'
 import { nodeConfig } from '../config.ts'
-import type { NodeFlags } from '../config.ts'
+import type { NodeConfig, NodeFlags } from '../config.ts'
+import { describeOrigin, mergeSettings, SETTINGS_HELP } from '../config-sources.ts'
+import { resolveModel } from '../model-cache.ts'
+import { downloadProgress } from '../progress.ts'
 
 /** Adds the flags `node start` and `doctor` share to a command. */
 export function addNodeFlags (command: Command): Command {
@@ -15,20 +18,40 @@ export function addNodeFlags (command: Command): Command {
     .option('--no-mdns', 'do not discover peers on the LAN with mDNS')
     .option('--no-upnp', 'do not ask the router for a UPnP port mapping')
     .option('--dcutr', 'also run libp2p\'s DCUtR (off: it closes relayed connections under live streams, and cannot punch from Node)')
+    .option('--config <path>', 'JSON file of settings named like the flags (e.g. {"swarm": "demo", "max-memory": "4G"}); flags and MYCELIUM_* variables override it')
+    .addHelpText('after', SETTINGS_HELP)
+}
+
+/**
+ * Flags, MYCELIUM_* variables and the --config file merged (in that order of precedence), a
+ * Hugging Face repo id or cached model name in --model resolved to a file (downloading it with a
+ * progress bar when needed), and the result validated into a NodeConfig.
+ */
+export async function settledConfig<F extends NodeFlags> (command: Command, raw: F & { config?: string }): Promise<{ config: NodeConfig, flags: F }> {
+  const { flags, origins } = mergeSettings(command, raw)
+  if (flags.model !== undefined) {
+    const token = process.env.HF_TOKEN
+    flags.model = (await resolveModel(flags.model, { onProgress: downloadProgress(), ...(token !== undefined ? { accessToken: token } : {}) })).path
+  }
+  try {
+    return { config: nodeConfig(flags), flags }
+  } catch (err) {
+    throw describeOrigin(err, origins)
+  }
 }
 
 export function registerStartCommand (program: Command): void {
   const node = program.command('node').description('run a Mycelium node')
   addNodeFlags(node.command('start').description('start the node daemon (stops on SIGINT/SIGTERM)'))
     .option('--public', 'this node is reachable: serve relay reservations, AutoNAT dial-backs and the DHT')
-    .option('--model <path>', 'offer this model to the swarm: a llama2.c .bin, a Hugging Face directory or a .gguf file; the node measures its speed on it and takes its share of the layers')
+    .option('--model <path|repo>', 'offer this model to the swarm: a llama2.c .bin, a Hugging Face directory or a .gguf file, a model in $MYCELIUM_HOME/models (e.g. stories260K), or a Hugging Face repo id org/name[:file] (downloaded there once); the node measures its speed on it and takes its share of the layers')
     .option('--dtype <dtype>', 'how the model\'s layers are held: f32, f16, q8_0 or q4_0 (default: the file\'s own layer dtype when the engine holds it, else f32)')
     .option('--max-memory <bytes>', 'most memory for weights and KV cache, e.g. 512M or 4G (binary units; default: 80% of free memory)')
     .option('--layers <range>', 'layers to serve over the inference protocol: START:END, half-open (e.g. 0:2), or auto (default: the range the swarm\'s allocation gives this node)')
     .option('--threads <n>', 'kernel threads for the model (default: every core)')
     .option('--log-level <level>', 'pino log level (trace, debug, info, warn, error)', 'info')
-    .action(async (flags: NodeFlags & { logLevel: string }) => {
-      const config = nodeConfig(flags)
+    .action(async (raw: NodeFlags & { logLevel: string, config?: string }, command: Command) => {
+      const { config, flags } = await settledConfig(command, raw)
       // loaded here, after cli.ts enabled the compile cache: libp2p is most of the start-up time
       const { daemonLogger } = await import('../logger.ts')
       const { startDaemon } = await import('../daemon.ts')
@@ -56,6 +79,12 @@ export function registerStartCommand (program: Command): void {
         }
         process.on('SIGINT', onSignal)
         process.on('SIGTERM', onSignal)
+        // Started by `mycelium testnet` with an IPC channel: if the launcher dies (even by
+        // SIGKILL) the channel closes, and this node stops instead of living on as an orphan.
+        if (process.channel !== undefined) {
+          process.channel.unref()
+          process.once('disconnect', () => { onSignal('SIGTERM') })
+        }
       })
       // libp2p leaves timers (DHT, mDNS sockets) that may keep the loop alive briefly.
       process.exit(process.exitCode ?? 0)
