@@ -123,7 +123,7 @@ export interface Allocator {
  * Recomputes on every swarm-state change (debounced) and on a timer, publishes this node's range
  * in its node record when it changes, and logs an `allocation` event when the assignment does.
  */
-export function startAllocator (init: { state: SwarmState, self: string, manifest: ModelManifest, dtype: WeightDType, record: NodeRecordPublisher, log: Logger, beforePass?: () => void }): Allocator {
+export function startAllocator (init: { state: SwarmState, self: string, manifest: ModelManifest, dtype: WeightDType, record: NodeRecordPublisher, log: Logger, beforePass?: () => void, pinned?: { start: number, end: number } }): Allocator {
   const { state, self, manifest, dtype, record, log } = init
   let view: AllocationView | undefined
   let published = ''
@@ -143,10 +143,13 @@ export function startAllocator (init: { state: SwarmState, self: string, manifes
       logged = text
       log.info({ event: 'allocation', model: manifest.id, dtype, members: next.members.length, covered: next.covered, mode: next.mode, kept: next.kept, tokensPerS: next.tokensPerS, self: next.self, assignments: next.assignments }, 'layer allocation changed')
     }
-    const mine = JSON.stringify(next.self)
+    // `--layers a:b` pins what this node serves: the record says that range, not the allocator's
+    // (clients route from records, and a stage answers only the range it loaded)
+    const range = init.pinned ?? next.self
+    const mine = JSON.stringify(range)
     if (mine !== published) {
       published = mine
-      record.setLayers(next.self === null ? [] : [{ model: manifest.id, start: next.self.start, end: next.self.end }])
+      record.setLayers(range === null ? [] : [{ model: manifest.id, start: range.start, end: range.end }])
     }
     return next
   }

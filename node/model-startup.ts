@@ -163,7 +163,8 @@ export function startNodeModel (host: MyceliumHost, config: NodeConfig & { model
       dtype: opened.dtype,
       record,
       log,
-      beforePass: () => { record.setLinks(host.services.probe.results()) }
+      beforePass: () => { record.setLinks(host.services.probe.results()) },
+      ...(config.model.layers !== undefined ? { pinned: config.model.layers } : {})
     })
     model.phase = 'ready'
   }
