@@ -1,2 +1,110 @@
-// Public surface of consensus/ (see README.md beside this file). Nothing is implemented here yet.
-export {}
+// Public surface of consensus/ (see README.md beside this file): swarm rounds, pair schedules,
+// Bradley–Terry aggregation, reputation, calibration and execution spot-checks. Pure and
+// deterministic; knows nothing of libp2p. The records it reads and writes travel in the CRDT swarm
+// state (crdt/: `recordRound` keys, see records.ts).
+
+/** One weighted comparison: `first` was shown first (position A), `second` second (B). */
+export interface Comparison {
+  first: string
+  second: string
+  outcome: 'first' | 'second' | 'tie'
+  /** The judge's weight (≥ 0). */
+  weight: number
+}
+
+export interface BradleyTerryResult {
+  /** Item ids, sorted (code-unit order). */
+  items: string[]
+  /** Strength of items[i]; the pseudo-item of the prior has strength 1. */
+  strengths: number[]
+  /** Items by strength, strongest first; equal strengths by id. */
+  ranking: string[]
+  iterations: number
+  converged: boolean
+}
+
+/** An answer in a round and the node that wrote it. */
+export interface Answer { id: string, author: string }
+
+export interface JudgeCandidate { id: string, weight: number }
+
+/** One ordered comparison a judge must make. */
+export interface Assignment { judge: string, first: string, second: string }
+
+export interface PairSchedule {
+  round: string
+  /** Unordered pairs (each judged in both orders). */
+  pairs: Array<[string, string]>
+  assignments: Assignment[]
+}
+
+export type Choice = 'first' | 'second' | 'tie'
+
+/** A judge's verdict on one ordered comparison. */
+export interface Vote { first: string, second: string, choice: Choice }
+
+/** What a judge publishes before the commit deadline (hex SHA-256, commit-reveal.ts). */
+export interface Commitment { round: string, judge: string, commitment: string }
+
+/** What a judge publishes after it; `at` is when the round owner took it (its clock, ms). */
+export interface Reveal { round: string, judge: string, votes: Vote[], salt: string, at: number }
+
+/** A judge whose ballot (or part of it) does not count, and why. */
+export interface JudgeFlag {
+  judge: string
+  reason: 'missing' | 'late' | 'mismatch' | 'equivocation' | 'unassigned'
+  /** Votes dropped (for 'unassigned'). */
+  count?: number
+}
+
+/** Everything needed to settle a round. */
+export interface RoundInput {
+  round: string
+  answers: Answer[]
+  commitments: Commitment[]
+  reveals: Reveal[]
+  /** Reveals with `at` beyond this are late. */
+  deadline: number
+  judgesPerPair?: number
+}
+
+export interface RoundOutcome {
+  round: string
+  winner: string
+  winnerAuthor?: string
+  ranking: string[]
+  /** [answer, strength], sorted by answer. */
+  strengths: Array<[string, number]>
+  /** [judge, weight its votes carried], sorted by judge. */
+  weights: Array<[string, number]>
+  /** Evidence each judge with accepted votes earned. */
+  agreement: Map<string, { agree: number, disagree: number }>
+  flags: JudgeFlag[]
+}
+
+/** Beta evidence about one node. */
+export interface NodeReputation {
+  positive: number
+  negative: number
+  /** Passed calibration (or genesis). */
+  admitted: boolean
+  /** Caught by a spot-check: no weight, no routing. */
+  excluded: boolean
+}
+
+export interface ReputationState {
+  /** Rounds folded in so far. */
+  rounds: number
+  nodes: Map<string, NodeReputation>
+}
+
+export { bradleyTerry, winProbability } from './bradley-terry.ts'
+export type { BradleyTerryOptions } from './bradley-terry.ts'
+export { schedulePairs, assignmentsOf } from './pair-schedule.ts'
+export { canonicalBallot, ballotBytes, commitBallot, newSalt, checkReveals } from './commit-reveal.ts'
+export { initialReputation, reputationOf, betaScore, rawWeight, roundWeights, applyRound, applySpotCheck, applyCalibration, encodeReputation, DEFAULT_REPUTATION_PARAMS } from './reputation.ts'
+export type { ReputationParams } from './reputation.ts'
+export { settleRound, scheduleRound, eligibleJudges } from './round.ts'
+export { digestFields, seededRng, toHex, compareText } from './digest.ts'
+export * from './errors.ts'
+export * as consensusConstants from './constants.ts'

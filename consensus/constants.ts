@@ -1,0 +1,58 @@
+// Defaults of consensus/: every number a round, the reputation model or a spot-check depends on.
+// Changing one changes what every node derives, so they are part of the protocol version.
+
+/** Domain tags hashed in front of everything consensus/ hashes. */
+export const SCHEDULE_DOMAIN = 'mycelium/consensus/schedule/1'
+export const COMMIT_DOMAIN = 'mycelium/consensus/commit/1'
+export const SPOT_CHECK_DOMAIN = 'mycelium/consensus/spot-check/1'
+
+/** Bradley–Terry: virtual wins and virtual losses of every item against a pseudo-item of strength 1. */
+export const BT_PRIOR = 0.5
+/** Bradley–Terry: MM iterations at most. */
+export const BT_MAX_ITERATIONS = 5000
+/** Bradley–Terry: stop when no strength moved by more than this fraction in one iteration. */
+export const BT_TOLERANCE = 1e-10
+
+/** Pair schedule: judges per unordered pair (each judges both orders). */
+export const JUDGES_PER_PAIR = 3
+
+/** Reputation: evidence kept per round (forgetting factor). */
+export const REPUTATION_DECAY = 0.97
+/** Reputation: pseudo-evidence in the weight's denominator (how much evidence full weight takes). */
+export const REPUTATION_CONFIDENCE = 10
+/** Reputation: no judge carries more than this share of a round's total weight. */
+export const REPUTATION_MAX_SHARE = 0.1
+/** Reputation: negative evidence for a missing, late or mismatched reveal (the judge's stake). */
+export const REVEAL_PENALTY = 3
+/** Reputation: negative evidence for a vote on a comparison the judge was not assigned. */
+export const UNASSIGNED_PENALTY = 1
+/** Reputation: positive evidence for the author of the winning answer. */
+export const WIN_REWARD = 1
+/** Reputation: positive evidence for a spot-check the node passed. */
+export const SPOT_PASS_REWARD = 0.5
+/** Reputation: negative evidence for a failed spot-check (the node is also excluded). */
+export const SPOT_FAIL_PENALTY = 100
+/** Reputation: positive evidence a passed calibration grants. */
+export const CALIBRATION_REWARD = 1
+
+/** Calibration: share of known-answer judging pairs a candidate must get right. */
+export const CALIBRATION_MIN_PAIR_ACCURACY = 0.8
+/** Calibration: distinct admitted verifiers whose passing records admit a node. */
+export const CALIBRATION_MIN_VERIFIERS = 1
+
+/** Fingerprint: positions of a hidden state kept (largest magnitudes). */
+export const FINGERPRINT_TOP_K = 8
+/** Fingerprint: a value may differ by this fraction of the state's largest magnitude. */
+export const FINGERPRINT_VALUE_TOLERANCE = 0.02
+/** Fingerprint: claimed top-k positions that may fall outside the verifier's top 2k. */
+export const FINGERPRINT_INDEX_SLACK = 1
+
+/** Records: at most this many votes in one ballot, answers in one round. */
+export const MAX_BALLOT_VOTES = 512
+export const MAX_ROUND_ANSWERS = 64
+/**
+ * Pair schedule: an admitted judge is drawn with at least this weight, so an identity that just
+ * passed calibration (weight 0) still judges and earns evidence — its votes count for nothing
+ * until its reputation gives it weight.
+ */
+export const SCHEDULE_WEIGHT_FLOOR = 0.05

@@ -1,0 +1,153 @@
+// Reputation: Beta evidence per node (Jøsang & Ismail's Beta reputation) with a forgetting factor,
+// turned into a judging weight by a lower-confidence transform and capped per round. Every node
+// derives it identically by folding the same signed records in the same order (reputation-log.ts);
+// nothing here reads a clock or a PRNG. Why this model and not EigenTrust: README.md.
+import { CALIBRATION_REWARD, REPUTATION_CONFIDENCE, REPUTATION_DECAY, REPUTATION_MAX_SHARE, REVEAL_PENALTY, SPOT_FAIL_PENALTY, SPOT_PASS_REWARD, UNASSIGNED_PENALTY, WIN_REWARD } from './constants.ts'
+import { compareText } from './digest.ts'
+import type { JudgeFlag, NodeReputation, ReputationState, RoundOutcome } from './index.ts'
+
+export interface ReputationParams {
+  decay: number
+  confidence: number
+  maxShare: number
+  revealPenalty: number
+  unassignedPenalty: number
+  winReward: number
+  spotPassReward: number
+  spotFailPenalty: number
+  calibrationReward: number
+}
+
+export const DEFAULT_REPUTATION_PARAMS: Readonly<ReputationParams> = Object.freeze({
+  decay: REPUTATION_DECAY,
+  confidence: REPUTATION_CONFIDENCE,
+  maxShare: REPUTATION_MAX_SHARE,
+  revealPenalty: REVEAL_PENALTY,
+  unassignedPenalty: UNASSIGNED_PENALTY,
+  winReward: WIN_REWARD,
+  spotPassReward: SPOT_PASS_REWARD,
+  spotFailPenalty: SPOT_FAIL_PENALTY,
+  calibrationReward: CALIBRATION_REWARD
+})
+
+const FRESH: NodeReputation = Object.freeze({ positive: 0, negative: 0, admitted: false, excluded: false })
+
+/** A state where `genesis` (the swarm's founding identities) are admitted as if calibrated. */
+export function initialReputation (genesis: readonly string[] = [], params: ReputationParams = DEFAULT_REPUTATION_PARAMS): ReputationState {
+  const nodes = new Map<string, NodeReputation>()
+  for (const id of [...genesis].sort(compareText)) nodes.set(id, { positive: params.calibrationReward, negative: 0, admitted: true, excluded: false })
+  return { rounds: 0, nodes }
+}
+
+export function reputationOf (state: ReputationState, id: string): NodeReputation {
+  return state.nodes.get(id) ?? FRESH
+}
+
+/** Beta expectation of good behaviour, (α) / (α + β) with α = positive + 1, β = negative + 1. */
+export function betaScore (rep: NodeReputation): number {
+  return (rep.positive + 1) / (rep.positive + rep.negative + 2)
+}
+
+/**
+ * Judging weight before the cap: 0 unless admitted and not excluded; else
+ * max(0, positive − negative) / (positive + negative + confidence) — a node needs both a good
+ * record and enough of it, so a fresh calibrated identity starts near 0 and a random or inverted
+ * judge (positive ≤ negative) stays at 0.
+ */
+export function rawWeight (rep: NodeReputation, params: ReputationParams = DEFAULT_REPUTATION_PARAMS): number {
+  if (!rep.admitted || rep.excluded) return 0
+  const margin = rep.positive - rep.negative
+  return margin > 0 ? margin / (rep.positive + rep.negative + params.confidence) : 0
+}
+
+/**
+ * Weights of a round's judges (sorted by id): raw weights clipped so that none exceeds `maxShare`
+ * of the round's total. If every raw weight is 0 (a young swarm) admitted judges count equally.
+ */
+export function roundWeights (state: ReputationState, judges: readonly string[], params: ReputationParams = DEFAULT_REPUTATION_PARAMS): Map<string, number> {
+  const ids = [...new Set(judges)].sort(compareText)
+  const raw = ids.map((id) => rawWeight(reputationOf(state, id), params))
+  let total = 0
+  for (const w of raw) total += w
+  if (total === 0) {
+    for (let i = 0; i < ids.length; i++) {
+      const rep = reputationOf(state, ids[i])
+      raw[i] = rep.admitted && !rep.excluded ? 1 : 0
+      total += raw[i]
+    }
+  }
+  const cap = params.maxShare * total
+  // A cap only binds when at least 1 / maxShare judges share the weight.
+  const weights = new Map<string, number>()
+  for (let i = 0; i < ids.length; i++) weights.set(ids[i], ids.length * params.maxShare >= 1 && raw[i] > cap ? cap : raw[i])
+  return weights
+}
+
+function edit (nodes: Map<string, NodeReputation>, id: string, positive: number, negative: number): void {
+  const rep = nodes.get(id) ?? FRESH
+  nodes.set(id, { ...rep, positive: rep.positive + positive, negative: rep.negative + negative })
+}
+
+function decayed (state: ReputationState, params: ReputationParams): Map<string, NodeReputation> {
+  const nodes = new Map<string, NodeReputation>()
+  for (const [id, rep] of state.nodes) nodes.set(id, { ...rep, positive: rep.positive * params.decay, negative: rep.negative * params.decay })
+  return nodes
+}
+
+/**
+ * Folds one settled round into the state: decay, then per accepted vote evidence of agreement
+ * with the consensus (weighted by how decided the consensus is on that pair: |2P − 1|), the
+ * winner's author rewarded, flagged judges penalized by their stake.
+ */
+export function applyRound (state: ReputationState, outcome: RoundOutcome, params: ReputationParams = DEFAULT_REPUTATION_PARAMS): ReputationState {
+  const nodes = decayed(state, params)
+  for (const [judge, { agree, disagree }] of outcome.agreement) edit(nodes, judge, agree, disagree)
+  if (outcome.winnerAuthor !== undefined) edit(nodes, outcome.winnerAuthor, params.winReward, 0)
+  for (const flag of outcome.flags) edit(nodes, flag.judge, 0, penalty(flag, params))
+  return { rounds: state.rounds + 1, nodes }
+}
+
+function penalty (flag: JudgeFlag, params: ReputationParams): number {
+  return flag.reason === 'unassigned' ? params.unassignedPenalty * (flag.count ?? 1) : params.revealPenalty
+}
+
+/** A spot-check outcome about `subject`: a pass adds evidence, a failure slashes and excludes. */
+export function applySpotCheck (state: ReputationState, subject: string, passed: boolean, params: ReputationParams = DEFAULT_REPUTATION_PARAMS): ReputationState {
+  const nodes = new Map(state.nodes)
+  if (passed) edit(nodes, subject, params.spotPassReward, 0)
+  else {
+    edit(nodes, subject, 0, params.spotFailPenalty)
+    nodes.set(subject, { ...(nodes.get(subject) as NodeReputation), excluded: true })
+  }
+  return { rounds: state.rounds, nodes }
+}
+
+/** Admits `subject` after a passed calibration (no effect on an excluded node). */
+export function applyCalibration (state: ReputationState, subject: string, params: ReputationParams = DEFAULT_REPUTATION_PARAMS): ReputationState {
+  const rep = state.nodes.get(subject) ?? FRESH
+  if (rep.excluded) return state
+  const nodes = new Map(state.nodes)
+  nodes.set(subject, { ...rep, admitted: true, positive: rep.positive + (rep.admitted ? 0 : params.calibrationReward) })
+  return { rounds: state.rounds, nodes }
+}
+
+/** Canonical bytes of a state (sorted), for cross-node determinism checks. */
+export function encodeReputation (state: ReputationState): Uint8Array {
+  const ids = [...state.nodes.keys()].sort(compareText)
+  const buf = new ArrayBuffer(8 + ids.length * 18)
+  const view = new DataView(buf)
+  view.setFloat64(0, state.rounds)
+  const parts: Uint8Array[] = [new Uint8Array(buf, 0, 8)]
+  let off = 8
+  const enc = new TextEncoder()
+  for (const id of ids) {
+    const rep = state.nodes.get(id) as NodeReputation
+    view.setFloat64(off, rep.positive)
+    view.setFloat64(off + 8, rep.negative)
+    view.setUint8(off + 16, rep.admitted ? 1 : 0)
+    view.setUint8(off + 17, rep.excluded ? 1 : 0)
+    parts.push(enc.encode(id), new Uint8Array(buf, off, 18))
+    off += 18
+  }
+  return Buffer.concat(parts)
+}

@@ -1,0 +1,84 @@
+// Settling a round: schedule from the reputation at the round's start, commit–reveal check,
+// reputation-weighted Bradley–Terry over the accepted votes, and the evidence each judge earns.
+// A pure function of (reputation state, round input): every node computes the same bytes.
+import { bradleyTerry } from './bradley-terry.ts'
+import { checkReveals } from './commit-reveal.ts'
+import { SCHEDULE_WEIGHT_FLOOR } from './constants.ts'
+import { compareText } from './digest.ts'
+import { ConsensusInputError } from './errors.ts'
+import { schedulePairs } from './pair-schedule.ts'
+import { applyRound, DEFAULT_REPUTATION_PARAMS, reputationOf, roundWeights, type ReputationParams } from './reputation.ts'
+import type { Answer, Comparison, PairSchedule, ReputationState, RoundInput, RoundOutcome } from './index.ts'
+
+export interface SettleOptions {
+  params?: ReputationParams
+  /** 'uniform' ignores reputation (every admitted judge weighs 1): the unweighted baseline. */
+  weighting?: 'reputation' | 'uniform'
+  /** Bradley–Terry prior (default BT_PRIOR). */
+  prior?: number
+}
+
+/** Admitted, non-excluded nodes, sorted: who may judge. */
+export function eligibleJudges (state: ReputationState): string[] {
+  return [...state.nodes].filter(([, r]) => r.admitted && !r.excluded).map(([id]) => id).sort(compareText)
+}
+
+/** The round's schedule, drawn with reputation weights (floored for admitted judges). */
+export function scheduleRound (state: ReputationState, round: string, answers: readonly Answer[], judgesPerPair?: number, options: SettleOptions = {}): PairSchedule {
+  const params = options.params ?? DEFAULT_REPUTATION_PARAMS
+  const weights = roundWeights(state, eligibleJudges(state), params)
+  const judges = [...weights].map(([id, w]) => ({ id, weight: options.weighting === 'uniform' ? 1 : Math.max(w, SCHEDULE_WEIGHT_FLOOR) }))
+  return schedulePairs({ round, answers, judges, ...(judgesPerPair !== undefined ? { judgesPerPair } : {}) })
+}
+
+export interface SettledRound {
+  schedule: PairSchedule
+  outcome: RoundOutcome
+  state: ReputationState
+}
+
+export function settleRound (state: ReputationState, input: RoundInput, options: SettleOptions = {}): SettledRound {
+  const params = options.params ?? DEFAULT_REPUTATION_PARAMS
+  if (input.answers.length === 0) throw new ConsensusInputError(`round ${input.round} has no answers`)
+  const schedule = scheduleRound(state, input.round, input.answers, input.judgesPerPair, options)
+  const { accepted, flags } = checkReveals(schedule, input.commitments, input.reveals, input.deadline)
+  const judges = [...accepted.keys()]
+  const weights = options.weighting === 'uniform'
+    ? new Map(judges.map((j) => [j, reputationOf(state, j).admitted ? 1 : 0]))
+    : roundWeights(state, judges, params)
+  const comparisons: Comparison[] = []
+  for (const [judge, votes] of accepted) {
+    const weight = weights.get(judge) ?? 0
+    if (weight > 0) for (const v of votes) comparisons.push({ first: v.first, second: v.second, outcome: v.choice, weight })
+  }
+  const items = input.answers.map((a) => a.id)
+  const bt = bradleyTerry(items, comparisons, options.prior !== undefined ? { prior: options.prior } : {})
+  const strength = new Map(bt.items.map((id, i) => [id, bt.strengths[i]]))
+  // Evidence per judge: agreement with the consensus, weighted by how decided it is (|2P − 1|).
+  const agreement = new Map<string, { agree: number, disagree: number }>()
+  for (const [judge, votes] of accepted) {
+    let agree = 0
+    let disagree = 0
+    for (const v of votes) {
+      const pf = strength.get(v.first) as number
+      const ps = strength.get(v.second) as number
+      const decided = pf > ps ? (pf - ps) / (pf + ps) : (ps - pf) / (pf + ps)
+      if (v.choice === 'tie') { agree += decided * 0.5; disagree += decided * 0.5 } else if ((v.choice === 'first') === (pf > ps) && pf !== ps) agree += decided
+      else disagree += decided
+    }
+    agreement.set(judge, { agree, disagree })
+  }
+  const winner = bt.ranking[0]
+  const winnerAuthor = input.answers.find((a) => a.id === winner)?.author
+  const outcome: RoundOutcome = {
+    round: input.round,
+    winner,
+    ...(winnerAuthor !== undefined ? { winnerAuthor } : {}),
+    ranking: bt.ranking,
+    strengths: bt.items.map((id, i) => [id, bt.strengths[i]]),
+    weights: [...weights].sort((a, b) => compareText(a[0], b[0])),
+    agreement,
+    flags
+  }
+  return { schedule, outcome, state: applyRound(state, outcome, params) }
+}
