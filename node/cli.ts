@@ -4,6 +4,7 @@ import { Command } from 'commander'
 import { enableCompileCache } from 'node:module'
 import { registerStartCommand } from './commands/start.ts'
 import { registerDoctorCommand } from './commands/doctor.ts'
+import { registerTestnetCommand } from './commands/testnet.ts'
 
 const USER_ERRORS = new Set(['ModelFormatError', 'ModelDownloadError', 'ShardConfigError', 'SessionLimitError', 'ShapeError', 'RangeError',
   'ConfigError', 'IdentityCorruptError', 'IdentityPermissionError', 'ControlError'])
@@ -23,6 +24,7 @@ const sub = process.argv[2]
 if (sub !== 'node' && sub !== 'doctor') (await import('./commands/run.ts')).registerRunCommand(program)
 registerStartCommand(program)
 registerDoctorCommand(program)
+registerTestnetCommand(program)
 
 try {
   await program.parseAsync(process.argv)
