@@ -1,0 +1,110 @@
+// Spot-checks of sharded execution. A stage commits a fingerprint (fingerprint.ts) of its output
+// at every position it computes; afterwards a seeded sampler — seeded by the session and stage,
+// drawn after the fingerprints are committed, so the stage cannot know which steps are checked —
+// picks positions, and another holder of the same layers replays the stage's recorded inputs in
+// one batched prefill (cheaper than the decode that produced them) and compares. A mismatch is
+// an evidence record (records.ts) and, once in the swarm state, a reputation penalty and
+// exclusion from routing (reputation.ts applySpotCheck).
+import { seededRng } from './digest.ts'
+import { ConsensusInputError } from './errors.ts'
+import { FINGERPRINT_INDEX_SLACK, FINGERPRINT_VALUE_TOLERANCE, SPOT_CHECK_DOMAIN } from './constants.ts'
+import { fingerprintDistances, type FingerprintCheck, type FingerprintMismatch } from './fingerprint.ts'
+import type { Session, Shard, StageInput } from '../engine/index.ts'
+
+/** `count` distinct positions of [0, positions), sorted, drawn from a PRNG seeded by `seed`. */
+export function sampleSpotChecks (seed: readonly string[], positions: number, count: number): number[] {
+  if (!Number.isInteger(positions) || positions < 0 || !Number.isInteger(count) || count < 0) throw new ConsensusInputError('positions and count must be integers ≥ 0')
+  const rng = seededRng([SPOT_CHECK_DOMAIN, ...seed])
+  const all = Array.from({ length: positions }, (_, i) => i)
+  const n = Math.min(count, positions)
+  // Partial Fisher–Yates: the first n slots are a uniform sample.
+  for (let i = 0; i < n; i++) {
+    const j = i + Math.floor(rng() * (positions - i))
+    const t = all[i]
+    all[i] = all[j]
+    all[j] = t
+  }
+  return all.slice(0, n).sort((a, b) => a - b)
+}
+
+/** What a stage was given, step by step, and the fingerprints it committed for each step. */
+export interface StageTrace {
+  /** Per step: token ids (first stage) or hidden states [T, dim]. */
+  inputs: StageInput[]
+  /** Per step: fingerprint of that step's output, T positions. */
+  fingerprints: Uint8Array[]
+}
+
+export interface SpotCheckResult {
+  /** Positions checked (global, over the whole trace). */
+  checked: number[]
+  /** Distance of every checked position, and those beyond the tolerance. */
+  distances: FingerprintMismatch[]
+  mismatches: FingerprintMismatch[]
+  passed: boolean
+}
+
+function concatInputs (inputs: StageInput[]): StageInput {
+  if (inputs.length > 0 && 'tokens' in inputs[0]) {
+    const tokens: number[] = []
+    for (const x of inputs) {
+      if (!('tokens' in x)) throw new ConsensusInputError('a trace mixes tokens and hidden states')
+      for (let i = 0; i < x.tokens.length; i++) tokens.push(x.tokens[i])
+    }
+    return { tokens }
+  }
+  let n = 0
+  for (const x of inputs) {
+    if (!('hidden' in x)) throw new ConsensusInputError('a trace mixes tokens and hidden states')
+    n += x.hidden.length
+  }
+  const hidden = new Float32Array(n)
+  let off = 0
+  for (const x of inputs) {
+    const h = (x as { hidden: Float32Array }).hidden
+    hidden.set(h, off)
+    off += h.length
+  }
+  return { hidden }
+}
+
+/**
+ * Replays a trace on the verifier's own shard (same layers) in one prefill over every position up
+ * to the last one checked, and compares fingerprints at `positions`.
+ */
+export function spotCheck (shard: Shard, trace: StageTrace, positions: readonly number[], topK?: number, check: FingerprintCheck = {}): SpotCheckResult {
+  if (trace.inputs.length !== trace.fingerprints.length) throw new ConsensusInputError('a trace needs one fingerprint per step')
+  const dim = shard.isLast ? shard.config.vocabSize : shard.config.dim
+  const stepOf: Array<{ step: number, row: number }> = []
+  trace.inputs.forEach((x, step) => {
+    const T = 'tokens' in x ? x.tokens.length : x.hidden.length / shard.config.dim
+    for (let row = 0; row < T; row++) stepOf.push({ step, row })
+  })
+  const wanted = [...new Set(positions)].filter((p) => p >= 0 && p < stepOf.length).sort((a, b) => a - b)
+  if (wanted.length === 0) return { checked: [], distances: [], mismatches: [], passed: true }
+  const last = wanted[wanted.length - 1]
+  const upTo = stepOf[last].step
+  const session: Session = shard.openSession({ maxLength: stepOf.length })
+  let out: Float32Array
+  try {
+    const result = session.step(concatInputs(trace.inputs.slice(0, upTo + 1)), shard.isLast ? { logits: 'all' } : {})
+    out = (shard.isLast ? result.logits : result.hidden) as Float32Array
+  } finally {
+    session.close()
+  }
+  const size = trace.fingerprints[0].length / Math.max(1, stepRows(trace.inputs[0], shard.config.dim))
+  const tolerance = check.valueTolerance ?? FINGERPRINT_VALUE_TOLERANCE
+  const slack = check.indexSlack ?? FINGERPRINT_INDEX_SLACK
+  const distances: FingerprintMismatch[] = []
+  for (const p of wanted) {
+    const { step, row } = stepOf[p]
+    const claimed = trace.fingerprints[step].subarray(row * size, (row + 1) * size)
+    for (const d of fingerprintDistances(claimed, out.subarray(p * dim, (p + 1) * dim), dim, topK)) distances.push({ ...d, position: p })
+  }
+  const mismatches = distances.filter((d) => d.missingIndices > slack || !(d.valueError <= tolerance))
+  return { checked: wanted, distances, mismatches, passed: mismatches.length === 0 }
+}
+
+function stepRows (x: StageInput, dim: number): number {
+  return 'tokens' in x ? x.tokens.length : x.hidden.length / dim
+}
