@@ -31,3 +31,6 @@ export const INFERENCE_CLOSE_TIMEOUT_MS = 1000
 
 /** Concurrent inbound inference streams per connection (a session uses one or two). */
 export const INFERENCE_MAX_INBOUND_STREAMS = 256
+
+/** Engine steps a stage queues at once for its scheduler (each session has at most one in flight). */
+export const INFERENCE_MAX_QUEUED_STEPS = 256

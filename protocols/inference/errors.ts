@@ -9,3 +9,13 @@ export class InferenceFailedError extends Error {
     this.status = status
   }
 }
+
+/** A stage's step queue is full (the stage scheduler refuses more steps). */
+export class SchedulerFullError extends Error {
+  override name = 'SchedulerFullError'
+}
+
+/** A queued step was dropped because its session ended. */
+export class StepCancelledError extends Error {
+  override name = 'StepCancelledError'
+}

@@ -1,0 +1,152 @@
+// Continuous batching on a stage: every engine step of every session goes through one scheduler.
+// A step is queued and run on a later turn of the event loop (setImmediate), so the decode steps
+// (T = 1) that arrive meanwhile — frames read while the engine was busy, tokens just sampled —
+// run together in one `shard.stepBatch` pass (each layer's weights read once per pass). A batch is
+// whatever is ready: sessions join at their next step and leave when they end. Prefill steps
+// (T > 1) run in chunks of `shard.maxBatch` positions, one chunk per turn, taking turns with the
+// decode batch (and round-robin among prompts), so a long prompt cannot starve the decoders nor
+// they it. The queue is bounded; cancelling a session drops its queued step. A batch the engine
+// refuses (a session's bad input) is re-run one session at a time, so one session's error never
+// fails the others.
+import type { Session, Shard, StageInput, StageOutput } from '../../engine/index.ts'
+import { INFERENCE_MAX_QUEUED_STEPS } from './constants.ts'
+import { SchedulerFullError, StepCancelledError } from './errors.ts'
+
+/** Batching counters (reported with the service's stats). */
+export interface SchedulerStats {
+  /** Decode passes run (`stepBatch` calls) and the decode steps they held. */
+  batches: number
+  batchedSteps: number
+  /** Largest decode batch so far, and how many batches had each size. */
+  maxBatchSize: number
+  batchSizes: Record<number, number>
+  /** Prefill chunks run (one per turn). */
+  prefillChunks: number
+}
+
+export interface StageSchedulerInit {
+  /** Steps queued at once (default INFERENCE_MAX_QUEUED_STEPS); more are refused. */
+  maxQueued?: number
+}
+
+interface Job {
+  shard: Shard
+  session: Session
+  input: StageInput
+  /** Positions in the step, and how many are done (prefill runs in chunks). */
+  T: number
+  done: number
+  parts: StageOutput[]
+  resolve: (out: StageOutput) => void
+  reject: (err: Error) => void
+}
+
+export class StageScheduler {
+  readonly stats: SchedulerStats = { batches: 0, batchedSteps: 0, maxBatchSize: 0, batchSizes: {}, prefillChunks: 0 }
+  private readonly maxQueued: number
+  private decode: Job[] = []
+  private prefill: Job[] = []
+  private scheduled = false
+
+  constructor (init: StageSchedulerInit = {}) {
+    this.maxQueued = init.maxQueued ?? INFERENCE_MAX_QUEUED_STEPS
+  }
+
+  /** Steps waiting now. */
+  get queued (): number { return this.decode.length + this.prefill.length }
+
+  /** Queues one step of `session` (T positions of `input`, T ≥ 1, already checked); resolves with its output. */
+  async run (shard: Shard, session: Session, input: StageInput, T: number): Promise<StageOutput> {
+    if (this.queued >= this.maxQueued) throw new SchedulerFullError(`${this.queued} steps already queued`)
+    return await new Promise<StageOutput>((resolve, reject) => {
+      const job: Job = { shard, session, input, T, done: 0, parts: [], resolve, reject }
+      if (T === 1) this.decode.push(job)
+      else this.prefill.push(job)
+      this.wake()
+    })
+  }
+
+  /** Drops the queued step of `session`, if any (its promise rejects with StepCancelledError). */
+  cancel (session: Session): void {
+    for (const queue of [this.decode, this.prefill]) {
+      const i = queue.findIndex((j) => j.session === session)
+      if (i >= 0) queue.splice(i, 1)[0].reject(new StepCancelledError('session ended'))
+    }
+  }
+
+  private wake (): void {
+    if (this.scheduled) return
+    this.scheduled = true
+    setImmediate(() => {
+      this.scheduled = false
+      this.turn()
+      if (this.queued > 0) this.wake()
+    })
+  }
+
+  /** One turn: every ready decode step (a batch per shard), then one prefill chunk. */
+  private turn (): void {
+    const ready = this.decode
+    this.decode = []
+    const byShard = new Map<Shard, Job[]>()
+    for (const job of ready) byShard.set(job.shard, [...(byShard.get(job.shard) ?? []), job])
+    for (const [shard, jobs] of byShard) this.runBatch(shard, jobs)
+    const job = this.prefill.shift()
+    if (job !== undefined) this.runChunk(job)
+  }
+
+  private runBatch (shard: Shard, jobs: Job[]): void {
+    this.stats.batches++
+    this.stats.batchedSteps += jobs.length
+    this.stats.maxBatchSize = Math.max(this.stats.maxBatchSize, jobs.length)
+    this.stats.batchSizes[jobs.length] = (this.stats.batchSizes[jobs.length] ?? 0) + 1
+    let outs: StageOutput[]
+    try {
+      outs = shard.stepBatch(jobs.map((j) => ({ session: j.session, input: j.input })))
+    } catch {
+      // a refused batch changed no session: step each alone, so only the bad one fails
+      for (const j of jobs) this.runAlone(j)
+      return
+    }
+    jobs.forEach((j, b) => { j.resolve(outs[b]) })
+  }
+
+  private runAlone (job: Job): void {
+    try {
+      job.resolve(job.session.step(job.input))
+    } catch (err) {
+      job.reject(err as Error)
+    }
+  }
+
+  /** Runs the next chunk of a prefill step; requeues it (at the back) until its last chunk. */
+  private runChunk (job: Job): void {
+    this.stats.prefillChunks++
+    const n = Math.min(job.shard.maxBatch, job.T - job.done)
+    const dim = job.shard.config.dim
+    const input: StageInput = 'tokens' in job.input
+      ? { tokens: Array.from({ length: n }, (_, t) => (job.input as { tokens: ArrayLike<number> }).tokens[job.done + t]) }
+      : { hidden: job.input.hidden.subarray(job.done * dim, (job.done + n) * dim) }
+    let out: StageOutput
+    try {
+      out = job.session.step(input)
+    } catch (err) {
+      job.reject(err as Error)
+      return
+    }
+    job.done += n
+    job.parts.push(out)
+    if (job.done < job.T) {
+      this.prefill.push(job)
+      return
+    }
+    if (job.shard.isLast) {
+      job.resolve(out) // the logits of the last position
+      return
+    }
+    const hidden = new Float32Array(job.T * dim)
+    let at = 0
+    for (const p of job.parts) { hidden.set(p.hidden as Float32Array, at); at += (p.hidden as Float32Array).length }
+    job.resolve({ hidden })
+  }
+}

@@ -1,0 +1,116 @@
+// One session on a stage: its engine Session (KV cache), sampler (last stage) and up to three
+// streams, and the plumbing that connects it onward when it opens:
+//
+//   upstream   the stream the OpenSession came in on (the client's, or the previous stage's)
+//   downstream our stream to the next hop (absent on the last stage)
+//   back       first stage: the last stage's Attach stream, carrying sampled tokens;
+//              last stage: our Attach stream to the first stage (the `origin`)
+import type { Stream } from '@libp2p/interface'
+import type { HiddenCodec as EngineCodec } from '../../engine/codecs.ts'
+import type { Session, Shard } from '../../engine/index.ts'
+import { createSampler } from '../../engine/sampler.ts'
+import type { Sampler } from '../../engine/sampler.ts'
+import { Status } from './inference.pb.js'
+import type { OpenSession } from './inference.pb.js'
+import { kvBytesFor, Refusal } from './stage-checks.ts'
+import { engineCodec, frameChannel } from './wire.ts'
+import type { FrameChannel } from './wire.ts'
+
+export interface StageSession {
+  id: string
+  /** The shard the session was opened on: `serve()` may switch the stage's shard meanwhile. */
+  shard: Shard
+  session: Session
+  codec: EngineCodec
+  maxLength: number
+  reservedBytes: number
+  sampler?: Sampler
+  maxTokens: number
+  generated: number
+  /** First stage: the client may send one prefill step; every later step comes from the ring. */
+  prefilled: boolean
+  /** First stage only: the peer that must attach the token stream (the last hop). */
+  lastPeer?: string
+  /** First stage: resolves when the last stage's token stream attaches. */
+  attached: Promise<void>
+  onAttach: () => void
+  upstream: FrameChannel
+  downstream?: FrameChannel
+  back?: FrameChannel
+  closed: boolean
+  done: AbortController
+  expiry?: ReturnType<typeof setTimeout>
+}
+
+/** A session's state for an open that passed `checkOpen` (the engine session is already open). */
+export function stageSession (open: OpenSession, shard: Shard, session: Session, upstream: FrameChannel): StageSession {
+  let onAttach = (): void => {}
+  const attached = new Promise<void>((resolve) => { onAttach = resolve })
+  const s: StageSession = {
+    id: open.sessionId,
+    shard,
+    session,
+    codec: engineCodec(open.codec) as EngineCodec,
+    maxLength: open.maxLength,
+    reservedBytes: kvBytesFor(shard, open.maxLength),
+    maxTokens: open.sampling?.maxTokens ?? 0,
+    generated: 0,
+    prefilled: false,
+    attached,
+    onAttach,
+    upstream,
+    closed: false,
+    done: new AbortController()
+  }
+  if (shard.isLast) {
+    const p = open.sampling
+    s.sampler = createSampler({ temperature: p?.temperature ?? 0, topP: p?.topP === 0 ? 1 : (p?.topP ?? 1), topK: p?.topK ?? 0, seed: p?.seed ?? 1n })
+    // a failover replay continues the PRNG where the failed session left it: every non-greedy
+    // sample draws exactly one coin, whatever the logits, so a one-logit sample advances it by one
+    if ((p?.temperature ?? 0) > 0) for (let i = 0; i < (p?.skipDraws ?? 0); i++) s.sampler.sample(new Float32Array(1))
+  }
+  // the last stage attaches before it answers, so its Attach arrives before the chain's OK
+  if (shard.isFirst && !shard.isLast) s.lastPeer = open.chain[open.chain.length - 1].peer
+  return s
+}
+
+export interface OnwardDeps {
+  /** This stage's peer id (the origin the next hops attach to). */
+  self: string
+  maxFrameBytes: number
+  /** Opens a stream of the inference protocol to `peer` (a peer id string). */
+  openStream: (peer: string, options: { signal: AbortSignal }) => Promise<Stream>
+}
+
+/**
+ * Connects a new session onward: opens the rest of the chain on the next hop (and waits for its
+ * OK), or on the last stage attaches the token stream to the first stage; the first stage then
+ * waits for that attach. Throws a Refusal (DOWNSTREAM) when the chain cannot be completed.
+ */
+export async function connectOnward (s: StageSession, open: OpenSession, deps: OnwardDeps, signal: AbortSignal): Promise<void> {
+  const shard = s.shard
+  if (!shard.isLast) {
+    const [next, ...rest] = open.chain
+    s.downstream = frameChannel(await deps.openStream(next.peer, { signal }), deps.maxFrameBytes)
+    const origin = shard.isFirst ? deps.self : open.origin
+    await s.downstream.write({ open: { ...open, start: next.start, end: next.end, chain: rest, origin } })
+    const answer = (await s.downstream.read({ signal })).result
+    if (answer?.status !== Status.OK) throw new Refusal(Status.DOWNSTREAM, `next hop ${next.peer} answered ${answer?.status ?? 'no result'}: ${answer?.detail ?? ''}`)
+  } else if (!shard.isFirst) {
+    s.back = frameChannel(await deps.openStream(open.origin, { signal }), deps.maxFrameBytes)
+    await s.back.write({ attach: { sessionId: s.id } })
+    const answer = (await s.back.read({ signal })).result
+    if (answer?.status !== Status.OK) throw new Refusal(Status.DOWNSTREAM, `first stage ${open.origin} refused the token stream: ${answer?.status ?? 'no result'}`)
+  }
+  if (s.lastPeer !== undefined) await raceAbort(s.attached, signal)
+}
+
+/** `promise`, or a rejection when `signal` aborts first. */
+async function raceAbort (promise: Promise<void>, signal: AbortSignal): Promise<void> {
+  signal.throwIfAborted()
+  await new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => { reject(signal.reason as Error) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(() => { signal.removeEventListener('abort', onAbort); resolve() }, reject)
+  })
+}
