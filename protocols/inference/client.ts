@@ -5,7 +5,10 @@
 //   for await (const ev of runInference(openStream, { chain, prompt, maxLength: 64 })) …
 import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
 import type { HiddenCodec as EngineCodec } from '../../engine/codecs.ts'
-import { INFERENCE_MAX_FRAME_BYTES } from './constants.ts'
+import {
+  FAILOVER_FIRST_TOKEN_TIMEOUT_MS, FAILOVER_GAP_WINDOW, FAILOVER_MAX_ATTEMPTS, FAILOVER_PROBE_TIMEOUT_FACTOR, FAILOVER_PROBE_TIMEOUT_FLOOR_MS,
+  FAILOVER_TOKEN_TIMEOUT_FACTOR, FAILOVER_TOKEN_TIMEOUT_FLOOR_MS, FAILOVER_TOKEN_TIMEOUT_MIN_SAMPLES, INFERENCE_MAX_FRAME_BYTES
+} from './constants.ts'
 import { InferenceFailedError } from './errors.ts'
 import { Status } from './inference.pb.js'
 import type { Frame } from './inference.pb.js'
@@ -41,35 +44,85 @@ export interface InferenceRequest extends AbortOptions {
     skipDraws?: number
   }
   /**
-   * Failover: when the session fails, stages that no longer accept a stream are replaced by
-   * `replace(hop, index)` (e.g. from the router; undefined gives up) and the history (prompt and
-   * tokens so far) is replayed as one prefill on the new chain, so generation continues where it
-   * stopped. The tokens equal a run without failure: greedy, and seeded sampling too (the last
-   * stage skips the PRNG draws already made).
+   * Failover: when the session fails or stalls, every hop is probed (in parallel, with a
+   * deadline); hops that do not answer are replaced by `replace(hop, index)` — one hop, or several
+   * tiling the same layers (e.g. `chainRouter(views).replace`); undefined gives up — and the
+   * history (prompt and tokens so far) is replayed as one prefill on the repaired chain, so
+   * generation continues where it stopped. The tokens equal a run without failure: greedy, and
+   * seeded sampling too (the last stage skips the PRNG draws already made).
    */
-  failover?: { replace: (hop: ChainHop, index: number) => Promise<ChainHop | undefined>, maxAttempts?: number, probeTimeoutMs?: number }
+  failover?: FailoverOptions
+}
+
+export interface FailoverOptions {
+  replace: (hop: ChainHop, index: number) => Promise<ChainHop | ChainHop[] | undefined>
+  /** Repairs before the failure is final (default FAILOVER_MAX_ATTEMPTS). */
+  maxAttempts?: number
+  /** Deadline of a hop's liveness probe (default max(500 ms, 2 × the chain's open time)). */
+  probeTimeoutMs?: number
+  /**
+   * A token later than this after the previous one is a stall: the chain counts as failed
+   * (default max(2 s, 10 × the median decode gap); see constants.ts).
+   */
+  tokenTimeoutMs?: number
 }
 
 export type InferenceEvent =
   | { type: 'open', sessionId: string, ms: number }
   | { type: 'token', id: number, position: number }
-  | { type: 'retry', attempt: number, status: string, replaced: number[], replayed: number }
+  /**
+   * The chain failed (`status`; STALLED when no token came within the deadline) and was
+   * repaired: `replaced` hop indices (of the failed chain), `replayed` tokens to re-prefill,
+   * `detectMs` from the last token (or the session's start) to the failure's detection,
+   * `probeMs` from detection to the repaired chain (probes and replacements).
+   */
+  | { type: 'retry', attempt: number, status: string, replaced: number[], replayed: number, detectMs: number, probeMs: number }
+  /** The first token after a repair: `ms` since the failure was detected. */
+  | { type: 'resumed', attempt: number, ms: number }
   | { type: 'done', reason: 'steps' | 'bos', tokens: number }
 
 /** Opens a stream to a peer for a protocol (libp2p's `dialProtocol` or a connection manager's `openStream`). */
 export type OpenStream = (peer: PeerId | string, protocol: string, options: AbortOptions) => Promise<Stream>
 
+/** Decode pace of one request: when the last token came, and the recent gaps between tokens. */
+class Pace {
+  last = performance.now()
+  openMs = 0
+  private readonly gaps: number[] = []
+  private next = 0
+  /** A token arrived; `decode` when it followed another token of the same session. */
+  token (decode: boolean): void {
+    const now = performance.now()
+    if (decode) {
+      this.gaps[this.next] = now - this.last
+      this.next = (this.next + 1) % FAILOVER_GAP_WINDOW
+    }
+    this.last = now
+  }
+
+  /** The per-token deadline: `fixed`, else max(floor, factor × median gap) once enough gaps were seen. */
+  deadline (fixed: number | undefined, first: boolean): number {
+    if (fixed !== undefined) return first ? Math.max(fixed, FAILOVER_FIRST_TOKEN_TIMEOUT_MS) : fixed
+    if (first || this.gaps.length < FAILOVER_TOKEN_TIMEOUT_MIN_SAMPLES) return FAILOVER_FIRST_TOKEN_TIMEOUT_MS
+    const sorted = [...this.gaps].sort((a, b) => a - b)
+    return Math.max(FAILOVER_TOKEN_TIMEOUT_FLOOR_MS, FAILOVER_TOKEN_TIMEOUT_FACTOR * sorted[sorted.length >> 1])
+  }
+}
+
 /**
  * Runs one generation over a chain of stages; yields the session's open, each token, and done
- * (and `retry` when failover re-opened the chain).
+ * (and `retry` / `resumed` when failover repaired the chain).
  */
 export async function * runInference (openStream: OpenStream, protocol: string, request: InferenceRequest): AsyncGenerator<InferenceEvent> {
   const failover = request.failover
   let chain = request.chain
   const generated: number[] = []
+  const pace = new Pace()
+  let resuming: { attempt: number, detectedAt: number } | undefined
   for (let attempt = 0; ; attempt++) {
     const history = [...request.prompt, ...generated]
     const maxTokens = request.sampling?.maxTokens ?? 0
+    const tokenTimeoutMs = failover !== undefined ? (first: boolean) => pace.deadline(failover.tokenTimeoutMs, first) : undefined
     try {
       for await (const ev of runSession(openStream, protocol, {
         ...request,
@@ -77,43 +130,53 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
         prompt: history,
         ...(request.sampling !== undefined ? { sampling: { ...request.sampling, maxTokens: maxTokens > 0 ? maxTokens - generated.length : 0, skipDraws: generated.length } } : {}),
         ...(attempt > 0 ? { sessionId: crypto.randomUUID() } : {})
-      })) {
-        if (ev.type === 'token') generated.push(ev.id)
+      }, pace, tokenTimeoutMs)) {
+        if (ev.type === 'token') {
+          generated.push(ev.id)
+          if (resuming !== undefined) { yield { type: 'resumed', attempt: resuming.attempt, ms: performance.now() - resuming.detectedAt }; resuming = undefined }
+        }
         if (ev.type === 'done') { yield { ...ev, tokens: generated.length }; return }
         if (ev.type !== 'open' || attempt === 0) yield ev
       }
       return
     } catch (err) {
+      const detectedAt = performance.now()
       const status = err instanceof InferenceFailedError ? err.status : 'ERROR'
-      if (failover === undefined || attempt >= (failover.maxAttempts ?? 3) || status === 'CANCELLED' || request.signal?.aborted === true) throw err
+      if (failover === undefined || attempt >= (failover.maxAttempts ?? FAILOVER_MAX_ATTEMPTS) || status === 'CANCELLED' || request.signal?.aborted === true) throw err
+      const probeTimeoutMs = failover.probeTimeoutMs ?? Math.max(FAILOVER_PROBE_TIMEOUT_FLOOR_MS, FAILOVER_PROBE_TIMEOUT_FACTOR * pace.openMs)
+      const alive = await Promise.all(chain.map(async (hop) => await reachable(openStream, protocol, hop, probeTimeoutMs, request.signal)))
       const replaced: number[] = []
-      const next = [...chain]
+      const next: ChainHop[] = []
       for (let i = 0; i < chain.length; i++) {
-        if (await reachable(openStream, protocol, chain[i], failover.probeTimeoutMs ?? 2000, request.signal)) continue
+        if (alive[i]) { next.push(chain[i]); continue }
         const hop = await failover.replace(chain[i], i)
-        if (hop === undefined) throw err
-        next[i] = hop
+        if (hop === undefined || (Array.isArray(hop) && hop.length === 0)) throw err
+        next.push(...(Array.isArray(hop) ? hop : [hop]))
         replaced.push(i)
       }
       chain = next
-      yield { type: 'retry', attempt: attempt + 1, status, replaced, replayed: request.prompt.length + generated.length }
+      resuming = { attempt: attempt + 1, detectedAt }
+      yield { type: 'retry', attempt: attempt + 1, status, replaced, replayed: request.prompt.length + generated.length, detectMs: detectedAt - pace.last, probeMs: performance.now() - detectedAt }
     }
   }
 }
 
-/** True when the hop still accepts a stream of the protocol (the stream is dropped at once). */
+/** True when the hop accepts a stream of the protocol within the deadline (the stream is dropped at once). */
 async function reachable (openStream: OpenStream, protocol: string, hop: ChainHop, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
   try {
     const stream = await openStream(hop.peer, protocol, { signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal !== undefined ? [signal] : [])]) })
     stream.abort(new Error('liveness probe'))
     return true
   } catch {
-    return false // reason: any failure to open a stream means the hop must be replaced
+    return false // reason: no stream within the deadline (dead, unreachable or stalled) means the hop must be replaced
   }
 }
 
-/** One session on one chain, no failover. */
-async function * runSession (openStream: OpenStream, protocol: string, request: InferenceRequest): AsyncGenerator<InferenceEvent> {
+/**
+ * One session on one chain, no failover. With `tokenTimeoutMs`, a watchdog aborts the session
+ * (status STALLED) when the next token (the first: `first` true) is later than that deadline.
+ */
+async function * runSession (openStream: OpenStream, protocol: string, request: InferenceRequest, pace: Pace, tokenTimeoutMs?: (first: boolean) => number): AsyncGenerator<InferenceEvent> {
   const { chain, prompt, signal } = request
   if (chain.length === 0) throw new RangeError('a chain needs at least one stage')
   if (prompt.length === 0 || prompt.length > request.maxLength) throw new RangeError('the prompt needs 1 to maxLength tokens')
@@ -128,13 +191,25 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
   const ch = frameChannel(stream, INFERENCE_MAX_FRAME_BYTES)
   const onAbort = (): void => { stream.abort(new Error('inference cancelled')) }
   signal?.addEventListener('abort', onAbort, { once: true })
-  const read = async (): Promise<Frame> => {
+  let stalledAfter: number | undefined
+  let watchdog: ReturnType<typeof setTimeout> | undefined
+  const arm = (first: boolean): void => {
+    if (tokenTimeoutMs === undefined) return
+    const ms = tokenTimeoutMs(first)
+    watchdog = setTimeout(() => { stalledAfter = ms; stream.abort(new Error('no token within the deadline')) }, ms)
+  }
+  // the deadline runs only while we wait for the stage, not while the caller holds a token
+  const read = async (first = false): Promise<Frame> => {
+    arm(first)
     try {
       return await ch.read({ signal })
     } catch (err) {
       if (signal?.aborted === true) throw new InferenceFailedError('CANCELLED', 'inference cancelled', { cause: err })
+      if (stalledAfter !== undefined) throw new InferenceFailedError('STALLED', `no token within ${Math.round(stalledAfter)} ms`, { cause: err })
       const status = isEndOfStream(err) ? 'CLOSED' : readFailureStatus(err)
       throw new InferenceFailedError(status, `the first stage's stream failed: ${(err as Error).message}`, { cause: err })
+    } finally {
+      clearTimeout(watchdog)
     }
   }
   const failed = (frame: Frame): InferenceFailedError => {
@@ -157,15 +232,17 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
         sampling: { temperature: s.temperature ?? 0, topP: s.topP ?? 1, topK: s.topK ?? 0, seed: BigInt(s.seed ?? 1), maxTokens: s.maxTokens ?? 0, skipDraws: s.skipDraws ?? 0 }
       }
     })
-    const opened = await read()
+    const opened = await read(true)
     if (opened.result?.status !== Status.OK) throw failed(opened)
-    yield { type: 'open', sessionId, ms: performance.now() - t0 }
+    pace.openMs = performance.now() - t0
+    yield { type: 'open', sessionId, ms: pace.openMs }
     await ch.write({ step: { sessionId, position: 0, tokens: prompt, hidden: new Uint8Array(0), dtype: wireCodec('f32'), shape: [] } })
     let tokens = 0
     for (;;) {
-      const frame = await read()
+      const frame = await read(tokens === 0)
       const token = frame.token
       if (token === undefined) throw failed(frame)
+      pace.token(tokens > 0)
       if (!token.bos) {
         tokens++
         yield { type: 'token', id: token.token, position: token.position }
@@ -177,6 +254,7 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
       }
     }
   } finally {
+    clearTimeout(watchdog)
     signal?.removeEventListener('abort', onAbort)
     // an early return by the caller, or an error, cancels the session: closing cascades down the chain
     if (finished) await ch.end()

@@ -32,5 +32,46 @@ export const INFERENCE_CLOSE_TIMEOUT_MS = 1000
 /** Concurrent inbound inference streams per connection (a session uses one or two). */
 export const INFERENCE_MAX_INBOUND_STREAMS = 256
 
+/** Routing chains from the swarm state (route-chain.ts): the request shape costed when the caller gives none. */
+export const ROUTE_DEFAULT_PROMPT_TOKENS = 128
+export const ROUTE_DEFAULT_GEN_TOKENS = 128
+
+/** Hidden bytes per token assumed when the caller does not say (4096-wide f16). */
+export const ROUTE_DEFAULT_HIDDEN_BYTES = 8192
+
+/** Link bandwidth assumed when neither end published one (100 Mbit/s). */
+export const ROUTE_DEFAULT_BANDWIDTH_BYTES_PER_S = 12_500_000
+
+/** Node-record capability key of a published RTT to a peer (`rttMs:<peer id>`; node/ writes it). */
+export const ROUTE_RTT_CAPABILITY_PREFIX = 'rttMs:'
+
+/**
+ * Failover stall detection (client.ts): a token later than max(floor, factor × the median decode
+ * gap so far) means the chain stalled. Decode gaps are steady but have a tail (GC, other
+ * sessions' prefill chunks on a shared stage, a busy machine): 10× the median stays clear of it,
+ * and the 2 s floor keeps sub-millisecond models on a loaded machine from false alarms (a false
+ * alarm costs a replay, never a wrong token). Until MIN_SAMPLES gaps are seen, and for the first
+ * token of every session (open + prefill), the first-token deadline applies: above the stages'
+ * own 10 s open deadline, so a hop that cannot open answers with its status first.
+ */
+export const FAILOVER_TOKEN_TIMEOUT_FLOOR_MS = 2000
+export const FAILOVER_TOKEN_TIMEOUT_FACTOR = 10
+export const FAILOVER_TOKEN_TIMEOUT_MIN_SAMPLES = 4
+export const FAILOVER_FIRST_TOKEN_TIMEOUT_MS = 15_000
+
+/** Decode gaps kept for the median (the most recent ones). */
+export const FAILOVER_GAP_WINDOW = 64
+
+/**
+ * Liveness probe of a hop after a failure: opening a stream of the protocol (one multistream
+ * round trip to the stage's event loop) within max(floor, factor × the chain's open time). A
+ * SIGSTOPped or wedged stage never answers; a live one answers in about one RTT.
+ */
+export const FAILOVER_PROBE_TIMEOUT_FLOOR_MS = 500
+export const FAILOVER_PROBE_TIMEOUT_FACTOR = 2
+
+/** Repairs of one request before its failure is final. */
+export const FAILOVER_MAX_ATTEMPTS = 3
+
 /** Engine steps a stage queues at once for its scheduler (each session has at most one in flight). */
 export const INFERENCE_MAX_QUEUED_STEPS = 256

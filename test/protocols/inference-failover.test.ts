@@ -1,0 +1,182 @@
+// Routing chains from the replicated swarm state (protocols/inference/route-chain.ts) and
+// failover driven by it: real SwarmState replicas (signed records, presence beacons, anti-entropy
+// between them), the router's pick, replacements re-routed from the same views with failed peers
+// excluded; then in-process libp2p stages whose chain and replacement come from those views, and
+// the client's stall deadline.
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import type { Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { SwarmState } from '../../crdt/index.ts'
+import { openLlama2c } from '../../engine/formats/llama2c.ts'
+import { generate, sessionStepper } from '../../engine/generate.ts'
+import type { ModelSource, Shard } from '../../engine/index.ts'
+import { createSampler } from '../../engine/sampler.ts'
+import { loadShard } from '../../engine/shard.ts'
+import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
+import { chainRouter, inferenceProtocol, inferenceStageService, runInference, type ChainHop, type InferenceEvent, type InferenceStageService } from '../../protocols/index.ts'
+import { makeState, syncPair } from '../crdt/helpers.ts'
+import { STORIES260K, TOK512 } from '../models.ts'
+import { seededRandom, testSeed } from '../seed.ts'
+
+const seed = testSeed()
+const MODEL = 'ab'.repeat(32)
+const SWARM = 'failover'
+const STEPS = 64
+
+interface Offer { start: number, end: number, decodeLayerMs?: number, model?: string, rtt?: Record<string, number> }
+
+/**
+ * One SwarmState per offer, each writing its node record (capabilities as node-record.ts
+ * publishes them) and a presence beacon; then full anti-entropy so every replica holds all.
+ */
+async function swarm (random: () => number, offers: Offer[], options: { peers?: string[] } = {}): Promise<{ states: SwarmState[], ids: string[] }> {
+  const states: SwarmState[] = []
+  for (let i = 0; i < offers.length; i++) states.push(await makeState(random))
+  const ids = options.peers ?? states.map((s) => s.peerId)
+  for (let i = 0; i < offers.length; i++) {
+    const o = offers[i]
+    const rtts = Object.fromEntries(Object.entries(o.rtt ?? {}).map(([k, v]) => [`rttMs:${ids[Number(k)]}`, v]))
+    await states[i].setNode({
+      capabilities: { model: o.model ?? MODEL, dtype: 'f32', decodeLayerMs: o.decodeLayerMs ?? 1, prefillLayerMsPerToken: 0.1, memoryBytes: 1e9, ...rtts },
+      layers: [{ model: o.model ?? MODEL, start: o.start, end: o.end }],
+      addresses: [],
+      version: 'test'
+    })
+  }
+  for (const s of states) {
+    const beacon = await s.heartbeat()
+    for (const t of states) if (t !== s) t.receiveBeacon(beacon, s.peerId)
+  }
+  for (let i = 0; i < states.length; i++) for (let j = i + 1; j < states.length; j++) syncPair(states[i], states[j])
+  return { states, ids }
+}
+
+const hopsOf = (chain: ChainHop[]): Array<[string, number, number]> => chain.map((h) => [h.peer.toString(), h.start, h.end])
+
+describe(`chainRouter over replicated swarm views (TEST_SEED=${seed} npx vitest run test/protocols/inference-failover.test.ts)`, () => {
+  it('routes the cheapest chain of whole published ranges; replacements exclude failed peers and re-route the span', async () => {
+    const random = seededRandom(seed)
+    // 0: [0,2) fast · 1: [0,2) slow · 2: [2,5) · 3: [2,4) · 4: [4,5) · 5: another model · 6: [2,5) very slow
+    const { states } = await swarm(random, [
+      { start: 0, end: 2, decodeLayerMs: 1 }, { start: 0, end: 2, decodeLayerMs: 5 }, { start: 2, end: 5, decodeLayerMs: 1 },
+      { start: 2, end: 4, decodeLayerMs: 3 }, { start: 4, end: 5, decodeLayerMs: 3 }, { start: 0, end: 5, model: 'cd'.repeat(32) }, { start: 2, end: 5, decodeLayerMs: 40 }
+    ])
+    const ids = states.map((s) => s.peerId)
+    // every replica routes the same chain from its own copy of the state
+    const chains = states.map((s) => chainRouter(s, { model: { id: MODEL, nLayers: 5 } }).route())
+    for (const c of chains) expect(hopsOf(c)).toEqual([[ids[0], 0, 2], [ids[2], 2, 5]])
+    const router = chainRouter(states[3], { model: { id: MODEL, nLayers: 5 } })
+    // [2,5) fails: 3 + 4 (3 layers × 3 ms, one more hop at the default 100 ms RTT) beat 6 (3 × 40 ms)
+    expect(hopsOf(await router.replace(chains[0][1], 1) ?? [])).toEqual([[ids[3], 2, 4], [ids[4], 4, 5]])
+    expect(hopsOf(await router.replace({ peer: ids[3], start: 2, end: 5 }, 1) ?? [])).toEqual([[ids[6], 2, 5]])
+    expect(await router.replace({ peer: ids[6], start: 2, end: 5 }, 1)).toBeUndefined()
+    expect(hopsOf(await router.replace(chains[0][0], 0) ?? [])).toEqual([[ids[1], 0, 2]])
+    expect([...router.excluded].sort()).toEqual([ids[0], ids[2], ids[3], ids[6]].sort())
+    expect(() => router.route()).toThrow(expect.objectContaining({ name: 'ShardUnavailableError' }))
+  })
+
+  it('never enters a node mid-range (a stage serves exactly its range), even when the router would', async () => {
+    const random = seededRandom(seed + 1)
+    // 1 holds [1,5) and is very fast: the router's cheapest path is 0 [0,3) → 1 entered at 3; a
+    // stage cannot serve that, so the chain must be 0 → 2
+    const { states, ids } = await swarm(random, [{ start: 0, end: 3 }, { start: 1, end: 5, decodeLayerMs: 0.01 }, { start: 3, end: 5, decodeLayerMs: 4 }])
+    expect(hopsOf(chainRouter(states[0], { model: { id: MODEL, nLayers: 5 } }).route())).toEqual([[ids[0], 0, 3], [ids[2], 3, 5]])
+  })
+
+  it('uses published RTTs, skips offline members and those of other dtypes', async () => {
+    const random = seededRandom(seed + 2)
+    // two equal replicas of [2,5); 0 measured 5 ms to 1 and 80 ms to 2
+    const { states, ids } = await swarm(random, [{ start: 0, end: 2, rtt: { 1: 80, 2: 5 } }, { start: 2, end: 5 }, { start: 2, end: 5 }])
+    const router = chainRouter(states[0], { model: { id: MODEL, nLayers: 5 } })
+    expect(hopsOf(router.route())).toEqual([[ids[0], 0, 2], [ids[2], 2, 5]])
+    const views = { nodes: () => states[0].nodes(), online: () => states[0].online().filter((p) => p !== ids[2]) }
+    expect(hopsOf(chainRouter(views, { model: { id: MODEL, nLayers: 5 } }).route())).toEqual([[ids[0], 0, 2], [ids[1], 2, 5]])
+    expect(() => chainRouter(states[0], { model: { id: MODEL, nLayers: 5 }, dtype: 'q8_0' }).route()).toThrow(/no chain/)
+  })
+})
+
+// --- in-process stages whose chain and replacement come from the swarm views ---
+
+type Node = Libp2p<{ inference: InferenceStageService }>
+let source: ModelSource
+let prompt: number[]
+let expected: number[]
+const shards: Shard[] = []
+const nodes: Node[] = []
+
+beforeAll(async () => {
+  source = await openLlama2c(STORIES260K)
+  prompt = (await Llama2cTokenizer.fromFile(TOK512, source.config.vocabSize)).encode('Once upon a time', { bos: true })
+  const whole = await loadShard(source)
+  shards.push(whole)
+  expected = [prompt[0]]
+  for await (const ev of generate(sessionStepper(whole.openSession({ maxLength: STEPS })), { prompt, steps: STEPS, sampler: createSampler(), bosId: source.config.bosId })) {
+    if (ev.type === 'token') expected.push(ev.id)
+  }
+})
+afterAll(async () => {
+  await Promise.all(nodes.map(async (n) => { await n.stop() }))
+  await Promise.all(shards.map(async (s) => { await s.close() }))
+})
+
+async function stage (start?: number, end?: number): Promise<Node> {
+  const n = await createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: { inference: inferenceStageService({ swarm: SWARM, maxKvBytes: 4 * 1024 * 1024 }) }
+  })
+  nodes.push(n)
+  if (start !== undefined && end !== undefined) {
+    const shard = await loadShard(source, { start, end })
+    shards.push(shard)
+    n.services.inference.serve({ shard, model: MODEL })
+  }
+  return n
+}
+
+describe('failover routed from the swarm views', () => {
+  it('a middle stage stops at token 20: the router picks the replacement span from the views, tokens unchanged', async () => {
+    const ranges: Array<[number, number]> = [[0, 2], [2, 4], [4, 5], [2, 3], [3, 4]]
+    const stages: Node[] = []
+    for (const [a, b] of ranges) stages.push(await stage(a, b))
+    const client = await stage()
+    const all = [client, ...stages]
+    for (let i = 0; i < all.length; i++) for (let j = i + 1; j < all.length; j++) await all[i].dial(all[j].getMultiaddrs()[0])
+    // the records come from SwarmState replicas with their own keys (a writer signs only its own
+    // namespace, and these stages are bare libp2p nodes); the views map each replica to its stage
+    const random = seededRandom(seed + 3)
+    const { states } = await swarm(random, ranges.map(([start, end], i) => ({ start, end, decodeLayerMs: i === 1 ? 1 : 2 })))
+    const toStage = new Map(states.map((s, i) => [s.peerId, stages[i].peerId.toString()]))
+    const views = {
+      nodes: () => new Map([...states[0].nodes()].map(([k, v]) => [toStage.get(k) ?? k, v])),
+      online: () => states[0].online().map((k) => toStage.get(k) ?? k)
+    }
+    const router = chainRouter(views, { model: { id: MODEL, nLayers: 5 }, hiddenBytesPerToken: source.config.dim * 4 })
+    const chain = router.route()
+    expect(hopsOf(chain)).toEqual([[stages[0].peerId.toString(), 0, 2], [stages[1].peerId.toString(), 2, 4], [stages[2].peerId.toString(), 4, 5]])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const out = [...prompt]
+    const events: InferenceEvent[] = []
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, model: MODEL, failover: { replace: router.replace } })) {
+      events.push(ev)
+      if (ev.type === 'token') {
+        out.push(ev.id)
+        if (ev.position === 20) await stages[1].stop()
+      }
+    }
+    expect(out).toEqual(expected)
+    const retry = events.find((e) => e.type === 'retry')
+    expect(retry).toMatchObject({ attempt: 1, replaced: [1] })
+    expect(events.find((e) => e.type === 'resumed')).toMatchObject({ attempt: 1 })
+    expect([...router.excluded]).toEqual([stages[1].peerId.toString()])
+    // the repaired chain ran on the two-stage span [2,3) + [3,4)
+    for (const s of [stages[3], stages[4]]) expect(s.services.inference.stats.opened).toBe(1)
+  })
+})
