@@ -5,6 +5,7 @@ import { enableCompileCache } from 'node:module'
 import { registerStartCommand } from './commands/start.ts'
 import { registerDoctorCommand } from './commands/doctor.ts'
 import { registerTestnetCommand } from './commands/testnet.ts'
+import { registerStatusCommand } from './commands/status.ts'
 
 const USER_ERRORS = new Set(['ModelFormatError', 'ModelDownloadError', 'ShardConfigError', 'SessionLimitError', 'ShapeError', 'RangeError',
   'ConfigError', 'IdentityCorruptError', 'IdentityPermissionError', 'ControlError'])
@@ -25,6 +26,7 @@ if (sub !== 'node' && sub !== 'doctor') (await import('./commands/run.ts')).regi
 registerStartCommand(program)
 registerDoctorCommand(program)
 registerTestnetCommand(program)
+registerStatusCommand(program)
 
 try {
   await program.parseAsync(process.argv)

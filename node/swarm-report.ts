@@ -27,6 +27,8 @@ export function swarmView (host: MyceliumHost): Record<string, unknown> {
     nodes: Object.fromEntries(state.nodes()) as unknown as JsonValue,
     online: state.online(),
     manifests: state.manifests().length,
+    // which models the swarm knows (status draws layer coverage per model from these)
+    models: [...new Map(state.manifests().map((m) => [m.id, { id: m.id, nLayers: (m.data as { nLayers?: number }).nLayers ?? null, architecture: (m.data as { architecture?: string }).architecture ?? null }])).values()],
     links
   }
 }

@@ -201,7 +201,7 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
     out(`first token ${(sample.firstTokenAt / 1000).toFixed(1)} s after the testnet process started (${sample.tokens} tokens via ${sample.via === 'sdk' ? 'the SDK' : 'runInference'})`)
     out(`logs      ${logDir}/*.log`)
     out(`try       npx mycelium generate --bootstrap ${relayAddr} --swarm ${flags.swarm} --prompt "Once upon a time"`)
-    out(`          npx mycelium status --data-dir ${join(dir, 'node-1')}`)
+    out(`          npx mycelium status --data-dir ${nodes.map((_, i) => join(dir, `node-${i + 1}`)).join(' ')}`)
     if (flags.once === true) {
       await shutdown(0)
     } else {
