@@ -2,7 +2,9 @@
 // --layers a:b` processes form 1-, 2-, 3- and 5-stage chains, and a client node running
 // runInference gets exactly the single-process engine's greedy tokens (prompt "Once upon a time",
 // 64 positions); `kill -9` of a middle daemon mid-generation fails over to a spare with identical
-// tokens. Also: `--layers` is validated with one-line errors.
+// tokens; a stalled (SIGSTOP) middle daemon is caught by the token deadline and replaced the same
+// way; the chain and its replacement can come from the router over the daemons' replicated swarm
+// state. Also: `--layers` is validated with one-line errors.
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import type { Stream } from '@libp2p/interface'
@@ -19,7 +21,8 @@ import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
 import { join } from 'node:path'
 import { nodeConfig } from '../../node/config.ts'
 import { controlRequest } from '../../node/control.ts'
-import { inferenceProtocol, runInference, type ChainHop, type InferenceEvent, type InferenceRequest } from '../../protocols/index.ts'
+import type { NodeRecord } from '../../crdt/index.ts'
+import { chainRouter, inferenceProtocol, runInference, type ChainHop, type InferenceEvent, type InferenceRequest } from '../../protocols/index.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
 import { cleanupDaemons, runCli, scratch, startDaemon, pollUntil, type Started } from './daemons.ts'
 
@@ -119,6 +122,53 @@ describe('node start --layers: daemons serve a chain of stages', () => {
     expect(events.filter((e) => e.type === 'retry')).toMatchObject([{ attempt: 1, replaced: [1] }])
     expect(tokens).toEqual(expected)
   }, 30_000)
+
+  it('a stalled middle daemon (SIGSTOP at token 20 of 64): the token deadline fires, the probe finds it, a spare takes over, identical tokens', async () => {
+    const { chain, daemons, spares } = await chainOf([0, 1, 4, 5], [[1, 4]])
+    const events: InferenceEvent[] = []
+    const tokens = await generateOver(chain, {
+      events,
+      onToken: (position) => { if (position === 20) daemons[1].child.kill('SIGSTOP') },
+      failover: { replace: async (hop) => spares.find((s) => s.start === hop.start && s.end === hop.end) }
+    })
+    daemons[1].child.kill('SIGCONT')
+    const retry = events.find((e) => e.type === 'retry')
+    expect(retry).toMatchObject({ attempt: 1, status: 'STALLED', replaced: [1] })
+    // detected by the deadline (max(2 s, 10 × median gap)), not by a stream error
+    expect(retry?.type === 'retry' && retry.detectMs).toBeGreaterThanOrEqual(2000)
+    expect(events.filter((e) => e.type === 'resumed')).toHaveLength(1)
+    expect(tokens).toEqual(expected)
+  }, 30_000)
+
+  it('routing from the daemons\' replicated swarm state: the chain and, after kill -9 of its middle daemon, the replacement come from routeRequest', async () => {
+    const { daemons } = await chainOf([0, 1, 4, 5], [[1, 4]])
+    const ids = daemons.map((d) => ready(d).peerId as string)
+    // what daemon 0's replica holds: every daemon's record with its measured model figures and range
+    type View = { nodes: Record<string, NodeRecord>, online: string[] }
+    const view = await pollUntil('every record to carry the model and its range', async () => {
+      const v = await controlRequest(join(daemons[0].dir, 'control.sock'), { cmd: 'swarm' }) as unknown as View
+      const full = ids.every((id) => v.online.includes(id) && typeof v.nodes[id]?.capabilities.model === 'string' && v.nodes[id].layers.length === 1)
+      return full ? v : undefined
+    }, 25_000)
+    const model = view.nodes[ids[0]].capabilities.model as string
+    const views = { nodes: () => new Map(Object.entries(view.nodes)), online: () => view.online }
+    const router = chainRouter(views, { model: { id: model, nLayers: 5 } })
+    const chain = router.route()
+    expect(chain.map((h) => [h.start, h.end])).toEqual([[0, 1], [1, 4], [4, 5]])
+    const middle = ids.indexOf(chain[1].peer.toString())
+    const other = ids[middle === 1 ? 3 : 1]
+    const events: InferenceEvent[] = []
+    const tokens = await generateOver(chain, {
+      events,
+      onToken: (position) => { if (position === 20) daemons[middle].child.kill('SIGKILL') },
+      failover: { replace: router.replace }
+    })
+    expect(events.filter((e) => e.type === 'retry')).toMatchObject([{ attempt: 1, replaced: [1] }])
+    expect([...router.excluded]).toEqual([chain[1].peer.toString()])
+    const status = await controlRequest(join(daemons[ids.indexOf(other)].dir, 'control.sock'), { cmd: 'status' }) as unknown as { inference: { opened: number } }
+    expect(status.inference.opened).toBe(1) // the router's replacement served the rest
+    expect(tokens).toEqual(expected)
+  }, 40_000)
 
   it('--layers auto: three daemons serve the ranges their shared allocation gives them, and the chain generates', async () => {
     const started: Started[] = []
