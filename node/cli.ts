@@ -6,9 +6,12 @@ import { registerStartCommand } from './commands/start.ts'
 import { registerDoctorCommand } from './commands/doctor.ts'
 import { registerTestnetCommand } from './commands/testnet.ts'
 import { registerStatusCommand } from './commands/status.ts'
+import { registerGenerateCommand } from './commands/generate.ts'
 
 const USER_ERRORS = new Set(['ModelFormatError', 'ModelDownloadError', 'ShardConfigError', 'SessionLimitError', 'ShapeError', 'RangeError',
-  'ConfigError', 'IdentityCorruptError', 'IdentityPermissionError', 'ControlError'])
+  'ConfigError', 'IdentityCorruptError', 'IdentityPermissionError', 'ControlError',
+  // the SDK's (generate)
+  'ConnectFailedError', 'NoRouteError', 'ModelNotFoundError', 'TokenizerUnavailableError', 'InvalidRequestError', 'InferenceFailedError'])
 
 // V8's compile cache (in the OS temp folder) makes every start after the first one faster; the
 // heavy modules (libp2p, the engine) are imported dynamically below, after this call.
@@ -27,6 +30,7 @@ registerStartCommand(program)
 registerDoctorCommand(program)
 registerTestnetCommand(program)
 registerStatusCommand(program)
+registerGenerateCommand(program)
 
 try {
   await program.parseAsync(process.argv)

@@ -132,8 +132,8 @@ export function readConfigFile (path: string): Map<string, { key: string, value:
  * the commander command after parsing (it knows which values came from the command line);
  * `flags` its option values. Keys the command does not define are ignored (doctor has no --model).
  */
-export function mergeSettings<F extends object> (command: Command, flags: F & { config?: string }, env: NodeJS.ProcessEnv = process.env): MergedSettings<F> {
-  const defined = new Set(command.options.map((o) => o.attributeName()))
+export function mergeSettings<F extends object> (command: Command, flags: F & { config?: string }, env: NodeJS.ProcessEnv = process.env, only?: string[]): MergedSettings<F> {
+  const defined = new Set(command.options.map((o) => o.attributeName()).filter((k) => only === undefined || only.includes(k)))
   const filePath = flags.config ?? env[CONFIG_ENV]
   const file = filePath === undefined || filePath === '' ? new Map() : readConfigFile(resolve(filePath))
   const merged: Record<string, unknown> = { ...flags }
