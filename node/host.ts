@@ -1,28 +1,19 @@
 // The libp2p host, composed per DESIGN.md: TCP + WebSockets, Noise, Yamux, identify, ping,
 // Kad-DHT, gossipsub, circuit relay v2 (client everywhere, member-aware server on --public),
 // DCUtR, AutoNAT v2, UPnP, bootstrap and mDNS — every swarm-visible name derived from the swarm.
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
 import { autoNATv2 } from '@libp2p/autonat-v2'
-import { bootstrap } from '@libp2p/bootstrap'
 import { dcutr } from '@libp2p/dcutr'
-import { gossipsub } from '@libp2p/gossipsub'
-import { identify, identifyPush } from '@libp2p/identify'
 import type { PeerDiscovery, PrivateKey } from '@libp2p/interface'
 import type { Identify } from '@libp2p/identify'
 import type { KadDHT } from '@libp2p/kad-dht'
 import type { Ping } from '@libp2p/ping'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { CircuitRelayService } from '@libp2p/circuit-relay-v2'
-import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { mdns } from '@libp2p/mdns'
-import { ping } from '@libp2p/ping'
-import { tcp } from '@libp2p/tcp'
 import { uPnPNAT } from '@libp2p/upnp-nat'
-import { webSockets } from '@libp2p/websockets'
 import { createLibp2p } from 'libp2p'
 import type { Libp2p, Libp2pOptions, ServiceFactoryMap } from 'libp2p'
-import { bulkTransfer, dhtProtocol, inferenceStageService, probeService, swarmSync } from '../protocols/index.ts'
+import { bulkTransfer, inferenceStageService, probeService, swarmStack, swarmSync } from '../protocols/index.ts'
 import type { BulkTransferService, InferenceStageService, ProbeService, SwarmSync } from '../protocols/index.ts'
 import type { NodeConfig } from './config.ts'
 import { MAX_CONNECTIONS, MAX_INBOUND_STREAMS, SOFTWARE_VERSION, UPNP_INITIAL_SEARCH_MS } from './constants.ts'
@@ -78,24 +69,18 @@ export type MyceliumHost = Libp2p<MyceliumServices>
 export async function createHost (config: NodeConfig, privateKey: PrivateKey, options: HostOptions = {}): Promise<MyceliumHost> {
   const listen = config.listen.map(String)
   if (!config.public) listen.push('/p2p-circuit')
-  const peerDiscovery: Array<(components: never) => PeerDiscovery> = []
-  // dial the anchors at once (libp2p waits 1 s by default): joining fast is a target
-  if (config.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: config.bootstrap.map(String), timeout: 0 }))
+  const stack = swarmStack({
+    swarm: config.swarm,
+    bootstrap: config.bootstrap.map(String),
+    // public anchors serve the DHT; others switch to server mode once AutoNAT confirms an address
+    ...(config.public || options.dhtServer === true ? { dhtClientMode: false } : {}),
+    dhtMaxInboundStreams: MAX_INBOUND_STREAMS
+  })
+  const peerDiscovery: Array<(components: never) => PeerDiscovery> = [...stack.peerDiscovery]
   if (config.mdns) peerDiscovery.push(mdns({ serviceTag: `_mycelium-${config.swarm}._udp.local` }))
   let monitor: ReachabilityMonitor | undefined
   const services: Record<string, (components: never) => unknown> = {
-    identify: identify(),
-    identifyPush: identifyPush(),
-    ping: ping(),
-    dht: kadDHT({
-      protocol: dhtProtocol(config.swarm),
-      // public anchors serve the DHT; others switch to server mode once AutoNAT confirms them
-      clientMode: config.public || options.dhtServer === true ? false : undefined,
-      // LAN addresses stay in peer records: private swarms often live on one LAN
-      peerInfoMapper: passthroughMapper,
-      maxInboundStreams: MAX_INBOUND_STREAMS
-    }),
-    pubsub: gossipsub({ allowPublishToZeroTopicPeers: true }),
+    ...stack.services,
     autoNAT: autoNATv2(),
     bulk: bulkTransfer({ swarm: config.swarm }),
     swarmSync: swarmSync({
@@ -123,11 +108,10 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
   return await createLibp2p<MyceliumServices>({
     privateKey,
     addresses: { listen, announce: config.announce.map(String) },
-    transports: [tcp(), webSockets(), swarmRelayTransport(config.swarm)],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux({ maxInboundStreams: 256, maxOutboundStreams: 256 })],
-    // Private and loopback addresses are dialable: LAN swarms and the NAT lab need them.
-    connectionGater: { denyDialMultiaddr: () => false },
+    transports: [...stack.transports, swarmRelayTransport(config.swarm)],
+    connectionEncrypters: stack.connectionEncrypters,
+    streamMuxers: stack.streamMuxers,
+    connectionGater: stack.connectionGater,
     connectionManager: { maxConnections: MAX_CONNECTIONS, maxIncomingPendingConnections: 32 },
     peerDiscovery: peerDiscovery as unknown as Libp2pOptions['peerDiscovery'],
     services: services as unknown as ServiceFactoryMap<MyceliumServices>,

@@ -35,3 +35,7 @@ export type { ChainRouter, ChainRouterOptions, RouteViews } from './inference/ro
 export { Frame as InferenceFrame, Status as InferenceStatus } from './inference/inference.pb.js'
 export { INFERENCE_MAX_FRAME_BYTES } from './inference/constants.ts'
 export { InferenceFailedError } from './inference/errors.ts'
+
+// The libp2p composition every Mycelium peer shares (daemon host and light client).
+export { swarmStack, STACK_MAX_STREAMS } from './libp2p-stack.ts'
+export type { SwarmStack, SwarmStackInit, ServiceFactories } from './libp2p-stack.ts'

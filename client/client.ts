@@ -1,0 +1,317 @@
+// The SDK's client object over any libp2p node that replicates the swarm state: a light peer from
+// `connect()` (connect.ts), or a daemon's own host (the HTTP API in node/api/). Text is tokenized
+// here with the model's tokenizer; the chain comes from the router over the replicated records;
+// the stages run the layers and stream token ids back (protocols/inference).
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { AbortOptions, PeerId, PeerStore, Stream } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createTextStream } from '../engine/index.ts'
+import type { HiddenCodec, Tokenizer } from '../engine/index.ts'
+import { InferenceFailedError, inferenceProtocol, runInference } from '../protocols/index.ts'
+import type { ChainHop } from '../protocols/index.ts'
+import type { ModelManifest } from '../sharding/index.ts'
+import { AbortError, ConsensusNotImplementedError, InvalidRequestError, ModelNotFoundError, NoRouteError, TokenizerUnavailableError } from './errors.ts'
+import { listModels, pickChain, replacementHop } from './route.ts'
+import type { ModelInfo, SwarmReader } from './route.ts'
+import { chatPrompt } from './chat.ts'
+import type { ChatMessage } from './chat.ts'
+import { stopMatcher } from './stop.ts'
+
+/** Where the client gets a model's tokenizer: one for every model, or a lookup by manifest. */
+export type TokenizerOption = Tokenizer | ((manifest: ModelManifest) => Promise<Tokenizer | undefined>)
+
+/** The libp2p surface the client uses (a full daemon host or a light client node both have it). */
+export interface ClientLibp2p {
+  peerId: PeerId
+  peerStore: Pick<PeerStore, 'merge'>
+  getConnections: (peer?: PeerId) => unknown[]
+  dialProtocol: (peer: PeerId | Multiaddr | Multiaddr[], protocol: string, options?: AbortOptions) => Promise<Stream>
+}
+
+export interface ClientInit {
+  libp2p: ClientLibp2p
+  swarm: string
+  /** The replicated swarm document (protocols/sync's `swarmSync().state`). */
+  state: SwarmReader
+  tokenizer?: TokenizerOption
+  /** Who is online (default: the state's presence); a daemon adds itself. */
+  online?: () => string[]
+  /** How long generate() waits for the model to appear and be covered (default 10 s). */
+  routeWaitMs?: number
+  /** Called once by close() (connect() stops its own node here). */
+  onClose?: () => Promise<void>
+}
+
+export interface GenerateOptions {
+  /** Text (tokenized here, BOS first) or token ids. */
+  prompt: string | number[]
+  /** Manifest id; default: the only model offered in the swarm. */
+  model?: string
+  /** Tokens to generate at most (default 128; prompt + maxTokens ≤ the model's context). */
+  maxTokens?: number
+  /** 0 is greedy (default 1, as OpenAI). */
+  temperature?: number
+  /** Nucleus threshold in (0, 1]; 1 disables it (default). */
+  topP?: number
+  topK?: number
+  /** Sampling seed (default random); the same seed gives the same tokens. */
+  seed?: number
+  /** Stop before any of these strings (not included in the output). */
+  stop?: string[]
+  /** Verified generation across replicas: issue 7, not implemented — any truthy value throws ConsensusNotImplementedError. */
+  consensus?: boolean | { replicas?: number }
+  /** Hidden-state codec between stages (default f32). */
+  codec?: HiddenCodec
+  signal?: AbortSignal
+}
+
+export interface Usage { promptTokens: number, completionTokens: number, totalTokens: number }
+
+export type GenerateEvent =
+  | { type: 'token', id: number, text: string }
+  /** `text` is the whole output; `tail` the part of it no token event carried yet (held back for a stop string or a split character). */
+  | { type: 'done', finishReason: 'stop' | 'length', usage: Usage, model: string, text: string, tail: string, chain: ChainHop[] }
+
+export interface SwarmInfo {
+  swarm: string
+  /** This client's peer id. */
+  self: string
+  online: string[]
+  members: Array<{ peerId: string, online: boolean, layers: Array<{ model: string, start: number, end: number }>, model?: string, version: string }>
+  models: ModelInfo[]
+}
+
+export interface MyceliumClient {
+  readonly peerId: string
+  /** The swarm's name. */
+  readonly swarmName: string
+  generate: (options: GenerateOptions) => AsyncGenerator<GenerateEvent>
+  chat: (messages: ChatMessage[], options?: Omit<GenerateOptions, 'prompt'>) => AsyncGenerator<GenerateEvent>
+  /** The model a request would use (resolves the default; ModelNotFoundError). */
+  resolveModel: (model?: string) => ModelInfo
+  /** The tokenizer of a model (TokenizerUnavailableError). */
+  tokenizer: (model: string) => Promise<Tokenizer>
+  swarm: () => SwarmInfo
+  models: () => ModelInfo[]
+  close: () => Promise<void>
+}
+
+const DEFAULT_MAX_TOKENS = 128
+const DEFAULT_ROUTE_WAIT_MS = 10_000
+/** Tries to open a chain when a stage refuses at open (stale records: it moved its layers). */
+const OPEN_ATTEMPTS = 3
+
+function check (ok: boolean, message: string, param: string): void {
+  if (!ok) throw new InvalidRequestError(message, param)
+}
+
+function abortError (signal: AbortSignal | undefined, cause?: unknown): AbortError {
+  return new AbortError('generation aborted', { cause: cause ?? signal?.reason })
+}
+
+/** Validates the sampling options (throws InvalidRequestError naming the field). */
+function checkOptions (o: Omit<GenerateOptions, 'prompt'>): void {
+  check(o.maxTokens === undefined || (Number.isSafeInteger(o.maxTokens) && o.maxTokens >= 1), 'maxTokens must be an integer ≥ 1', 'maxTokens')
+  check(o.temperature === undefined || (typeof o.temperature === 'number' && Number.isFinite(o.temperature) && o.temperature >= 0 && o.temperature <= 2), 'temperature must be a number in [0, 2]', 'temperature')
+  check(o.topP === undefined || (typeof o.topP === 'number' && o.topP > 0 && o.topP <= 1), 'topP must be a number in (0, 1]', 'topP')
+  check(o.topK === undefined || (Number.isSafeInteger(o.topK) && o.topK >= 0), 'topK must be an integer ≥ 0', 'topK')
+  check(o.seed === undefined || (Number.isSafeInteger(o.seed) && o.seed >= 0), 'seed must be a non-negative integer', 'seed')
+  check(o.stop === undefined || (Array.isArray(o.stop) && o.stop.length <= 4 && o.stop.every((s) => typeof s === 'string' && s.length > 0 && s.length <= 256)), 'stop must be at most 4 non-empty strings', 'stop')
+  check(o.model === undefined || typeof o.model === 'string', 'model must be a string', 'model')
+}
+
+/** A client over an existing libp2p node and swarm-state replica. */
+export function createClient (init: ClientInit): MyceliumClient {
+  const { libp2p, swarm, state } = init
+  const protocol = inferenceProtocol(swarm)
+  const online = init.online ?? (() => state.online())
+  const routeWaitMs = init.routeWaitMs ?? DEFAULT_ROUTE_WAIT_MS
+  const tokenizers = new Map<string, Promise<Tokenizer>>()
+  const closing = new AbortController()
+  let closed: Promise<void> | undefined
+
+  const models = (): ModelInfo[] => listModels(state, online())
+
+  const resolveModel = (model?: string): ModelInfo => {
+    const all = models()
+    if (model !== undefined) {
+      const found = all.find((m) => m.id === model)
+      if (found === undefined) throw new ModelNotFoundError(model, `model ${model} is not offered in swarm ${swarm}`)
+      return found
+    }
+    const served = all.filter((m) => m.nodes.length > 0)
+    if (served.length === 1) return served[0]
+    throw new ModelNotFoundError(undefined, served.length === 0 ? `no model is served in swarm ${swarm} yet` : `${served.length} models are served in swarm ${swarm}: name one (${served.map((m) => m.id.slice(0, 12)).join(', ')})`)
+  }
+
+  /**
+   * Retries `find` (on state changes and every 250 ms, up to routeWaitMs) while it throws
+   * ModelNotFoundError or NoRouteError: a fresh client has not replicated the records yet, and
+   * a swarm that is moving layers has gaps for a moment.
+   */
+  const waitFor = async <T>(find: () => T, signal: AbortSignal): Promise<T> => {
+    const deadline = Date.now() + routeWaitMs
+    for (;;) {
+      try {
+        return find()
+      } catch (err) {
+        if (!(err instanceof ModelNotFoundError) && !(err instanceof NoRouteError)) throw err
+        if (signal.aborted) throw abortError(signal)
+        if (Date.now() >= deadline) throw err
+      }
+      // wake on the next state change, or poll (presence expiry emits no change)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, Math.min(250, Math.max(1, deadline - Date.now())))
+        const off = state.onChange(done)
+        signal.addEventListener('abort', done, { once: true })
+        function done (): void { clearTimeout(timer); off(); signal.removeEventListener('abort', done); resolve() }
+      })
+    }
+  }
+
+  const tokenizerFor = async (model: ModelInfo): Promise<Tokenizer> => {
+    let t = tokenizers.get(model.id)
+    if (t === undefined) {
+      const option = init.tokenizer
+      t = (async () => {
+        const found = option === undefined ? undefined : typeof option === 'function' ? await option(model.manifest) : option
+        if (found === undefined) throw new TokenizerUnavailableError(`no tokenizer for model ${model.id.slice(0, 12)}: pass \`tokenizer\` to connect (the model's tokenizer file)`)
+        if (found.vocabSize !== model.manifest.vocabSize) throw new TokenizerUnavailableError(`the tokenizer has ${found.vocabSize} tokens, model ${model.id.slice(0, 12)} has ${model.manifest.vocabSize}`)
+        return found
+      })()
+      tokenizers.set(model.id, t)
+      t.catch(() => { tokenizers.delete(model.id) })
+    }
+    return await t
+  }
+
+  /** Opens a stream to a stage, teaching the peer store the addresses its record publishes. */
+  const openStream = async (peer: PeerId | string, proto: string, options: AbortOptions): Promise<Stream> => {
+    const id = typeof peer === 'string' ? peerIdFromString(peer) : peer
+    if (libp2p.getConnections(id).length === 0) {
+      const addrs = state.nodes().get(id.toString())?.addresses ?? []
+      const multiaddrs = addrs.flatMap((a) => { try { return [multiaddr(a)] } catch { return [] } }) // reason: a bad address in a record is skipped
+      if (multiaddrs.length > 0) await libp2p.peerStore.merge(id, { multiaddrs })
+    }
+    return await libp2p.dialProtocol(id, proto, options)
+  }
+
+  async function * generate (options: GenerateOptions): AsyncGenerator<GenerateEvent> {
+    checkOptions(options)
+    if (options.consensus !== undefined && options.consensus !== false) {
+      throw new ConsensusNotImplementedError('consensus (verified generation across replicas) is not implemented yet (issue 7)')
+    }
+    const signal = options.signal === undefined ? closing.signal : AbortSignal.any([options.signal, closing.signal])
+    if (signal.aborted) throw abortError(signal)
+    const info = await waitFor(() => resolveModel(options.model), signal)
+    const tokenizer = await tokenizerFor(info)
+    const { prompt: input } = options
+    let prompt: number[]
+    if (typeof input === 'string') {
+      prompt = tokenizer.encode(input, { bos: true })
+    } else {
+      check(Array.isArray(input) && input.length > 0 && input.every((t) => Number.isInteger(t) && t >= 0 && t < info.manifest.vocabSize), `prompt token ids must be integers in [0, ${info.manifest.vocabSize})`, 'prompt')
+      prompt = input
+    }
+    const context = info.manifest.seqLen
+    const maxTokens = options.maxTokens ?? Math.min(DEFAULT_MAX_TOKENS, Math.max(1, context - prompt.length))
+    if (prompt.length + maxTokens > context) {
+      throw new InvalidRequestError(`this model's maximum context length is ${context} tokens; the prompt has ${prompt.length} and ${maxTokens} were asked for`, prompt.length >= context ? 'prompt' : 'maxTokens', 'context_length_exceeded')
+    }
+    const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32)
+    const text = createTextStream(tokenizer)
+    const stops = stopMatcher(options.stop ?? [])
+    let prev = prompt[prompt.length - 1]
+    let completion = 0
+    let output = ''
+    let chain: ChainHop[] = []
+    const exclude = new Set<string>()
+    const finish = (finishReason: 'stop' | 'length', tail = ''): GenerateEvent => ({
+      type: 'done', finishReason, model: info.id, text: output, tail, chain, usage: { promptTokens: prompt.length, completionTokens: completion, totalTokens: prompt.length + completion }
+    })
+    for (let attempt = 1; ; attempt++) {
+      chain = await waitFor(() => pickChain(state, resolveModel(info.id), { promptTokens: prompt.length, genTokens: maxTokens }, { exclude }), signal)
+      try {
+        for await (const ev of runInference(openStream, protocol, {
+          chain,
+          prompt,
+          // the last token is sampled from position P + M − 2 and never run: P + M − 1 positions
+          maxLength: prompt.length + maxTokens - 1,
+          model: info.id,
+          signal,
+          ...(options.codec !== undefined ? { codec: options.codec } : {}),
+          sampling: { temperature: options.temperature ?? 1, topP: options.topP ?? 1, topK: options.topK ?? 0, seed, maxTokens },
+          failover: { replace: async (hop) => { exclude.add(hop.peer.toString()); return replacementHop(resolveModelSafe(resolveModel, info), hop, exclude) } }
+        })) {
+          if (ev.type === 'token') {
+            completion++
+            const piece = text.push(prev, ev.id)
+            prev = ev.id
+            const cut = stops.push(piece)
+            output += cut.text
+            yield { type: 'token', id: ev.id, text: cut.text }
+            if (cut.stopped) { yield finish('stop'); return }
+            // the stages stop at max_tokens; this also holds the bound against a stage that does not
+            if (completion >= maxTokens) { const tail = stops.flush(text.flush()); output += tail.text; yield finish(tail.stopped ? 'stop' : 'length', tail.text); return }
+          } else if (ev.type === 'done') {
+            const tail = stops.flush(text.flush())
+            output += tail.text
+            yield finish(ev.reason === 'bos' || tail.stopped ? 'stop' : 'length', tail.text)
+            return
+          }
+        }
+        return
+      } catch (err) {
+        if (signal.aborted) throw abortError(signal, err)
+        // Before the first token a retry repeats nothing: re-route, without the first stage when it
+        // refused (its record is stale: it moved or dropped its layers, or it is full).
+        if (!(err instanceof InferenceFailedError) || completion > 0 || attempt >= OPEN_ATTEMPTS) throw err
+        if (['WRONG_LAYERS', 'WRONG_MODEL', 'DIAL', 'FULL'].includes(err.status)) exclude.add(chain[0].peer.toString())
+      }
+    }
+  }
+
+  return {
+    peerId: libp2p.peerId.toString(),
+    swarmName: swarm,
+    generate,
+    chat: async function * (messages, options = {}) { yield * generate({ ...options, prompt: chatPrompt(messages) }) },
+    resolveModel,
+    tokenizer: async (model) => await tokenizerFor(resolveModel(model)),
+    models,
+    swarm: () => {
+      const live = new Set(online())
+      const records = state.nodes()
+      return {
+        swarm,
+        self: libp2p.peerId.toString(),
+        online: [...live].sort(),
+        members: [...records].sort(([a], [b]) => a.localeCompare(b)).map(([peerId, r]) => ({
+          peerId,
+          online: live.has(peerId),
+          layers: r.layers.map((l) => ({ model: l.model, start: l.start, end: l.end })),
+          ...(typeof r.capabilities.model === 'string' ? { model: r.capabilities.model } : {}),
+          version: r.version
+        })),
+        models: models()
+      }
+    },
+    close: async () => {
+      closed ??= (async () => {
+        closing.abort(new AbortError('client closed'))
+        await init.onClose?.()
+      })()
+      await closed
+    }
+  }
+}
+
+/** The model's current serving nodes (it can vanish from the state between attempts: keep the last view then). */
+function resolveModelSafe (resolve: (id: string) => ModelInfo, last: ModelInfo): ModelInfo {
+  try {
+    return resolve(last.id)
+  } catch {
+    return last // reason: a transient gap in the records must not fail an attempt; routing reports what is missing
+  }
+}
