@@ -3,15 +3,19 @@
 // bandwidth (roofline) and against llama.cpp on the same GGUF file; peak RSS per configuration,
 // and the memory of a half-layer shard against a whole one. Prints tables, writes everything to
 // bench/results/engine-<timestamp>.json, and ends with one TARGET line per goal of the issue.
+// Also continuous batching: decode tok/s of 1, 8, 32 sessions one at a time vs in one stepBatch
+// pass (scripts/bench/batch-runs.ts); `--batch-only` runs just that section.
 // Every measurement runs in a fresh child process (scripts/bench/measure-*.ts). See bench/README.md.
 //   npm run bench:engine -- [--shapes a,b] [--dtypes f32,q8_0,q4_0] [--threads 1,2] [--quick]
 //     [--no-llama-cpp] [--memory-shape s] [--models-dir d] [--results-dir d] [--llama-cpp-dir d]
+//     [--batch-only | --no-batch] [--batch-models stories260K,stories15M] [--batch-sessions 1,8,32]
 import { Command } from 'commander'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { WeightDType } from '../engine/index.ts'
 import { measureBandwidth, type BandwidthResult } from './bench/bandwidth.ts'
+import { batchTable, batchTargets, runBatchBench, type BatchModelRun } from './bench/batch-runs.ts'
 import { ensureLlamaCpp, type LlamaCppInstall } from './bench/llama-cpp.ts'
 import { waitForIdle, type IdleWait } from './bench/machine-load.ts'
 import { heldBytes, modelCost } from './bench/model-cost.ts'
@@ -46,6 +50,12 @@ interface Options {
   contentionCores: string
   retries: string
   thp?: string
+  batch: boolean
+  batchOnly?: boolean
+  batchModels: string
+  batchSessions: string
+  batchDtype: string
+  batchThreads: string
 }
 
 const program = new Command('bench-engine')
@@ -65,6 +75,12 @@ const program = new Command('bench-engine')
   .option('--contention-cores <n>', 'run a speed measurement again when other processes took more cores than this during it', '0.2')
   .option('--retries <n>', 'how many times to run a contended measurement again', '2')
   .option('--thp <mode>', 'set transparent huge pages to always|madvise|never for the run (root; restored on exit); default: leave the system as it is')
+  .option('--no-batch', 'skip the continuous-batching section')
+  .option('--batch-only', 'run only the continuous-batching section')
+  .option('--batch-models <list>', 'batching section: stories260K (the real model) and/or shapes', 'stories260K,stories15M')
+  .option('--batch-sessions <list>', 'batching section: concurrent sessions', '1,8,32')
+  .option('--batch-dtype <dtype>', 'batching section: weight dtype', 'f32')
+  .option('--batch-threads <n>', 'batching section: kernel threads', '1')
 program.parse()
 const opts = program.opts<Options>()
 
@@ -102,6 +118,25 @@ const maxIdleWaitMs = Number(opts.maxIdleWaitMs)
 /** Waits (bounded) for other processes to leave the CPUs alone; returns what it saw. */
 const quiet = (): Promise<IdleWait> => maxIdleWaitMs > 0 ? waitForIdle(idleThreshold, maxIdleWaitMs) : Promise.resolve({ waitedMs: 0 })
 const busyNote = (w: IdleWait) => w.busy !== undefined && w.busy > idleThreshold ? ` [CPUs ${(w.busy * 100).toFixed(0)}% busy before the run]` : ''
+
+// 0. Continuous batching: B sessions one at a time vs in one stepBatch pass.
+let batchRuns: BatchModelRun[] = []
+if (opts.batch || opts.batchOnly === true) {
+  batchRuns = await runBatchBench({
+    models: list(opts.batchModels), dtype: opts.batchDtype as WeightDType, threads: Number(opts.batchThreads), sessions: list(opts.batchSessions).map(Number),
+    modelsDir, timeoutMs, log
+  })
+  console.log('\ncontinuous batching (whole model, decode tok/s; batched = shard.stepBatch, one at a time = session.step each)\n' + batchTable(batchRuns) + '\n')
+}
+if (opts.batchOnly === true) {
+  const resultsDir = resolve(ROOT, opts.resultsDir)
+  mkdirSync(resultsDir, { recursive: true })
+  const file = join(resultsDir, `engine-batch-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`)
+  writeFileSync(file, JSON.stringify({ benchmark: 'engine-batch', startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString(), argv: process.argv.slice(2), batch: batchRuns }, null, 2) + '\n')
+  console.log(`wrote ${file}\n`)
+  for (const t of batchTargets(batchRuns)) console.log(targetLine(t))
+  process.exit(0)
+}
 
 // 1. The machine and its memory bandwidth.
 const machine = {
@@ -252,6 +287,7 @@ console.log(`\nmemory bandwidth (${bandwidth.method}, read-only, ${fmt(bandwidth
 console.log('roofline = bandwidth measured just before the run, same thread count ÷ MB/token (layer matrices + LM head as held); ' +
   '% best roof uses the best bandwidth seen in the whole run.')
 console.log('prefill GFLOP/s = 2 × (layer matmul params × 128 + LM head params) ÷ time; attention products not counted.')
+if (batchRuns.length > 0) console.log('\ncontinuous batching\n' + batchTable(batchRuns))
 if (memoryCheck !== undefined) {
   const all = memoryRow('all')
   console.log('\n' + formatTable(['shape (q8_0)', 'layers', 'engine memory MB', 'read MB', 'KV MB', 'RSS before load MB', 'steady RSS MB', 'peak RSS MB', '% of all'],
@@ -275,7 +311,7 @@ const targets = evaluateTargets({
   },
   memory,
   memoryReason
-})
+}).concat(batchTargets(batchRuns))
 const resultsDir = resolve(ROOT, opts.resultsDir)
 mkdirSync(resultsDir, { recursive: true })
 const file = join(resultsDir, `engine-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`)
@@ -298,6 +334,7 @@ const report = {
   speed: rows,
   comparisons,
   memory: { ...memoryCheck, reason: memoryReason },
+  batch: batchRuns,
   targets
 }
 writeFileSync(file, JSON.stringify(report, null, 2) + '\n')
