@@ -1,0 +1,150 @@
+// `mycelium testnet` (npm start) as a user runs it: real child processes on loopback, a sample
+// generation, `generate` and `status` against the running testnet, and no process left behind
+// after Ctrl-C, SIGTERM, a crashed child or a killed launcher (checked by pid).
+import { spawn, spawnSync } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { afterEach, describe, expect, it } from 'vitest'
+import { MODELS, STORIES260K } from '../models.ts'
+import { cleanupDaemons, pollUntil, scratch } from '../node/daemons.ts'
+
+const root = new URL('../../', import.meta.url).pathname
+const cli = join(root, 'node/cli.ts')
+const reference = (JSON.parse(readFileSync(join(MODELS, 'stories260K', 'reference-greedy.json'), 'utf8')) as Array<{ prompt: string, output_text: string }>)[0]
+const launchers: ChildProcess[] = []
+const pids: number[] = []
+
+afterEach(() => {
+  for (const l of launchers.splice(0)) if (l.exitCode === null) l.kill('SIGKILL')
+  for (const pid of pids.splice(0)) if (alive(pid)) process.kill(pid, 'SIGKILL')
+  cleanupDaemons()
+})
+
+/** Running and not a zombie (an orphan's zombie lingers where PID 1 does not reap). */
+function alive (pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z'
+  } catch {
+    return false
+  }
+}
+
+interface Testnet {
+  launcher: ChildProcess
+  stdout: string[]
+  stderr: () => string
+  exited: Promise<number | null>
+  pids: number[]
+  relay: string
+  dirs: string[]
+  home: string
+}
+
+/** Starts `mycelium testnet ARGS` and resolves once it prints that it runs (or rejects if it exits). */
+async function startTestnet (args: string[], env: NodeJS.ProcessEnv = {}): Promise<Testnet> {
+  const home = env.MYCELIUM_HOME ?? scratch('mycelium-testnet-home-')
+  const launcher = spawn(process.execPath, [cli, 'testnet', '--api-port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MYCELIUM_HOME: home, ...env } })
+  launchers.push(launcher)
+  const stdout: string[] = []
+  let stderr = ''
+  launcher.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
+  const exited = new Promise<number | null>((resolve) => launcher.once('exit', resolve))
+  await new Promise<void>((resolve, reject) => {
+    void exited.then((code) => { reject(new Error(`testnet exited with ${code} before it was up: ${stderr}\n${stdout.join('\n')}`)) })
+    createInterface({ input: launcher.stdout! }).on('line', (line) => {
+      stdout.push(line)
+      for (const m of line.matchAll(/pid (\d+)/g)) pids.push(Number(m[1]))
+      if (line.startsWith('Ctrl-C stops')) resolve()
+    })
+  })
+  const text = stdout.join('\n')
+  return {
+    launcher,
+    stdout,
+    stderr: () => stderr,
+    exited,
+    pids: [...text.matchAll(/pid (\d+)/g)].map((m) => Number(m[1])),
+    relay: /--bootstrap (\S+)/.exec(text)![1],
+    dirs: /status --data-dir (.+)$/m.exec(text)![1].split(' '),
+    home
+  }
+}
+
+describe('mycelium testnet', () => {
+  it('npm start defaults: the seeded default model over a relay and 2 nodes; sample, generate and status work; Ctrl-C leaves no process', async () => {
+    const home = scratch('mycelium-testnet-home-')
+    expect(spawnSync(process.execPath, [join(root, 'scripts/seed-models.ts')], { env: { ...process.env, MYCELIUM_HOME: home, MYCELIUM_MODELS: MODELS } }).status).toBe(0)
+    const t = await startTestnet([], { MYCELIUM_HOME: home })
+    const text = t.stdout.join('\n')
+    expect(t.pids).toHaveLength(3) // relay + 2 nodes
+    expect(t.pids.every(alive)).toBe(true)
+    expect(text).toContain(join(home, 'models', 'stories260K', 'stories260K.bin'))
+    expect(text).toMatch(/node 1 {2}pid \d+ {2}layers \[0, 2\)/)
+    expect(text).toMatch(/node 2 {2}pid \d+ {2}layers \[2, 5\)/)
+    // the sample is the model's greedy continuation (the single-process reference, llama2.c's)
+    expect(text).toContain(reference.output_text.split('\n')[0])
+    const first = Number(/first token ([\d.]+) s after the testnet process started \(64 tokens/.exec(text)?.[1])
+    expect(first).toBeGreaterThan(0)
+    expect(first).toBeLessThan(60)
+    const api = /^HTTP API {2}(http:\/\/127\.0\.0\.1:\d+)/m.exec(text)?.[1]
+    if (api !== undefined) expect((await fetch(`${api}/health`)).ok).toBe(true)
+
+    // a client joining through the relay generates the same greedy text
+    const gen = spawnSync(process.execPath, [cli, 'generate', '--bootstrap', t.relay, '--swarm', 'testnet', '--prompt', reference.prompt, '--max-tokens', '40'], { encoding: 'utf8', env: { ...process.env, MYCELIUM_HOME: home }, timeout: 30_000 })
+    expect(gen.stderr).toMatch(/40 tokens \(length\); first token [\d.]+ s .* tok\/s; chain \w+\[0,2\) → \w+\[2,5\)/)
+    expect(gen.status).toBe(0)
+    expect(reference.output_text.startsWith(gen.stdout.trimEnd()) || gen.stdout.startsWith(reference.output_text)).toBe(true)
+    expect(gen.stdout.length).toBeGreaterThan(reference.prompt.length + 40)
+
+    // the swarm map shows both ranges covering the model, and the tokens served
+    const status = spawnSync(process.execPath, [cli, 'status', '--data-dir', ...t.dirs], { encoding: 'utf8', timeout: 30_000 })
+    expect(status.status).toBe(0)
+    expect(status.stdout).toMatch(/^swarm testnet: [34] online/m) // the generate client has left (or is leaving)
+    expect(status.stdout).toMatch(/5 layers: every layer served/)
+    expect(status.stdout).toMatch(/██··· {2}\[0, 2\)/)
+    expect(status.stdout).toMatch(/··███ {2}\[2, 5\)/)
+    expect(status.stdout).toMatch(/coverage +11111/)
+    expect(status.stdout).toMatch(/public +yes/) // the relay
+    expect(status.stdout).toMatch(/\d+ tokens, \d+ steps/)
+    expect(status.stdout).not.toMatch(/reputation/i) // nothing publishes it yet
+
+    t.launcher.kill('SIGINT')
+    expect(await t.exited).toBe(0)
+    await pollUntil('every testnet process gone', async () => (t.pids.some(alive) ? undefined : true), 15_000)
+    expect(t.dirs.some((d) => existsSync(d))).toBe(false) // data directories removed
+    expect(existsSync(join(home, 'testnet', 'node-1.log'))).toBe(true) // logs kept
+  }, 120_000)
+
+  it('SIGTERM stops a 3-node testnet and every process it started', async () => {
+    const t = await startTestnet(['--nodes', '3', '--model', STORIES260K, '--max-tokens', '8'])
+    expect(t.pids).toHaveLength(4)
+    expect(t.stdout.join('\n')).toMatch(/node 3 {2}pid \d+ {2}layers \[3, 5\)/)
+    t.launcher.kill('SIGTERM')
+    expect(await t.exited).toBe(0)
+    await pollUntil('every testnet process gone', async () => (t.pids.some(alive) ? undefined : true), 15_000)
+  }, 90_000)
+
+  it('a crashed node makes the launcher stop the rest and exit 1, naming it', async () => {
+    const t = await startTestnet(['--nodes', '2', '--model', STORIES260K, '--max-tokens', '8'])
+    const [relay, node1, node2] = t.pids
+    process.kill(node2, 'SIGKILL')
+    expect(await t.exited).toBe(1)
+    expect(t.stderr()).toMatch(new RegExp(`node 2 \\(pid ${node2}\\) exited unexpectedly \\(SIGKILL\\); stopping the testnet`))
+    await pollUntil('relay and node 1 gone', async () => (alive(relay) || alive(node1) ? undefined : true), 15_000)
+  }, 90_000)
+
+  it('a launcher killed with SIGKILL: its nodes notice the closed IPC channel and stop', async () => {
+    const t = await startTestnet(['--nodes', '1', '--model', STORIES260K, '--max-tokens', '8'])
+    t.launcher.kill('SIGKILL')
+    await t.exited
+    await pollUntil('the orphaned relay and node stop', async () => (t.pids.some(alive) ? undefined : true), 20_000)
+  }, 90_000)
+
+  it('more nodes than layers: one-line error, exit 1, nothing started', () => {
+    const r = spawnSync(process.execPath, [cli, 'testnet', '--nodes', '6', '--model', STORIES260K], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, MYCELIUM_HOME: scratch('mycelium-testnet-home-') } })
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(/^mycelium: --nodes: 6 nodes cannot share the model's 5 layers \(at most 5\)\n$/)
+  })
+})
