@@ -3,9 +3,9 @@
 // (T = 1) that arrive meanwhile — frames read while the engine was busy, tokens just sampled —
 // run together in one `shard.stepBatch` pass (each layer's weights read once per pass). A batch is
 // whatever is ready: sessions join at their next step and leave when they end. Prefill steps
-// (T > 1) run in chunks of `shard.maxBatch` positions, one chunk per turn, taking turns with the
-// decode batch (and round-robin among prompts), so a long prompt cannot starve the decoders nor
-// they it. The queue is bounded; cancelling a session drops its queued step. A batch the engine
+// (T > 1) run in chunks of at most `shard.maxBatch` positions, about one pass's worth of positions
+// per turn after the decode batch (round-robin among prompts, each at most one chunk per turn), so
+// a long prompt cannot starve the decoders nor they it, and many short prompts start together. The queue is bounded; cancelling a session drops its queued step. A batch the engine
 // refuses (a session's bad input) is re-run one session at a time, so one session's error never
 // fails the others.
 import type { Session, Shard, StageInput, StageOutput } from '../../engine/index.ts'
@@ -84,15 +84,21 @@ export class StageScheduler {
     })
   }
 
-  /** One turn: every ready decode step (a batch per shard), then one prefill chunk. */
+  /**
+   * One turn: every ready decode step (a batch per shard), then prefill chunks of the waiting
+   * prompts in turn, each at most once, until one pass's worth of positions (maxBatch) ran.
+   */
   private turn (): void {
     const ready = this.decode
     this.decode = []
     const byShard = new Map<Shard, Job[]>()
     for (const job of ready) byShard.set(job.shard, [...(byShard.get(job.shard) ?? []), job])
     for (const [shard, jobs] of byShard) this.runBatch(shard, jobs)
-    const job = this.prefill.shift()
-    if (job !== undefined) this.runChunk(job)
+    const waiting = this.prefill
+    this.prefill = []
+    let budget = waiting[0]?.shard.maxBatch ?? 0
+    while (waiting.length > 0 && budget > 0) budget -= this.runChunk(waiting.shift() as Job)
+    this.prefill = [...waiting, ...this.prefill] // the ones that did not get a turn go first next time
   }
 
   private runBatch (shard: Shard, jobs: Job[]): void {
@@ -119,8 +125,8 @@ export class StageScheduler {
     }
   }
 
-  /** Runs the next chunk of a prefill step; requeues it (at the back) until its last chunk. */
-  private runChunk (job: Job): void {
+  /** Runs the next chunk of a prefill step, requeued (at the back) until its last; returns its positions. */
+  private runChunk (job: Job): number {
     this.stats.prefillChunks++
     const n = Math.min(job.shard.maxBatch, job.T - job.done)
     const dim = job.shard.config.dim
@@ -132,21 +138,22 @@ export class StageScheduler {
       out = job.session.step(input)
     } catch (err) {
       job.reject(err as Error)
-      return
+      return n
     }
     job.done += n
     job.parts.push(out)
     if (job.done < job.T) {
       this.prefill.push(job)
-      return
+      return n
     }
     if (job.shard.isLast) {
       job.resolve(out) // the logits of the last position
-      return
+      return n
     }
     const hidden = new Float32Array(job.T * dim)
     let at = 0
     for (const p of job.parts) { hidden.set(p.hidden as Float32Array, at); at += (p.hidden as Float32Array).length }
     job.resolve({ hidden })
+    return n
   }
 }
