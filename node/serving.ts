@@ -2,10 +2,11 @@
 // inference stage service, which then answers OpenSession for [a, b). The range is checked against
 // the opened model before the shard is loaded; the model id clients must name is the manifest id
 // once hashing finished (before that the stage accepts any, as a request names a manifest only
-// after the swarm state published it). `--layers auto` does not serve yet (see README.md).
+// after the swarm state published it). `--layers auto` follows the allocator (followAllocation).
 import type { Logger } from 'pino'
 import { loadShard } from '../engine/index.ts'
-import type { Shard } from '../engine/index.ts'
+import type { Shard, WeightDType } from '../engine/index.ts'
+import type { ModelManifest, Move } from '../sharding/index.ts'
 import type { ModelConfig } from './config.ts'
 import { ConfigError } from './errors.ts'
 import type { MyceliumHost } from './host.ts'
@@ -41,35 +42,106 @@ export async function startStageServing (host: MyceliumHost, opened: OpenedModel
 /** How often `--layers auto` checks the allocator's range for this node (ms). */
 export const FOLLOW_ALLOCATION_POLL_MS = 500
 
+/** Longest wait for the old range's sessions to end when a move must drain first (ms). */
+export const FOLLOW_ALLOCATION_DRAIN_MS = 60_000
+
+/** What `followAllocation` reads and drives (the host's stage service and the model side). */
+export interface FollowTarget {
+  service: Pick<MyceliumHost['services']['inference'], 'serve' | 'sessionsOn' | 'protocol' | 'usage'>
+  model: Pick<NodeModel, 'allocator' | 'manifest' | 'capability'>
+  /** This node's peer id (its moves are found in the allocator's waves by it). */
+  self: string
+}
+
+/** Weight bytes a range will take once loaded: its layers, plus the embedding table (first) and head (last). */
+export function rangeWeightBytes (manifest: ModelManifest, dtype: WeightDType, range: { start: number, end: number }): number {
+  const layers = (range.end - range.start) * manifest.layerBytes[dtype]
+  const embedding = range.start === 0 ? manifest.embeddingBytes : 0
+  const head = range.end === manifest.nLayers ? (manifest.headBytes > 0 ? manifest.headBytes : manifest.embeddingBytes) : 0
+  return layers + embedding + head
+}
+
 /**
- * `--layers auto`: serve whatever range the allocator gives this node. On a change the new range
- * is loaded next to the old one (memory: both, briefly), new sessions go to it at once, and the
- * old shard closes when its last session ended. No range (or no allocation yet): nothing served.
+ * The wave of the allocator's current plan that holds this node's move, or -1 when the plan has
+ * no move for it (nothing staggered: the published ranges already are the target).
  */
-export function followAllocation (host: MyceliumHost, opened: OpenedModel, config: ModelConfig, model: NodeModel, log: Logger, options: { pollMs?: number } = {}): { stop: () => Promise<void> } {
-  const service = host.services.inference
+export function waveOf (waves: Move[][], self: string): number {
+  return waves.findIndex((wave) => wave.some((m) => m.peerId === self))
+}
+
+/**
+ * `--layers auto`: serve whatever range the allocator gives this node.
+ * - Staggered: a move in wave k > 0 of the allocator's plan waits until the plan, recomputed
+ *   from the published ranges on every pass, has it in wave 0 (the earlier waves landed), so a
+ *   layer served now is not dropped before its new server took it (sharding/move-plan.ts).
+ * - Beside or drain: when the new range fits the memory budget next to what is loaded now (old
+ *   weights + KV reserved by its sessions), the new range is loaded while the old one keeps
+ *   serving, new sessions switch at once and the old shard closes when its last session ended.
+ *   When it does not fit, the old range drains first (new sessions refused with WRONG_LAYERS,
+ *   open ones finish, at most FOLLOW_ALLOCATION_DRAIN_MS), then closes, then the new one loads;
+ *   a `serving-drain` log event says so with the figures.
+ * No range (or no allocation yet): nothing served.
+ */
+export function followAllocation (host: MyceliumHost, opened: OpenedModel, config: ModelConfig, model: NodeModel, log: Logger, options: { pollMs?: number, drainMs?: number } = {}): { stop: () => Promise<void> } {
+  return followAllocationOf({ service: host.services.inference, model, self: host.peerId.toString() }, opened, config, log, options)
+}
+
+/** `followAllocation` over its parts (tests drive it with a real engine and a scripted allocator). */
+export function followAllocationOf (target: FollowTarget, opened: OpenedModel, config: ModelConfig, log: Logger, options: { pollMs?: number, drainMs?: number } = {}): { stop: () => Promise<void> } {
+  const { service, model } = target
   let current: { key: string, shard?: Shard } = { key: '' }
   const retired: Shard[] = []
   let busy = false
   let stopped = false
+  let waiting = ''
+  const closeIdle = async (): Promise<void> => {
+    for (const old of [...retired]) {
+      if (service.sessionsOn(old) > 0) continue
+      retired.splice(retired.indexOf(old), 1)
+      await old.close()
+    }
+  }
   const tick = async (): Promise<void> => {
     if (busy || stopped) return
     busy = true
     try {
-      for (const old of [...retired]) {
-        if (service.sessionsOn(old) > 0) continue
-        retired.splice(retired.indexOf(old), 1)
-        await old.close()
-      }
-      const self = model.allocator?.current()?.self ?? null
+      await closeIdle()
+      const view = model.allocator?.current()
+      const self = view?.self ?? null
       const key = self === null ? '' : `${self.start}:${self.end}`
       if (key === current.key) return
+      const wave = waveOf(view?.waves ?? [], target.self)
+      if (wave > 0) {
+        if (waiting !== key) {
+          waiting = key
+          log.info({ event: 'serving-wait', start: self?.start ?? null, end: self?.end ?? null, wave, waves: view?.waves.length }, `moving to ${key === '' ? 'no layers' : `[${key.replace(':', ', ')})`} after wave ${wave - 1} landed`)
+        }
+        return
+      }
+      waiting = ''
+      const budget = model.capability?.memoryBytes
+      const loaded = [...retired, ...(current.shard !== undefined ? [current.shard] : [])].reduce((n, sh) => n + sh.weightBytes, 0)
+      const needed = self === null || model.manifest === undefined ? 0 : rangeWeightBytes(model.manifest, opened.dtype, self)
+      const kv = service.usage.reservedBytes
+      if (self !== null && budget !== undefined && loaded > 0 && loaded + kv + needed > budget) {
+        log.info({ event: 'serving-drain', start: self.start, end: self.end, loadedBytes: loaded, kvReservedBytes: kv, neededBytes: needed, budgetBytes: budget }, 'the new range does not fit beside the old one: draining the old range before loading')
+        service.serve(undefined)
+        if (current.shard !== undefined) retired.push(current.shard)
+        current = { key: '' }
+        const deadline = Date.now() + (options.drainMs ?? FOLLOW_ALLOCATION_DRAIN_MS)
+        while (retired.some((sh) => service.sessionsOn(sh) > 0) && Date.now() < deadline && !stopped) {
+          await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? FOLLOW_ALLOCATION_POLL_MS))
+        }
+        await Promise.all(retired.splice(0).map(async (sh) => { await sh.close() }))
+        if (stopped) return
+      }
+      const t0 = performance.now()
       const shard = self === null ? undefined : await loadShard(opened.source, { start: self.start, end: self.end, dtype: opened.dtype, threads: config.threads })
       if (stopped) { await shard?.close(); return }
       service.serve(shard === undefined ? undefined : { shard, get model () { return model.manifest?.id } })
       if (current.shard !== undefined) retired.push(current.shard)
       current = { key, ...(shard !== undefined ? { shard } : {}) }
-      log.info({ event: 'serving', start: self?.start ?? null, end: self?.end ?? null, auto: true, protocol: service.protocol }, self === null ? 'serving no layers' : `serving layers [${self.start}, ${self.end}) (allocation)`)
+      log.info({ event: 'serving', start: self?.start ?? null, end: self?.end ?? null, auto: true, protocol: service.protocol, weightBytes: shard?.weightBytes ?? 0, ms: Math.round(performance.now() - t0) }, self === null ? 'serving no layers' : `serving layers [${self.start}, ${self.end}) (allocation)`)
     } catch (err) {
       log.warn({ event: 'serving-failed', err: (err as Error).message }, 'could not load the allocated layers; retrying')
     } finally {
