@@ -28,13 +28,6 @@ interface GenerateFlags {
   json?: boolean
 }
 
-/** The SDK surface this command uses (client/index.ts). */
-interface SdkClient {
-  generate: (options: Record<string, unknown>) => AsyncIterable<{ type: 'token', id: number, text: string } | { type: 'done', finishReason: string, text: string, tail: string, model: string, usage: Record<string, number>, chain: Array<{ peer: unknown, start: number, end: number }> }>
-  close: () => Promise<void>
-}
-type Connect = (options: Record<string, unknown>) => Promise<SdkClient>
-
 function num (name: string, min: number, max: number, integer: boolean) {
   return (value: string): number => {
     const n = Number(value)
@@ -67,7 +60,7 @@ export function registerGenerateCommand (program: Command): void {
     })
 }
 
-async function tokenizerSource (flags: GenerateFlags): Promise<Record<string, string>> {
+async function tokenizerSource (flags: GenerateFlags): Promise<{ tokenizer: string } | { model: string }> {
   if (flags.tokenizer !== undefined) return { tokenizer: flags.tokenizer }
   if (flags.modelPath !== undefined) {
     const token = process.env.HF_TOKEN
@@ -81,14 +74,14 @@ async function tokenizerSource (flags: GenerateFlags): Promise<Record<string, st
 async function generate (flags: GenerateFlags): Promise<void> {
   if (flags.bootstrap === undefined || flags.bootstrap.length === 0) throw new ConfigError('--bootstrap: give at least one peer to join through (or MYCELIUM_BOOTSTRAP)')
   const tokenizer = await tokenizerSource(flags)
-  const sdk = await import('../../client/index.ts') as unknown as { connect?: Connect }
-  if (typeof sdk.connect !== 'function') throw new ConfigError('this build has no SDK client (client/ connect)')
+  // loaded here: libp2p is not needed by the CLI's other commands at start-up
+  const { connect } = await import('../../client/index.ts')
   const stop = new AbortController()
   const onSignal = (): void => { stop.abort(new Error('interrupted')) }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
   const t0 = performance.now()
-  const client = await sdk.connect({ bootstrap: flags.bootstrap, ...(flags.swarm !== undefined ? { swarm: flags.swarm } : {}), ...tokenizer, routeWaitMs: flags.routeWait, signal: stop.signal })
+  const client = await connect({ bootstrap: flags.bootstrap, ...(flags.swarm !== undefined ? { swarm: flags.swarm } : {}), ...tokenizer, routeWaitMs: flags.routeWait, signal: stop.signal })
   let tokens = 0
   let first = 0
   try {

@@ -193,12 +193,11 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
       ...(flags.tokenizer !== undefined ? { tokenizer: flags.tokenizer } : {}),
       prompt: flags.prompt,
       maxTokens: flags.maxTokens,
-      chain: nodes.map((n, i) => ({ peer: String(readies[i].peerId), ...ranges[i], addr: tcpAddr(readies[i]) })),
       onText: (text) => { process.stdout.write(text) },
       signal: stop.signal
     })
     out('')
-    out(`first token ${(sample.firstTokenAt / 1000).toFixed(1)} s after the testnet process started (${sample.tokens} tokens via ${sample.via === 'sdk' ? 'the SDK' : 'runInference'})`)
+    out(`first token ${(sample.firstTokenAt / 1000).toFixed(1)} s after the testnet process started (${sample.tokens} tokens through the SDK over ${sample.chain.map((h) => `[${h.start}, ${h.end})`).join(' → ')})`)
     out(`logs      ${logDir}/*.log`)
     out(`try       npx mycelium generate --bootstrap ${relayAddr} --swarm ${flags.swarm} --prompt "Once upon a time"`)
     out(`          npx mycelium status --data-dir ${nodes.map((_, i) => join(dir, `node-${i + 1}`)).join(' ')}`)
