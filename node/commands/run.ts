@@ -5,6 +5,8 @@ import { loadModel } from '../../engine/index.ts'
 import type { WeightDType } from '../../engine/index.ts'
 import { generate, sessionStepper } from '../../engine/generate.ts'
 import { createSampler } from '../../engine/sampler.ts'
+import { resolveModel } from '../model-cache.ts'
+import { downloadProgress } from '../progress.ts'
 
 const DEFAULT_STEPS = 256
 
@@ -42,7 +44,7 @@ interface RunFlags {
 export function registerRunCommand (program: Command): void {
   program.command('run')
     .description('Generate text in this process (no network): prints the prompt and its continuation like llama2.c')
-    .requiredOption('--model <path>', 'model: llama2.c .bin, Hugging Face directory, or .gguf file')
+    .requiredOption('--model <path|repo>', 'model: llama2.c .bin, Hugging Face directory, or .gguf file; a name in $MYCELIUM_HOME/models (e.g. stories260K); or a Hugging Face repo id org/name[:file], downloaded there once')
     .option('--tokenizer <path>', 'tokenizer file (llama2.c tokenizer.bin; default: found beside the model)')
     .option('--prompt <text>', 'prompt text', '')
     .option('--max-tokens <n>', 'positions to run, prompt included, as llama2.c\'s -n steps (0 = context length)', int('--max-tokens', 0), DEFAULT_STEPS)
@@ -58,8 +60,10 @@ export function registerRunCommand (program: Command): void {
 }
 
 async function run (flags: RunFlags): Promise<void> {
+  const token = process.env.HF_TOKEN
+  const model = await resolveModel(flags.model, { onProgress: downloadProgress(), ...(token !== undefined ? { accessToken: token } : {}) })
   const loadStart = performance.now()
-  const { shard, tokenizer } = await loadModel(flags.model, {
+  const { shard, tokenizer } = await loadModel(model.path, {
     ...(flags.tokenizer !== undefined ? { tokenizer: flags.tokenizer } : {}),
     dtype: flags.dtype,
     threads: flags.threads,
