@@ -11,6 +11,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command, InvalidArgumentError } from 'commander'
 import { CONFIG_ENV, CONFIG_KEYS, envName } from '../config-sources.ts'
+import { CONTROL_SOCKET } from '../constants.ts'
+import { controlRequest } from '../control.ts'
 import { ConfigError } from '../errors.ts'
 import { DEFAULT_MODEL, myceliumHome, resolveModel } from '../model-cache.ts'
 import { downloadProgress } from '../progress.ts'
@@ -122,6 +124,21 @@ async function waitHealthy (url: string, signal: AbortSignal): Promise<void> {
   throw new Error(`the HTTP API at ${url} did not answer /health within ${READY_TIMEOUT_MS / 1000} s`)
 }
 
+/** Polls the relay's swarm view until every node's record publishes its range. */
+async function relayKnows (socket: string, nodes: Array<{ peer: string, start: number, end: number }>, signal: AbortSignal): Promise<void> {
+  while (!signal.aborted) {
+    try {
+      const view = await controlRequest(socket, { cmd: 'swarm' }, { timeoutMs: 5_000 }) as { nodes?: Record<string, { layers?: Array<{ start: number, end: number }> }> }
+      if (nodes.every((n) => view.nodes?.[n.peer]?.layers?.some((l) => l.start === n.start && l.end === n.end) === true)) return
+    } catch (err) {
+      if (signal.aborted) break
+      void err // the relay is busy or restarting its socket: ask again
+    }
+    await new Promise((resolve) => setTimeout(resolve, HEALTH_POLL_MS))
+  }
+  throw new Error(`the relay did not learn every node's layers within ${READY_TIMEOUT_MS / 1000} s`)
+}
+
 async function runTestnet (flags: TestnetFlags): Promise<void> {
   const out = (line: string): void => { process.stdout.write(line + '\n') }
   const home = myceliumHome()
@@ -169,6 +186,7 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
     out(`mycelium testnet: swarm "${flags.swarm}", a relay and ${flags.nodes} node${flags.nodes === 1 ? '' : 's'} on loopback serving ${model.path} (${source.config.nLayers} layers)`)
     const relay = children.start('relay', [...common('relay'), '--public'], join(logDir, 'relay.log'))
     const relayAddr = tcpAddr(await relay.waitFor('ready', deadline))
+    const relayReady = performance.now()
     out(`  relay   pid ${relay.pid}  ${relayAddr}`)
     const nodes: Daemon[] = ranges.map((r, i) => children.start(`node ${i + 1}`, [
       ...common(`node-${i + 1}`), '--bootstrap', relayAddr, '--model', model.path, '--layers', `${r.start}:${r.end}`, '--threads', String(flags.threads),
@@ -176,10 +194,17 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
     ], join(logDir, `node-${i + 1}.log`)))
     const readies = await Promise.all(nodes.map(async (n) => await n.waitFor('ready', deadline)))
     await Promise.all(nodes.map(async (n) => await n.waitFor('serving', deadline)))
+    const serving = performance.now()
+    // the relay's replica shows every node's published range: a client joining through it
+    // pulls that state on connect and can route at once
+    await relayKnows(join(dir, 'relay', CONTROL_SOCKET), readies.map((r, i) => ({ peer: String(r.peerId), ...ranges[i] })), deadline)
+    const published = performance.now()
     nodes.forEach((n, i) => { out(`  node ${i + 1}  pid ${n.pid}  layers [${ranges[i].start}, ${ranges[i].end})  ${String(readies[i].peerId)}`) })
     const url = apiPort !== undefined ? `http://127.0.0.1:${apiPort}` : undefined
+    let apiReady: number | undefined
     if (url !== undefined) {
       await waitHealthy(url, deadline)
+      apiReady = performance.now()
       out(`HTTP API  ${url}  (OpenAI-compatible: ${url}/v1/completions, /v1/chat/completions, /v1/models)`)
     } else {
       out('HTTP API  not in this build (node start has no --api-port yet)')
@@ -197,7 +222,9 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
       signal: stop.signal
     })
     out('')
-    out(`first token ${(sample.firstTokenAt / 1000).toFixed(1)} s after the testnet process started (${sample.tokens} tokens through the SDK over ${sample.chain.map((h) => `[${h.start}, ${h.end})`).join(' → ')})`)
+    const s = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
+    out(`first token ${s(sample.firstTokenAt)} after the testnet process started (${sample.tokens} tokens through the SDK over ${sample.chain.map((h) => `[${h.start}, ${h.end})`).join(' → ')})`)
+    out(`timing    from process start: relay ready ${s(relayReady)}, nodes serving ${s(serving)}, ranges replicated to the relay ${s(published)}${apiReady !== undefined ? `, API up ${s(apiReady)}` : ''}, first token ${s(sample.firstTokenAt)}`)
     out(`logs      ${logDir}/*.log`)
     out(`try       npx mycelium generate --bootstrap ${relayAddr} --swarm ${flags.swarm} --prompt "Once upon a time"`)
     out(`          npx mycelium status --data-dir ${nodes.map((_, i) => join(dir, `node-${i + 1}`)).join(' ')}`)
