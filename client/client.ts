@@ -8,11 +8,12 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createTextStream } from '../engine/index.ts'
 import type { HiddenCodec, Tokenizer } from '../engine/index.ts'
-import { InferenceFailedError, inferenceProtocol, runInference } from '../protocols/index.ts'
+import { InferenceFailedError, chainRouter, inferenceProtocol, runInference } from '../protocols/index.ts'
 import type { ChainHop } from '../protocols/index.ts'
+import { ShardUnavailableError } from '../sharding/index.ts'
 import type { ModelManifest } from '../sharding/index.ts'
 import { AbortError, ConsensusNotImplementedError, InvalidRequestError, ModelNotFoundError, NoRouteError, TokenizerUnavailableError } from './errors.ts'
-import { listModels, pickChain, replacementHop } from './route.ts'
+import { listModels } from './route.ts'
 import type { ModelInfo, SwarmReader } from './route.ts'
 import { chatPrompt } from './chat.ts'
 import type { ChatMessage } from './chat.ts'
@@ -37,6 +38,8 @@ export interface ClientInit {
   tokenizer?: TokenizerOption
   /** Who is online (default: the state's presence); a daemon adds itself. */
   online?: () => string[]
+  /** This node's peer id when it is a swarm member (a daemon): the router then counts its published RTTs. */
+  self?: string
   /** How long generate() waits for the model to appear and be covered (default 10 s). */
   routeWaitMs?: number
   /** Called once by close() (connect() stops its own node here). */
@@ -101,6 +104,15 @@ const DEFAULT_MAX_TOKENS = 128
 const DEFAULT_ROUTE_WAIT_MS = 10_000
 /** Tries to open a chain when a stage refuses at open (stale records: it moved its layers). */
 const OPEN_ATTEMPTS = 3
+
+/**
+ * protons-runtime's uint64 writer corrupts values in [2^31, 2^32) (the frame then fails to
+ * decode: MALFORMED at the stage); such seeds travel as seed + 2^32, which encodes correctly. The
+ * mapping is fixed, so a seed still always gives the same tokens.
+ */
+function wireSeed (seed: number): number {
+  return seed >= 2 ** 31 && seed < 2 ** 32 ? seed + 2 ** 32 : seed
+}
 
 function check (ok: boolean, message: string, param: string): void {
   if (!ok) throw new InvalidRequestError(message, param)
@@ -219,7 +231,7 @@ export function createClient (init: ClientInit): MyceliumClient {
     if (prompt.length + maxTokens > context) {
       throw new InvalidRequestError(`this model's maximum context length is ${context} tokens; the prompt has ${prompt.length} and ${maxTokens} were asked for`, prompt.length >= context ? 'prompt' : 'maxTokens', 'context_length_exceeded')
     }
-    const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32)
+    const seed = wireSeed(options.seed ?? Math.floor(Math.random() * 2 ** 31))
     const text = createTextStream(tokenizer)
     const stops = stopMatcher(options.stop ?? [])
     let prev = prompt[prompt.length - 1]
@@ -230,8 +242,25 @@ export function createClient (init: ClientInit): MyceliumClient {
     const finish = (finishReason: 'stop' | 'length', tail = ''): GenerateEvent => ({
       type: 'done', finishReason, model: info.id, text: output, tail, chain, usage: { promptTokens: prompt.length, completionTokens: completion, totalTokens: prompt.length + completion }
     })
+    const views = { nodes: () => state.nodes(), online }
+    const codecBytes = options.codec === 'f16' ? 2 : options.codec === 'int8' ? 1 : 4
     for (let attempt = 1; ; attempt++) {
-      chain = await waitFor(() => pickChain(state, resolveModel(info.id), { promptTokens: prompt.length, genTokens: maxTokens }, { exclude }), signal)
+      // the shared router (protocols/inference/route-chain.ts): whole published ranges, failover re-routes a span
+      const router = chainRouter(views, {
+        model: { id: info.id, nLayers: info.manifest.nLayers },
+        hiddenBytesPerToken: info.manifest.dim * codecBytes,
+        request: { promptTokens: prompt.length, genTokens: maxTokens },
+        exclude,
+        ...(init.self !== undefined ? { self: init.self } : {})
+      })
+      chain = await waitFor(() => {
+        try {
+          return router.route()
+        } catch (err) {
+          if (err instanceof ShardUnavailableError) throw new NoRouteError(err.message, { cause: err })
+          throw err
+        }
+      }, signal)
       try {
         for await (const ev of runInference(openStream, protocol, {
           chain,
@@ -242,7 +271,7 @@ export function createClient (init: ClientInit): MyceliumClient {
           signal,
           ...(options.codec !== undefined ? { codec: options.codec } : {}),
           sampling: { temperature: options.temperature ?? 1, topP: options.topP ?? 1, topK: options.topK ?? 0, seed, maxTokens },
-          failover: { replace: async (hop) => { exclude.add(hop.peer.toString()); return replacementHop(resolveModelSafe(resolveModel, info), hop, exclude) } }
+          failover: { replace: router.replace }
         })) {
           if (ev.type === 'token') {
             completion++
@@ -266,6 +295,7 @@ export function createClient (init: ClientInit): MyceliumClient {
         if (signal.aborted) throw abortError(signal, err)
         // Before the first token a retry repeats nothing: re-route, without the first stage when it
         // refused (its record is stale: it moved or dropped its layers, or it is full).
+        for (const peer of router.excluded) exclude.add(peer)
         if (!(err instanceof InferenceFailedError) || completion > 0 || attempt >= OPEN_ATTEMPTS) throw err
         if (['WRONG_LAYERS', 'WRONG_MODEL', 'DIAL', 'FULL'].includes(err.status)) exclude.add(chain[0].peer.toString())
       }
@@ -304,14 +334,5 @@ export function createClient (init: ClientInit): MyceliumClient {
       })()
       await closed
     }
-  }
-}
-
-/** The model's current serving nodes (it can vanish from the state between attempts: keep the last view then). */
-function resolveModelSafe (resolve: (id: string) => ModelInfo, last: ModelInfo): ModelInfo {
-  try {
-    return resolve(last.id)
-  } catch {
-    return last // reason: a transient gap in the records must not fail an attempt; routing reports what is missing
   }
 }

@@ -65,6 +65,9 @@ describe('client SDK over real daemons', () => {
     const a = await collect(client.generate({ prompt: 'Once upon a time', maxTokens: 20, temperature: 0.9, topP: 0.9, seed: 42 }))
     const b = await collect(client.generate({ prompt: 'Once upon a time', maxTokens: 20, temperature: 0.9, topP: 0.9, seed: 42 }))
     expect(a.ids).toEqual(b.ids)
+    // seeds in [2^31, 2^32) (which protons' uint64 writer corrupts on the wire) work too
+    const c = await collect(client.generate({ prompt: 'Once upon a time', maxTokens: 20, temperature: 0.9, seed: 3_000_000_000 }))
+    expect(c.ids).toHaveLength(20)
   }, 30_000)
 
   it('chat: the messages are one plain prompt for a stories model', async () => {
