@@ -31,7 +31,8 @@ export function stepBatch (pass: ShardPass, states: WeakMap<Session, SessionStat
     for (const { state } of part) state.position++
     if (pass.isLast) {
       const logits = pass.logits(0, part.length)
-      for (let row = 0; row < part.length; row++) outputs.push({ logits: logits.slice(row * pass.config.vocabSize, (row + 1) * pass.config.vocabSize) })
+      // views of one fresh array (not scratch): each row's logits, without a second copy
+      for (let row = 0; row < part.length; row++) outputs.push({ logits: logits.subarray(row * pass.config.vocabSize, (row + 1) * pass.config.vocabSize) })
     } else {
       for (let row = 0; row < part.length; row++) outputs.push({ hidden: s.x.slice(row * dim, (row + 1) * dim) })
     }
