@@ -119,7 +119,8 @@ describe('the stage scheduler on a real shard', () => {
   let last: Shard
   beforeAll(async () => { last = await loadShard(source, { start: 3, end: 5, maxBatch: 8 }); shards.push(last) })
   const hidden = (rand: () => number, T: number): Float32Array => Float32Array.from({ length: T * last.config.dim }, () => rand() - 0.5)
-  const same = (a: StageOutput, b: StageOutput): boolean => Buffer.from((a.logits as Float32Array).buffer).equals(Buffer.from((b.logits as Float32Array).buffer))
+  const bytes = (f: Float32Array): Buffer => Buffer.from(f.buffer, f.byteOffset, f.byteLength)
+  const same = (a: StageOutput, b: StageOutput): boolean => bytes(a.logits as Float32Array).equals(bytes(b.logits as Float32Array))
 
   it(`runs the ready decode steps as one pass; a bad step fails alone; cancel drops a queued step (TEST_SEED=${seed})`, async () => {
     const rand = seededRandom(seed)
