@@ -27,6 +27,8 @@ export interface NodeConfig {
   dcutr: boolean
   /** The model this node offers to serve (absent: a mesh-only node). */
   model?: ModelConfig
+  /** `--api-port`: serve the OpenAI-compatible HTTP API (node/api/) on host:port (port 0: a free one). */
+  api?: { host: string, port: number }
 }
 
 /** Weight formats the engine holds layers in. */
@@ -70,6 +72,8 @@ export interface NodeFlags {
   maxMemory?: string
   threads?: string
   layers?: string
+  apiPort?: string
+  apiHost?: string
 }
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
@@ -166,6 +170,20 @@ export function nodeConfig (flags: NodeFlags): NodeConfig {
     mdns: flags.mdns !== false,
     upnp: flags.upnp !== false,
     dcutr: flags.dcutr === true,
-    ...(model !== undefined ? { model } : {})
+    ...(model !== undefined ? { model } : {}),
+    ...apiConfig(flags)
   }
+}
+
+/** `--api-port` (0–65535; 0 picks a free port) and `--api-host` (default 127.0.0.1, needs --api-port). */
+function apiConfig (flags: NodeFlags): { api?: { host: string, port: number } } {
+  if (flags.apiPort === undefined) {
+    if (flags.apiHost !== undefined) throw new ConfigError('--api-host needs --api-port')
+    return {}
+  }
+  const port = Number(flags.apiPort)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`--api-port: must be a port number 0–65535 (0 picks a free one), not ${JSON.stringify(flags.apiPort)}`)
+  const host = flags.apiHost ?? '127.0.0.1'
+  if (host.trim() === '') throw new ConfigError('--api-host: must not be empty')
+  return { api: { host, port } }
 }

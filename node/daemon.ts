@@ -95,6 +95,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
 
   // The model side starts after the ready line (below); the control handler reads it through this.
   let served: { model: NodeModel, done: Promise<void>, stop: () => void } | undefined
+  let api: { url: string, close: () => Promise<void> } | undefined // --api-port (node/api/)
   const stopNudge = startAutoNATNudge(host, log)
   const stopKeeper = startBootstrapKeeper(host, config.bootstrap, log)
   const control = await serveControl(config.controlSocket, async (request, signal) => {
@@ -111,7 +112,8 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
           bulk: host.services.bulk.stats,
           inference: { protocol: host.services.inference.protocol, ...host.services.inference.usage, ...host.services.inference.stats },
           swarmState: swarmSummary(host),
-          model: modelSummary(served?.model)
+          model: modelSummary(served?.model),
+          ...(api !== undefined ? { api: api.url } : {})
         }
       }
       case 'swarm':
@@ -184,6 +186,10 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   const following = serving !== undefined && opened !== undefined && config.model !== undefined && config.model.layers === undefined && served !== undefined
     ? serving.followAllocation(host, opened, config.model, served.model, log)
     : undefined
+  if (config.api !== undefined) {
+    const { startDaemonApi } = await import('./api/daemon-api.ts')
+    api = await startDaemonApi(host, { ...config, api: config.api }, opened, served?.model, log)
+  }
 
   let stopping: Promise<void> | undefined
   return {
@@ -197,6 +203,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
         stopNudge()
         stopKeeper()
         await control.close()
+        await api?.close()
         stageStop.abort()
         await host.stop()
         await stage?.then(async (s) => { await s.stop() }, () => {})

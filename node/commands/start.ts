@@ -49,6 +49,8 @@ export function registerStartCommand (program: Command): void {
     .option('--max-memory <bytes>', 'most memory for weights and KV cache, e.g. 512M or 4G (binary units; default: 80% of free memory)')
     .option('--layers <range>', 'layers to serve over the inference protocol: START:END, half-open (e.g. 0:2), or auto (default: the range the swarm\'s allocation gives this node)')
     .option('--threads <n>', 'kernel threads for the model (default: every core)')
+    .option('--api-port <port>', 'serve the OpenAI-compatible HTTP API (/v1/models, /v1/completions, /v1/chat/completions, /metrics, /health) on this port; 0 picks a free one (the URL is in the `api` log event and in status)')
+    .option('--api-host <host>', 'interface for the HTTP API (default: 127.0.0.1; 0.0.0.0 exposes it)')
     .option('--log-level <level>', 'pino log level (trace, debug, info, warn, error)', 'info')
     .action(async (raw: NodeFlags & { logLevel: string, config?: string }, command: Command) => {
       const { config, flags } = await settledConfig(command, raw)
