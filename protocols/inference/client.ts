@@ -122,7 +122,13 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
   for (let attempt = 0; ; attempt++) {
     const history = [...request.prompt, ...generated]
     const maxTokens = request.sampling?.maxTokens ?? 0
-    const tokenTimeoutMs = failover !== undefined ? (first: boolean) => pace.deadline(failover.tokenTimeoutMs, first) : undefined
+    const probeTimeoutMs = (): number => failover?.probeTimeoutMs ?? Math.max(FAILOVER_PROBE_TIMEOUT_FLOOR_MS, FAILOVER_PROBE_TIMEOUT_FACTOR * pace.openMs)
+    const probe = async (): Promise<boolean[]> => await Promise.all(chain.map(async (hop) => await reachable(openStream, protocol, hop, probeTimeoutMs(), request.signal)))
+    // a token half the deadline late starts the probes, so a stall's culprit is known when it is declared
+    let early: Promise<boolean[]> | undefined
+    const watch = failover === undefined
+      ? undefined
+      : { deadline: (first: boolean) => pace.deadline(failover.tokenTimeoutMs, first), slow: () => { early ??= probe() }, token: () => { early = undefined } }
     try {
       for await (const ev of runSession(openStream, protocol, {
         ...request,
@@ -130,7 +136,7 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
         prompt: history,
         ...(request.sampling !== undefined ? { sampling: { ...request.sampling, maxTokens: maxTokens > 0 ? maxTokens - generated.length : 0, skipDraws: generated.length } } : {}),
         ...(attempt > 0 ? { sessionId: crypto.randomUUID() } : {})
-      }, pace, tokenTimeoutMs)) {
+      }, pace, watch)) {
         if (ev.type === 'token') {
           generated.push(ev.id)
           if (resuming !== undefined) { yield { type: 'resumed', attempt: resuming.attempt, ms: performance.now() - resuming.detectedAt }; resuming = undefined }
@@ -143,8 +149,7 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
       const detectedAt = performance.now()
       const status = err instanceof InferenceFailedError ? err.status : 'ERROR'
       if (failover === undefined || attempt >= (failover.maxAttempts ?? FAILOVER_MAX_ATTEMPTS) || status === 'CANCELLED' || request.signal?.aborted === true) throw err
-      const probeTimeoutMs = failover.probeTimeoutMs ?? Math.max(FAILOVER_PROBE_TIMEOUT_FLOOR_MS, FAILOVER_PROBE_TIMEOUT_FACTOR * pace.openMs)
-      const alive = await Promise.all(chain.map(async (hop) => await reachable(openStream, protocol, hop, probeTimeoutMs, request.signal)))
+      const alive = await (status === 'STALLED' && early !== undefined ? early : probe())
       const replaced: number[] = []
       const next: ChainHop[] = []
       for (let i = 0; i < chain.length; i++) {
@@ -172,11 +177,18 @@ async function reachable (openStream: OpenStream, protocol: string, hop: ChainHo
   }
 }
 
+/** Stall watch of a session: the deadline for the next token, and hooks when it is half gone and when a token came. */
+interface StallWatch {
+  deadline: (first: boolean) => number
+  slow: () => void
+  token: () => void
+}
+
 /**
- * One session on one chain, no failover. With `tokenTimeoutMs`, a watchdog aborts the session
- * (status STALLED) when the next token (the first: `first` true) is later than that deadline.
+ * One session on one chain, no failover. With `watch`, a watchdog aborts the session (status
+ * STALLED) when the next token (the first: `first` true) is later than its deadline.
  */
-async function * runSession (openStream: OpenStream, protocol: string, request: InferenceRequest, pace: Pace, tokenTimeoutMs?: (first: boolean) => number): AsyncGenerator<InferenceEvent> {
+async function * runSession (openStream: OpenStream, protocol: string, request: InferenceRequest, pace: Pace, watch?: StallWatch): AsyncGenerator<InferenceEvent> {
   const { chain, prompt, signal } = request
   if (chain.length === 0) throw new RangeError('a chain needs at least one stage')
   if (prompt.length === 0 || prompt.length > request.maxLength) throw new RangeError('the prompt needs 1 to maxLength tokens')
@@ -193,11 +205,14 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
   signal?.addEventListener('abort', onAbort, { once: true })
   let stalledAfter: number | undefined
   let watchdog: ReturnType<typeof setTimeout> | undefined
+  let halfway: ReturnType<typeof setTimeout> | undefined
   const arm = (first: boolean): void => {
-    if (tokenTimeoutMs === undefined) return
-    const ms = tokenTimeoutMs(first)
+    if (watch === undefined) return
+    const ms = watch.deadline(first)
+    halfway = setTimeout(watch.slow, ms / 2)
     watchdog = setTimeout(() => { stalledAfter = ms; stream.abort(new Error('no token within the deadline')) }, ms)
   }
+  const disarm = (): void => { clearTimeout(halfway); clearTimeout(watchdog) }
   // the deadline runs only while we wait for the stage, not while the caller holds a token
   const read = async (first = false): Promise<Frame> => {
     arm(first)
@@ -209,7 +224,7 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
       const status = isEndOfStream(err) ? 'CLOSED' : readFailureStatus(err)
       throw new InferenceFailedError(status, `the first stage's stream failed: ${(err as Error).message}`, { cause: err })
     } finally {
-      clearTimeout(watchdog)
+      disarm()
     }
   }
   const failed = (frame: Frame): InferenceFailedError => {
@@ -243,6 +258,7 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
       const token = frame.token
       if (token === undefined) throw failed(frame)
       pace.token(tokens > 0)
+      watch?.token()
       if (!token.bos) {
         tokens++
         yield { type: 'token', id: token.token, position: token.position }
@@ -254,7 +270,7 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
       }
     }
   } finally {
-    clearTimeout(watchdog)
+    disarm()
     signal?.removeEventListener('abort', onAbort)
     // an early return by the caller, or an error, cancels the session: closing cascades down the chain
     if (finished) await ch.end()
