@@ -7,7 +7,8 @@
 // summation order (thread count, batched vs one-token steps); a skipped layer or a corrupted state
 // moves the top coordinates far beyond it (measured in README.md / bench:consensus on stories260K).
 // Layout of one position: [f32 scale][k × (u16 index, i16 value × 32767 / scale)], little-endian.
-import { FINGERPRINT_INDEX_SLACK, FINGERPRINT_TOP_K, FINGERPRINT_VALUE_TOLERANCE } from './constants.ts'
+import type { WeightDType } from '../engine/index.ts'
+import { FINGERPRINT_INDEX_SLACK, FINGERPRINT_Q8_TOLERANCE, FINGERPRINT_TOP_K, FINGERPRINT_VALUE_TOLERANCE } from './constants.ts'
 import { ConsensusInputError } from './errors.ts'
 
 export interface FingerprintOptions {
@@ -20,6 +21,19 @@ export interface FingerprintCheck {
 }
 
 const Q = 32767
+
+/**
+ * Value tolerance for a stage holding `stage` weights checked by a verifier holding `verifier`
+ * weights; undefined when the pair cannot be checked (q4_0 against another dtype: honest errors
+ * reach 0.17 of the scale, as large as a skipped layer's) — pick a verifier with the same dtype.
+ */
+export function fingerprintTolerance (stage: WeightDType, verifier: WeightDType): number | undefined {
+  if (stage === verifier) return FINGERPRINT_VALUE_TOLERANCE
+  const pair = new Set([stage, verifier])
+  if (pair.has('q4_0')) return undefined
+  if (pair.has('q8_0')) return FINGERPRINT_Q8_TOLERANCE
+  return FINGERPRINT_VALUE_TOLERANCE
+}
 
 /** Bytes of one position's fingerprint. */
 export function fingerprintBytes (topK: number = FINGERPRINT_TOP_K): number {

@@ -32,7 +32,8 @@ function ringPairs (ids: string[]): Array<[string, string]> {
   }
   for (let i = 0; i < n; i++) add(i, (i + 1) % n)
   const half = Math.floor(n / 2)
-  if (n > 3) for (let i = 0; i < n; i++) add(i, (i + half) % n)
+  // Cross pairs: each of the first ⌈n/2⌉ answers with the one half the ring away (≈ n/2 pairs).
+  if (n > 3) for (let i = 0; i < Math.ceil(n / 2); i++) add(i, i + half)
   return pairs
 }
 

@@ -151,3 +151,10 @@ export function encodeReputation (state: ReputationState): Uint8Array {
   }
   return Buffer.concat(parts)
 }
+
+/** Negative evidence against `subject` (an owner whose declared outcome is not the recomputed one). */
+export function applyPenalty (state: ReputationState, subject: string, amount: number): ReputationState {
+  const nodes = new Map(state.nodes)
+  edit(nodes, subject, 0, amount)
+  return { rounds: state.rounds, nodes }
+}

@@ -7,9 +7,9 @@
 // exclusion from routing (reputation.ts applySpotCheck).
 import { seededRng } from './digest.ts'
 import { ConsensusInputError } from './errors.ts'
-import { FINGERPRINT_INDEX_SLACK, FINGERPRINT_VALUE_TOLERANCE, SPOT_CHECK_DOMAIN } from './constants.ts'
-import { fingerprintDistances, type FingerprintCheck, type FingerprintMismatch } from './fingerprint.ts'
-import type { Session, Shard, StageInput } from '../engine/index.ts'
+import { FINGERPRINT_INDEX_SLACK, SPOT_CHECK_DOMAIN } from './constants.ts'
+import { fingerprintDistances, fingerprintTolerance, type FingerprintCheck, type FingerprintMismatch } from './fingerprint.ts'
+import type { Session, Shard, StageInput, WeightDType } from '../engine/index.ts'
 
 /** `count` distinct positions of [0, positions), sorted, drawn from a PRNG seeded by `seed`. */
 export function sampleSpotChecks (seed: readonly string[], positions: number, count: number): number[] {
@@ -70,9 +70,10 @@ function concatInputs (inputs: StageInput[]): StageInput {
 
 /**
  * Replays a trace on the verifier's own shard (same layers) in one prefill over every position up
- * to the last one checked, and compares fingerprints at `positions`.
+ * to the last one checked, and compares fingerprints at `positions`. The tolerance defaults to
+ * fingerprintTolerance(stageDtype, verifier dtype).
  */
-export function spotCheck (shard: Shard, trace: StageTrace, positions: readonly number[], topK?: number, check: FingerprintCheck = {}): SpotCheckResult {
+export function spotCheck (shard: Shard, trace: StageTrace, positions: readonly number[], topK?: number, check: FingerprintCheck = {}, stageDtype: WeightDType = shard.dtype): SpotCheckResult {
   if (trace.inputs.length !== trace.fingerprints.length) throw new ConsensusInputError('a trace needs one fingerprint per step')
   const dim = shard.isLast ? shard.config.vocabSize : shard.config.dim
   const stepOf: Array<{ step: number, row: number }> = []
@@ -93,7 +94,8 @@ export function spotCheck (shard: Shard, trace: StageTrace, positions: readonly 
     session.close()
   }
   const size = trace.fingerprints[0].length / Math.max(1, stepRows(trace.inputs[0], shard.config.dim))
-  const tolerance = check.valueTolerance ?? FINGERPRINT_VALUE_TOLERANCE
+  const tolerance = check.valueTolerance ?? fingerprintTolerance(stageDtype, shard.dtype)
+  if (tolerance === undefined) throw new ConsensusInputError(`a ${shard.dtype} verifier cannot check a ${stageDtype} stage`)
   const slack = check.indexSlack ?? FINGERPRINT_INDEX_SLACK
   const distances: FingerprintMismatch[] = []
   for (const p of wanted) {

@@ -1,0 +1,145 @@
+// Consensus records as they live in the CRDT swarm state. Each is plain JSON written with
+// `SwarmState.recordRound(id, data)` into its writer's own namespace (key `round/<id>`), so the
+// writer is authenticated by its signed envelope chain and nobody can write another's record —
+// no change to crdt/ is needed. Ids (the writer is the record's author):
+//   a/<round>        AnswerRecord      by an answer's author: the answer's digest
+//   c/<round>        CommitRecord      by a judge: its ballot commitment
+//   r/<round>        RevealRecord      by a judge: its ballot and salt
+//   o/<round>        RoundRecord       by the round's owner (requester): answers, reveal arrival
+//                                      times, deadline, declared winner and ranking
+//   e/<id>           SpotCheckRecord   by a verifier: evidence of a passed or failed spot-check
+//   k/<subject>/<challenge> CalibrationRecord by an admitted verifier
+// Parsing bounds every field; a record that does not parse is ignored by every node alike.
+import { MAX_BALLOT_VOTES, MAX_ROUND_ANSWERS } from './constants.ts'
+import { InvalidConsensusRecordError } from './errors.ts'
+import type { Choice, Vote } from './index.ts'
+
+export interface AnswerRecord { t: 'answer', round: string, digest: string }
+export interface CommitRecord { t: 'commit', round: string, commitment: string }
+export interface RevealRecord { t: 'reveal', round: string, votes: Vote[], salt: string }
+export interface RoundRecord {
+  t: 'round'
+  round: string
+  /** Order of rounds in the reputation fold (the owner takes its highest known seq + 1). */
+  seq: number
+  deadline: number
+  /** [answer digest, author]. */
+  answers: Array<[string, string]>
+  /** [judge, when the owner took its reveal (owner's clock, ms)]. */
+  reveals: Array<[string, number]>
+  winner: string
+  ranking: string[]
+}
+export interface SpotCheckRecord {
+  t: 'spot-check'
+  id: string
+  seq: number
+  subject: string
+  model: string
+  start: number
+  end: number
+  /** Positions checked, and those that did not match. */
+  checked: number[]
+  mismatched: number[]
+  passed: boolean
+}
+export interface CalibrationRecord {
+  t: 'calibration'
+  seq: number
+  subject: string
+  model: string
+  challenge: string
+  tasks: number
+  tasksExact: number
+  pairs: number
+  pairsRight: number
+  passed: boolean
+}
+export type ConsensusRecord = AnswerRecord | CommitRecord | RevealRecord | RoundRecord | SpotCheckRecord | CalibrationRecord
+
+const MAX_ID = 128
+const CHOICE_CODE: Record<Choice, string> = { first: 'A', second: 'B', tie: 'U' }
+const CODE_CHOICE: Record<string, Choice> = { A: 'first', B: 'second', U: 'tie' }
+
+/** The record id (crdt key after `round/`) a record is stored under. */
+export function recordId (r: ConsensusRecord): string {
+  switch (r.t) {
+    case 'answer': return `a/${r.round}`
+    case 'commit': return `c/${r.round}`
+    case 'reveal': return `r/${r.round}`
+    case 'round': return `o/${r.round}`
+    case 'spot-check': return `e/${r.id}`
+    case 'calibration': return `k/${r.subject}/${r.challenge}`
+  }
+}
+
+/** JSON for `recordRound` (votes as compact [first, second, 'A'|'B'|'U'] triples). */
+export function recordData (r: ConsensusRecord): Record<string, unknown> {
+  if (r.t === 'reveal') return { t: r.t, round: r.round, votes: r.votes.map((v) => [v.first, v.second, CHOICE_CODE[v.choice]]), salt: r.salt }
+  return { ...r }
+}
+
+const fail = (why: string): never => { throw new InvalidConsensusRecordError(why) }
+const str = (x: unknown, what: string): string => typeof x === 'string' && x.length > 0 && x.length <= MAX_ID ? x : fail(`${what} must be a string of 1–${MAX_ID} chars`)
+const num = (x: unknown, what: string): number => typeof x === 'number' && Number.isFinite(x) ? x : fail(`${what} must be a finite number`)
+const nat = (x: unknown, what: string): number => Number.isSafeInteger(x) && (x as number) >= 0 ? x as number : fail(`${what} must be an integer ≥ 0`)
+const bool = (x: unknown, what: string): boolean => typeof x === 'boolean' ? x : fail(`${what} must be a boolean`)
+const list = (x: unknown, max: number, what: string): unknown[] => Array.isArray(x) && x.length <= max ? x : fail(`${what} must be a list of at most ${max}`)
+
+/** Parses `data` stored under `id`; throws InvalidConsensusRecordError when it is not a record. */
+export function parseRecord (id: string, data: unknown): ConsensusRecord {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) fail('record must be an object')
+  const d = data as Record<string, unknown>
+  let r: ConsensusRecord
+  switch (d.t) {
+    case 'answer': r = { t: 'answer', round: str(d.round, 'round'), digest: str(d.digest, 'digest') }; break
+    case 'commit': r = { t: 'commit', round: str(d.round, 'round'), commitment: str(d.commitment, 'commitment') }; break
+    case 'reveal': r = {
+      t: 'reveal',
+      round: str(d.round, 'round'),
+      salt: str(d.salt, 'salt'),
+      votes: list(d.votes, MAX_BALLOT_VOTES, 'votes').map((v) => {
+        const [first, second, code] = list(v, 3, 'vote')
+        const choice = CODE_CHOICE[code as string] ?? fail('vote choice must be A, B or U')
+        return { first: str(first, 'first'), second: str(second, 'second'), choice }
+      })
+    }; break
+    case 'round': r = {
+      t: 'round',
+      round: str(d.round, 'round'),
+      seq: nat(d.seq, 'seq'),
+      deadline: num(d.deadline, 'deadline'),
+      answers: list(d.answers, MAX_ROUND_ANSWERS, 'answers').map((a) => { const [x, y] = list(a, 2, 'answer'); return [str(x, 'answer'), str(y, 'author')] as [string, string] }),
+      reveals: list(d.reveals, MAX_BALLOT_VOTES, 'reveals').map((a) => { const [x, y] = list(a, 2, 'reveal'); return [str(x, 'judge'), num(y, 'at')] as [string, number] }),
+      winner: str(d.winner, 'winner'),
+      ranking: list(d.ranking, MAX_ROUND_ANSWERS, 'ranking').map((x) => str(x, 'ranking entry'))
+    }; break
+    case 'spot-check': r = {
+      t: 'spot-check',
+      id: str(d.id, 'id'),
+      seq: nat(d.seq, 'seq'),
+      subject: str(d.subject, 'subject'),
+      model: str(d.model, 'model'),
+      start: nat(d.start, 'start'),
+      end: nat(d.end, 'end'),
+      checked: list(d.checked, 4096, 'checked').map((x) => nat(x, 'position')),
+      mismatched: list(d.mismatched, 4096, 'mismatched').map((x) => nat(x, 'position')),
+      passed: bool(d.passed, 'passed')
+    }; break
+    case 'calibration': r = {
+      t: 'calibration',
+      seq: nat(d.seq, 'seq'),
+      subject: str(d.subject, 'subject'),
+      model: str(d.model, 'model'),
+      challenge: str(d.challenge, 'challenge'),
+      tasks: nat(d.tasks, 'tasks'),
+      tasksExact: nat(d.tasksExact, 'tasksExact'),
+      pairs: nat(d.pairs, 'pairs'),
+      pairsRight: nat(d.pairsRight, 'pairsRight'),
+      passed: bool(d.passed, 'passed')
+    }; break
+    default: return fail(`unknown record type ${JSON.stringify(d.t)}`)
+  }
+  if (recordId(r) !== id) fail(`record of type ${r.t} stored under ${id}, expected ${recordId(r)}`)
+  return r
+}
