@@ -35,6 +35,8 @@ interface Job {
   input: StageInput
   /** Positions in the step, and how many are done (prefill runs in chunks). */
   T: number
+  /** Most decode steps to run in one pass with this one (microbatches: see `run`). */
+  cap: number
   done: number
   parts: StageOutput[]
   resolve: (out: StageOutput) => void
@@ -55,11 +57,16 @@ export class StageScheduler {
   /** Steps waiting now. */
   get queued (): number { return this.decode.length + this.prefill.length }
 
-  /** Queues one step of `session` (T positions of `input`, T ≥ 1, already checked); resolves with its output. */
-  async run (shard: Shard, session: Session, input: StageInput, T: number): Promise<StageOutput> {
+  /**
+   * Queues one step of `session` (T positions of `input`, T ≥ 1, already checked); resolves with
+   * its output. `microbatch` caps how many decode steps run in one pass with this one: the first
+   * stage of a ring of n stages splits its sessions into n microbatches, so that while it runs one
+   * the next stages run the others (a single batch would leave every other stage idle meanwhile).
+   */
+  async run (shard: Shard, session: Session, input: StageInput, T: number, microbatch = Number.POSITIVE_INFINITY): Promise<StageOutput> {
     if (this.queued >= this.maxQueued) throw new SchedulerFullError(`${this.queued} steps already queued`)
     return await new Promise<StageOutput>((resolve, reject) => {
-      const job: Job = { shard, session, input, T, done: 0, parts: [], resolve, reject }
+      const job: Job = { shard, session, input, T, cap: Math.max(1, microbatch), done: 0, parts: [], resolve, reject }
       if (T === 1) this.decode.push(job)
       else this.prefill.push(job)
       this.wake()
@@ -85,7 +92,7 @@ export class StageScheduler {
   }
 
   /**
-   * One turn: every ready decode step (a batch per shard), then prefill chunks of the waiting
+   * One turn: the ready decode steps (a batch per shard, up to its microbatch), then prefill chunks of the waiting
    * prompts in turn, each at most once, until one pass's worth of positions (maxBatch) ran.
    */
   private turn (): void {
@@ -93,7 +100,14 @@ export class StageScheduler {
     this.decode = []
     const byShard = new Map<Shard, Job[]>()
     for (const job of ready) byShard.set(job.shard, [...(byShard.get(job.shard) ?? []), job])
-    for (const [shard, jobs] of byShard) this.runBatch(shard, jobs)
+    for (const [shard, jobs] of byShard) {
+      // the oldest steps first, up to the smallest microbatch among them; the rest wait a turn
+      let n = 0
+      let cap = Number.POSITIVE_INFINITY
+      while (n < jobs.length && n < Math.min(cap, jobs[n].cap)) cap = Math.min(cap, jobs[n++].cap)
+      this.runBatch(shard, jobs.slice(0, n))
+      this.decode.push(...jobs.slice(n))
+    }
     const waiting = this.prefill
     this.prefill = []
     let budget = waiting[0]?.shard.maxBatch ?? 0

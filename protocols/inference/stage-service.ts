@@ -316,7 +316,9 @@ export class InferenceStageService implements Startable {
   /** One engine step of `s` through the scheduler; engine and queue errors become Refusals. */
   private async run (s: StageSession, input: StageInput, T: number): Promise<StageOutput> {
     try {
-      return await this.scheduler.run(s.shard, s.session, input, T)
+      // the first stage of a ring of n splits its sessions into n microbatches (stage-scheduler.ts)
+      const microbatch = s.ringSize > 1 ? Math.ceil(this.sessionsOn(s.shard) / s.ringSize) : Number.POSITIVE_INFINITY
+      return await this.scheduler.run(s.shard, s.session, input, T, microbatch)
     } catch (err) {
       const name = (err as Error).name
       if (name === 'SchedulerFullError') throw new Refusal(Status.FULL, 'the stage\'s step queue is full')

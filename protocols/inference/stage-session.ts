@@ -29,6 +29,8 @@ export interface StageSession {
   generated: number
   /** First stage: the client may send one prefill step; every later step comes from the ring. */
   prefilled: boolean
+  /** Stages in the session's ring (first stage only; 1 elsewhere): its decode microbatches. */
+  ringSize: number
   /** First stage only: the peer that must attach the token stream (the last hop). */
   lastPeer?: string
   /** First stage: resolves when the last stage's token stream attaches. */
@@ -56,6 +58,7 @@ export function stageSession (open: OpenSession, shard: Shard, session: Session,
     maxTokens: open.sampling?.maxTokens ?? 0,
     generated: 0,
     prefilled: false,
+    ringSize: shard.isFirst ? open.chain.length + 1 : 1,
     attached,
     onAttach,
     upstream,

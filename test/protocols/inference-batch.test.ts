@@ -146,6 +146,17 @@ describe('the stage scheduler on a real shard', () => {
     for (const s of [...sessions, ...twins]) s.close()
   })
 
+  it('splits ready decode steps into microbatches (a ring\'s first stage), the oldest first', async () => {
+    const scheduler = new StageScheduler()
+    const sessions = Array.from({ length: 7 }, () => last.openSession({ maxLength: 4 }))
+    const h = new Float32Array(last.config.dim).fill(0.1)
+    const order: number[] = []
+    await Promise.all(sessions.map(async (s, i) => { await scheduler.run(last, s, { hidden: h }, 1, 3); order.push(i) }))
+    expect(scheduler.stats).toMatchObject({ batches: 3, batchedSteps: 7, maxBatchSize: 3, batchSizes: { 3: 2, 1: 1 } })
+    expect(order).toEqual([0, 1, 2, 3, 4, 5, 6])
+    for (const s of sessions) s.close()
+  })
+
   it('bounds its queue', async () => {
     const scheduler = new StageScheduler({ maxQueued: 3 })
     const sessions = Array.from({ length: 4 }, () => last.openSession({ maxLength: 4 }))
