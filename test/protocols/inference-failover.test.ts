@@ -2,7 +2,9 @@
 // failover driven by it: real SwarmState replicas (signed records, presence beacons, anti-entropy
 // between them), the router's pick, replacements re-routed from the same views with failed peers
 // excluded; then in-process libp2p stages whose chain and replacement come from those views, and
-// the client's stall deadline.
+// the client's stall deadline: a stage that goes silent mid-generation (and stops answering the
+// probe) is declared STALLED and replaced with identical tokens, while a caller that holds a
+// token longer than the deadline causes no false alarm.
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import type { Stream } from '@libp2p/interface'
@@ -17,7 +19,8 @@ import type { ModelSource, Shard } from '../../engine/index.ts'
 import { createSampler } from '../../engine/sampler.ts'
 import { loadShard } from '../../engine/shard.ts'
 import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
-import { chainRouter, inferenceProtocol, inferenceStageService, runInference, type ChainHop, type InferenceEvent, type InferenceStageService } from '../../protocols/index.ts'
+import { chainRouter, InferenceStatus, inferenceProtocol, inferenceStageService, runInference, type ChainHop, type InferenceEvent, type InferenceStageService } from '../../protocols/index.ts'
+import { frameChannel } from '../../protocols/inference/wire.ts'
 import { makeState, syncPair } from '../crdt/helpers.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
 import { seededRandom, testSeed } from '../seed.ts'
@@ -178,5 +181,63 @@ describe('failover routed from the swarm views', () => {
     expect([...router.excluded]).toEqual([stages[1].peerId.toString()])
     // the repaired chain ran on the two-stage span [2,3) + [3,4)
     for (const s of [stages[3], stages[4]]) expect(s.services.inference.stats.opened).toBe(1)
+  })
+})
+
+describe('stall deadline', () => {
+  it('a first stage that goes silent after 10 tokens and stops answering: STALLED after the deadline, replaced, identical tokens', async () => {
+    const real = await stage(0, 5)
+    const client = await stage()
+    // a stage that opens, relays the reference's first 10 tokens, then says nothing more (alive:
+    // its connection stays up) and stops taking new streams, as a SIGSTOPped process would
+    const silent = await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
+    nodes.push(silent as unknown as Node)
+    const protocol = inferenceProtocol(SWARM)
+    await silent.handle(protocol, async (stream) => {
+      const ch = frameChannel(stream)
+      const open = (await ch.read()).open
+      await ch.write({ result: { status: InferenceStatus.OK, sessionId: open?.sessionId ?? '', detail: '' } })
+      await ch.read() // the prompt
+      for (let i = 0; i < 10; i++) await ch.write({ token: { sessionId: open?.sessionId ?? '', token: expected[prompt.length + i], position: prompt.length - 1 + i, done: false, bos: false } })
+      await silent.unhandle(protocol)
+    })
+    for (const n of [real, silent]) await client.dial(n.getMultiaddrs()[0])
+    const open = async (peer: ChainHop['peer'], p: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, p, o)
+    const out = [...prompt]
+    const events: InferenceEvent[] = []
+    const replace = async (hop: ChainHop): Promise<ChainHop> => ({ peer: real.peerId, start: hop.start, end: hop.end })
+    for await (const ev of runInference(open, protocol, { chain: [{ peer: silent.peerId, start: 0, end: 5 }], prompt, maxLength: STEPS, model: MODEL, failover: { replace } })) {
+      events.push(ev)
+      if (ev.type === 'token') out.push(ev.id)
+    }
+    expect(out).toEqual(expected)
+    const retry = events.find((e) => e.type === 'retry')
+    expect(retry).toMatchObject({ attempt: 1, status: 'STALLED', replaced: [0], replayed: prompt.length + 10 })
+    // the decode gaps were ~0 ms, so the deadline is the 2 s floor; the probes ran during the wait
+    if (retry?.type !== 'retry') throw new Error('no retry')
+    expect(retry.detectMs).toBeGreaterThanOrEqual(2000)
+    expect(retry.detectMs).toBeLessThan(4000)
+    expect(events.filter((e) => e.type === 'resumed')).toHaveLength(1)
+  })
+
+  it('a caller that holds a token longer than the deadline is no stall (the deadline runs only while waiting on the stage)', async () => {
+    const real = await stage(0, 5)
+    const client = await stage()
+    await client.dial(real.getMultiaddrs()[0])
+    const open = async (peer: ChainHop['peer'], p: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, p, o)
+    const out = [...prompt]
+    const events: InferenceEvent[] = []
+    const replace = async (): Promise<undefined> => undefined
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain: [{ peer: real.peerId, start: 0, end: 5 }], prompt, maxLength: STEPS, model: MODEL, failover: { replace, tokenTimeoutMs: 1000 } })) {
+      events.push(ev)
+      if (ev.type !== 'token') continue
+      out.push(ev.id)
+      // a slow consumer: 1.5 × the deadline with the next tokens already on their way
+      if (ev.position === 20) await new Promise((resolve) => setTimeout(resolve, 1500))
+    }
+    expect(out).toEqual(expected)
+    expect(events.filter((e) => e.type === 'retry')).toEqual([])
   })
 })
