@@ -124,19 +124,21 @@ async function waitHealthy (url: string, signal: AbortSignal): Promise<void> {
   throw new Error(`the HTTP API at ${url} did not answer /health within ${READY_TIMEOUT_MS / 1000} s`)
 }
 
-/** Polls the relay's swarm view until every node's record publishes its range. */
-async function relayKnows (socket: string, nodes: Array<{ peer: string, start: number, end: number }>, signal: AbortSignal): Promise<void> {
+/** Polls a daemon's swarm view until every node is online there and its record publishes its range. */
+async function replicaShows (socket: string, nodes: Array<{ peer: string, start: number, end: number }>, signal: AbortSignal): Promise<void> {
   while (!signal.aborted) {
     try {
-      const view = await controlRequest(socket, { cmd: 'swarm' }, { timeoutMs: 5_000 }) as { nodes?: Record<string, { layers?: Array<{ start: number, end: number }> }> }
-      if (nodes.every((n) => view.nodes?.[n.peer]?.layers?.some((l) => l.start === n.start && l.end === n.end) === true)) return
+      const view = await controlRequest(socket, { cmd: 'swarm' }, { timeoutMs: 5_000 }) as { self?: string, online?: string[], nodes?: Record<string, { layers?: Array<{ start: number, end: number }> }> }
+      const seen = (n: { peer: string, start: number, end: number }): boolean =>
+        (n.peer === view.self || view.online?.includes(n.peer) === true) && view.nodes?.[n.peer]?.layers?.some((l) => l.start === n.start && l.end === n.end) === true
+      if (nodes.every(seen)) return
     } catch (err) {
       if (signal.aborted) break
       void err // the relay is busy or restarting its socket: ask again
     }
     await new Promise((resolve) => setTimeout(resolve, HEALTH_POLL_MS))
   }
-  throw new Error(`the relay did not learn every node's layers within ${READY_TIMEOUT_MS / 1000} s`)
+  throw new Error(`${socket}: the daemon did not learn every node's layers within ${READY_TIMEOUT_MS / 1000} s`)
 }
 
 async function runTestnet (flags: TestnetFlags): Promise<void> {
@@ -188,24 +190,29 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
     const relayAddr = tcpAddr(await relay.waitFor('ready', deadline))
     const relayReady = performance.now()
     out(`  relay   pid ${relay.pid}  ${relayAddr}`)
+    // The API runs on the last node: a client never dials itself, and the first stage is the one
+    // every chain's client dials (libp2p cannot dial its own peer id).
+    const apiNode = ranges.length - 1
     const nodes: Daemon[] = ranges.map((r, i) => children.start(`node ${i + 1}`, [
       ...common(`node-${i + 1}`), '--bootstrap', relayAddr, '--model', model.path, '--layers', `${r.start}:${r.end}`, '--threads', String(flags.threads),
-      ...(i === 0 && apiPort !== undefined ? ['--api-port', String(apiPort), ...(api.host ? ['--api-host', '127.0.0.1'] : [])] : [])
+      ...(i === apiNode && apiPort !== undefined ? ['--api-port', String(apiPort), ...(api.host ? ['--api-host', '127.0.0.1'] : [])] : [])
     ], join(logDir, `node-${i + 1}.log`)))
     const readies = await Promise.all(nodes.map(async (n) => await n.waitFor('ready', deadline)))
     await Promise.all(nodes.map(async (n) => await n.waitFor('serving', deadline)))
     const serving = performance.now()
-    // the relay's replica shows every node's published range: a client joining through it
-    // pulls that state on connect and can route at once
-    await relayKnows(join(dir, 'relay', CONTROL_SOCKET), readies.map((r, i) => ({ peer: String(r.peerId), ...ranges[i] })), deadline)
-    const published = performance.now()
+    // the relay's replica shows every node's published range (a client joining through it pulls
+    // that state on connect and can route at once), and so does the API node's (it routes too)
+    const published = readies.map((r, i) => ({ peer: String(r.peerId), ...ranges[i] }))
+    await Promise.all([join(dir, 'relay', CONTROL_SOCKET), ...(apiPort !== undefined ? [join(dir, `node-${apiNode + 1}`, CONTROL_SOCKET)] : [])]
+      .map(async (socket) => { await replicaShows(socket, published, deadline) }))
+    const replicated = performance.now()
     nodes.forEach((n, i) => { out(`  node ${i + 1}  pid ${n.pid}  layers [${ranges[i].start}, ${ranges[i].end})  ${String(readies[i].peerId)}`) })
     const url = apiPort !== undefined ? `http://127.0.0.1:${apiPort}` : undefined
     let apiReady: number | undefined
     if (url !== undefined) {
       await waitHealthy(url, deadline)
       apiReady = performance.now()
-      out(`HTTP API  ${url}  (OpenAI-compatible: ${url}/v1/completions, /v1/chat/completions, /v1/models)`)
+      out(`HTTP API  ${url}  (on node ${apiNode + 1}; OpenAI-compatible: ${url}/v1/completions, /v1/chat/completions, /v1/models)`)
     } else {
       out('HTTP API  not in this build (node start has no --api-port yet)')
     }
@@ -224,9 +231,14 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
     out('')
     const s = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
     out(`first token ${s(sample.firstTokenAt)} after the testnet process started (${sample.tokens} tokens through the SDK over ${sample.chain.map((h) => `[${h.start}, ${h.end})`).join(' → ')})`)
-    out(`timing    from process start: relay ready ${s(relayReady)}, nodes serving ${s(serving)}, ranges replicated to the relay ${s(published)}${apiReady !== undefined ? `, API up ${s(apiReady)}` : ''}, first token ${s(sample.firstTokenAt)}`)
+    out(`timing    from process start: relay ready ${s(relayReady)}, nodes serving ${s(serving)}, ranges replicated ${s(replicated)}${apiReady !== undefined ? `, API up ${s(apiReady)}` : ''}, first token ${s(sample.firstTokenAt)}`)
     out(`logs      ${logDir}/*.log`)
     out(`try       npx mycelium generate --bootstrap ${relayAddr} --swarm ${flags.swarm} --prompt "Once upon a time"`)
+    if (url !== undefined) {
+      const models = await fetch(`${url}/v1/models`, { signal: stop.signal }).then(async (r) => await r.json() as { data?: Array<{ id: string }> }, () => ({ data: [] }))
+      const id = models.data?.[0]?.id ?? 'MODEL'
+      out(`          curl ${url}/v1/completions -H 'content-type: application/json' -d '${JSON.stringify({ model: id, prompt: 'Once upon a time', max_tokens: 32 })}'`)
+    }
     out(`          npx mycelium status --data-dir ${nodes.map((_, i) => join(dir, `node-${i + 1}`)).join(' ')}`)
     if (flags.once === true) {
       await shutdown(0)

@@ -88,8 +88,14 @@ describe('mycelium testnet', () => {
     const first = Number(/first token ([\d.]+) s after the testnet process started \(64 tokens/.exec(text)?.[1])
     expect(first).toBeGreaterThan(0)
     expect(first).toBeLessThan(60)
-    const api = /^HTTP API {2}(http:\/\/127\.0\.0\.1:\d+)/m.exec(text)?.[1]
-    if (api !== undefined) expect((await fetch(`${api}/health`)).ok).toBe(true)
+    // the HTTP API (on the last node) answers a greedy completion with the same continuation
+    const api = /^HTTP API {2}(http:\/\/127\.0\.0\.1:\d+) {2}\(on node 2;/m.exec(text)?.[1]
+    expect(api).toBeDefined()
+    expect((await fetch(`${api}/health`)).ok).toBe(true)
+    const completion = await (await fetch(`${api}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'stories260K', prompt: reference.prompt, max_tokens: 16, temperature: 0 }) })).json() as { choices: Array<{ text: string }> }
+    expect(completion.choices[0].text.length).toBeGreaterThan(10)
+    expect(reference.output_text.startsWith(reference.prompt + completion.choices[0].text)).toBe(true)
+    expect(text).toMatch(/curl http:\/\/127\.0\.0\.1:\d+\/v1\/completions .*"model":"stories260K"/)
 
     // a client joining through the relay generates the same greedy text
     const gen = spawnSync(process.execPath, [cli, 'generate', '--bootstrap', t.relay, '--swarm', 'testnet', '--prompt', reference.prompt, '--max-tokens', '40'], { encoding: 'utf8', env: { ...process.env, MYCELIUM_HOME: home }, timeout: 30_000 })
