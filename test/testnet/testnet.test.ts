@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { afterEach, describe, expect, it } from 'vitest'
+import { controlRequest } from '../../node/control.ts'
 import { MODELS, STORIES260K } from '../models.ts'
 import { cleanupDaemons, pollUntil, scratch } from '../node/daemons.ts'
 
@@ -103,6 +104,19 @@ describe('mycelium testnet', () => {
     expect(gen.status).toBe(0)
     expect(reference.output_text.startsWith(gen.stdout.trimEnd()) || gen.stdout.startsWith(reference.output_text)).toBe(true)
     expect(gen.stdout.length).toBeGreaterThan(reference.prompt.length + 40)
+
+    // Ctrl-C during a long generation: exit 130, and every stage frees the session
+    const long = spawn(process.execPath, [cli, 'generate', '--bootstrap', t.relay, '--swarm', 'testnet', '--prompt', reference.prompt, '--max-tokens', '400'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MYCELIUM_HOME: home } })
+    launchers.push(long)
+    const longExit = new Promise<number | null>((resolve) => long.once('exit', resolve))
+    long.stdout!.once('data', () => { long.kill('SIGINT') })
+    expect(await longExit).toBe(130)
+    for (const dir of t.dirs) {
+      await pollUntil(`no session held in ${dir}`, async () => {
+        const s = await controlRequest(join(dir, 'control.sock'), { cmd: 'status' }) as { inference: { sessions: number } }
+        return s.inference.sessions === 0 ? true : undefined
+      }, 15_000)
+    }
 
     // the swarm map shows both ranges covering the model, and the tokens served
     const status = spawnSync(process.execPath, [cli, 'status', '--data-dir', ...t.dirs], { encoding: 'utf8', timeout: 30_000 })
