@@ -11,11 +11,9 @@
 //
 //   services: { inference: inferenceStageService({ swarm }) }  then  services.inference.serve(shard, { model })
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { ComponentLogger, Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
-import type { ConnectionManager } from '@libp2p/interface-internal'
-import { decodeHidden, encodeHidden } from '../../engine/codecs.ts'
+import type { Logger, Startable, Stream } from '@libp2p/interface'
+import { decodeHidden } from '../../engine/codecs.ts'
 import type { Session, Shard, StageInput, StageOutput } from '../../engine/index.ts'
-import type { Sampler } from '../../engine/sampler.ts'
 import { protocolId } from '../swarm.ts'
 import {
   INFERENCE_IDLE_TIMEOUT_MS, INFERENCE_MAX_FRAME_BYTES, INFERENCE_MAX_ID_LENGTH, INFERENCE_MAX_INBOUND_STREAMS,
@@ -25,9 +23,9 @@ import { Status } from './inference.pb.js'
 import type { Frame, OpenSession, Step, Token } from './inference.pb.js'
 import { checkOpen, checkStep, Refusal } from './stage-checks.ts'
 import { StageScheduler } from './stage-scheduler.ts'
-import type { SchedulerStats } from './stage-scheduler.ts'
-import { connectOnward, stageSession } from './stage-session.ts'
+import { connectOnward, nextHopEnd, passOn, stageSession } from './stage-session.ts'
 import type { StageSession } from './stage-session.ts'
+import type { InferenceStageComponents, InferenceStageInit, StageShard, StageStats } from './stage-types.ts'
 import { frameChannel, isEndOfStream, readFailureStatus, wireCodec } from './wire.ts'
 import type { FrameChannel } from './wire.ts'
 
@@ -36,51 +34,7 @@ export function inferenceProtocol (swarm?: string): string {
   return protocolId(swarm ?? 'public', INFERENCE_PROTOCOL_NAME, INFERENCE_PROTOCOL_VERSION)
 }
 
-export interface InferenceStageInit {
-  /** Swarm whose protocol id is served (default `public`). */
-  swarm?: string
-  /** Largest frame accepted (default INFERENCE_MAX_FRAME_BYTES). */
-  maxFrameBytes?: number
-  /** Sessions held at once (default INFERENCE_MAX_SESSIONS) and KV bytes reserved for them (INFERENCE_MAX_KV_BYTES). */
-  maxSessions?: number
-  maxKvBytes?: number
-  /** Deadlines (defaults in constants.ts). */
-  openTimeoutMs?: number
-  idleTimeoutMs?: number
-  sessionTimeoutMs?: number
-  /** Concurrent inbound streams per connection (default INFERENCE_MAX_INBOUND_STREAMS). */
-  maxInboundStreams?: number
-  /** Engine steps queued for the batching scheduler at once (default INFERENCE_MAX_QUEUED_STEPS). */
-  maxQueuedSteps?: number
-}
-
-/** The part of libp2p's registrar the service uses. */
-export interface InferenceRegistrar {
-  handle: (protocol: string, handler: (stream: Stream, connection: Connection) => Promise<void>, options: { maxInboundStreams: number, runOnLimitedConnection: boolean }) => Promise<void>
-  unhandle: (protocol: string) => Promise<void>
-}
-
-export interface InferenceStageComponents {
-  peerId: PeerId
-  registrar: InferenceRegistrar
-  connectionManager: Pick<ConnectionManager, 'openStream'>
-  logger: ComponentLogger
-}
-
-/** What the stage serves: a loaded shard and the manifest id of its model. */
-export interface StageShard {
-  shard: Shard
-  /** Manifest id clients must name ("" or absent: any). */
-  model?: string
-}
-
-/** Counters of a stage (`stats`): sessions, steps and tokens, and how its decode steps were batched. */
-export interface StageStats extends SchedulerStats {
-  opened: number
-  refused: number
-  steps: number
-  tokens: number
-}
+export type { InferenceRegistrar, InferenceStageComponents, InferenceStageInit, StageShard, StageStats } from './stage-types.ts'
 
 export class InferenceStageService implements Startable {
   readonly protocol: string
@@ -278,7 +232,7 @@ export class InferenceStageService implements Startable {
   /** Runs one step (through the batching scheduler) and passes its output on; false when the session ended. */
   private async step (s: StageSession, step: Step): Promise<boolean> {
     const shard = s.shard
-    const { dim, bosId } = shard.config
+    const { dim } = shard.config
     let T: number
     let out: StageOutput
     try {
@@ -293,24 +247,14 @@ export class InferenceStageService implements Startable {
     }
     if (s.closed) return false
     this.counters.steps++
+    let token: Token | undefined
     try {
-      if (s.downstream !== undefined) {
-        await s.downstream.write({ step: { sessionId: s.id, position: step.position, tokens: [], hidden: encodeHidden(s.codec, out.hidden as Float32Array) as Uint8Array<ArrayBuffer>, dtype: wireCodec(s.codec), shape: [T, dim] } })
-        return true
-      }
-      const position = step.position + T - 1
-      const token = (s.sampler as Sampler).sample(out.logits as Float32Array)
-      s.generated++
-      const bos = token === bosId
-      const done = bos || position + 1 >= s.maxLength || (s.maxTokens > 0 && s.generated >= s.maxTokens)
-      const event: Token = { sessionId: s.id, token, position, done, bos }
-      if (shard.isFirst) return await this.onToken(s, event)
-      await (s.back as FrameChannel).write({ token: event })
-      return true
+      token = await passOn(s, step.position, T, out)
     } catch (err) {
       await this.teardown(s, Status.DOWNSTREAM, `forwarding failed: ${(err as Error).message}`)
       return false
     }
+    return token === undefined || await this.onToken(s, token)
   }
 
   /** One engine step of `s` through the scheduler; engine and queue errors become Refusals. */
@@ -345,15 +289,8 @@ export class InferenceStageService implements Startable {
 
   /** Reads the next hop's stream: any Result or end there ends the session. */
   private async watchDownstream (s: StageSession, ch: FrameChannel): Promise<void> {
-    let frame: Frame | undefined
-    try {
-      frame = await ch.read({ signal: AbortSignal.any([this.shutdown.signal, s.done.signal]) })
-    } catch (err) {
-      if (!s.closed) await this.teardown(s, isEndOfStream(err) ? Status.DOWNSTREAM : readFailureStatus(err), 'the next hop closed its stream')
-      return
-    }
-    const r = frame.result
-    await this.teardown(s, r !== undefined && r.status !== Status.OK ? r.status : Status.DOWNSTREAM, `next hop: ${r?.detail ?? 'unexpected frame'}`)
+    const end = await nextHopEnd(ch, AbortSignal.any([this.shutdown.signal, s.done.signal]))
+    if (!s.closed) await this.teardown(s, end.status, end.detail)
   }
 
   /** Ends a session once: status to upstream (unless OK), every stream closed, KV cache freed. */

@@ -7,13 +7,14 @@
 //              last stage: our Attach stream to the first stage (the `origin`)
 import type { Stream } from '@libp2p/interface'
 import type { HiddenCodec as EngineCodec } from '../../engine/codecs.ts'
-import type { Session, Shard } from '../../engine/index.ts'
+import { encodeHidden } from '../../engine/codecs.ts'
+import type { Session, Shard, StageOutput } from '../../engine/index.ts'
 import { createSampler } from '../../engine/sampler.ts'
 import type { Sampler } from '../../engine/sampler.ts'
 import { Status } from './inference.pb.js'
-import type { OpenSession } from './inference.pb.js'
+import type { Frame, OpenSession, Token } from './inference.pb.js'
 import { kvBytesFor, Refusal } from './stage-checks.ts'
-import { engineCodec, frameChannel } from './wire.ts'
+import { engineCodec, frameChannel, isEndOfStream, readFailureStatus, wireCodec } from './wire.ts'
 import type { FrameChannel } from './wire.ts'
 
 export interface StageSession {
@@ -116,4 +117,38 @@ async function raceAbort (promise: Promise<void>, signal: AbortSignal): Promise<
     signal.addEventListener('abort', onAbort, { once: true })
     promise.then(() => { signal.removeEventListener('abort', onAbort); resolve() }, reject)
   })
+}
+
+/**
+ * Passes a step's output on: hidden states to the next hop; on the last stage, samples the token
+ * and sends it back to the first stage — or, when this stage is also the first (a one-stage
+ * ring), returns it for the caller to run. Throws when a write fails.
+ */
+export async function passOn (s: StageSession, position: number, T: number, out: StageOutput): Promise<Token | undefined> {
+  const { dim, bosId } = s.shard.config
+  if (s.downstream !== undefined) {
+    await s.downstream.write({ step: { sessionId: s.id, position, tokens: [], hidden: encodeHidden(s.codec, out.hidden as Float32Array) as Uint8Array<ArrayBuffer>, dtype: wireCodec(s.codec), shape: [T, dim] } })
+    return undefined
+  }
+  const last = position + T - 1
+  const token = (s.sampler as Sampler).sample(out.logits as Float32Array)
+  s.generated++
+  const bos = token === bosId
+  const done = bos || last + 1 >= s.maxLength || (s.maxTokens > 0 && s.generated >= s.maxTokens)
+  const event: Token = { sessionId: s.id, token, position: last, done, bos }
+  if (s.shard.isFirst) return event
+  await (s.back as FrameChannel).write({ token: event })
+  return undefined
+}
+
+/** Waits for the next hop's stream to carry anything: a Result, any other frame or its end all end the session. */
+export async function nextHopEnd (ch: FrameChannel, signal: AbortSignal): Promise<{ status: Status, detail: string }> {
+  let frame: Frame
+  try {
+    frame = await ch.read({ signal })
+  } catch (err) {
+    return { status: isEndOfStream(err) ? Status.DOWNSTREAM : readFailureStatus(err), detail: 'the next hop closed its stream' }
+  }
+  const r = frame.result
+  return { status: r !== undefined && r.status !== Status.OK ? r.status : Status.DOWNSTREAM, detail: `next hop: ${r?.detail ?? 'unexpected frame'}` }
 }

@@ -1,0 +1,52 @@
+// The stage service's public types: its init (every field optional, defaults in constants.ts), the
+// libp2p components it uses, what it serves and the counters it reports.
+import type { Connection, ComponentLogger, PeerId, Stream } from '@libp2p/interface'
+import type { ConnectionManager } from '@libp2p/interface-internal'
+import type { Shard } from '../../engine/index.ts'
+import type { SchedulerStats } from './stage-scheduler.ts'
+
+export interface InferenceStageInit {
+  /** Swarm whose protocol id is served (default `public`). */
+  swarm?: string
+  /** Largest frame accepted (default INFERENCE_MAX_FRAME_BYTES). */
+  maxFrameBytes?: number
+  /** Sessions held at once (default INFERENCE_MAX_SESSIONS) and KV bytes reserved for them (INFERENCE_MAX_KV_BYTES). */
+  maxSessions?: number
+  maxKvBytes?: number
+  /** Deadlines (defaults in constants.ts). */
+  openTimeoutMs?: number
+  idleTimeoutMs?: number
+  sessionTimeoutMs?: number
+  /** Concurrent inbound streams per connection (default INFERENCE_MAX_INBOUND_STREAMS). */
+  maxInboundStreams?: number
+  /** Engine steps queued for the batching scheduler at once (default INFERENCE_MAX_QUEUED_STEPS). */
+  maxQueuedSteps?: number
+}
+
+/** The part of libp2p's registrar the service uses. */
+export interface InferenceRegistrar {
+  handle: (protocol: string, handler: (stream: Stream, connection: Connection) => Promise<void>, options: { maxInboundStreams: number, runOnLimitedConnection: boolean }) => Promise<void>
+  unhandle: (protocol: string) => Promise<void>
+}
+
+export interface InferenceStageComponents {
+  peerId: PeerId
+  registrar: InferenceRegistrar
+  connectionManager: Pick<ConnectionManager, 'openStream'>
+  logger: ComponentLogger
+}
+
+/** What the stage serves: a loaded shard and the manifest id of its model. */
+export interface StageShard {
+  shard: Shard
+  /** Manifest id clients must name ("" or absent: any). */
+  model?: string
+}
+
+/** Counters of a stage (`stats`): sessions, steps and tokens, and how its decode steps were batched. */
+export interface StageStats extends SchedulerStats {
+  opened: number
+  refused: number
+  steps: number
+  tokens: number
+}
