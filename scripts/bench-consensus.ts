@@ -3,9 +3,10 @@
 //   node scripts/bench-consensus.ts [--seeds N] [--rounds N] [--runs N] [--out FILE] [--help]
 //
 // 1. Adversary sweep (consensus/sim/swarm-sim.ts, seeded): every adversary kind at 0–50% of 40
-//    nodes, 8 answers per round, 3 judges per pair; ours (reputation-weighted Bradley–Terry) vs
-//    majority vote vs unweighted Bradley–Terry vs the best single node, plus the oracle ceiling
-//    (some answer was correct). Adversaries join through calibration after 30 honest rounds
+//    nodes, 8 answers per round, 5 judges per pair; ours (requests routed by reputation,
+//    reputation-weighted Bradley–Terry) vs majority vote vs unweighted Bradley–Terry vs the best
+//    single node, plus 'pooled' (our aggregation on the baselines' uniformly drawn answers) and
+//    the oracle ceiling (some answer in that pool was correct). Adversaries join through calibration after 30 honest rounds
 //    (a Sybil wave a third of the way in); a second table has them as founding members.
 // 2. Reputation ROC-AUC honest vs malicious after 50 rounds.
 // 3. Consensus overhead (schedule + reveal check + Bradley–Terry + reputation, generation
@@ -58,8 +59,8 @@ function table (head: string[], rows: string[][]): void {
   for (const r of rows) console.log(r.map((c, i) => c.padStart(w[i])).join('  '))
 }
 
-interface Row { adversary: AdversaryKind, fraction: number, founding: boolean, ours: number, oursSteady: number, unweighted: number, majority: number, best: number, oracle: number, auc50: number, aucEnd: number, reference?: number }
-const base = { nodes: 40, answersPerRound: 8, judgesPerPair: 3, rounds: args.rounds, warmup: AUC_ROUNDS }
+interface Row { adversary: AdversaryKind, fraction: number, founding: boolean, ours: number, oursSteady: number, pooled: number, unweighted: number, majority: number, best: number, oracle: number, auc50: number, aucEnd: number, reference?: number }
+const base = { nodes: 40, answersPerRound: 8, rounds: args.rounds, warmup: AUC_ROUNDS }
 function averaged (o: Omit<SimOptions, 'seed'>): { sims: SimResult[], row: Omit<Row, 'adversary' | 'fraction' | 'founding'> } {
   const sims: SimResult[] = []
   for (let s = 1; s <= args.seeds; s++) sims.push(runSwarm({ ...o, seed: s }))
@@ -68,6 +69,7 @@ function averaged (o: Omit<SimOptions, 'seed'>): { sims: SimResult[], row: Omit<
     row: {
       ours: mean(sims.map((r) => r.ours.accuracy)),
       oursSteady: mean(sims.map((r) => r.ours.steadyAccuracy)),
+      pooled: mean(sims.map((r) => r.pooled.accuracy)),
       unweighted: mean(sims.map((r) => r.unweighted.accuracy)),
       majority: mean(sims.map((r) => r.majority.accuracy)),
       best: mean(sims.map((r) => r.best.accuracy)),
@@ -92,10 +94,10 @@ for (const founding of [false, true]) {
     }
   }
 }
-const head = ['adversary', 'frac', 'ours %', 'ours steady %', 'unweighted BT %', 'majority %', 'best node %', 'oracle %', 'same pool, honest judging %', `AUC@${AUC_ROUNDS}`, 'AUC end']
+const head = ['adversary', 'frac', 'ours %', `ours after ${AUC_ROUNDS} %`, 'pooled %', 'unweighted BT %', 'majority %', 'best node %', 'oracle %', 'ours, adversaries judging honestly %', `AUC@${AUC_ROUNDS}`, 'AUC end']
 for (const founding of [false, true]) {
-  console.log(`\n${founding ? 'Adversaries as FOUNDING members (same standing as honest nodes from round 0)' : 'Adversaries JOIN through calibration after 30 honest rounds (Sybil wave a third of the way in)'} — ${args.seeds} seeds × ${args.rounds} rounds, 40 nodes, 8 answers/round, 3 judges/pair; winner accuracy`)
-  table(head, rows.filter((r) => r.founding === founding || (r.adversary === 'none' && !founding)).map((r) => [r.adversary, r.fraction.toFixed(1), pct(r.ours), pct(r.oursSteady), pct(r.unweighted), pct(r.majority), pct(r.best), pct(r.oracle), r.reference !== undefined ? pct(r.reference) : '', f(r.auc50), f(r.aucEnd)]))
+  console.log(`\n${founding ? 'Adversaries as FOUNDING members (same standing as honest nodes from round 0)' : 'Adversaries JOIN through calibration after 30 honest rounds (Sybil wave a third of the way in)'} — ${args.seeds} seeds × ${args.rounds} rounds, 40 nodes, 8 answers/round, 5 judges/pair; winner accuracy`)
+  table(head, rows.filter((r) => r.founding === founding || (r.adversary === 'none' && !founding)).map((r) => [r.adversary, r.fraction.toFixed(1), pct(r.ours), pct(r.oursSteady), pct(r.pooled), pct(r.unweighted), pct(r.majority), pct(r.best), pct(r.oracle), r.reference !== undefined ? pct(r.reference) : '', f(r.auc50), f(r.aucEnd)]))
 }
 // Copy-cat without commit–reveal: it copies honest verdicts and its reputation rises with theirs.
 const copyOpen = averaged({ ...base, adversary: 'copy-cat', fraction: 0.3, commitReveal: false }).row
@@ -104,7 +106,7 @@ console.log(`\ncopy-cat 30%: AUC@${AUC_ROUNDS} with commit–reveal ${f(copyClos
 const sweepS = (performance.now() - t0) / 1000
 
 // Overhead: 32 answers, 64 judges.
-const timed = runSwarm({ seed: 1, nodes: 64, adversary: 'colluding', fraction: 0.3, rounds: 100, answersPerRound: 32, judgesPerPair: 3, timing: true })
+const timed = runSwarm({ seed: 1, nodes: 64, adversary: 'colluding', fraction: 0.3, rounds: 100, answersPerRound: 32, timing: true })
 const p50 = quantile(timed.ours.ms, 0.5)
 const p95 = quantile(timed.ours.ms, 0.95)
 console.log(`\nconsensus overhead per round, 32 answers, 64 judges (schedule + commit check + BT + reputation; generation excluded): p50 ${f(p50, 2)} ms, p95 ${f(p95, 2)} ms over ${timed.ours.ms.length} rounds (noisy: shared CPU)`)
@@ -137,7 +139,7 @@ const gapClean = 100 * (clean.ours - colluding30.ours)
 const gapRef = 100 * ((colluding30.reference ?? NaN) - colluding30.ours)
 const verdicts: string[] = []
 verdicts.push(`winner accuracy, 30% colluding judges (joined): ${pct(colluding30.ours)}% vs ${pct(clean.ours)}% without adversaries = ${f(gapClean, 1)} points (goal ≤ ${ACCURACY_GAP_GOAL}): ${gapClean <= ACCURACY_GAP_GOAL ? 'met' : 'not met'}`)
-verdicts.push(`winner accuracy, 30% colluding judges (joined) vs the same answer pool judged honestly: ${pct(colluding30.ours)}% vs ${pct(colluding30.reference ?? NaN)}% = ${f(gapRef, 1)} points (goal ≤ ${ACCURACY_GAP_GOAL}): ${gapRef <= ACCURACY_GAP_GOAL ? 'met' : 'not met'}`)
+verdicts.push(`winner accuracy, 30% colluding judges (joined) vs the same nodes judging honestly: ${pct(colluding30.ours)}% vs ${pct(colluding30.reference ?? NaN)}% = ${f(gapRef, 1)} points (goal ≤ ${ACCURACY_GAP_GOAL}): ${gapRef <= ACCURACY_GAP_GOAL ? 'met' : 'not met'}`)
 for (const r of rows.filter((x) => x.fraction === 0.3)) {
   verdicts.push(`reputation AUC after ${AUC_ROUNDS} rounds, ${r.adversary} 30%${r.founding ? ' (founding)' : ''}: ${f(r.auc50)} (goal ≥ ${AUC_GOAL}): ${r.auc50 >= AUC_GOAL ? 'met' : 'not met'}`)
 }
