@@ -55,6 +55,11 @@ export interface InferenceRequest extends AbortOptions {
 }
 
 export interface FailoverOptions {
+  /**
+   * A replacement for a dead hop: one hop with its layers, several tiling them, or hops tiling a
+   * wider span that starts and ends on hop boundaries of the chain (they replace every hop inside
+   * it, e.g. a whole new chain); undefined gives up.
+   */
   replace: (hop: ChainHop, index: number) => Promise<ChainHop | ChainHop[] | undefined>
   /** Repairs before the failure is final (default FAILOVER_MAX_ATTEMPTS). */
   maxAttempts?: number
@@ -151,12 +156,13 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
       if (failover === undefined || attempt >= (failover.maxAttempts ?? FAILOVER_MAX_ATTEMPTS) || status === 'CANCELLED' || request.signal?.aborted === true) throw err
       const alive = await (status === 'STALLED' && early !== undefined ? early : probe())
       const replaced: number[] = []
-      const next: ChainHop[] = []
+      const next = [...chain]
       for (let i = 0; i < chain.length; i++) {
-        if (alive[i]) { next.push(chain[i]); continue }
+        // a hop already swept away by a wider replacement needs none of its own
+        if (alive[i] || !next.includes(chain[i])) continue
         const hop = await failover.replace(chain[i], i)
         if (hop === undefined || (Array.isArray(hop) && hop.length === 0)) throw err
-        next.push(...(Array.isArray(hop) ? hop : [hop]))
+        if (!splice(next, chain[i], Array.isArray(hop) ? hop : [hop])) throw new InferenceFailedError(status, `the replacement for hop ${i} does not tile a span of the chain around [${chain[i].start}, ${chain[i].end})`, { cause: err })
         replaced.push(i)
       }
       chain = next
@@ -164,6 +170,23 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
       yield { type: 'retry', attempt: attempt + 1, status, replaced, replayed: request.prompt.length + generated.length, detectMs: detectedAt - pace.last, probeMs: performance.now() - detectedAt }
     }
   }
+}
+
+/**
+ * Puts `hops` into `chain` in place of the hops they cover: they must be contiguous and span
+ * `[a, b)` ⊇ the failed hop's layers, with a and b on hop boundaries of the chain (one hop
+ * replaced by several, or a wider span — the whole chain when the router re-routed it). False
+ * when they do not fit.
+ */
+function splice (chain: ChainHop[], failed: ChainHop, hops: ChainHop[]): boolean {
+  for (let k = 1; k < hops.length; k++) if (hops[k].start !== hops[k - 1].end) return false
+  const a = hops[0].start
+  const b = hops[hops.length - 1].end
+  const from = chain.findIndex((h) => h.start === a)
+  const to = chain.findIndex((h) => h.end === b)
+  if (a > failed.start || b < failed.end || from < 0 || to < from) return false
+  chain.splice(from, to - from + 1, ...hops)
+  return true
 }
 
 /** True when the hop accepts a stream of the protocol within the deadline (the stream is dropped at once). */

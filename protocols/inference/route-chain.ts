@@ -43,7 +43,8 @@ export interface ChainRouter {
   route: () => ChainHop[]
   /**
    * For `failover.replace`: excludes `hop.peer` from now on and re-routes `[hop.start, hop.end)`
-   * from the current views; one or more hops tiling that span, or undefined when none can.
+   * from the current views: one or more hops tiling that span; when no nodes tile it (the other
+   * replicas split the layers differently), a whole new chain; undefined when none exists.
    */
   replace: (hop: ChainHop, index: number) => Promise<ChainHop[] | undefined>
   /** Peers excluded so far (the initial ones and every replaced hop). */
@@ -173,7 +174,8 @@ export function chainRouter (views: RouteViews, options: ChainRouterOptions): Ch
     replace: async (hop) => {
       excluded.add(hop.peer.toString())
       const g = routeGraphFromViews(views, options)
-      const hops = routeSpan(g, req, hop.start, hop.end, { exclude: excluded, ...(options.rng !== undefined ? { rng: options.rng } : {}) })
+      const rng = options.rng !== undefined ? { rng: options.rng } : {}
+      const hops = routeSpan(g, req, hop.start, hop.end, { exclude: excluded, ...rng }) ?? routeSpan(g, req, 0, g.nLayers, { exclude: excluded, ...rng })
       return hops === undefined ? undefined : toChain(hops)
     }
   }

@@ -90,6 +90,16 @@ describe(`chainRouter over replicated swarm views (TEST_SEED=${seed} npx vitest 
     expect(hopsOf(chainRouter(states[0], { model: { id: MODEL, nLayers: 5 } }).route())).toEqual([[ids[0], 0, 3], [ids[2], 3, 5]])
   })
 
+  it('when no nodes tile the failed span, the replacement is a whole new chain', async () => {
+    const random = seededRandom(seed + 4)
+    // two pipelines split differently: 0 [0,2) → 1 [2,5), and 2 [0,3) → 3 [3,5)
+    const { states, ids } = await swarm(random, [{ start: 0, end: 2 }, { start: 2, end: 5 }, { start: 0, end: 3, decodeLayerMs: 2 }, { start: 3, end: 5, decodeLayerMs: 2 }])
+    const router = chainRouter(states[0], { model: { id: MODEL, nLayers: 5 } })
+    const chain = router.route()
+    expect(hopsOf(chain)).toEqual([[ids[0], 0, 2], [ids[1], 2, 5]])
+    expect(hopsOf(await router.replace(chain[1], 1) ?? [])).toEqual([[ids[2], 0, 3], [ids[3], 3, 5]])
+  })
+
   it('uses published RTTs, skips offline members and those of other dtypes', async () => {
     const random = seededRandom(seed + 2)
     // two equal replicas of [2,5); 0 measured 5 ms to 1 and 80 ms to 2
@@ -181,6 +191,41 @@ describe('failover routed from the swarm views', () => {
     expect([...router.excluded]).toEqual([stages[1].peerId.toString()])
     // the repaired chain ran on the two-stage span [2,3) + [3,4)
     for (const s of [stages[3], stages[4]]) expect(s.services.inference.stats.opened).toBe(1)
+  })
+})
+
+describe('failover to a chain split differently', () => {
+  it('a stage of [0,2)+[2,5) stops at token 20: the router re-routes the whole chain over [0,3)+[3,5), tokens unchanged', async () => {
+    const ranges: Array<[number, number]> = [[0, 2], [2, 5], [0, 3], [3, 5]]
+    const stages: Node[] = []
+    for (const [a, b] of ranges) stages.push(await stage(a, b))
+    const client = await stage()
+    const all = [client, ...stages]
+    for (let i = 0; i < all.length; i++) for (let j = i + 1; j < all.length; j++) await all[i].dial(all[j].getMultiaddrs()[0])
+    const { states } = await swarm(seededRandom(seed + 5), ranges.map(([start, end], i) => ({ start, end, decodeLayerMs: i < 2 ? 1 : 2 })))
+    const toStage = new Map(states.map((s, i) => [s.peerId, stages[i].peerId.toString()]))
+    const views = {
+      nodes: () => new Map([...states[0].nodes()].map(([k, v]) => [toStage.get(k) ?? k, v])),
+      online: () => states[0].online().map((k) => toStage.get(k) ?? k)
+    }
+    const router = chainRouter(views, { model: { id: MODEL, nLayers: 5 } })
+    const chain = router.route()
+    expect(hopsOf(chain)).toEqual([[stages[0].peerId.toString(), 0, 2], [stages[1].peerId.toString(), 2, 5]])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const out = [...prompt]
+    const events: InferenceEvent[] = []
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, model: MODEL, failover: { replace: router.replace } })) {
+      events.push(ev)
+      if (ev.type === 'token') {
+        out.push(ev.id)
+        if (ev.position === 20) await stages[1].stop()
+      }
+    }
+    expect(out).toEqual(expected)
+    expect(events.filter((e) => e.type === 'retry')).toMatchObject([{ attempt: 1, replaced: [1] }])
+    for (const s of [stages[2], stages[3]]) expect(s.services.inference.stats.opened).toBe(1)
+    expect(stages[0].services.inference.stats.opened).toBe(1) // not used again: the new chain has its own first stage
   })
 })
 
