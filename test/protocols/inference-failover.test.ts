@@ -229,6 +229,24 @@ describe('failover to a chain split differently', () => {
   })
 })
 
+describe('a replacement that does not fit', () => {
+  it('hops that do not tile a span around the failed hop end the request with its status', async () => {
+    const stages = [await stage(0, 2), await stage(2, 5), await stage(3, 5)]
+    const client = await stage()
+    for (const n of stages) await client.dial(n.getMultiaddrs()[0])
+    await stages[0].dial(stages[1].getMultiaddrs()[0])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const replace = async (): Promise<ChainHop> => ({ peer: stages[2].peerId, start: 3, end: 5 }) // leaves [2,3) uncovered
+    const run = (async () => {
+      for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain: [{ peer: stages[0].peerId, start: 0, end: 2 }, { peer: stages[1].peerId, start: 2, end: 5 }], prompt, maxLength: STEPS, model: MODEL, failover: { replace } })) {
+        if (ev.type === 'token' && ev.position === 20) await stages[1].stop()
+      }
+    })()
+    await expect(run).rejects.toMatchObject({ name: 'InferenceFailedError', message: expect.stringMatching(/does not tile/) })
+  })
+})
+
 describe('stall deadline', () => {
   it('a first stage that goes silent after 10 tokens and stops answering: STALLED after the deadline, replaced, identical tokens', async () => {
     const real = await stage(0, 5)
