@@ -97,9 +97,13 @@ export function renderSwarmMap (input: MapInput): string {
     const tokens = local?.inference === undefined ? '' : `${local.inference.tokens} tokens, ${local.inference.steps} steps`
     return [short(p), layers, capability(rec), reachability(p, rec, local), online.has(p) ? 'yes' : 'no', tokens]
   })
-  const header = ['peer', 'layers', 'capability', 'reachability', 'online', 'served']
+  // the served column only when some daemon was asked for its counters (nothing publishes them)
+  const columns = input.local.length > 0 ? 6 : 5
+  const header = ['peer', 'layers', 'capability', 'reachability', 'online', 'served'].slice(0, columns)
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)) + 2)
-  for (const row of [header, ...rows]) lines.push(`  ${row.map((cell, i) => pad(cell, widths[i])).join('').trimEnd()}`)
-  lines.push('', `served: tokens a first stage returned and forward steps run, counted by the daemons asked (${input.local.map((l) => short(l.peerId)).join(', ')}); other nodes do not publish their counters`)
+  for (const row of [header, ...rows.map((r) => r.slice(0, columns))]) lines.push(`  ${row.map((cell, i) => pad(cell, widths[i])).join('').trimEnd()}`)
+  if (input.local.length > 0) {
+    lines.push('', `served: tokens a first stage returned and forward steps run, counted by the daemons asked (${input.local.map((l) => short(l.peerId)).join(', ')}); other nodes do not publish their counters`)
+  }
   return lines.join('\n') + '\n'
 }

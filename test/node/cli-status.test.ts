@@ -45,6 +45,12 @@ describe('swarm map', () => {
     expect(bar).toBe('1'.repeat(48))
   })
 
+  it('no served column when no daemon was asked (an observer sees no counters)', () => {
+    const text = renderSwarmMap({ ...map({ [peer('A')]: rec([[0, 8]]) }, [peer('A')]), local: [] })
+    expect(text).toMatch(/^ {2}peer +layers +capability +reachability +online$/m)
+    expect(text).not.toMatch(/served:|tokens, \d+ steps/)
+  })
+
   it('without a manifest the layer count is a lower bound, and says so', () => {
     expect(renderSwarmMap(map({ [peer('A')]: rec([[0, 3]]) }, [peer('A')], null))).toContain('3 layers (at least; no manifest yet)')
   })

@@ -129,6 +129,12 @@ describe('mycelium testnet', () => {
     expect(status.stdout).toMatch(/public +yes/) // the relay
     expect(status.stdout).toMatch(/\d+ tokens, \d+ steps/)
     expect(status.stdout).not.toMatch(/reputation/i) // nothing publishes it yet
+    // the same map from a read-only observer joining through the relay (no local daemon)
+    const observed = spawnSync(process.execPath, [cli, 'status', '--bootstrap', t.relay, '--swarm', 'testnet'], { encoding: 'utf8', timeout: 30_000 })
+    expect(observed.status).toBe(0)
+    expect(observed.stdout).toMatch(/5 layers: every layer served/)
+    expect(observed.stdout).toMatch(/coverage +11111/)
+    expect(observed.stdout).not.toMatch(/served:|tokens, \d+ steps/) // an observer sees no counters
 
     t.launcher.kill('SIGINT')
     expect(await t.exited).toBe(0)
