@@ -42,6 +42,11 @@ export interface ClientInit {
   self?: string
   /** How long generate() waits for the model to appear and be covered (default 10 s). */
   routeWaitMs?: number
+  /**
+   * A stream to this node's own stage service (libp2p cannot dial itself): a daemon that serves
+   * layers and runs the API hands its first-stage requests over in process.
+   */
+  openLocal?: (protocol: string, options: AbortOptions) => Promise<Stream>
   /** Called once by close() (connect() stops its own node here). */
   onClose?: () => Promise<void>
 }
@@ -102,8 +107,8 @@ export interface MyceliumClient {
 
 const DEFAULT_MAX_TOKENS = 128
 const DEFAULT_ROUTE_WAIT_MS = 10_000
-/** Tries to open a chain when a stage refuses at open (stale records: it moved its layers). */
-const OPEN_ATTEMPTS = 3
+/** Tries to open a chain before giving up, however short routeWaitMs is. */
+const MIN_OPEN_ATTEMPTS = 3
 
 /**
  * protons-runtime's uint64 writer corrupts values in [2^31, 2^32) (the frame then fails to
@@ -162,8 +167,7 @@ export function createClient (init: ClientInit): MyceliumClient {
    * ModelNotFoundError or NoRouteError: a fresh client has not replicated the records yet, and
    * a swarm that is moving layers has gaps for a moment.
    */
-  const waitFor = async <T>(find: () => T, signal: AbortSignal): Promise<T> => {
-    const deadline = Date.now() + routeWaitMs
+  const waitFor = async <T>(find: () => T, signal: AbortSignal, deadline = Date.now() + routeWaitMs): Promise<T> => {
     for (;;) {
       try {
         return find()
@@ -172,14 +176,18 @@ export function createClient (init: ClientInit): MyceliumClient {
         if (signal.aborted) throw abortError(signal)
         if (Date.now() >= deadline) throw err
       }
-      // wake on the next state change, or poll (presence expiry emits no change)
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.min(250, Math.max(1, deadline - Date.now())))
-        const off = state.onChange(done)
-        signal.addEventListener('abort', done, { once: true })
-        function done (): void { clearTimeout(timer); off(); signal.removeEventListener('abort', done); resolve() }
-      })
+      await nextChange(signal, deadline)
     }
+  }
+
+  /** Resolves on the next swarm-state change, after 250 ms (presence expiry emits no change), at the deadline, or on abort. */
+  const nextChange = async (signal: AbortSignal, deadline: number): Promise<void> => {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, Math.min(250, Math.max(1, deadline - Date.now())))
+      const off = state.onChange(done)
+      signal.addEventListener('abort', done, { once: true })
+      function done (): void { clearTimeout(timer); off(); signal.removeEventListener('abort', done); resolve() }
+    })
   }
 
   const tokenizerFor = async (model: ModelInfo): Promise<Tokenizer> => {
@@ -201,6 +209,7 @@ export function createClient (init: ClientInit): MyceliumClient {
   /** Opens a stream to a stage, teaching the peer store the addresses its record publishes. */
   const openStream = async (peer: PeerId | string, proto: string, options: AbortOptions): Promise<Stream> => {
     const id = typeof peer === 'string' ? peerIdFromString(peer) : peer
+    if (init.openLocal !== undefined && id.equals(libp2p.peerId)) return await init.openLocal(proto, options)
     if (libp2p.getConnections(id).length === 0) {
       const addrs = state.nodes().get(id.toString())?.addresses ?? []
       const multiaddrs = addrs.flatMap((a) => { try { return [multiaddr(a)] } catch { return [] } }) // reason: a bad address in a record is skipped
@@ -238,11 +247,11 @@ export function createClient (init: ClientInit): MyceliumClient {
     let completion = 0
     let output = ''
     let chain: ChainHop[] = []
-    const exclude = new Set<string>()
     const finish = (finishReason: 'stop' | 'length', tail = ''): GenerateEvent => ({
       type: 'done', finishReason, model: info.id, text: output, tail, chain, usage: { promptTokens: prompt.length, completionTokens: completion, totalTokens: prompt.length + completion }
     })
     const views = { nodes: () => state.nodes(), online }
+    const deadline = Date.now() + routeWaitMs
     const codecBytes = options.codec === 'f16' ? 2 : options.codec === 'int8' ? 1 : 4
     for (let attempt = 1; ; attempt++) {
       // the shared router (protocols/inference/route-chain.ts): whole published ranges, failover re-routes a span
@@ -250,7 +259,6 @@ export function createClient (init: ClientInit): MyceliumClient {
         model: { id: info.id, nLayers: info.manifest.nLayers },
         hiddenBytesPerToken: info.manifest.dim * codecBytes,
         request: { promptTokens: prompt.length, genTokens: maxTokens },
-        exclude,
         ...(init.self !== undefined ? { self: init.self } : {})
       })
       chain = await waitFor(() => {
@@ -260,7 +268,7 @@ export function createClient (init: ClientInit): MyceliumClient {
           if (err instanceof ShardUnavailableError) throw new NoRouteError(err.message, { cause: err })
           throw err
         }
-      }, signal)
+      }, signal, Math.max(deadline, Date.now() + 1))
       try {
         for await (const ev of runInference(openStream, protocol, {
           chain,
@@ -293,11 +301,11 @@ export function createClient (init: ClientInit): MyceliumClient {
         return
       } catch (err) {
         if (signal.aborted) throw abortError(signal, err)
-        // Before the first token a retry repeats nothing: re-route, without the first stage when it
-        // refused (its record is stale: it moved or dropped its layers, or it is full).
-        for (const peer of router.excluded) exclude.add(peer)
-        if (!(err instanceof InferenceFailedError) || completion > 0 || attempt >= OPEN_ATTEMPTS) throw err
-        if (['WRONG_LAYERS', 'WRONG_MODEL', 'DIAL', 'FULL'].includes(err.status)) exclude.add(chain[0].peer.toString())
+        // Before the first token a retry repeats nothing. Records can be ahead of the stages for a
+        // moment (a node publishes its new range, then loads it: WRONG_LAYERS meanwhile), so
+        // retry on a fresh route after the next state change, until routeWaitMs has passed.
+        if (!(err instanceof InferenceFailedError) || completion > 0 || (attempt >= MIN_OPEN_ATTEMPTS && Date.now() >= deadline)) throw err
+        await nextChange(signal, deadline)
       }
     }
   }

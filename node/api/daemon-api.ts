@@ -2,6 +2,7 @@
 // host and its swarm-state replica (createClient), so the API generates exactly as any client of
 // the swarm does; the daemon's own model supplies the tokenizer and a short name for it.
 import { basename, extname } from 'node:path'
+import { streamPair } from '@libp2p/utils'
 import type { Logger } from 'pino'
 import { createClient } from '../../client/index.ts'
 import type { TokenizerOption } from '../../client/index.ts'
@@ -38,8 +39,12 @@ export async function startDaemonApi (host: MyceliumHost, config: NodeConfig & {
     self,
     // our own beacon may not be in our presence table: we are online as long as we run
     online: () => [...new Set([...state.online(), self])],
-    // a request for a model that is not (yet) covered fails at once with 503 rather than hanging
-    routeWaitMs: 2000
+    // we may be the chain's first stage: libp2p cannot dial itself, so hand the stream over in process
+    openLocal: async () => {
+      const [ours, theirs] = await streamPair({ delay: 0 })
+      void host.services.inference.handle(theirs, self)
+      return ours
+    }
   })
   let api: ApiServer
   try {

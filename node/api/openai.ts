@@ -49,6 +49,14 @@ function snake (param: string): string {
 type Body = Record<string, unknown>
 
 function body (raw: unknown): Body {
+  // a JSON body sent as text/plain (fastify parses that type as a string) is taken as JSON
+  if (typeof raw === 'string') {
+    try {
+      raw = JSON.parse(raw)
+    } catch (err) {
+      throw new ApiError(400, `the request body is not valid JSON: ${(err as Error).message}`, 'invalid_request_error', null, 'invalid_json')
+    }
+  }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ApiError(400, 'the request body must be a JSON object')
   return raw as Body
 }

@@ -62,7 +62,7 @@ export async function startApi (options: ApiOptions): Promise<ApiServer> {
   // bad JSON, wrong content type, oversized body, …: fastify's errors in OpenAI form
   app.setErrorHandler(async (err: Error & { statusCode?: number, code?: string }, _request, reply) => {
     if (err instanceof ApiError || err.statusCode === undefined || err.statusCode >= 500) { await sendError(reply, err); return }
-    const code = err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'body_too_large' : err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type' : err.name === 'SyntaxError' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? 'invalid_json' : 'invalid_request'
+    const code = err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'body_too_large' : err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type' : err.name === 'SyntaxError' || err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? 'invalid_json' : 'invalid_request'
     const message = code === 'invalid_json' ? `the request body is not valid JSON: ${err.message}` : err.message
     await sendError(reply, new ApiError(err.statusCode, message, 'invalid_request_error', null, code))
   })

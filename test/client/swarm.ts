@@ -3,7 +3,7 @@
 // serve their allocated ranges; resolves once every daemon serves its part of one covered
 // allocation. The single-process greedy reference comes from the engine.
 import { join } from 'node:path'
-import { generate as engineGenerate, loadShard, createSampler, openModel, openTokenizer, sessionStepper } from '../../engine/index.ts'
+import { generate as engineGenerate, loadShard, createSampler, createTextStream, openModel, openTokenizer, sessionStepper } from '../../engine/index.ts'
 import { controlRequest } from '../../node/control.ts'
 import { STORIES260K } from '../models.ts'
 import { pollUntil, scratch, startDaemon } from '../node/daemons.ts'
@@ -41,8 +41,8 @@ export async function startSwarm (swarm: string, n = 3, extra: string[] = []): P
   return { daemons, manifest }
 }
 
-/** Prompt ids and the engine's greedy continuation (generated tokens only) for `steps` positions. */
-export async function reference (text: string, steps: number): Promise<{ prompt: number[], tokens: number[], text: string }> {
+/** Prompt ids and the engine's greedy continuation (generated tokens only) for `steps` positions; `textOf(n)` is the text of the first n. */
+export async function reference (text: string, steps: number): Promise<{ prompt: number[], tokens: number[], text: string, textOf: (n: number) => string }> {
   const source = await openModel(STORIES260K)
   const tokenizer = await openTokenizer(source)
   const prompt = tokenizer.encode(text, { bos: true })
@@ -55,8 +55,12 @@ export async function reference (text: string, steps: number): Promise<{ prompt:
   await whole.close()
   // generate yields the forced prompt tokens (positions 1…) too
   const tokens = all.slice(prompt.length - 1)
-  let prev = prompt[prompt.length - 1]
-  let out = ''
-  for (const id of tokens) { out += tokenizer.decodeToken(prev, id); prev = id }
-  return { prompt, tokens, text: out }
+  const textOf = (n: number): string => {
+    const stream = createTextStream(tokenizer)
+    let prev = prompt[prompt.length - 1]
+    let out = ''
+    for (const id of tokens.slice(0, n)) { out += stream.push(prev, id); prev = id }
+    return out + stream.flush()
+  }
+  return { prompt, tokens, text: textOf(tokens.length), textOf }
 }
