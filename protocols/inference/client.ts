@@ -1,8 +1,9 @@
 // The client side of `/mycelium/<swarm>/inference/1.0.0`: open a session on a chain of stages
 // (the first stage opens the rest, hop by hop), send the prompt once, and read the tokens the
-// first stage relays from the ring of stages, as an async generator of typed events.
+// first stage relays from the ring of stages, as an async generator of typed events; with
+// `failover`, repair the chain when it fails or stalls and continue where it stopped.
 //
-//   for await (const ev of runInference(openStream, { chain, prompt, maxLength: 64 })) …
+//   for await (const ev of runInference(openStream, protocol, { chain, prompt, maxLength: 64 })) …
 import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
 import type { HiddenCodec as EngineCodec } from '../../engine/codecs.ts'
 import {
@@ -44,11 +45,11 @@ export interface InferenceRequest extends AbortOptions {
     skipDraws?: number
   }
   /**
-   * Failover: when the session fails or stalls, every hop is probed (in parallel, with a
-   * deadline); hops that do not answer are replaced by `replace(hop, index)` — one hop, or several
-   * tiling the same layers (e.g. `chainRouter(views).replace`); undefined gives up — and the
-   * history (prompt and tokens so far) is replayed as one prefill on the repaired chain, so
-   * generation continues where it stopped. The tokens equal a run without failure: greedy, and
+   * Failover: when the session fails or stalls (no token within the deadline), every hop is
+   * probed (in parallel, with a deadline); hops that do not answer are replaced by
+   * `replace(hop, index)` (e.g. `chainRouter(views).replace`) and the history (prompt and tokens
+   * so far) is replayed as one prefill on the repaired chain, so generation continues where it
+   * stopped. The tokens equal a run without failure: greedy, and
    * seeded sampling too (the last stage skips the PRNG draws already made).
    */
   failover?: FailoverOptions
