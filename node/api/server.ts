@@ -108,6 +108,7 @@ export async function startApi (options: ApiOptions): Promise<ApiServer> {
       await sendError(reply, err)
       return
     }
+    const genStart = performance.now()
     const events = run({ ...parsed.options, model: id, signal: abort.signal })
     let first: IteratorResult<GenerateEvent>
     try {
@@ -132,6 +133,8 @@ export async function startApi (options: ApiOptions): Promise<ApiServer> {
       if (done === undefined) { await sendError(reply, new Error('generation ended without a result')); return }
       count(metrics, done)
       const usage = usageOf(done.usage)
+      // time inside the SDK (routing, the stages, tokenizing): the rest of a request's time is the API's
+      void reply.header('x-mycelium-generate-ms', (performance.now() - genStart).toFixed(3))
       await reply.send(chat
         ? { id: ids.id, object: 'chat.completion', created: ids.created, model: ids.model, system_fingerprint: null, choices: [{ index: 0, message: { role: 'assistant', content: done.text, refusal: null }, logprobs: null, finish_reason: done.finishReason }], usage }
         : { id: ids.id, object: 'text_completion', created: ids.created, model: ids.model, choices: [{ text: done.text, index: 0, logprobs: null, finish_reason: done.finishReason }], usage })
