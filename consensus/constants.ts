@@ -24,8 +24,8 @@ export const REPUTATION_CONFIDENCE = 10
 export const REPUTATION_MAX_SHARE = 0.1
 /** Reputation: negative evidence for a missing, late or mismatched reveal (the judge's stake). */
 export const REVEAL_PENALTY = 3
-/** Reputation: negative evidence for a vote on a comparison the judge was not assigned. */
-export const UNASSIGNED_PENALTY = 1
+/** Reputation: negative evidence per vote on a comparison the judge was not assigned (signed proof of trying). */
+export const UNASSIGNED_PENALTY = REVEAL_PENALTY
 /** Reputation: positive evidence for the author of the winning answer. */
 export const WIN_REWARD = 1
 /** Reputation: positive evidence for a spot-check the node passed. */

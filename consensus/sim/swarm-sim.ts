@@ -82,7 +82,10 @@ export interface SimResult {
   best: MethodResult
   /** A winner is correct whenever any answer is: the ceiling for every answer-picking method. */
   oracle: MethodResult
-  /** AUC after each round (ours). */
+  /**
+   * Reputation AUC (ours) after each round since the last adversary joined: index 49 is "after 50
+   * rounds" (founding adversaries: counted from round 0, history rounds included).
+   */
   aucByRound: number[]
 }
 
@@ -127,6 +130,7 @@ export function runSwarm (o: SimOptions): SimResult {
   const ms: number[] = []
   const aucByRound: number[] = []
   const isBad = (n: SimNode): boolean => n.kind !== 'honest'
+  const lastJoin = Math.max(0, ...nodes.filter(isBad).map((n) => n.joins))
   for (let round = 0; round < history + o.rounds; round++) {
     const measured = round >= history
     const roundId = `sim:${o.seed}:${round}`
@@ -184,7 +188,7 @@ export function runSwarm (o: SimOptions): SimResult {
       states[method] = settled.state
       if (measured) correct[method].push(byId.get(settled.outcome.winner)?.option === 0)
     }
-    if (!measured) continue
+    if (round < lastJoin) continue
     const scores = (bad: boolean): number[] => active.filter((n) => isBad(n) === bad).map((n) => betaScore(reputationOf(states.ours, n.id)))
     aucByRound.push(rocAuc(scores(false), scores(true)))
   }
