@@ -9,6 +9,7 @@ import { controlRequest } from '../../node/control.ts'
 import { reference, startSwarm } from '../client/swarm.ts'
 import type { TestSwarm } from '../client/swarm.ts'
 import { cleanupDaemons, pollUntil } from './daemons.ts'
+import { seededRandom, testSeed } from '../seed.ts'
 
 const SWARM = 'api'
 let swarm: TestSwarm
@@ -146,6 +147,41 @@ describe('OpenAI-compatible API on a daemon', () => {
     const ok = await openai.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 3, temperature: 0 })
     expect(ok.choices[0].text).toBe(textOf(3))
   }, 30_000)
+
+  it('stream: true with a refused request is a plain JSON error; 8 concurrent requests all get the reference text', async () => {
+    const r = await post('/v1/completions', JSON.stringify({ model: 'stories260K', prompt: 'x', max_tokens: 100_000, stream: true }))
+    expect([r.status, r.json.error.code]).toEqual([400, 'context_length_exceeded'])
+    const all = await Promise.all(Array.from({ length: 8 }, async (_, i) => await openai.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 10 + i, temperature: 0 })))
+    all.forEach((c, i) => { expect(c.choices[0].text).toBe(textOf(10 + i)) })
+  }, 30_000)
+
+  const seed = testSeed()
+  it(`seeded random and mutated request bodies (seed ${seed}): always an OpenAI answer, never a crash`, async () => {
+    const rand = seededRandom(seed)
+    const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]
+    const values = (): unknown => pick([null, true, false, 0, -1, 1.5, 1e308, -1e308, 2 ** 53, '', 'x', 'stories260K', [], [1, 2], ['a'], {}, { a: 1 }, 'Once upon a time'.repeat(Math.floor(rand() * 50))])
+    const keys = ['model', 'prompt', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'n', 'stream', 'stop', 'seed', 'stream_options', 'echo', 'logprobs', '__proto__', 'constructor']
+    const valid = { model: 'stories260K', prompt: 'Once upon a time', max_tokens: 2, temperature: 0 }
+    for (let i = 0; i < 300; i++) {
+      const body: Record<string, unknown> = rand() < 0.5 ? { ...valid } : {}
+      for (let k = Math.floor(rand() * 4); k >= 0; k--) body[pick(keys)] = values()
+      if (rand() < 0.3) body.messages = [{ role: pick(['user', 'robot', 7, null]), content: values() }]
+      let text = JSON.stringify(body)
+      if (rand() < 0.2) { const at = Math.floor(rand() * text.length); text = text.slice(0, at) + pick(['"', '{', '}', ',', '\\u0000', '']) + text.slice(at + 1) }
+      const path = pick(['/v1/completions', '/v1/chat/completions'])
+      const res = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: text })
+      const answer = await res.text()
+      if (res.status === 200) {
+        expect(answer.startsWith('{') || answer.startsWith('data: ')).toBe(true)
+      } else {
+        const err = JSON.parse(answer) as { error: { message: string, type: string } }
+        expect({ i, status: res.status, message: typeof err.error.message, type: typeof err.error.type }).toEqual({ i, status: res.status, message: 'string', type: 'string' })
+        expect(res.status).toBeGreaterThanOrEqual(400)
+        expect(res.status).toBeLessThan(500)
+      }
+    }
+    expect((await fetch(`${url}/health`)).status).toBe(200)
+  }, 60_000)
 
   it('a client that disconnects mid-stream frees every stage', async () => {
     const controller = new AbortController()
