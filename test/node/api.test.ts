@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { controlRequest } from '../../node/control.ts'
 import { reference, startSwarm } from '../client/swarm.ts'
 import type { TestSwarm } from '../client/swarm.ts'
-import { cleanupDaemons, pollUntil } from './daemons.ts'
+import { cleanupDaemons, pollUntil, runCli, scratch } from './daemons.ts'
 import { seededRandom, testSeed } from '../seed.ts'
 
 const SWARM = 'api'
@@ -210,6 +210,19 @@ describe('OpenAI-compatible API on a daemon', () => {
     expect(r.choices[0].text).toBe(textOf(20))
     const status = await controlRequest(join(solo.daemons[0].dir, 'control.sock'), { cmd: 'status' }) as { inference: { opened: number, sessions: number } }
     expect(status.inference).toMatchObject({ opened: 1, sessions: 0 })
+  }, 30_000)
+
+  it('--api-port and --api-host are checked: one-line errors, exit 1', () => {
+    for (const [args, message] of [
+      [['--api-port', '99999'], /--api-port: must be a port number/],
+      [['--api-port', 'http'], /--api-port: must be a port number/],
+      [['--api-host', '0.0.0.0'], /--api-host needs --api-port/]
+    ] as const) {
+      const r = runCli(['node', 'start', '--data-dir', scratch('mycelium-api-cfg-'), '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp', ...args])
+      expect(r.status).toBe(1)
+      expect(r.stderr.trim().split('\n')).toHaveLength(1)
+      expect(r.stderr).toMatch(message)
+    }
   }, 30_000)
 
   it('health and Prometheus metrics: requests, tokens, latency, errors by type', async () => {
