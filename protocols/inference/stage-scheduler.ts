@@ -2,12 +2,13 @@
 // A step is queued and run on a later turn of the event loop (setImmediate), so the decode steps
 // (T = 1) that arrive meanwhile — frames read while the engine was busy, tokens just sampled —
 // run together in one `shard.stepBatch` pass (each layer's weights read once per pass). A batch is
-// whatever is ready: sessions join at their next step and leave when they end. Prefill steps
-// (T > 1) run in chunks of at most `shard.maxBatch` positions, about one pass's worth of positions
-// per turn after the decode batch (round-robin among prompts, each at most one chunk per turn), so
-// a long prompt cannot starve the decoders nor they it, and many short prompts start together. The queue is bounded; cancelling a session drops its queued step. A batch the engine
-// refuses (a session's bad input) is re-run one session at a time, so one session's error never
-// fails the others.
+// whatever is ready: sessions join at their next step and leave when they end; a ring's first
+// stage caps it into microbatches (see `run`). Prefill steps (T > 1) run in chunks of at most
+// `shard.maxBatch` positions, about one pass's worth of positions per turn after the decode
+// batch (round-robin among prompts, each at most one chunk per turn), so a long prompt cannot
+// starve the decoders nor they it, and many short prompts start together. The queue is bounded;
+// cancelling a session drops its queued step. A batch the engine refuses (a session's bad input)
+// is re-run one session at a time, so one session's error never fails the others.
 import type { Session, Shard, StageInput, StageOutput } from '../../engine/index.ts'
 import { INFERENCE_MAX_QUEUED_STEPS } from './constants.ts'
 import { SchedulerFullError, StepCancelledError } from './errors.ts'
@@ -20,7 +21,7 @@ export interface SchedulerStats {
   /** Largest decode batch so far, and how many batches had each size. */
   maxBatchSize: number
   batchSizes: Record<number, number>
-  /** Prefill chunks run (one per turn). */
+  /** Prefill chunks run. */
   prefillChunks: number
 }
 
