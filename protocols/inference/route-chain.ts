@@ -6,9 +6,9 @@
 //   runInference(open, protocol, { chain: router.route(), …, failover: { replace: router.replace } })
 //
 // A stage serves exactly the range it loaded (OpenSession must name it), so a chain must enter
-// every node at its start. The router may enter a node mid-range (Petals' graph): a route that
-// does is skipped, and when no ranked route fits, the cheapest exact tiling is found by dynamic
-// programming over nodes with the router's own cost model (`chainCost`).
+// every node at its start. The router may enter a node mid-range (Petals' graph): when its pick
+// does, the cheapest exact tiling is found by dynamic programming over nodes with the router's
+// own cost model (`chainCost`).
 import type { NodeRecord } from '../../crdt/index.ts'
 import { chainCost, CLIENT, DEFAULT_RTT_MS, routeRequest, ShardUnavailableError } from '../../sharding/index.ts'
 import type { Assignment, Route, RouteGraph, RouteNode, RouteRequest } from '../../sharding/index.ts'
@@ -110,7 +110,10 @@ function exact (g: RouteGraph, hops: Assignment[]): boolean {
 function cheapestExact (g: RouteGraph, req: RouteRequest, start: number, end: number, exclude: ReadonlySet<string>, before: Assignment[], after: Assignment[]): Assignment[] | undefined {
   const nodes = g.nodes.filter((n) => !exclude.has(n.peerId) && n.start >= start && n.end <= end)
     .sort((a, b) => a.start - b.start || a.end - b.end || (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0))
-  const cost = (hops: Assignment[]): number => chainCost(g, req, [...before, ...hops]).costMs
+  // chainCost over a graph of just the chain's nodes: O(chain length) per call, not O(nodes)
+  const byId = new Map(g.nodes.map((n) => [n.peerId, n]))
+  const costOf = (hops: Assignment[]): number => chainCost({ ...g, nodes: hops.flatMap((h) => byId.get(h.peerId) ?? []) }, req, hops).costMs
+  const cost = (hops: Assignment[]): number => costOf([...before, ...hops])
   const best: Array<{ hops: Assignment[], cost: number } | undefined> = []
   for (let i = 0; i < nodes.length; i++) {
     const n = nodes[i]
@@ -131,15 +134,17 @@ function cheapestExact (g: RouteGraph, req: RouteRequest, start: number, end: nu
   for (let i = 0; i < nodes.length; i++) {
     const b = best[i]
     if (b === undefined || nodes[i].end !== end) continue
-    const c = chainCost(g, req, [...before, ...b.hops, ...after]).costMs
+    const c = costOf([...before, ...b.hops, ...after])
     if (c < pickCost) { pick = b.hops; pickCost = c }
   }
   return pick
 }
 
 /**
- * Routes [start, end): the router's ranked routes over the nodes inside the span (shifted to
- * start at 0), the first that enters every node at its start; else the cheapest exact tiling.
+ * Routes [start, end): the router's pick over the nodes inside the span (shifted to start at 0)
+ * when it enters every node at its start; else the cheapest exact tiling.
+ * A sub-span is costed as the router costs a whole request (from and back to the client), unless
+ * `before` / `after` name the chain's hops around it.
  */
 export function routeSpan (g: RouteGraph, req: RouteRequest, start: number, end: number, options: { exclude?: ReadonlySet<string>, rng?: () => number, before?: Assignment[], after?: Assignment[] } = {}): Assignment[] | undefined {
   const exclude = options.exclude ?? new Set<string>()
@@ -151,10 +156,12 @@ export function routeSpan (g: RouteGraph, req: RouteRequest, start: number, end:
   } catch (err) {
     if (!(err instanceof ShardUnavailableError)) throw err
   }
-  for (const r of routes) {
-    const hops = r.hops.map((h) => ({ ...h, start: h.start + start, end: h.end + start }))
-    if (exact(g, hops)) return hops
-  }
+  // the router's pick is the cheapest route (or one within its spread of it): when it enters every
+  // node at its start it is also the cheapest exact one. Its alternatives are node-disjoint, not
+  // the next cheapest, so an exact alternative may be dearer than an exact chain sharing nodes
+  // with the pick: then the exact search decides
+  const pick = routes[0]?.hops.map((h) => ({ ...h, start: h.start + start, end: h.end + start }))
+  if (pick !== undefined && exact(g, pick)) return pick
   return cheapestExact(g, req, start, end, exclude, options.before ?? [], options.after ?? [])
 }
 

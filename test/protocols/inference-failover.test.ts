@@ -11,6 +11,7 @@ import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
+import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { SwarmState } from '../../crdt/index.ts'
 import { openLlama2c } from '../../engine/formats/llama2c.ts'
@@ -19,7 +20,9 @@ import type { ModelSource, Shard } from '../../engine/index.ts'
 import { createSampler } from '../../engine/sampler.ts'
 import { loadShard } from '../../engine/shard.ts'
 import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
-import { chainRouter, InferenceStatus, inferenceProtocol, inferenceStageService, runInference, type ChainHop, type InferenceEvent, type InferenceStageService } from '../../protocols/index.ts'
+import { allChains, chainCost, CLIENT } from '../../sharding/index.ts'
+import type { RouteGraph, RouteNode } from '../../sharding/index.ts'
+import { chainRouter, routeSpan, InferenceStatus, inferenceProtocol, inferenceStageService, runInference, type ChainHop, type InferenceEvent, type InferenceStageService } from '../../protocols/index.ts'
 import { frameChannel } from '../../protocols/inference/wire.ts'
 import { makeState, syncPair } from '../crdt/helpers.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
@@ -109,6 +112,62 @@ describe(`chainRouter over replicated swarm views (TEST_SEED=${seed} npx vitest 
     const views = { nodes: () => states[0].nodes(), online: () => states[0].online().filter((p) => p !== ids[2]) }
     expect(hopsOf(chainRouter(views, { model: { id: MODEL, nLayers: 5 } }).route())).toEqual([[ids[0], 0, 2], [ids[1], 2, 5]])
     expect(() => chainRouter(states[0], { model: { id: MODEL, nLayers: 5 }, dtype: 'q8_0' }).route()).toThrow(/no chain/)
+  })
+})
+
+describe(`routeSpan (TEST_SEED=${seed} npx vitest run test/protocols/inference-failover.test.ts)`, () => {
+  const L = 6
+  const nodeArb: fc.Arbitrary<RouteNode> = fc.record({
+    id: fc.integer({ min: 0, max: 30 }),
+    start: fc.nat(L - 1),
+    len: fc.integer({ min: 1, max: 3 }),
+    decodeLayerMs: fc.double({ min: 0.1, max: 20, noNaN: true })
+  }).map(({ id, start, len, decodeLayerMs }) => ({ peerId: `p${id}`, start, end: Math.min(L, start + len), decodeLayerMs, prefillLayerMsPerToken: decodeLayerMs / 4, load: 0, slots: 8 }))
+  const graphArb: fc.Arbitrary<RouteGraph> = fc.uniqueArray(nodeArb, { minLength: 1, maxLength: 9, selector: (n) => n.peerId }).map((nodes) => ({
+    nLayers: L, nodes, hiddenBytesPerToken: 1024, rttMs: (a, b) => (a === CLIENT || b === CLIENT ? 10 : 1 + ((a.length * 7 + b.length * 3 + Number(a.slice(1)) * Number(b.slice(1) || 0)) % 40)), bandwidthBytesPerS: () => 1e7
+  }))
+
+  it('returns an exact tiling of the span avoiding excluded peers whenever one exists, and the cheapest when the router has none', () => {
+    fc.assert(fc.property(graphArb, fc.nat(L - 1), fc.integer({ min: 1, max: L }), fc.array(fc.integer({ min: 0, max: 30 }), { maxLength: 3 }), (g, a, len, ex) => {
+      const start = a
+      const end = Math.min(L, a + len)
+      const exclude = new Set(ex.map((i) => `p${i}`))
+      const req = { promptTokens: 32, genTokens: 32 }
+      // brute force: every chain of whole nodes inside the span that tiles it
+      const inside: RouteGraph = { ...g, nLayers: end - start, nodes: g.nodes.filter((n) => n.start >= start && n.end <= end && !exclude.has(n.peerId)).map((n) => ({ ...n, start: n.start - start, end: n.end - start })) }
+      const exactChains = allChains(inside).filter((c) => c.every((h) => inside.nodes.some((n) => n.peerId === h.peerId && n.start === h.start)))
+      const got = routeSpan(g, req, start, end, { exclude })
+      if (exactChains.length === 0) { expect(got).toBeUndefined(); return }
+      expect(got).toBeDefined()
+      const hops = got ?? []
+      expect(hops[0].start).toBe(start)
+      expect(hops[hops.length - 1].end).toBe(end)
+      for (let i = 0; i < hops.length; i++) {
+        if (i > 0) expect(hops[i].start).toBe(hops[i - 1].end)
+        expect(exclude.has(hops[i].peerId)).toBe(false)
+        expect(g.nodes.some((n) => n.peerId === hops[i].peerId && n.start === hops[i].start && n.end === hops[i].end)).toBe(true)
+      }
+      // never dearer than the cheapest exact tiling by more than the router's spread slack allows (no rng: none)
+      const best = Math.min(...exactChains.map((c) => chainCost(inside, req, c).costMs))
+      const shifted = hops.map((h) => ({ ...h, start: h.start - start, end: h.end - start }))
+      expect(chainCost(inside, req, shifted).costMs).toBeLessThanOrEqual(best * (1 + 1e-9))
+    }), { seed, numRuns: 300 })
+  })
+
+  it('stays fast on a large swarm (400 nodes, mid-range entries everywhere)', () => {
+    const rand = seededRandom(seed + 6)
+    const nodes: RouteNode[] = []
+    for (let i = 0; i < 400; i++) {
+      const start = Math.floor(rand() * 30)
+      nodes.push({ peerId: `n${i}`, start, end: Math.min(32, start + 1 + Math.floor(rand() * 6)), decodeLayerMs: 0.5 + rand() * 5, prefillLayerMsPerToken: 0.2, load: 0, slots: 8 })
+    }
+    const g: RouteGraph = { nLayers: 32, nodes, hiddenBytesPerToken: 8192, rttMs: (a, b) => (a === b ? 0 : 5 + ((a.length + b.length) % 20)), bandwidthBytesPerS: () => 1e8 }
+    const t0 = performance.now()
+    const hops = routeSpan(g, { promptTokens: 128, genTokens: 128 }, 0, 32) ?? []
+    expect(performance.now() - t0).toBeLessThan(5000)
+    expect(hops[0]?.start).toBe(0)
+    expect(hops.at(-1)?.end).toBe(32)
+    for (const h of hops) expect(nodes.some((n) => n.peerId === h.peerId && n.start === h.start && n.end === h.end)).toBe(true)
   })
 })
 
