@@ -13,7 +13,7 @@ import {
 import { InferenceFailedError } from './errors.ts'
 import { Status } from './inference.pb.js'
 import type { Frame } from './inference.pb.js'
-import { frameChannel, isEndOfStream, readFailureStatus, wireCodec } from './wire.ts'
+import { frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
 
 /** One stage of a chain: who serves it and its layer range [start, end). */
 export interface ChainHop {
@@ -80,7 +80,9 @@ export type InferenceEvent =
    * The chain failed (`status`; STALLED when no token came within the deadline) and was
    * repaired: `replaced` hop indices (of the failed chain), `replayed` tokens to re-prefill,
    * `detectMs` from the last token (or the session's start) to the failure's detection,
-   * `probeMs` from detection to the repaired chain (probes and replacements).
+   * `probeMs` from detection to the repaired chain (probes and replacements). Client-side statuses
+   * besides the wire's: DIAL (first stage unreachable), CLOSED (stream ended), RESET (stream or
+   * connection reset), STALLED, CANCELLED.
    */
   | { type: 'retry', attempt: number, status: string, replaced: number[], replayed: number, detectMs: number, probeMs: number }
   /** The first token after a repair: `ms` since the failure was detected. */
@@ -245,7 +247,7 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
     } catch (err) {
       if (signal?.aborted === true) throw new InferenceFailedError('CANCELLED', 'inference cancelled', { cause: err })
       if (stalledAfter !== undefined) throw new InferenceFailedError('STALLED', `no token within ${Math.round(stalledAfter)} ms`, { cause: err })
-      const status = isEndOfStream(err) ? 'CLOSED' : readFailureStatus(err)
+      const status = isEndOfStream(err) ? 'CLOSED' : isReset(err) ? 'RESET' : readFailureStatus(err)
       throw new InferenceFailedError(status, `the first stage's stream failed: ${(err as Error).message}`, { cause: err })
     } finally {
       disarm()

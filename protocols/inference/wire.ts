@@ -55,6 +55,12 @@ export function isEndOfStream (err: unknown): boolean {
   return (err as Error).name === 'UnexpectedEOFError'
 }
 
+/** True when a read failed because the stream or its connection was reset or closed under it. */
+export function isReset (err: unknown): boolean {
+  const name = (err as Error).name
+  return name === 'StreamResetError' || name === 'StreamAbortedError' || name === 'StreamStateError' || name === 'ConnectionClosedError'
+}
+
 const TO_ENGINE: Record<HiddenCodec, EngineCodec> = { [HiddenCodec.F32]: 'f32', [HiddenCodec.F16]: 'f16', [HiddenCodec.INT8]: 'int8' }
 const TO_WIRE: Record<EngineCodec, HiddenCodec> = { f32: HiddenCodec.F32, f16: HiddenCodec.F16, int8: HiddenCodec.INT8 }
 
