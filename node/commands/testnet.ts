@@ -190,8 +190,9 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
     const relayAddr = tcpAddr(await relay.waitFor('ready', deadline))
     const relayReady = performance.now()
     out(`  relay   pid ${relay.pid}  ${relayAddr}`)
-    // The API runs on the last node: a client never dials itself, and the first stage is the one
-    // every chain's client dials (libp2p cannot dial its own peer id).
+    // The API runs on the last node, so with 2+ nodes the API's requests leave the process that
+    // answers HTTP for the first stage, as a remote client's would (a daemon that is its own
+    // first stage is served in process by node/api; both work).
     const apiNode = ranges.length - 1
     const nodes: Daemon[] = ranges.map((r, i) => children.start(`node ${i + 1}`, [
       ...common(`node-${i + 1}`), '--bootstrap', relayAddr, '--model', model.path, '--layers', `${r.start}:${r.end}`, '--threads', String(flags.threads),
