@@ -52,7 +52,7 @@ function int (name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
 
 export function registerTestnetCommand (program: Command): void {
   program.command('testnet')
-    .description('run a swarm on this machine: a relay and N nodes as child processes on loopback, the model\'s layers split across them, the HTTP API on the first node and a sample generation; Ctrl-C stops every process')
+    .description('run a swarm on this machine: a relay and N nodes as child processes on loopback, the model\'s layers split across them, the HTTP API on the last node and a sample generation; Ctrl-C stops every process')
     .option('--nodes <n>', 'serving nodes (each gets an even, contiguous share of the layers)', int('--nodes', 1, 64), 2)
     .option('--model <path|repo>', `model to serve: a path, a name in $MYCELIUM_HOME/models, or a Hugging Face repo id org/name[:file] (default: ${DEFAULT_MODEL}, from the cache, else downloaded)`, DEFAULT_MODEL)
     .option('--tokenizer <path>', 'tokenizer for the sample generation (default: the one beside the model)')
