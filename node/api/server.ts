@@ -166,9 +166,8 @@ export async function startApi (options: ApiOptions): Promise<ApiServer> {
         write(e.body())
       }
     }
+    // fastify still runs onResponse for a reply sent through reply.raw: it counts this request
     if (!raw.destroyed) raw.end('data: [DONE]\n\n')
-    metrics.requests.inc({ route, status: '200' })
-    metrics.latency.observe({ route }, (performance.now() - t0) / 1000)
   }
 
   app.post('/v1/completions', async (request, reply) => {

@@ -237,8 +237,18 @@ describe('OpenAI-compatible API on a daemon', () => {
     expect(text).toMatch(/mycelium_api_request_duration_seconds_bucket\{le="0.005",route="\/v1\/completions"\} \d+/)
     expect(text).toMatch(/mycelium_api_errors_total\{type="model_not_found"\} \d+/)
     expect(text).toMatch(/mycelium_api_errors_total\{type="context_length_exceeded"\} \d+/)
+    // every request counted once, streamed ones included: a fresh server counts exactly what it was sent
+    const before = await metricValue(url, 'mycelium_api_requests_total{route="/v1/completions",status="200"}')
+    await openai.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 2, temperature: 0 })
+    for await (const _ of await openai.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 2, temperature: 0, stream: true })) { /* drain */ }
+    expect(await metricValue(url, 'mycelium_api_requests_total{route="/v1/completions",status="200"}')).toBe(before + 2)
   })
 })
+
+async function metricValue (base: string, series: string): Promise<number> {
+  const line = (await (await fetch(`${base}/metrics`)).text()).split('\n').find((l) => l.startsWith(series + ' '))
+  return line === undefined ? 0 : Number(line.slice(series.length + 1))
+}
 
 function textOf (n: number): string {
   return ref.textOf(n)
