@@ -50,12 +50,16 @@ async function startDaemon (model: string, start: number, end: number, threads: 
   const child = spawn(process.execPath, [CLI, 'node', 'start', '--data-dir', dir, '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp', '--swarm', SWARM,
     '--model', model, '--layers', `${start}:${end}`, '--threads', threads, ...(boot.length > 0 ? ['--bootstrap', ...boot] : [])], { stdio: ['ignore', 'pipe', 'inherit'] })
   let ready: Record<string, unknown> | undefined
+  // serving, and the start-up work done (model hashed, capability measured in a worker): that
+  // work would otherwise compete with the measurements for the two cores
+  const seen = new Set<unknown>()
   await new Promise<void>((resolve, reject) => {
     child.once('exit', (code) => { reject(new Error(`daemon for [${start}, ${end}) exited with ${code}`)) })
     createInterface({ input: child.stdout! }).on('line', (line) => {
       const record = JSON.parse(line) as Record<string, unknown>
       if (record.event === 'ready') ready = record
-      if (record.event === 'serving') resolve()
+      seen.add(record.event)
+      if (seen.has('serving') && seen.has('capability')) resolve()
     })
   })
   const r = ready as Record<string, unknown>
