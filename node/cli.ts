@@ -23,9 +23,10 @@ const program = new Command()
   .version('0.1.0')
 
 // The engine is only loaded for the commands that can use it: `node start` and `doctor` start
-// ~200 ms sooner without it (joining fast is a mesh target).
+// ~200 ms sooner without it (joining fast is a mesh target); testnet, status and generate load
+// what they need when they run.
 const sub = process.argv[2]
-if (sub !== 'node' && sub !== 'doctor') (await import('./commands/run.ts')).registerRunCommand(program)
+if (!['node', 'doctor', 'testnet', 'status', 'generate'].includes(sub ?? '')) (await import('./commands/run.ts')).registerRunCommand(program)
 registerStartCommand(program)
 registerDoctorCommand(program)
 registerTestnetCommand(program)
