@@ -4,12 +4,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import {
-  AbortError, ConnectFailedError, ConsensusNotImplementedError, InvalidRequestError, ModelNotFoundError, TokenizerUnavailableError, connect
+  AbortError, ConnectFailedError, ConsensusNotImplementedError, InvalidRequestError, ModelNotFoundError, NoRouteError, TokenizerUnavailableError, connect
 } from '../../client/index.ts'
 import type { GenerateEvent, MyceliumClient } from '../../client/index.ts'
 import { controlRequest } from '../../node/control.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
-import { cleanupDaemons, pollUntil } from '../node/daemons.ts'
+import { cleanupDaemons, pollUntil, scratch, startDaemon } from '../node/daemons.ts'
 import { addrOf, reference, startSwarm } from './swarm.ts'
 import type { TestSwarm } from './swarm.ts'
 
@@ -131,5 +131,19 @@ describe('client SDK over real daemons', () => {
     }
     const dead = addrOf(swarm.daemons[0]).replace(/\/tcp\/\d+/, '/tcp/1')
     await expect(connect({ bootstrap: [dead], swarm: SWARM })).rejects.toBeInstanceOf(ConnectFailedError)
+    await expect(connect({ bootstrap: [addrOf(swarm.daemons[0])], swarm: SWARM, signal: AbortSignal.abort() })).rejects.toBeInstanceOf(AbortError)
+  }, 40_000)
+
+  it('NoRouteError when the served layers do not cover the model; models() shows the gap', async () => {
+    const half = await startDaemon(scratch('mycelium-sdk-half-'), ['--swarm', 'sdk-half', '--model', STORIES260K, '--layers', '0:2', '--threads', '1'], 'serving')
+    const partial = await connect({ bootstrap: [addrOf(half)], swarm: 'sdk-half', tokenizer: TOK512, routeWaitMs: 5000 })
+    try {
+      const model = await pollUntil('the half-served model in the replica', async () => partial.models().find((m) => m.nodes.length > 0), 10_000)
+      expect(model.covered).toBe(false)
+      expect(model.coverage).toEqual([1, 1, 0, 0, 0])
+      await expect(partial.generate({ prompt: 'Once upon a time', maxTokens: 4 }).next()).rejects.toBeInstanceOf(NoRouteError)
+    } finally {
+      await partial.close()
+    }
   }, 40_000)
 })
