@@ -122,14 +122,22 @@ function common (b: Body, maxTokensKey: string): ParsedRequest {
   }
 }
 
-/** POST /v1/completions: `prompt` is a string (or a one-element array of one). Default max_tokens 16, as OpenAI. */
-export function parseCompletion (raw: unknown): ParsedRequest & { prompt: string } {
+/**
+ * POST /v1/completions: `prompt` is a string, a one-element array of one, or token ids (as
+ * OpenAI allows; ids are checked against the model's vocabulary by the SDK). Default max_tokens
+ * 16, as OpenAI.
+ */
+export function parseCompletion (raw: unknown): ParsedRequest & { prompt: string | number[] } {
   const b = body(raw)
   const parsed = common(b, 'max_tokens')
   let prompt = b.prompt
-  if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === 'string') prompt = prompt[0]
+  if (Array.isArray(prompt) && prompt.length === 1 && (typeof prompt[0] === 'string' || Array.isArray(prompt[0]))) prompt = prompt[0]
   if (prompt === undefined || prompt === null) throw new ApiError(400, "'prompt' is required", 'invalid_request_error', 'prompt', 'missing_required_parameter')
-  if (typeof prompt !== 'string') throw new ApiError(400, "'prompt' must be a string (batches of prompts are not served)", 'invalid_request_error', 'prompt', 'invalid_type')
+  if (Array.isArray(prompt) && prompt.length > 0 && prompt.length <= MAX_PROMPT_CHARS && prompt.every((t) => Number.isSafeInteger(t))) {
+    if (b.echo === true) throw new ApiError(400, "'echo' is not supported", 'invalid_request_error', 'echo', 'unsupported_parameter')
+    return { ...parsed, options: { maxTokens: 16, ...parsed.options }, prompt: prompt as number[] }
+  }
+  if (typeof prompt !== 'string') throw new ApiError(400, "'prompt' must be a string or an array of token ids (batches of prompts are not served)", 'invalid_request_error', 'prompt', 'invalid_type')
   if (prompt.length > MAX_PROMPT_CHARS) throw new ApiError(400, `'prompt' is longer than ${MAX_PROMPT_CHARS} characters`, 'invalid_request_error', 'prompt', 'context_length_exceeded')
   if (b.echo === true) throw new ApiError(400, "'echo' is not supported", 'invalid_request_error', 'echo', 'unsupported_parameter')
   if (b.logprobs !== undefined && b.logprobs !== null && b.logprobs !== 0) throw new ApiError(400, "'logprobs' is not supported", 'invalid_request_error', 'logprobs', 'unsupported_parameter')

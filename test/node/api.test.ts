@@ -51,6 +51,10 @@ describe('OpenAI-compatible API on a daemon', () => {
     expect(r.choices[0].text).toBe(textOf(20))
     expect(r.choices[0].finish_reason).toBe('length')
     expect(r.usage).toEqual({ prompt_tokens: ref.prompt.length, completion_tokens: 20, total_tokens: ref.prompt.length + 20 })
+    // token ids as the prompt (BOS first, as the SDK tokenizes)
+    const ids = await openai.completions.create({ model: 'stories260K', prompt: ref.prompt, max_tokens: 5, temperature: 0 })
+    expect(ids.choices[0].text).toBe(textOf(5))
+    expect((await post('/v1/completions', JSON.stringify({ model: 'stories260K', prompt: [1, 99_999] }))).json.error.param).toBe('prompt')
     // by manifest id too
     const byId = await openai.completions.create({ model: swarm.manifest, prompt: 'Once upon a time', max_tokens: 5, temperature: 0 })
     expect(byId.choices[0].text).toBe(textOf(5))
