@@ -3,139 +3,28 @@
 // here with the model's tokenizer; the chain comes from the router over the replicated records;
 // the stages run the layers and stream token ids back (protocols/inference).
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { AbortOptions, PeerId, PeerStore, Stream } from '@libp2p/interface'
-import type { Multiaddr } from '@multiformats/multiaddr'
+import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createTextStream } from '../engine/index.ts'
-import type { HiddenCodec, Tokenizer } from '../engine/index.ts'
+import type { Tokenizer } from '../engine/index.ts'
 import { InferenceFailedError, chainRouter, inferenceProtocol, runInference } from '../protocols/index.ts'
 import type { ChainHop } from '../protocols/index.ts'
 import { ShardUnavailableError } from '../sharding/index.ts'
-import type { ModelManifest } from '../sharding/index.ts'
 import { AbortError, ConsensusNotImplementedError, InvalidRequestError, ModelNotFoundError, NoRouteError, TokenizerUnavailableError } from './errors.ts'
+import { check, checkOptions, wireSeed } from './options.ts'
 import { listModels } from './route.ts'
-import type { ModelInfo, SwarmReader } from './route.ts'
+import type { ModelInfo } from './route.ts'
 import { chatPrompt } from './chat.ts'
-import type { ChatMessage } from './chat.ts'
 import { stopMatcher } from './stop.ts'
-
-/** Where the client gets a model's tokenizer: one for every model, or a lookup by manifest. */
-export type TokenizerOption = Tokenizer | ((manifest: ModelManifest) => Promise<Tokenizer | undefined>)
-
-/** The libp2p surface the client uses (a full daemon host or a light client node both have it). */
-export interface ClientLibp2p {
-  peerId: PeerId
-  peerStore: Pick<PeerStore, 'merge'>
-  getConnections: (peer?: PeerId) => unknown[]
-  dialProtocol: (peer: PeerId | Multiaddr | Multiaddr[], protocol: string, options?: AbortOptions) => Promise<Stream>
-}
-
-export interface ClientInit {
-  libp2p: ClientLibp2p
-  swarm: string
-  /** The replicated swarm document (protocols/sync's `swarmSync().state`). */
-  state: SwarmReader
-  tokenizer?: TokenizerOption
-  /** Who is online (default: the state's presence); a daemon adds itself. */
-  online?: () => string[]
-  /** This node's peer id when it is a swarm member (a daemon): the router then counts its published RTTs. */
-  self?: string
-  /** How long generate() waits for the model to appear and be covered (default 10 s). */
-  routeWaitMs?: number
-  /**
-   * A stream to this node's own stage service (libp2p cannot dial itself): a daemon that serves
-   * layers and runs the API hands its first-stage requests over in process.
-   */
-  openLocal?: (protocol: string, options: AbortOptions) => Promise<Stream>
-  /** Called once by close() (connect() stops its own node here). */
-  onClose?: () => Promise<void>
-}
-
-export interface GenerateOptions {
-  /** Text (tokenized here, BOS first) or token ids. */
-  prompt: string | number[]
-  /** Manifest id; default: the only model offered in the swarm. */
-  model?: string
-  /** Tokens to generate at most (default 128; prompt + maxTokens ≤ the model's context). */
-  maxTokens?: number
-  /** 0 is greedy (default 1, as OpenAI). */
-  temperature?: number
-  /** Nucleus threshold in (0, 1]; 1 disables it (default). */
-  topP?: number
-  topK?: number
-  /** Sampling seed (default random); the same seed gives the same tokens. */
-  seed?: number
-  /** Stop before any of these strings (not included in the output). */
-  stop?: string[]
-  /** Verified generation across replicas: issue 7, not implemented — any truthy value throws ConsensusNotImplementedError. */
-  consensus?: boolean | { replicas?: number }
-  /** Hidden-state codec between stages (default f32). */
-  codec?: HiddenCodec
-  signal?: AbortSignal
-}
-
-export interface Usage { promptTokens: number, completionTokens: number, totalTokens: number }
-
-export type GenerateEvent =
-  | { type: 'token', id: number, text: string }
-  /** `text` is the whole output; `tail` the part of it no token event carried yet (held back for a stop string or a split character). */
-  | { type: 'done', finishReason: 'stop' | 'length', usage: Usage, model: string, text: string, tail: string, chain: ChainHop[] }
-
-export interface SwarmInfo {
-  swarm: string
-  /** This client's peer id. */
-  self: string
-  online: string[]
-  members: Array<{ peerId: string, online: boolean, layers: Array<{ model: string, start: number, end: number }>, model?: string, version: string }>
-  models: ModelInfo[]
-}
-
-export interface MyceliumClient {
-  readonly peerId: string
-  /** The swarm's name. */
-  readonly swarmName: string
-  generate: (options: GenerateOptions) => AsyncGenerator<GenerateEvent>
-  chat: (messages: ChatMessage[], options?: Omit<GenerateOptions, 'prompt'>) => AsyncGenerator<GenerateEvent>
-  /** The model a request would use (resolves the default; ModelNotFoundError). */
-  resolveModel: (model?: string) => ModelInfo
-  /** The tokenizer of a model (TokenizerUnavailableError). */
-  tokenizer: (model: string) => Promise<Tokenizer>
-  swarm: () => SwarmInfo
-  models: () => ModelInfo[]
-  close: () => Promise<void>
-}
+import type { ClientInit, GenerateEvent, GenerateOptions, MyceliumClient } from './types.ts'
 
 const DEFAULT_MAX_TOKENS = 128
 const DEFAULT_ROUTE_WAIT_MS = 10_000
 /** Tries to open a chain before giving up, however short routeWaitMs is. */
 const MIN_OPEN_ATTEMPTS = 3
 
-/**
- * protons-runtime's uint64 writer corrupts values in [2^31, 2^32) (the frame then fails to
- * decode: MALFORMED at the stage); such seeds travel as seed + 2^32, which encodes correctly. The
- * mapping is fixed, so a seed still always gives the same tokens.
- */
-function wireSeed (seed: number): number {
-  return seed >= 2 ** 31 && seed < 2 ** 32 ? seed + 2 ** 32 : seed
-}
-
-function check (ok: boolean, message: string, param: string): void {
-  if (!ok) throw new InvalidRequestError(message, param)
-}
-
 function abortError (signal: AbortSignal | undefined, cause?: unknown): AbortError {
   return new AbortError('generation aborted', { cause: cause ?? signal?.reason })
-}
-
-/** Validates the sampling options (throws InvalidRequestError naming the field). */
-function checkOptions (o: Omit<GenerateOptions, 'prompt'>): void {
-  check(o.maxTokens === undefined || (Number.isSafeInteger(o.maxTokens) && o.maxTokens >= 1), 'maxTokens must be an integer ≥ 1', 'maxTokens')
-  check(o.temperature === undefined || (typeof o.temperature === 'number' && Number.isFinite(o.temperature) && o.temperature >= 0 && o.temperature <= 2), 'temperature must be a number in [0, 2]', 'temperature')
-  check(o.topP === undefined || (typeof o.topP === 'number' && o.topP > 0 && o.topP <= 1), 'topP must be a number in (0, 1]', 'topP')
-  check(o.topK === undefined || (Number.isSafeInteger(o.topK) && o.topK >= 0), 'topK must be an integer ≥ 0', 'topK')
-  check(o.seed === undefined || (Number.isSafeInteger(o.seed) && o.seed >= 0), 'seed must be a non-negative integer', 'seed')
-  check(o.stop === undefined || (Array.isArray(o.stop) && o.stop.length <= 4 && o.stop.every((s) => typeof s === 'string' && s.length > 0 && s.length <= 256)), 'stop must be at most 4 non-empty strings', 'stop')
-  check(o.model === undefined || typeof o.model === 'string', 'model must be a string', 'model')
 }
 
 /** A client over an existing libp2p node and swarm-state replica. */

@@ -12,7 +12,7 @@ import { DEFAULT_SWARM, swarmStack, swarmSync, validateSwarmName } from '../prot
 import type { SwarmSync } from '../protocols/index.ts'
 import type { ModelManifest } from '../sharding/index.ts'
 import { createClient } from './client.ts'
-import type { MyceliumClient, TokenizerOption } from './client.ts'
+import type { MyceliumClient, TokenizerOption } from './types.ts'
 import { AbortError, ConnectFailedError } from './errors.ts'
 
 export interface ConnectOptions {

@@ -4,7 +4,7 @@
 export { connect } from './connect.ts'
 export type { ConnectOptions } from './connect.ts'
 export { createClient } from './client.ts'
-export type { ClientInit, ClientLibp2p, GenerateEvent, GenerateOptions, MyceliumClient, SwarmInfo, TokenizerOption, Usage } from './client.ts'
+export type { ClientInit, ClientLibp2p, GenerateEvent, GenerateOptions, MyceliumClient, SwarmInfo, TokenizerOption, Usage } from './types.ts'
 export { chatPrompt } from './chat.ts'
 export type { ChatMessage } from './chat.ts'
 export { listModels } from './route.ts'
