@@ -9,17 +9,18 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Command, InvalidArgumentError } from 'commander'
+import { InvalidArgumentError } from 'commander'
+import type { Command } from 'commander'
 import { CONFIG_ENV, CONFIG_KEYS, envName } from '../config-sources.ts'
 import { CONTROL_SOCKET } from '../constants.ts'
 import { controlRequest } from '../control.ts'
+import { parseBytes } from '../config.ts'
 import { ConfigError } from '../errors.ts'
 import { DEFAULT_MODEL, myceliumHome, resolveModel } from '../model-cache.ts'
 import { downloadProgress } from '../progress.ts'
 import { childProcesses } from '../testnet/children.ts'
 import type { Daemon } from '../testnet/children.ts'
 import { sampleGeneration } from '../testnet/sample.ts'
-import { registerStartCommand } from './start.ts'
 
 const CLI = fileURLToPath(new URL('../cli.ts', import.meta.url))
 /** The API port `npm start` asks for; taken → any free port. */
@@ -39,6 +40,8 @@ interface TestnetFlags {
   prompt: string
   maxTokens: number
   threads: number
+  auto?: boolean
+  maxMemory?: string
   once?: boolean
 }
 
@@ -61,6 +64,8 @@ export function registerTestnetCommand (program: Command): void {
     .option('--prompt <text>', 'prompt of the sample generation', 'Once upon a time')
     .option('--max-tokens <n>', 'tokens of the sample generation', int('--max-tokens', 1), 64)
     .option('--threads <n>', 'kernel threads per node', int('--threads', 1), 1)
+    .option('--auto', 'nodes take the layers the swarm\'s allocator gives them (node start --layers auto) instead of an even split')
+    .option('--max-memory <bytes>', 'memory budget of each node, e.g. 10M (with --auto a small budget makes the allocator split the model)')
     .option('--once', 'stop everything after the sample generation (scripts, benchmarks)')
     .addHelpText('after', `
 Child logs (pino JSON) go to $MYCELIUM_HOME/testnet/<name>.log; data directories live in a
@@ -73,15 +78,6 @@ the children: the testnet decides their flags.`)
 export function splitLayers (layers: number, nodes: number): Array<{ start: number, end: number }> {
   if (nodes > layers) throw new ConfigError(`--nodes: ${nodes} nodes cannot share the model's ${layers} layers (at most ${layers})`)
   return Array.from({ length: nodes }, (_, i) => ({ start: Math.floor(i * layers / nodes), end: Math.floor((i + 1) * layers / nodes) }))
-}
-
-/** Whether this build's `node start` has the HTTP API flags. */
-function startHasApi (): { port: boolean, host: boolean } {
-  const p = new Command()
-  registerStartCommand(p)
-  const start = p.commands.find((c) => c.name() === 'node')?.commands.find((c) => c.name() === 'start')
-  const longs = new Set(start?.options.map((o) => o.long) ?? [])
-  return { port: longs.has('--api-port'), host: longs.has('--api-host') }
 }
 
 async function freePort (wanted: number): Promise<number> {
@@ -124,21 +120,28 @@ async function waitHealthy (url: string, signal: AbortSignal): Promise<void> {
   throw new Error(`the HTTP API at ${url} did not answer /health within ${READY_TIMEOUT_MS / 1000} s`)
 }
 
-/** Polls a daemon's swarm view until every node is online there and its record publishes its range. */
-async function replicaShows (socket: string, nodes: Array<{ peer: string, start: number, end: number }>, signal: AbortSignal): Promise<void> {
+/** A daemon's `swarm` control answer, the parts readiness reads. */
+interface SwarmView { self?: string, online?: string[], nodes?: Record<string, { layers?: Array<{ start: number, end: number }> }> }
+type Range = { start: number, end: number }
+
+/** The range `peer` publishes in `view` (null: none). */
+function publishedRange (view: SwarmView, peer: string): Range | null {
+  const l = view.nodes?.[peer]?.layers?.[0]
+  return l === undefined ? null : { start: l.start, end: l.end }
+}
+
+/** Polls a daemon's swarm view until `ready(view)` holds. */
+async function replicaShows (socket: string, ready: (view: SwarmView) => boolean, signal: AbortSignal, why: () => string): Promise<void> {
   while (!signal.aborted) {
     try {
-      const view = await controlRequest(socket, { cmd: 'swarm' }, { timeoutMs: 5_000 }) as { self?: string, online?: string[], nodes?: Record<string, { layers?: Array<{ start: number, end: number }> }> }
-      const seen = (n: { peer: string, start: number, end: number }): boolean =>
-        (n.peer === view.self || view.online?.includes(n.peer) === true) && view.nodes?.[n.peer]?.layers?.some((l) => l.start === n.start && l.end === n.end) === true
-      if (nodes.every(seen)) return
+      if (ready(await controlRequest(socket, { cmd: 'swarm' }, { timeoutMs: 5_000 }) as SwarmView)) return
     } catch (err) {
       if (signal.aborted) break
-      void err // the relay is busy or restarting its socket: ask again
+      void err // the daemon is busy or restarting its socket: ask again
     }
     await new Promise((resolve) => setTimeout(resolve, HEALTH_POLL_MS))
   }
-  throw new Error(`${socket}: the daemon did not learn every node's layers within ${READY_TIMEOUT_MS / 1000} s`)
+  throw new Error(`the swarm did not settle within ${READY_TIMEOUT_MS / 1000} s (every node online with its layers published and served, every layer covered): ${why()} (as ${socket} sees it)`)
 }
 
 async function runTestnet (flags: TestnetFlags): Promise<void> {
@@ -148,10 +151,12 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
   const model = await resolveModel(flags.model, { home, onProgress: downloadProgress(), ...(token !== undefined ? { accessToken: token } : {}) })
   const { openModel } = await import('../../engine/index.ts')
   const source = await openModel(model.path, flags.tokenizer !== undefined ? { tokenizer: flags.tokenizer } : {})
-  const ranges = splitLayers(source.config.nLayers, flags.nodes)
-  const api = startHasApi()
-  const apiPort = api.port ? await freePort(flags.apiPort ?? DEFAULT_API_PORT) : undefined
-  if (api.port && flags.apiPort !== undefined && flags.apiPort !== 0 && apiPort !== flags.apiPort) throw new ConfigError(`--api-port: port ${flags.apiPort} is in use`)
+  const nLayers = source.config.nLayers
+  if (flags.maxMemory !== undefined) parseBytes('--max-memory', flags.maxMemory)
+  // explicit: node i of n serves an even share; --auto: whatever the allocator gives it
+  const ranges: Array<Range | undefined> = flags.auto === true ? Array.from({ length: flags.nodes }, () => undefined) : splitLayers(nLayers, flags.nodes)
+  const apiPort = await freePort(flags.apiPort ?? DEFAULT_API_PORT)
+  if (flags.apiPort !== undefined && flags.apiPort !== 0 && apiPort !== flags.apiPort) throw new ConfigError(`--api-port: port ${flags.apiPort} is in use`)
 
   const dir = mkdtempSync(join(tmpdir(), 'mycelium-testnet-'))
   const logDir = join(home, 'testnet')
@@ -195,28 +200,49 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
     // first stage is served in process by node/api; both work).
     const apiNode = ranges.length - 1
     const nodes: Daemon[] = ranges.map((r, i) => children.start(`node ${i + 1}`, [
-      ...common(`node-${i + 1}`), '--bootstrap', relayAddr, '--model', model.path, '--layers', `${r.start}:${r.end}`, '--threads', String(flags.threads),
-      ...(i === apiNode && apiPort !== undefined ? ['--api-port', String(apiPort), ...(api.host ? ['--api-host', '127.0.0.1'] : [])] : [])
+      ...common(`node-${i + 1}`), '--bootstrap', relayAddr, '--model', model.path, '--layers', r === undefined ? 'auto' : `${r.start}:${r.end}`, '--threads', String(flags.threads),
+      ...(flags.maxMemory !== undefined ? ['--max-memory', flags.maxMemory] : []),
+      ...(i === apiNode ? ['--api-port', String(apiPort), '--api-host', '127.0.0.1'] : [])
     ], join(logDir, `node-${i + 1}.log`)))
     const readies = await Promise.all(nodes.map(async (n) => await n.waitFor('ready', deadline)))
-    await Promise.all(nodes.map(async (n) => await n.waitFor('serving', deadline)))
+    const peers = readies.map((r) => String(r.peerId))
+    if (flags.auto !== true) await Promise.all(nodes.map(async (n) => await n.waitFor('serving', deadline)))
     const serving = performance.now()
-    // the relay's replica shows every node's published range (a client joining through it pulls
-    // that state on connect and can route at once), and so does the API node's (it routes too)
-    const published = readies.map((r, i) => ({ peer: String(r.peerId), ...ranges[i] }))
-    await Promise.all([join(dir, 'relay', CONTROL_SOCKET), ...(apiPort !== undefined ? [join(dir, `node-${apiNode + 1}`, CONTROL_SOCKET)] : [])]
-      .map(async (socket) => { await replicaShows(socket, published, deadline) }))
-    const replicated = performance.now()
-    nodes.forEach((n, i) => { out(`  node ${i + 1}  pid ${n.pid}  layers [${ranges[i].start}, ${ranges[i].end})  ${String(readies[i].peerId)}`) })
-    const url = apiPort !== undefined ? `http://127.0.0.1:${apiPort}` : undefined
-    let apiReady: number | undefined
-    if (url !== undefined) {
-      await waitHealthy(url, deadline)
-      apiReady = performance.now()
-      out(`HTTP API  ${url}  (on node ${apiNode + 1}; OpenAI-compatible: ${url}/v1/completions, /v1/chat/completions, /v1/models)`)
-    } else {
-      out('HTTP API  not in this build (node start has no --api-port yet)')
+    // What a node serves now (its latest `serving` event; null: nothing).
+    const served = (i: number): Range | null => {
+      const e = nodes[i].latest('serving')
+      return typeof e?.start === 'number' && typeof e.end === 'number' ? { start: e.start, end: e.end } : null
     }
+    const same = (a: Range | null, b: Range | null | undefined): boolean => a?.start === b?.start && a?.end === b?.end
+    // Settled: every node is online in the view and publishes what it serves (explicit: its own
+    // range), and the published ranges cover every layer. Checked on the relay's replica (a client
+    // joining through it pulls that state on connect and can route at once) and on the API node's.
+    let why = 'no answer yet'
+    const show = (r: Range | null | undefined): string => (r == null ? 'nothing' : `[${r.start}, ${r.end})`)
+    const settled = (view: SwarmView): boolean => {
+      const covered = new Array<boolean>(nLayers).fill(false)
+      for (const [i, peer] of peers.entries()) {
+        if (peer !== view.self && view.online?.includes(peer) !== true) { why = `node ${i + 1} is not online yet`; return false }
+        const p = publishedRange(view, peer)
+        if (!same(served(i), p) || (ranges[i] !== undefined && !same(p, ranges[i]))) { why = `node ${i + 1} serves ${show(served(i))}, its record says ${show(p)}`; return false }
+        for (let l = p?.start ?? 0; l < (p?.end ?? 0); l++) covered[l] = true
+      }
+      const missing = covered.flatMap((c, l) => (c ? [] : [l]))
+      why = `no node serves layer${missing.length === 1 ? '' : 's'} ${missing.join(', ')}${flags.maxMemory !== undefined ? ` (--max-memory ${flags.maxMemory} may be too small for ${flags.nodes} nodes)` : ''}`
+      return missing.length === 0
+    }
+    let view: SwarmView = {}
+    await Promise.all([join(dir, 'relay', CONTROL_SOCKET), join(dir, `node-${apiNode + 1}`, CONTROL_SOCKET)]
+      .map(async (socket) => { await replicaShows(socket, (v) => { if (socket.includes('relay')) view = v; return settled(v) }, deadline, () => why) }))
+    const replicated = performance.now()
+    nodes.forEach((n, i) => {
+      const r = publishedRange(view, peers[i])
+      out(`  node ${i + 1}  pid ${n.pid}  ${r === null ? 'no layers (the allocation gives it none)' : `layers [${r.start}, ${r.end})`}${flags.auto === true ? ' (auto)' : ''}  ${peers[i]}`)
+    })
+    const url = `http://127.0.0.1:${apiPort}`
+    await waitHealthy(url, deadline)
+    const apiReady = performance.now()
+    out(`HTTP API  ${url}  (on node ${apiNode + 1}; OpenAI-compatible: ${url}/v1/completions, /v1/chat/completions, /v1/models)`)
     out(`sample    ${JSON.stringify(flags.prompt)} →`)
     process.stdout.write(flags.prompt)
     const sample = await sampleGeneration({
@@ -232,14 +258,12 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
     out('')
     const s = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
     out(`first token ${s(sample.firstTokenAt)} after the testnet process started (${sample.tokens} tokens through the SDK over ${sample.chain.map((h) => `[${h.start}, ${h.end})`).join(' → ')})`)
-    out(`timing    from process start: relay ready ${s(relayReady)}, nodes serving ${s(serving)}, ranges replicated ${s(replicated)}${apiReady !== undefined ? `, API up ${s(apiReady)}` : ''}, first token ${s(sample.firstTokenAt)}`)
+    out(`timing    from process start: relay ready ${s(relayReady)}, nodes ${flags.auto === true ? 'ready' : 'serving'} ${s(serving)}, ranges replicated ${s(replicated)}, API up ${s(apiReady)}, first token ${s(sample.firstTokenAt)}`)
     out(`logs      ${logDir}/*.log`)
     out(`try       npx mycelium generate --bootstrap ${relayAddr} --swarm ${flags.swarm} --prompt "Once upon a time"`)
-    if (url !== undefined) {
-      const models = await fetch(`${url}/v1/models`, { signal: stop.signal }).then(async (r) => await r.json() as { data?: Array<{ id: string }> }, () => ({ data: [] }))
-      const id = models.data?.[0]?.id ?? 'MODEL'
-      out(`          curl ${url}/v1/completions -H 'content-type: application/json' -d '${JSON.stringify({ model: id, prompt: 'Once upon a time', max_tokens: 32 })}'`)
-    }
+    const models = await fetch(`${url}/v1/models`, { signal: stop.signal }).then(async (r) => await r.json() as { data?: Array<{ id: string }> }, () => ({ data: [] }))
+    const id = models.data?.[0]?.id ?? 'MODEL'
+    out(`          curl ${url}/v1/completions -H 'content-type: application/json' -d '${JSON.stringify({ model: id, prompt: 'Once upon a time', max_tokens: 32 })}'`)
     out(`          npx mycelium status --data-dir ${nodes.map((_, i) => join(dir, `node-${i + 1}`)).join(' ')}`)
     if (flags.once === true) {
       await shutdown(0)

@@ -16,6 +16,8 @@ export interface Daemon {
   logFile: string
   /** Resolves with the first log record whose `event` is `event` (rejects if the daemon exits first). */
   waitFor: (event: string, signal?: AbortSignal) => Promise<Record<string, unknown>>
+  /** The latest log record whose `event` is `event`, if any. */
+  latest: (event: string) => Record<string, unknown> | undefined
   /** The last few stderr lines (for the error message when it dies). */
   stderrTail: () => string
 }
@@ -56,6 +58,7 @@ export function childProcesses (cli: string, env: NodeJS.ProcessEnv = process.en
       logs.push(log)
       const waiters = new Map<string, Array<(r: Record<string, unknown>) => void>>()
       const seen = new Map<string, Record<string, unknown>>()
+      const latest = new Map<string, Record<string, unknown>>()
       const stderr: string[] = []
       let exited: Error | undefined
       const failed: Array<(err: Error) => void> = []
@@ -70,6 +73,7 @@ export function childProcesses (cli: string, env: NodeJS.ProcessEnv = process.en
         const event = typeof record.event === 'string' ? record.event : undefined
         if (event === undefined) return
         if (!seen.has(event)) seen.set(event, record)
+        latest.set(event, record)
         for (const resolve of waiters.get(event) ?? []) resolve(record)
         waiters.delete(event)
       })
@@ -95,6 +99,7 @@ export function childProcesses (cli: string, env: NodeJS.ProcessEnv = process.en
             signal?.addEventListener('abort', () => { reject(signal.reason as Error) }, { once: true })
           })
         },
+        latest: (event) => latest.get(event),
         stderrTail: () => stderr.join('\n')
       }
       child.on('exit', (code, signal) => {

@@ -152,6 +152,21 @@ describe('mycelium testnet', () => {
     await pollUntil('every testnet process gone', async () => (t.pids.some(alive) ? undefined : true), 15_000)
   }, 90_000)
 
+  it('--auto: the nodes serve what the allocator gives them (a split under a small memory budget), and the chain over it gives the reference text', async () => {
+    const t = await startTestnet(['--auto', '--nodes', '2', '--max-memory', '16M', '--model', STORIES260K, '--max-tokens', '24'])
+    const text = t.stdout.join('\n')
+    const ranges = [...text.matchAll(/layers \[(\d+), (\d+)\) \(auto\)/g)].map((m) => [Number(m[1]), Number(m[2])]).sort((a, b) => a[0] - b[0])
+    expect(ranges).toHaveLength(2)
+    expect(ranges[0][0]).toBe(0) // the two published ranges tile the 5 layers
+    expect(ranges[0][1]).toBe(ranges[1][0])
+    expect(ranges[1][1]).toBe(5)
+    expect(text).toContain(reference.output_text.split(',')[0] + ',')
+    expect(text).toMatch(/24 tokens through the SDK over \[0, \d\) → \[\d, 5\)/)
+    t.launcher.kill('SIGINT')
+    expect(await t.exited).toBe(0)
+    await pollUntil('every testnet process gone', async () => (t.pids.some(alive) ? undefined : true), 15_000)
+  }, 90_000)
+
   it('a crashed node makes the launcher stop the rest and exit 1, naming it', async () => {
     const t = await startTestnet(['--nodes', '2', '--model', STORIES260K, '--max-tokens', '8'])
     const [relay, node1, node2] = t.pids
