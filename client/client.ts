@@ -177,6 +177,7 @@ export function createClient (init: ClientInit): MyceliumClient {
             const cut = stops.push(piece)
             output += cut.text
             yield { type: 'token', id: ev.id, text: cut.text }
+            if (signal.aborted) throw abortError(signal) // no event after an abort, even one already received
             if (cut.stopped) { yield finish('stop'); return }
             // the stages stop at max_tokens; this also holds the bound against a stage that does not
             if (completion >= maxTokens) { const tail = stops.flush(text.flush()); output += tail.text; yield finish(tail.stopped ? 'stop' : 'length', tail.text); return }
