@@ -32,6 +32,12 @@ export const WIN_REWARD = 1
 export const SPOT_PASS_REWARD = 0.5
 /** Reputation: negative evidence for a failed spot-check (the node is also excluded). */
 export const SPOT_FAIL_PENALTY = 100
+/**
+ * Spot-checks: distinct admitted verifiers that must report the same case failed (and outnumber
+ * those reporting it passed) before the subject is slashed and excluded — one verifier cannot
+ * frame a node on its own word.
+ */
+export const SPOT_FAIL_CONFIRMATIONS = 2
 /** Reputation: positive evidence a passed calibration grants. */
 export const CALIBRATION_REWARD = 1
 

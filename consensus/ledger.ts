@@ -2,8 +2,11 @@
 // CRDT's `rounds()` view ({ id, data, writer }); output: the same ReputationState bytes on every
 // node that holds the same records, whatever order they arrived in. Records are parsed (bad ones
 // ignored), then folded in (seq, kind, id, writer) order: calibrations and spot-checks from
-// admitted, non-excluded verifiers, and rounds from admitted owners, each settled again from the
-// judges' own commit and reveal records — the owner's declared winner is checked, not trusted.
+// admitted, non-excluded verifiers (a failure slashes only once SPOT_FAIL_CONFIRMATIONS verifiers
+// report the same case failed, outnumbering those who passed it), and rounds from admitted owners,
+// each settled again from the judges' own commit and reveal records — the owner's declared winner
+// is checked, not trusted.
+import { SPOT_FAIL_CONFIRMATIONS } from './constants.ts'
 import { compareText } from './digest.ts'
 import { InvalidConsensusRecordError } from './errors.ts'
 import { parseRecord, type CalibrationRecord, type RoundRecord, type SpotCheckRecord } from './records.ts'
@@ -17,6 +20,8 @@ export interface LedgerOptions {
   genesis?: readonly string[]
   params?: ReputationParams
   judgesPerPair?: number
+  /** Distinct verifiers that must report a case failed (default SPOT_FAIL_CONFIRMATIONS). */
+  spotFailConfirmations?: number
   /** Negative evidence for an owner whose declared winner or ranking differs. Default the reveal penalty. */
   ownerPenalty?: number
 }
@@ -75,6 +80,9 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
   }
   events.sort((a, b) => a.seq - b.seq || a.kind - b.kind || compareText(a.key, b.key) || compareText(a.writer, b.writer))
   let state = initialReputation(options.genesis ?? [], params)
+  // Spot-check verdicts per (subject, case): who reported it failed, who passed, whether applied.
+  const cases = new Map<string, { failed: Set<string>, passed: Set<string>, applied: boolean }>()
+  const confirmations = options.spotFailConfirmations ?? SPOT_FAIL_CONFIRMATIONS
   const outcomes: RoundOutcome[] = []
   const ownerMismatches: string[] = []
   const trusted = (id: string): boolean => { const r = reputationOf(state, id); return r.admitted && !r.excluded }
@@ -83,7 +91,21 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
     if (e.kind === 0) {
       if (e.record.passed && e.record.tasksExact === e.record.tasks && e.record.tasks > 0) state = applyCalibration(state, e.record.subject, params)
     } else if (e.kind === 1) {
-      state = applySpotCheck(state, e.record.subject, e.record.passed && e.record.mismatched.length === 0, params)
+      const r = e.record
+      const key = `${r.subject}\u0000${r.case}`
+      const c = cases.get(key) ?? { failed: new Set<string>(), passed: new Set<string>(), applied: false }
+      cases.set(key, c)
+      if (e.writer === r.subject) continue
+      if (r.passed && r.mismatched.length === 0) {
+        if (!c.passed.has(e.writer) && !c.failed.has(e.writer)) state = applySpotCheck(state, r.subject, true, params)
+        c.passed.add(e.writer)
+      } else {
+        c.failed.add(e.writer)
+        if (!c.applied && c.failed.size >= confirmations && c.failed.size > c.passed.size) {
+          c.applied = true
+          state = applySpotCheck(state, r.subject, false, params)
+        }
+      }
     } else {
       const r = e.record
       const roundAnswers: Answer[] = r.answers.filter(([digest, author]) => answers.get(`${r.round}\u0000${author}`) === digest).map(([id, author]) => ({ id, author }))

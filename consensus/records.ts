@@ -7,7 +7,7 @@
 //   r/<round>        RevealRecord      by a judge: its ballot and salt
 //   o/<round>        RoundRecord       by the round's owner (requester): answers, reveal arrival
 //                                      times, deadline, declared winner and ranking
-//   e/<id>           SpotCheckRecord   by a verifier: evidence of a passed or failed spot-check
+//   e/<id>           SpotCheckRecord   by a verifier: evidence of a passed or failed spot-check of a case
 //   k/<subject>/<challenge> CalibrationRecord by an admitted verifier
 // Parsing bounds every field; a record that does not parse is ignored by every node alike.
 import { MAX_BALLOT_VOTES, MAX_ROUND_ANSWERS } from './constants.ts'
@@ -34,6 +34,11 @@ export interface SpotCheckRecord {
   t: 'spot-check'
   id: string
   seq: number
+  /**
+   * What was checked (session, stage range, positions): verifiers re-checking the same trace use
+   * the same case, and a failure counts only when confirmed (ledger.ts).
+   */
+  case: string
   subject: string
   model: string
   start: number
@@ -118,6 +123,7 @@ export function parseRecord (id: string, data: unknown): ConsensusRecord {
       t: 'spot-check',
       id: str(d.id, 'id'),
       seq: nat(d.seq, 'seq'),
+      case: str(d.case, 'case'),
       subject: str(d.subject, 'subject'),
       model: str(d.model, 'model'),
       start: nat(d.start, 'start'),

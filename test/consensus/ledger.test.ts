@@ -17,7 +17,10 @@ function playRounds (ids: string[], rounds: number, rng: () => number, lie = fal
   const out: Array<{ writer: string, record: ConsensusRecord }> = []
   const stored = (): StoredRecord[] => out.map(({ writer, record }) => ({ id: recordId(record), data: recordData(record), writer }))
   // A spot-check and a calibration land between rounds too.
-  out.push({ writer: ids[0], record: { t: 'spot-check', id: 'x1', seq: 2, subject: ids[ids.length - 1], model: 'm', start: 2, end: 4, checked: [1, 5], mismatched: [5], passed: false } })
+  // Two verifiers confirm the same failed case; a lone accuser of p0 changes nothing.
+  const failed = { t: 'spot-check' as const, seq: 2, case: 'session-1:2-4', subject: ids[ids.length - 1], model: 'm', start: 2, end: 4, checked: [1, 5], mismatched: [5], passed: false }
+  out.push({ writer: ids[0], record: { ...failed, id: 'x1' } }, { writer: ids[1], record: { ...failed, id: 'x2' } })
+  out.push({ writer: ids[2], record: { ...failed, id: 'x3', case: 'session-9:0-2', subject: ids[0] } })
   out.push({ writer: 'nobody', record: { t: 'calibration', seq: 1, subject: 'sybil', model: 'm', challenge: 'c', tasks: 3, tasksExact: 3, pairs: 4, pairsRight: 4, passed: true } })
   out.push({ writer: ids[1], record: { t: 'calibration', seq: 1, subject: 'newcomer', model: 'm', challenge: 'c', tasks: 3, tasksExact: 3, pairs: 4, pairsRight: 4, passed: true } })
   for (let r = 0; r < rounds; r++) {
@@ -77,6 +80,7 @@ describe(`reputation ledger (TEST_SEED=${seed} npx vitest run test/consensus/led
     expect(a.outcomes.filter((o) => o.winner.endsWith('x0')).length).toBeGreaterThanOrEqual(9)
     // The failed spot-check excluded p9; the unadmitted verifier's calibration did nothing; p1's did.
     expect(a.state.nodes.get('p9')?.excluded).toBe(true)
+    expect(a.state.nodes.get('p0')?.excluded).toBe(false)
     expect(a.state.nodes.has('sybil')).toBe(false)
     expect(a.state.nodes.get('newcomer')?.admitted).toBe(true)
     // Missed or late reveals were flagged somewhere in 12 rounds.
@@ -94,6 +98,23 @@ describe(`reputation ledger (TEST_SEED=${seed} npx vitest run test/consensus/led
     expect(l.outcomes.length).toBe(6)
     const honestRecords = records.filter((r) => !(r.id === `o/${liar}:5`))
     expect(deriveLedger(honestRecords, { genesis: ids }).state.nodes.get(liar)?.negative ?? 0).toBeLessThan(l.state.nodes.get(liar)?.negative as number)
+  })
+
+  it('a spot-check failure needs two verifiers of the same case, outnumbering those who passed it', () => {
+    const ids = ['v1', 'v2', 'v3', 'v4', 's']
+    const check = (writer: string, id: string, passed: boolean, caseId = 'c1', seq = 1): StoredRecord => {
+      const record: ConsensusRecord = { t: 'spot-check', id, seq, case: caseId, subject: 's', model: 'm', start: 0, end: 2, checked: [3], mismatched: passed ? [] : [3], passed }
+      return { id: recordId(record), data: recordData(record), writer }
+    }
+    const excluded = (records: StoredRecord[]): boolean => deriveLedger(records, { genesis: ids }).state.nodes.get('s')?.excluded === true
+    expect(excluded([check('v1', 'a', false)])).toBe(false)
+    expect(excluded([check('v1', 'a', false), check('v2', 'b', false, 'c2')])).toBe(false) // different cases
+    expect(excluded([check('v1', 'a', false), check('v1', 'b', false)])).toBe(false) // one verifier twice
+    expect(excluded([check('v1', 'a', false), check('s', 'b', false)])).toBe(false) // the subject itself
+    expect(excluded([check('v1', 'a', false), check('v2', 'b', false)])).toBe(true)
+    // Folded in seq order: two passes first, then two failures — disputed, not excluded.
+    expect(excluded([check('v1', 'a', false, 'c1', 2), check('v3', 'c', true), check('v4', 'd', true), check('v2', 'b', false, 'c1', 2)])).toBe(false)
+    expect(excluded([check('v1', 'a', false, 'c1', 2), check('v3', 'c', true), check('v2', 'b', false, 'c1', 2), check('v4', 'd', false, 'c1', 2)])).toBe(true)
   })
 
   it('malformed records are ignored by every node alike, and a round id not prefixed by its owner is refused', () => {
