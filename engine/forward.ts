@@ -80,6 +80,8 @@ export interface ShardPass {
   forward(spans: Span[], rows: number): void
   /** Last stage: logits (rows, vocab) of scratch rows [first, first + rows), a fresh array. */
   logits(first: number, rows: number): Float32Array
+  /** Last stage: logits (rows.length, vocab) of the listed scratch rows, in that order, a fresh array. */
+  logitsOfRows(rows: readonly number[]): Float32Array
   readonly scratch: Scratch
 }
 
@@ -149,6 +151,15 @@ export function createShardPass (init: ShardPassInit): ShardPass {
     return s.out.slice(0, rows * c.vocabSize)
   }
 
+  function logitsOfRows (rows: readonly number[]): Float32Array {
+    const finalNorm = weights.finalNorm as Float32Array
+    const output = weights.output as NonNullable<ShardWeights['output']>
+    // gather: xb row k = rmsnorm(x row rows[k]), then one LM-head matmul over the k rows
+    rows.forEach((r, k) => { rmsnorm(s.xb.subarray(k * c.dim), s.x.subarray(r * c.dim), finalNorm, 1, c.dim, c.normEps) })
+    backend.matmul(s.ptr.out, output, s.ptr.xb, rows.length)
+    return s.out.slice(0, rows.length * c.vocabSize)
+  }
+
   function load (input: StageInput, from: number, T: number, row: number): void {
     if ('tokens' in input) {
       const embedding = weights.embedding as NonNullable<ShardWeights['embedding']>
@@ -180,5 +191,5 @@ export function createShardPass (init: ShardPassInit): ShardPass {
     return T
   }
 
-  return { config: c, mem, nLocal, kvDim, isFirst, isLast, check, load, forward, logits, scratch: s }
+  return { config: c, mem, nLocal, kvDim, isFirst, isLast, check, load, forward, logits, logitsOfRows, scratch: s }
 }

@@ -209,12 +209,14 @@ export interface Shard {
   readonly maxBatch: number
   openSession(options?: { maxLength?: number }): Session
   /**
-   * One decode step (T = 1) for each of several sessions of this shard in one pass: each layer's
-   * weights are read once per pass (maxBatch sessions), not once per session. Outputs are in item
-   * order, each exactly what `item.session.step(item.input)` would return ([1, dim] hidden, or the
-   * logits on the last stage). Every item is checked first (a session of this shard, open, at most
-   * once per batch, one position, `position` if given equal to the session's): on a bad item it
-   * throws a named error and no session changes.
+   * One step for each of several sessions of this shard, run together: a decode step (T = 1) or a
+   * prefill chunk (T ≤ maxBatch); items are packed in order into passes of at most maxBatch rows,
+   * and each layer's weights are read once per pass, not once per session. Outputs are in item
+   * order, each exactly what `item.session.step(item.input)` would return ([T, dim] hidden, or the
+   * last position's logits on the last stage). Every item is checked first (a session of this
+   * shard, open, at most once per batch, 1 to maxBatch positions within its maximum length,
+   * `position` if given equal to the session's): on a bad item it throws a named error and no
+   * session changes.
    */
   stepBatch(items: readonly BatchItem[]): StageOutput[]
   close(): Promise<void>
@@ -223,7 +225,7 @@ export interface Shard {
 /** One session's decode step in `Shard.stepBatch`. */
 export interface BatchItem {
   session: Session
-  /** One token id (first stage) or hidden states [1, dim]. */
+  /** Token ids (first stage) or hidden states [T, dim]; T = 1 for a decode step. */
   input: StageInput
   /** The position this step writes, checked against `session.position` when given. */
   position?: number

@@ -1,8 +1,8 @@
-// shard.stepBatch: one decode step for several sessions in one pass must give, for every session,
-// bitwise the floats of stepping that session alone (session.step), on first, middle, last and
-// whole-model shards, f32 and quantized weights, sessions at mixed positions, batches of 1 to more
-// than the shard's maxBatch (split into several passes). Bad batches are named errors that change
-// no session.
+// shard.stepBatch: steps of several sessions in one pass (decode steps of one position, prefill
+// chunks of up to maxBatch) must give, for every session, bitwise the floats of stepping that
+// session alone (session.step), on first, middle, last and whole-model shards, f32 and quantized
+// weights, sessions at mixed positions, batches of 1 to more than the shard's maxBatch rows (packed
+// into several passes). Bad batches are named errors that change no session.
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openLlama2c } from '../../engine/formats/llama2c.ts'
@@ -13,7 +13,7 @@ import { seededRandom, testSeed } from '../seed.ts'
 
 const seed = testSeed()
 const MAX_BATCH = 4
-const MAX_LENGTH = 24
+const MAX_LENGTH = 32
 
 interface Config { name: string, options: ShardOptions }
 const CONFIGS: Config[] = [
@@ -43,15 +43,16 @@ describe(`shard.stepBatch equals session.step (TEST_SEED=${seed})`, () => {
   })
 
   for (const c of CONFIGS) {
-    it(`${c.name}: batches of 1..${MAX_BATCH + 3} at mixed positions`, () => {
+    it(`${c.name}: batches of 1..${MAX_BATCH + 3} sessions at mixed positions, decode steps and prefill chunks`, () => {
       const shard = shards.get(c.name) as Shard
       const dim = shard.config.dim
       fc.assert(fc.property(
         fc.integer({ min: 1, max: MAX_BATCH + 3 }), // sessions
         fc.array(fc.integer({ min: 0, max: 6 }), { minLength: MAX_BATCH + 3, maxLength: MAX_BATCH + 3 }), // prefill lengths
         fc.array(fc.array(fc.nat(), { maxLength: MAX_BATCH + 3 }), { minLength: 1, maxLength: 5 }), // rounds: who steps
+        fc.array(fc.constantFrom(1, 1, 1, 1, 2, 3, MAX_BATCH), { minLength: MAX_BATCH + 3, maxLength: MAX_BATCH + 3 }), // positions per step
         fc.integer(),
-        (n, prefill, rounds, inputSeed) => {
+        (n, prefill, rounds, widths, inputSeed) => {
           const rand = seededRandom(inputSeed >>> 0)
           const input = (T: number): StageInput => shard.isFirst
             ? { tokens: Array.from({ length: T }, () => Math.floor(rand() * shard.config.vocabSize)) }
@@ -71,12 +72,14 @@ describe(`shard.stepBatch equals session.step (TEST_SEED=${seed})`, () => {
               // a subset of the sessions, in the round's order, each once
               const who = [...new Set(round.map((r) => r % n))]
               if (who.length === 0) continue
-              const inputs = who.map(() => input(1))
+              const inputs = who.map((i) => input(widths[(i + rounds.indexOf(round)) % widths.length]))
               const outs = shard.stepBatch(who.map((i, b) => ({ session: pairs[i].batched, input: inputs[b], position: pairs[i].batched.position })))
               expect(outs).toHaveLength(who.length)
               for (const [b, i] of who.entries()) {
                 const want = pairs[i].alone.step(inputs[b])
-                expect(outs[b].hidden?.length ?? outs[b].logits?.length).toBe(shard.isLast ? shard.config.vocabSize : dim)
+                const x = inputs[b]
+                const T = 'tokens' in x ? x.tokens.length : x.hidden.length / dim
+                expect(outs[b].hidden?.length ?? outs[b].logits?.length).toBe(shard.isLast ? shard.config.vocabSize : T * dim)
                 expect(Buffer.from(bits(outs[b])).equals(Buffer.from(bits(want))), `session ${i} at ${pairs[i].alone.position - 1}`).toBe(true)
                 expect(pairs[i].batched.position).toBe(pairs[i].alone.position)
               }
@@ -106,12 +109,13 @@ describe(`shard.stepBatch equals session.step (TEST_SEED=${seed})`, () => {
       ['ShardConfigError', () => last.stepBatch([{ session: a, input: { hidden: h() } }, { session: {} as Session, input: { hidden: h() } }])],
       ['SessionLimitError', () => last.stepBatch([{ session: a, input: { hidden: h() } }, { session: closed, input: { hidden: h() } }])],
       ['SessionLimitError', () => last.stepBatch([{ session: a, input: { hidden: h() } }, { session: b, input: { hidden: h() } }, { session: a, input: { hidden: h() } }])],
-      ['ShapeError', () => last.stepBatch([{ session: a, input: { hidden: h() } }, { session: b, input: { hidden: new Float32Array(2 * dim) } }])],
+      ['ShapeError', () => last.stepBatch([{ session: a, input: { hidden: h() } }, { session: b, input: { hidden: new Float32Array((MAX_BATCH + 1) * dim) } }])],
+      ['SessionLimitError', () => last.stepBatch([{ session: a, input: { hidden: h() } }, { session: b, input: { hidden: new Float32Array(4 * dim) } }])],
       ['ShapeError', () => last.stepBatch([{ session: a, input: { hidden: new Float32Array(dim + 1) } }])],
       ['ShapeError', () => last.stepBatch([{ session: a, input: { hidden: h().fill(Number.NaN, 3, 4) } }])],
       ['ShardConfigError', () => last.stepBatch([{ session: a, input: { hidden: h() } }, { session: b, input: { tokens: [1] } }])],
       ['ShardConfigError', () => whole.stepBatch([{ session: foreign, input: { hidden: h() } }])],
-      ['ShapeError', () => whole.stepBatch([{ session: foreign, input: { tokens: [1, 2] } }])],
+      ['ShapeError', () => whole.stepBatch([{ session: foreign, input: { tokens: [] } }])],
       ['ShapeError', () => whole.stepBatch([{ session: foreign, input: { tokens: [512] } }])],
       ['SessionLimitError', () => last.stepBatch([{ session: a, input: { hidden: h() } }, { session: b, input: { hidden: h() }, position: 1 }])],
       ['ShapeError', () => last.stepBatch('nope' as never)]
