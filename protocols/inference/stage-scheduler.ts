@@ -1,14 +1,15 @@
 // Continuous batching on a stage: every engine step of every session goes through one scheduler.
 // A step is queued and run on a later turn of the event loop (setImmediate), so the decode steps
 // (T = 1) that arrive meanwhile — frames read while the engine was busy, tokens just sampled —
-// run together in one `shard.stepBatch` pass (each layer's weights read once per pass). A batch is
+// run together in one `shard.stepBatch` (each layer's weights read once per pass). A batch is
 // whatever is ready: sessions join at their next step and leave when they end; a ring's first
 // stage caps it into microbatches (see `run`). Prefill steps (T > 1) run in chunks of at most
-// `shard.maxBatch` positions, about one pass's worth of positions per turn after the decode
-// batch (round-robin among prompts, each at most one chunk per turn), so a long prompt cannot
-// starve the decoders nor they it, and many short prompts start together. The queue is bounded;
-// cancelling a session drops its queued step. A batch the engine refuses (a session's bad input)
-// is re-run one session at a time, so one session's error never fails the others.
+// `shard.maxBatch` positions in the same `stepBatch` as the decode steps: about one pass's worth
+// of positions per turn (round-robin among prompts, each at most one chunk per turn), so a long
+// prompt cannot starve the decoders nor they it, and many short prompts start together. The
+// queue is bounded; cancelling a session drops its queued step. A batch the engine refuses (a
+// session's bad input) is re-run one session at a time, so one session's error never fails the
+// others.
 import type { Session, Shard, StageInput, StageOutput } from '../../engine/index.ts'
 import { INFERENCE_MAX_QUEUED_STEPS } from './constants.ts'
 import { SchedulerFullError, StepCancelledError } from './errors.ts'
@@ -21,7 +22,7 @@ export interface SchedulerStats {
   /** Largest decode batch so far, and how many batches had each size. */
   maxBatchSize: number
   batchSizes: Record<number, number>
-  /** Prefill chunks run. */
+  /** Prefill chunks run (in the same passes as the decode steps of their turn). */
   prefillChunks: number
 }
 
@@ -93,82 +94,89 @@ export class StageScheduler {
   }
 
   /**
-   * One turn: the ready decode steps (a batch per shard, up to its microbatch), then prefill chunks of the waiting
-   * prompts in turn, each at most once, until one pass's worth of positions (maxBatch) ran.
+   * One turn: the ready decode steps (per shard, oldest first, up to the microbatch) and prefill
+   * chunks of the waiting prompts (round-robin, each at most one chunk, until one pass's worth of
+   * positions, maxBatch) run together: one `stepBatch` per shard.
    */
   private turn (): void {
+    const work = new Map<Shard, Work[]>()
+    const add = (job: Job, n: number): void => { work.set(job.shard, [...(work.get(job.shard) ?? []), { job, n }]) }
     const ready = this.decode
     this.decode = []
     const byShard = new Map<Shard, Job[]>()
     for (const job of ready) byShard.set(job.shard, [...(byShard.get(job.shard) ?? []), job])
-    for (const [shard, jobs] of byShard) {
-      // the oldest steps first, up to the smallest microbatch among them; the rest wait a turn
+    for (const jobs of byShard.values()) {
       let n = 0
       let cap = Number.POSITIVE_INFINITY
       while (n < jobs.length && n < Math.min(cap, jobs[n].cap)) cap = Math.min(cap, jobs[n++].cap)
-      this.runBatch(shard, jobs.slice(0, n))
-      this.decode.push(...jobs.slice(n))
+      for (const job of jobs.slice(0, n)) add(job, 1)
+      this.decode.push(...jobs.slice(n)) // the rest wait a turn, at the front
     }
     const waiting = this.prefill
     this.prefill = []
     let budget = waiting[0]?.shard.maxBatch ?? 0
-    while (waiting.length > 0 && budget > 0) budget -= this.runChunk(waiting.shift() as Job)
-    this.prefill = [...waiting, ...this.prefill] // the ones that did not get a turn go first next time
+    while (waiting.length > 0 && budget > 0) {
+      const job = waiting.shift() as Job
+      const n = Math.min(job.shard.maxBatch, job.T - job.done)
+      add(job, n)
+      budget -= n
+    }
+    for (const [shard, items] of work) this.runTogether(shard, items)
+    this.prefill = [...waiting, ...this.prefill] // the prompts that got no turn go first next time
   }
 
-  private runBatch (shard: Shard, jobs: Job[]): void {
-    this.stats.batches++
-    this.stats.batchedSteps += jobs.length
-    this.stats.maxBatchSize = Math.max(this.stats.maxBatchSize, jobs.length)
-    this.stats.batchSizes[jobs.length] = (this.stats.batchSizes[jobs.length] ?? 0) + 1
-    let outs: StageOutput[]
+  private runTogether (shard: Shard, items: Work[]): void {
+    const decodes = items.filter((w) => w.job.T === 1).length
+    if (decodes > 0) {
+      this.stats.batches++
+      this.stats.batchedSteps += decodes
+      this.stats.maxBatchSize = Math.max(this.stats.maxBatchSize, decodes)
+      this.stats.batchSizes[decodes] = (this.stats.batchSizes[decodes] ?? 0) + 1
+    }
+    this.stats.prefillChunks += items.length - decodes
+    const inputs = items.map(chunkInput)
+    let outs: Array<StageOutput | Error>
     try {
-      outs = shard.stepBatch(jobs.map((j) => ({ session: j.session, input: j.input })))
+      outs = shard.stepBatch(items.map((w, i) => ({ session: w.job.session, input: inputs[i] })))
     } catch {
       // a refused batch changed no session: step each alone, so only the bad one fails
-      for (const j of jobs) this.runAlone(j)
-      return
+      outs = items.map((w, i) => {
+        try {
+          return w.job.session.step(inputs[i])
+        } catch (err) {
+          return err as Error
+        }
+      })
     }
-    jobs.forEach((j, b) => { j.resolve(outs[b]) })
+    items.forEach((w, i) => { this.settle(w, outs[i]) })
   }
 
-  private runAlone (job: Job): void {
-    try {
-      job.resolve(job.session.step(job.input))
-    } catch (err) {
-      job.reject(err as Error)
-    }
-  }
-
-  /** Runs the next chunk of a prefill step, requeued (at the back) until its last; returns its positions. */
-  private runChunk (job: Job): number {
-    this.stats.prefillChunks++
-    const n = Math.min(job.shard.maxBatch, job.T - job.done)
-    const dim = job.shard.config.dim
-    const input: StageInput = 'tokens' in job.input
-      ? { tokens: Array.from({ length: n }, (_, t) => (job.input as { tokens: ArrayLike<number> }).tokens[job.done + t]) }
-      : { hidden: job.input.hidden.subarray(job.done * dim, (job.done + n) * dim) }
-    let out: StageOutput
-    try {
-      out = job.session.step(input)
-    } catch (err) {
-      job.reject(err as Error)
-      return n
-    }
+  /** Resolves a step, or files a prefill chunk's output and requeues the prompt (at the back) until its last chunk. */
+  private settle ({ job, n }: Work, out: StageOutput | Error): void {
+    if (out instanceof Error) { job.reject(out); return }
     job.done += n
     job.parts.push(out)
-    if (job.done < job.T) {
-      this.prefill.push(job)
-      return n
-    }
-    if (job.shard.isLast) {
-      job.resolve(out) // the logits of the last position
-      return n
-    }
-    const hidden = new Float32Array(job.T * dim)
+    if (job.done < job.T) { this.prefill.push(job); return }
+    if (job.parts.length === 1 || job.shard.isLast) { job.resolve(out); return } // the last position's logits
+    const hidden = new Float32Array(job.T * job.shard.config.dim)
     let at = 0
     for (const p of job.parts) { hidden.set(p.hidden as Float32Array, at); at += (p.hidden as Float32Array).length }
     job.resolve({ hidden })
-    return n
   }
+}
+
+/** A job's part in one turn: its next n positions. */
+interface Work {
+  job: Job
+  n: number
+}
+
+/** The input of a job's next n positions (all of it for a decode step). */
+function chunkInput ({ job, n }: Work): StageInput {
+  if (n === job.T) return job.input
+  const { input, done } = job
+  const dim = job.shard.config.dim
+  return 'tokens' in input
+    ? { tokens: Array.from({ length: n }, (_, t) => input.tokens[done + t]) }
+    : { hidden: input.hidden.subarray(done * dim, (done + n) * dim) }
 }

@@ -157,6 +157,18 @@ describe('the stage scheduler on a real shard', () => {
     for (const s of sessions) s.close()
   })
 
+  it('prefill chunks of several prompts share a turn with the decode steps; every output equals stepping alone', async () => {
+    const rand = seededRandom(seed ^ 0xc0ffee)
+    const scheduler = new StageScheduler()
+    const sessions = Array.from({ length: 5 }, () => last.openSession({ maxLength: 16 }))
+    const twins = Array.from({ length: 5 }, () => last.openSession({ maxLength: 16 }))
+    const inputs = [1, 1, 3, 3, 3].map((T) => hidden(rand, T))
+    const outs = await Promise.all(sessions.map(async (s, i) => await scheduler.run(last, s, { hidden: inputs[i] }, inputs[i].length / last.config.dim)))
+    outs.forEach((out, i) => { expect(same(out, twins[i].step({ hidden: inputs[i] })), `session ${i}`).toBe(true) })
+    expect(scheduler.stats).toMatchObject({ batches: 1, batchedSteps: 2, prefillChunks: 3 })
+    for (const s of [...sessions, ...twins]) s.close()
+  })
+
   it('bounds its queue', async () => {
     const scheduler = new StageScheduler({ maxQueued: 3 })
     const sessions = Array.from({ length: 4 }, () => last.openSession({ maxLength: 4 }))
