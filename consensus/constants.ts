@@ -63,6 +63,8 @@ export const FINGERPRINT_INDEX_SLACK = 1
 /** Records: at most this many votes in one ballot, answers in one round. */
 export const MAX_BALLOT_VOTES = 512
 export const MAX_ROUND_ANSWERS = 64
+/** Records: pipeline nodes besides the author listed with one answer. */
+export const MAX_COAUTHORS = 32
 /**
  * Pair schedule: an admitted judge is drawn with at least this weight, so an identity that just
  * passed calibration (weight 0) still judges and earns evidence — its votes count for nothing

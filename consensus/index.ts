@@ -23,8 +23,12 @@ export interface BradleyTerryResult {
   converged: boolean
 }
 
-/** An answer in a round and the node that wrote it. */
-export interface Answer { id: string, author: string }
+/**
+ * An answer in a round and the node that wrote it (for a sharded pipeline: the node that owns the
+ * answer, e.g. its last stage); `coauthors` are the pipeline's other nodes. No author or coauthor
+ * ever judges a pair with the answer.
+ */
+export interface Answer { id: string, author: string, coauthors?: string[] }
 
 export interface JudgeCandidate { id: string, weight: number }
 

@@ -108,7 +108,8 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
       }
     } else {
       const r = e.record
-      const roundAnswers: Answer[] = r.answers.filter(([digest, author]) => answers.get(`${r.round}\u0000${author}`) === digest).map(([id, author]) => ({ id, author }))
+      const roundAnswers: Answer[] = r.answers.filter(([digest, author]) => answers.get(`${r.round}\u0000${author}`) === digest)
+        .map(([id, author, ...coauthors]) => ({ id, author, ...(coauthors.length > 0 ? { coauthors } : {}) }))
       if (roundAnswers.length === 0) continue
       const taken = new Map(r.reveals)
       const revealed: Reveal[] = []

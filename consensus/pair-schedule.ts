@@ -2,7 +2,8 @@
 // answer is paired with its neighbour (i, i+1) and with the answer half the ring away (i, i+⌊n/2⌋):
 // about 1.5n unordered pairs, each judged in both orders by the same judges (so a judge's position
 // bias cancels), ≈ 3n ordered comparisons per judge slot. Judges are drawn for each pair by
-// reputation-weighted choice without replacement among those who wrote neither answer. The PRNG is
+// reputation-weighted choice without replacement among those who wrote neither answer (nor served
+// in the pipeline that produced it). The PRNG is
 // seeded by the round id, so every node derives the same schedule and nobody knows it before the
 // round exists.
 import { JUDGES_PER_PAIR, SCHEDULE_DOMAIN } from './constants.ts'
@@ -54,11 +55,12 @@ export function schedulePairs (options: ScheduleOptions): PairSchedule {
     ids[i] = ids[j]
     ids[j] = t
   }
-  const author = new Map(answers.map((a) => [a.id, a.author]))
+  const authors = new Map(answers.map((a) => [a.id, new Set([a.author, ...(a.coauthors ?? [])])]))
   const pairs = ringPairs(ids)
   const assignments: Assignment[] = []
   for (const [a, b] of pairs) {
-    const pool = judges.filter((j) => j.id !== author.get(a) && j.id !== author.get(b))
+    const excluded = new Set([...(authors.get(a) ?? []), ...(authors.get(b) ?? [])])
+    const pool = judges.filter((j) => !excluded.has(j.id))
     for (let k = 0; k < judgesPerPair && pool.length > 0; k++) {
       let total = 0
       for (const j of pool) total += j.weight

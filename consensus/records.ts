@@ -10,7 +10,7 @@
 //   e/<id>           SpotCheckRecord   by a verifier: evidence of a passed or failed spot-check of a case
 //   k/<subject>/<challenge> CalibrationRecord by an admitted verifier
 // Parsing bounds every field; a record that does not parse is ignored by every node alike.
-import { MAX_BALLOT_VOTES, MAX_ROUND_ANSWERS } from './constants.ts'
+import { MAX_BALLOT_VOTES, MAX_COAUTHORS, MAX_ROUND_ANSWERS } from './constants.ts'
 import { InvalidConsensusRecordError } from './errors.ts'
 import type { Choice, Vote } from './index.ts'
 
@@ -23,8 +23,8 @@ export interface RoundRecord {
   /** Order of rounds in the reputation fold (the owner takes its highest known seq + 1). */
   seq: number
   deadline: number
-  /** [answer digest, author]. */
-  answers: Array<[string, string]>
+  /** [answer digest, author, ...coauthors (the pipeline's other nodes)]. */
+  answers: string[][]
   /** [judge, when the owner took its reveal (owner's clock, ms)]. */
   reveals: Array<[string, number]>
   winner: string
@@ -114,7 +114,10 @@ export function parseRecord (id: string, data: unknown): ConsensusRecord {
       round: str(d.round, 'round'),
       seq: nat(d.seq, 'seq'),
       deadline: num(d.deadline, 'deadline'),
-      answers: list(d.answers, MAX_ROUND_ANSWERS, 'answers').map((a) => { const [x, y] = list(a, 2, 'answer'); return [str(x, 'answer'), str(y, 'author')] as [string, string] }),
+      answers: list(d.answers, MAX_ROUND_ANSWERS, 'answers').map((a) => {
+        const entry = list(a, 2 + MAX_COAUTHORS, 'answer').map((x) => str(x, 'answer digest or author'))
+        return entry.length >= 2 ? entry : fail('an answer needs a digest and an author')
+      }),
       reveals: list(d.reveals, MAX_BALLOT_VOTES, 'reveals').map((a) => { const [x, y] = list(a, 2, 'reveal'); return [str(x, 'judge'), num(y, 'at')] as [string, number] }),
       winner: str(d.winner, 'winner'),
       ranking: list(d.ranking, MAX_ROUND_ANSWERS, 'ranking').map((x) => str(x, 'ranking entry'))

@@ -26,7 +26,8 @@ function playRounds (ids: string[], rounds: number, rng: () => number, lie = fal
   for (let r = 0; r < rounds; r++) {
     const owner = ids[r % (ids.length - 1)] // the last id is excluded by a spot-check: its rounds would not count
     const round = `${owner}:${r}`
-    const answers: Answer[] = ids.slice(0, 4).map((author, i) => ({ id: `d${r}x${i}`, author }))
+    // Answer 0 came from a two-node pipeline: its other node must not judge it either.
+    const answers: Answer[] = ids.slice(0, 4).map((author, i) => ({ id: `d${r}x${i}`, author, ...(i === 0 ? { coauthors: [ids[ids.length - 2]] } : {}) }))
     for (const a of answers) out.push({ writer: a.author, record: { t: 'answer', round, digest: a.id } })
     const state = deriveLedger(stored(), { genesis: ids }).state
     const schedule = scheduleRound(state, round, answers)
@@ -54,7 +55,7 @@ function playRounds (ids: string[], rounds: number, rng: () => number, lie = fal
     }
     const settled = settleRound(state, { round, answers, commitments, reveals: revealList, deadline: 1000 })
     const ranking = lie && r === rounds - 1 ? [...settled.outcome.ranking].reverse() : settled.outcome.ranking
-    out.push({ writer: owner, record: { t: 'round', round, seq: r + 3, deadline: 1000, answers: answers.map((a) => [a.id, a.author]), reveals, winner: ranking[0], ranking } })
+    out.push({ writer: owner, record: { t: 'round', round, seq: r + 3, deadline: 1000, answers: answers.map((a) => [a.id, a.author, ...(a.coauthors ?? [])]), reveals, winner: ranking[0], ranking } })
   }
   return out
 }
@@ -77,7 +78,7 @@ describe(`reputation ledger (TEST_SEED=${seed} npx vitest run test/consensus/led
     expect(a.outcomes.length).toBe(12)
     expect(a.ownerMismatches).toEqual([])
     // Answer 0 is best: it wins most rounds.
-    expect(a.outcomes.filter((o) => o.winner.endsWith('x0')).length).toBeGreaterThanOrEqual(9)
+    expect(a.outcomes.filter((o) => o.winner.endsWith('x0')).length).toBeGreaterThanOrEqual(7)
     // The failed spot-check excluded p9; the unadmitted verifier's calibration did nothing; p1's did.
     expect(a.state.nodes.get('p9')?.excluded).toBe(true)
     expect(a.state.nodes.get('p0')?.excluded).toBe(false)

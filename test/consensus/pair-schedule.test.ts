@@ -36,6 +36,18 @@ describe(`pair schedule (TEST_SEED=${seed} npx vitest run test/consensus/pair-sc
     }), { seed, numRuns: 150 })
   })
 
+  it('no node of the pipeline that produced an answer (author or coauthor) judges it', () => {
+    fc.assert(fc.property(fc.integer({ min: 2, max: 16 }), fc.array(fc.array(fc.integer({ min: 0, max: 29 }), { maxLength: 4 }), { minLength: 16, maxLength: 16 }), (n, chains) => {
+      const answers = Array.from({ length: n }, (_, i) => ({ id: `ans${i}`, author: `node${i}`, coauthors: chains[i].map((c) => `node${c}`) }))
+      const s = schedulePairs({ round: 'r', answers, judges: judgesOf(30), judgesPerPair: 5 })
+      const crew = new Map(answers.map((a) => [a.id, new Set([a.author, ...a.coauthors])]))
+      for (const a of s.assignments) {
+        expect(crew.get(a.first)?.has(a.judge)).toBe(false)
+        expect(crew.get(a.second)?.has(a.judge)).toBe(false)
+      }
+    }), { seed, numRuns: 100 })
+  })
+
   it('about 3n ordered comparisons per judge slot', () => {
     const s = schedulePairs({ round: 'r', answers: answersOf(32, 32), judges: judgesOf(64), judgesPerPair: 1 })
     expect(s.assignments.length).toBe(96)
