@@ -150,6 +150,7 @@ export function createClient (init: ClientInit): MyceliumClient {
         request: { promptTokens: prompt.length, genTokens: maxTokens },
         ...(init.self !== undefined ? { self: init.self } : {})
       })
+      const replaced = new Map<number, ChainHop[]>()
       chain = await waitFor(() => {
         try {
           return router.route()
@@ -168,8 +169,19 @@ export function createClient (init: ClientInit): MyceliumClient {
           signal,
           ...(options.codec !== undefined ? { codec: options.codec } : {}),
           sampling: { temperature: options.temperature ?? 1, topP: options.topP ?? 1, topK: options.topK ?? 0, seed, maxTokens },
-          failover: { replace: router.replace }
+          // keep `chain` what the session runs on: record replacements, apply them at the retry
+          failover: {
+            replace: async (hop, index) => {
+              const hops = await router.replace(hop, index)
+              if (hops !== undefined) replaced.set(index, hops)
+              return hops
+            }
+          }
         })) {
+          if (ev.type === 'retry') {
+            for (const [index, hops] of [...replaced].sort(([a], [b]) => b - a)) chain = [...chain.slice(0, index), ...hops, ...chain.slice(index + 1)]
+            replaced.clear()
+          }
           if (ev.type === 'token') {
             completion++
             const piece = text.push(prev, ev.id)
