@@ -23,10 +23,20 @@ export function eligibleJudges (state: ReputationState): string[] {
   return [...state.nodes].filter(([, r]) => r.admitted && !r.excluded).map(([id]) => id).sort(compareText)
 }
 
-/** The round's schedule, drawn with reputation weights (floored for admitted judges). */
+/** The owner named by a round id `<owner>:<rest>`, if any. */
+export function roundOwner (round: string): string | undefined {
+  const colon = round.indexOf(':')
+  return colon > 0 ? round.slice(0, colon) : undefined
+}
+
+/**
+ * The round's schedule, drawn with reputation weights (floored for admitted judges). The round's
+ * owner does not judge: it chose the answerers.
+ */
 export function scheduleRound (state: ReputationState, round: string, answers: readonly Answer[], judgesPerPair?: number, options: SettleOptions = {}): PairSchedule {
   const params = options.params ?? DEFAULT_REPUTATION_PARAMS
-  const weights = roundWeights(state, eligibleJudges(state), params)
+  const owner = roundOwner(round)
+  const weights = roundWeights(state, eligibleJudges(state).filter((id) => id !== owner), params)
   const judges = [...weights].map(([id, w]) => ({ id, weight: options.weighting === 'uniform' ? 1 : Math.max(w, SCHEDULE_WEIGHT_FLOOR) }))
   return schedulePairs({ round, answers, judges, ...(judgesPerPair !== undefined ? { judgesPerPair } : {}) })
 }
