@@ -13,6 +13,8 @@ import type { Ids, ParsedRequest } from './openai.ts'
 
 /** Request bodies above this are refused with 413 before parsing. */
 export const API_BODY_LIMIT_BYTES = 1024 * 1024
+/** Generations one API server runs at once (each holds a session on every stage of its chain). */
+export const API_MAX_IN_FLIGHT = 64
 
 export interface ApiOptions {
   client: MyceliumClient
@@ -22,6 +24,8 @@ export interface ApiOptions {
   /** Extra model names → manifest ids (the daemon maps its model file's name, e.g. `stories260K`). */
   aliases?: () => Record<string, string>
   bodyLimit?: number
+  /** Generations in flight at once; more are answered 429 (default API_MAX_IN_FLIGHT). */
+  maxInFlight?: number
 }
 
 export interface ApiServer {
@@ -91,22 +95,38 @@ export async function startApi (options: ApiOptions): Promise<ApiServer> {
     return found
   })
 
+  /** At most maxInFlight generations at once (429 beyond): each holds a session on every stage. */
+  let inFlight = 0
+  const maxInFlight = options.maxInFlight ?? API_MAX_IN_FLIGHT
+  const serve = async (request: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, run: (o: Omit<GenerateOptions, 'prompt'>) => AsyncGenerator<GenerateEvent>, chat: boolean): Promise<void> => {
+    if (inFlight >= maxInFlight) {
+      await sendError(reply, new ApiError(429, `${maxInFlight} generations are running on this node; retry shortly`, 'rate_limit_error', null, 'too_many_requests'))
+      return
+    }
+    inFlight++
+    try {
+      await generateFor(request, reply, parsed, run, chat)
+    } finally {
+      inFlight--
+    }
+  }
+
   /**
    * Runs one generation for a parsed request. The first event is awaited before anything is
    * sent, so errors at routing/open time are ordinary JSON errors even for `stream: true`.
    */
-  const serve = async (request: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, run: (o: Omit<GenerateOptions, 'prompt'>) => AsyncGenerator<GenerateEvent>, chat: boolean): Promise<void> => {
+  const generateFor = async (request: FastifyRequest, reply: FastifyReply, parsed: ParsedRequest, run: (o: Omit<GenerateOptions, 'prompt'>) => AsyncGenerator<GenerateEvent>, chat: boolean): Promise<void> => {
     const route = routeOf(request)
     const abort = new AbortController()
     // the caller went away: stop generating (frees every stage)
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) abort.abort(new Error('client disconnected')) })
-    let id: string
+    const id = modelId(parsed.model)
+    // an unknown model is a 404 at once — unless the replica knows no model yet (a client that
+    // just joined): then the SDK waits for the records like for a route
     try {
-      id = modelId(parsed.model)
-      client.resolveModel(id) // unknown model → 404 now, not after waiting for routes
+      client.resolveModel(id)
     } catch (err) {
-      await sendError(reply, err)
-      return
+      if (client.models().length > 0) { await sendError(reply, err); return }
     }
     const genStart = performance.now()
     const events = run({ ...parsed.options, model: id, signal: abort.signal })

@@ -5,8 +5,11 @@
 import OpenAI from 'openai'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connect } from '../../client/index.ts'
 import { controlRequest } from '../../node/control.ts'
-import { reference, startSwarm } from '../client/swarm.ts'
+import { startApi } from '../../node/api/server.ts'
+import { TOK512 } from '../models.ts'
+import { addrOf, reference, startSwarm } from '../client/swarm.ts'
 import type { TestSwarm } from '../client/swarm.ts'
 import { cleanupDaemons, pollUntil, runCli, scratch } from './daemons.ts'
 import { seededRandom, testSeed } from '../seed.ts'
@@ -186,6 +189,28 @@ describe('OpenAI-compatible API on a daemon', () => {
     }
     expect((await fetch(`${url}/health`)).status).toBe(200)
   }, 60_000)
+
+  it('the API over a light client (connect): same text; beyond maxInFlight a 429 rate_limit_error', async () => {
+    const light = await connect({ bootstrap: [addrOf(swarm.daemons[1])], swarm: SWARM, tokenizer: TOK512 })
+    const api = await startApi({ client: light, port: 0, maxInFlight: 1 })
+    try {
+      const local = new OpenAI({ baseURL: `${api.url}/v1`, apiKey: 'unused', maxRetries: 0 })
+      const r = await local.completions.create({ model: swarm.manifest, prompt: 'Once upon a time', max_tokens: 10, temperature: 0 })
+      expect(r.choices[0].text).toBe(textOf(10))
+      // one long generation in flight (its first chunk arrived), then a second request
+      const stream = await local.completions.create({ model: swarm.manifest, prompt: 'Once upon a time', max_tokens: 400, temperature: 0, stream: true })
+      const it = stream[Symbol.asyncIterator]()
+      await it.next()
+      const second = await fetch(`${api.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: swarm.manifest, prompt: 'x', max_tokens: 2 }) })
+      expect(second.status).toBe(429)
+      expect(((await second.json()) as { error: { type: string, code: string } }).error).toMatchObject({ type: 'rate_limit_error', code: 'too_many_requests' })
+      for (let x = await it.next(); x.done !== true; x = await it.next()) { /* drain */ }
+      expect((await local.completions.create({ model: swarm.manifest, prompt: 'Once upon a time', max_tokens: 3, temperature: 0 })).choices[0].text).toBe(textOf(3))
+    } finally {
+      await api.close()
+      await light.close()
+    }
+  }, 30_000)
 
   it('a client that disconnects mid-stream frees every stage', async () => {
     const controller = new AbortController()
