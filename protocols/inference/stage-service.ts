@@ -278,8 +278,8 @@ export class InferenceStageService implements Startable {
       await this.teardown(s, Status.OK, 'done')
       return false
     }
-    // the client's copy is queued, not awaited: it is off the critical path (queued first, so
-    // tokens reach the client in order even when a one-stage ring recurses synchronously)
+    // the client's copy is queued, not awaited: it is off the critical path (queued before the
+    // next step, so tokens reach the client in order)
     s.upstream.write({ token }).catch(() => { void this.teardown(s, Status.OK, 'client went away') })
     // the scheduler runs the step on a later turn of the event loop, with the other sessions'
     // ready steps: a one-stage ring does not recurse synchronously, and I/O gets in between tokens
