@@ -92,6 +92,16 @@ export type InferenceEvent =
 /** Opens a stream to a peer for a protocol (libp2p's `dialProtocol` or a connection manager's `openStream`). */
 export type OpenStream = (peer: PeerId | string, protocol: string, options: AbortOptions) => Promise<Stream>
 
+/**
+ * Refusals the first stage gives for itself when a session opens (a refusal further down arrives
+ * as DOWNSTREAM): it no longer serves those layers or that model, or it is full. Failover replaces
+ * it even though it answers the liveness probe.
+ */
+const FIRST_STAGE_REFUSALS: ReadonlySet<string> = new Set([Status.WRONG_LAYERS, Status.WRONG_MODEL, Status.FULL])
+
+/** Errors of sessions whose first stage refused the open for itself (see FIRST_STAGE_REFUSALS). */
+const refusedByFirstStage = new WeakSet<Error>()
+
 /** Decode pace of one request: when the last token came, and the recent gaps between tokens. */
 class Pace {
   last = performance.now()
@@ -158,6 +168,7 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
       const status = err instanceof InferenceFailedError ? err.status : 'ERROR'
       if (failover === undefined || attempt >= (failover.maxAttempts ?? FAILOVER_MAX_ATTEMPTS) || status === 'CANCELLED' || request.signal?.aborted === true) throw err
       const alive = await (status === 'STALLED' && early !== undefined ? early : probe())
+      if (refusedByFirstStage.has(err as Error)) alive[0] = false
       const replaced: number[] = []
       const next = [...chain]
       for (let i = 0; i < chain.length; i++) {
@@ -274,7 +285,11 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
       }
     })
     const opened = await read(true)
-    if (opened.result?.status !== Status.OK) throw failed(opened)
+    if (opened.result?.status !== Status.OK) {
+      const err = failed(opened)
+      if (FIRST_STAGE_REFUSALS.has(err.status)) refusedByFirstStage.add(err)
+      throw err
+    }
     pace.openMs = performance.now() - t0
     yield { type: 'open', sessionId, ms: pace.openMs }
     await ch.write({ step: { sessionId, position: 0, tokens: prompt, hidden: new Uint8Array(0), dtype: wireCodec('f32'), shape: [] } })

@@ -4,7 +4,8 @@
 // excluded; then in-process libp2p stages whose chain and replacement come from those views, and
 // the client's stall deadline: a stage that goes silent mid-generation (and stops answering the
 // probe) is declared STALLED and replaced with identical tokens, while a caller that holds a
-// token longer than the deadline causes no false alarm.
+// token longer than the deadline causes no false alarm; a first stage that refuses for itself
+// (WRONG_LAYERS) is replaced although it answers the probe.
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import type { Stream } from '@libp2p/interface'
@@ -303,6 +304,30 @@ describe('a replacement that does not fit', () => {
       }
     })()
     await expect(run).rejects.toMatchObject({ name: 'InferenceFailedError', message: expect.stringMatching(/does not tile/) })
+  })
+})
+
+describe('a first stage that refuses for itself', () => {
+  it('WRONG_LAYERS from the first stage (it moved: serves [0,3), not [0,2)) replaces it although it answers the probe', async () => {
+    const moved = await stage(0, 3)
+    const right = await stage(0, 2)
+    const rest = await stage(2, 5)
+    const client = await stage()
+    const all = [client, moved, right, rest]
+    for (let i = 0; i < all.length; i++) for (let j = i + 1; j < all.length; j++) await all[i].dial(all[j].getMultiaddrs()[0])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const replaced: ChainHop[] = []
+    const replace = async (hop: ChainHop): Promise<ChainHop> => { replaced.push(hop); return { peer: right.peerId, start: 0, end: 2 } }
+    const out = [...prompt]
+    const events: InferenceEvent[] = []
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain: [{ peer: moved.peerId, start: 0, end: 2 }, { peer: rest.peerId, start: 2, end: 5 }], prompt, maxLength: STEPS, model: MODEL, failover: { replace } })) {
+      events.push(ev)
+      if (ev.type === 'token') out.push(ev.id)
+    }
+    expect(out).toEqual(expected)
+    expect(events.filter((e) => e.type === 'retry')).toMatchObject([{ attempt: 1, status: 'WRONG_LAYERS', replaced: [0] }])
+    expect(replaced.map((h) => h.peer.toString())).toEqual([moved.peerId.toString()])
   })
 })
 
