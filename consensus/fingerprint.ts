@@ -25,7 +25,8 @@ const Q = 32767
 /**
  * Value tolerance for a stage holding `stage` weights checked by a verifier holding `verifier`
  * weights; undefined when the pair cannot be checked (q4_0 against another dtype: honest errors
- * reach 0.17 of the scale, as large as a skipped layer's) — pick a verifier with the same dtype.
+ * reach 0.17 of the scale, more than a skipped layer's minimum of 0.086) — pick a verifier with
+ * the same dtype.
  */
 export function fingerprintTolerance (stage: WeightDType, verifier: WeightDType): number | undefined {
   if (stage === verifier) return FINGERPRINT_VALUE_TOLERANCE

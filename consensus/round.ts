@@ -3,12 +3,12 @@
 // A pure function of (reputation state, round input): every node computes the same bytes.
 import { bradleyTerry } from './bradley-terry.ts'
 import { checkReveals } from './commit-reveal.ts'
-import { SCHEDULE_WEIGHT_FLOOR } from './constants.ts'
+import { PEER_EVIDENCE, SCHEDULE_WEIGHT_FLOOR } from './constants.ts'
 import { compareText } from './digest.ts'
 import { ConsensusInputError } from './errors.ts'
 import { schedulePairs } from './pair-schedule.ts'
 import { applyRound, DEFAULT_REPUTATION_PARAMS, reputationOf, roundWeights, type ReputationParams } from './reputation.ts'
-import type { Answer, Comparison, PairSchedule, ReputationState, RoundInput, RoundOutcome } from './index.ts'
+import type { Answer, Comparison, PairSchedule, ReputationState, RoundInput, RoundOutcome, Vote } from './index.ts'
 
 export interface SettleOptions {
   params?: ReputationParams
@@ -41,6 +41,31 @@ export function scheduleRound (state: ReputationState, round: string, answers: r
   return schedulePairs({ round, answers, judges, ...(judgesPerPair !== undefined ? { judgesPerPair } : {}) })
 }
 
+/** An unordered pair's key (sorted ids). */
+function pairKey (v: Vote): string {
+  return v.first < v.second ? `${v.first}\u0000${v.second}` : `${v.second}\u0000${v.first}`
+}
+
+/** A vote as the score of the pair's smaller id: 1 it won, 0 it lost, 0.5 a tie. */
+function orientedScore (v: Vote): number {
+  if (v.choice === 'tie') return 0.5
+  return (v.choice === 'first') === (v.first < v.second) ? 1 : 0
+}
+
+/** Every accepted vote per unordered pair, in judge order (accepted is sorted by judge). */
+function peerScores (accepted: ReadonlyMap<string, Vote[]>): Map<string, Array<{ judge: string, score: number }>> {
+  const out = new Map<string, Array<{ judge: string, score: number }>>()
+  for (const [judge, votes] of accepted) {
+    for (const v of votes) {
+      const key = pairKey(v)
+      const list = out.get(key) ?? []
+      list.push({ judge, score: orientedScore(v) })
+      out.set(key, list)
+    }
+  }
+  return out
+}
+
 export interface SettledRound {
   schedule: PairSchedule
   outcome: RoundOutcome
@@ -64,7 +89,12 @@ export function settleRound (state: ReputationState, input: RoundInput, options:
   const items = input.answers.map((a) => a.id)
   const bt = bradleyTerry(items, comparisons, options.prior !== undefined ? { prior: options.prior } : {})
   const strength = new Map(bt.items.map((id, i) => [id, bt.strengths[i]]))
-  // Evidence per judge: agreement with the consensus, weighted by how decided it is (|2P − 1|).
+  // Evidence per judge, per vote: agreement with the outcome, weighted by how decided the outcome
+  // is on that pair (|2P − 1|), plus PEER_EVIDENCE × the share of the other judges of the same pair
+  // who voted alike. The outcome term is sharp but depends on the current weights, so a coalition
+  // that wins the first rounds of a young swarm would earn the weight that keeps it winning; the
+  // peer term does not depend on weights, so an honest majority of judges keeps earning evidence.
+  const peers = peerScores(accepted)
   const agreement = new Map<string, { agree: number, disagree: number }>()
   for (const [judge, votes] of accepted) {
     let agree = 0
@@ -75,6 +105,19 @@ export function settleRound (state: ReputationState, input: RoundInput, options:
       const decided = pf > ps ? (pf - ps) / (pf + ps) : (ps - pf) / (pf + ps)
       if (v.choice === 'tie') { agree += decided * 0.5; disagree += decided * 0.5 } else if ((v.choice === 'first') === (pf > ps) && pf !== ps) agree += decided
       else disagree += decided
+      const others = peers.get(pairKey(v)) ?? []
+      let alike = 0
+      let n = 0
+      const mine = orientedScore(v)
+      for (const o of others) {
+        if (o.judge === judge) continue
+        alike += o.score > mine ? 1 - (o.score - mine) : 1 - (mine - o.score)
+        n++
+      }
+      if (n > 0) {
+        agree += PEER_EVIDENCE * alike / n
+        disagree += PEER_EVIDENCE * (n - alike) / n
+      }
     }
     agreement.set(judge, { agree, disagree })
   }
