@@ -140,7 +140,10 @@ describe('--layers auto follows the allocator', () => {
     w.sessions.set(old, 1)
     w.setView({ start: 2, end: 5 })
     await pollUntil('the drain event', async () => w.events.find((e) => e.event === 'serving-drain'), 10_000, 10)
-    expect(w.events.find((e) => e.event === 'serving-drain')).toMatchObject({ start: 2, end: 5, loadedBytes: old.weightBytes, neededBytes: needed, budgetBytes: w.capability.memoryBytes })
+    const drain = w.events.find((e) => e.event === 'serving-drain') as Record<string, number>
+    expect(drain).toMatchObject({ start: 2, end: 5, loadedBytes: old.weightBytes, budgetBytes: w.capability.memoryBytes })
+    // the manifest's estimate scaled by what the engine took for [0, 2) beyond its estimate
+    expect(drain.neededBytes).toBe(Math.round(needed * Math.max(1, old.weightBytes / rangeWeightBytes(manifest, 'f32', old))))
     expect(w.served.map(range)).toEqual([[0, 2], undefined]) // new sessions refused while draining
     w.sessions.set(old, 0) // the last session on [0, 2) ended
     await pollUntil('the new range', async () => (w.served.length === 3 ? true : undefined), 10_000, 10)
@@ -153,5 +156,7 @@ describe('--layers auto follows the allocator', () => {
     expect(rangeWeightBytes(manifest, 'f32', { start: 1, end: 3 })).toBe(2 * layer)
     expect(rangeWeightBytes(manifest, 'f32', { start: 0, end: 1 })).toBe(layer + manifest.embeddingBytes)
     expect(rangeWeightBytes(manifest, 'f32', { start: 4, end: 5 })).toBe(layer + (manifest.headBytes > 0 ? manifest.headBytes : manifest.embeddingBytes))
+    // the whole model holds a tied table once
+    expect(rangeWeightBytes(manifest, 'f32', { start: 0, end: 5 })).toBe(5 * layer + manifest.embeddingBytes + manifest.headBytes)
   })
 })
