@@ -377,12 +377,12 @@ describe('stall deadline', () => {
     const out = [...prompt]
     const events: InferenceEvent[] = []
     const replace = async (): Promise<undefined> => undefined
-    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain: [{ peer: real.peerId, start: 0, end: 5 }], prompt, maxLength: STEPS, model: MODEL, failover: { replace, tokenTimeoutMs: 1000 } })) {
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain: [{ peer: real.peerId, start: 0, end: 5 }], prompt, maxLength: STEPS, model: MODEL, failover: { replace, tokenTimeoutMs: 2000 } })) {
       events.push(ev)
       if (ev.type !== 'token') continue
       out.push(ev.id)
       // a slow consumer: 1.5 × the deadline with the next tokens already on their way
-      if (ev.position === 20) await new Promise((resolve) => setTimeout(resolve, 1500))
+      if (ev.position === 20) await new Promise((resolve) => setTimeout(resolve, 3000))
     }
     expect(out).toEqual(expected)
     expect(events.filter((e) => e.type === 'retry')).toEqual([])
