@@ -364,7 +364,7 @@ describe('stall deadline', () => {
     // the decode gaps were ~0 ms, so the deadline is the 2 s floor; the probes ran during the wait
     if (retry?.type !== 'retry') throw new Error('no retry')
     expect(retry.detectMs).toBeGreaterThanOrEqual(2000)
-    expect(retry.detectMs).toBeLessThan(4000)
+    expect(retry.detectMs).toBeLessThan(5000) // the floor, plus event-loop lag on a loaded machine
     expect(events.filter((e) => e.type === 'resumed')).toHaveLength(1)
   })
 
