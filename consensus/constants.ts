@@ -24,14 +24,17 @@ export const REPUTATION_CONFIDENCE = 10
 export const REPUTATION_MAX_SHARE = 0.1
 /** Reputation: negative evidence for a missing, late or mismatched reveal (the judge's stake). */
 export const REVEAL_PENALTY = 3
-/** Reputation: negative evidence per vote on a comparison the judge was not assigned (signed proof of trying). */
-export const UNASSIGNED_PENALTY = REVEAL_PENALTY
+/**
+ * Reputation: negative evidence per vote on a comparison the judge was not assigned — signed proof
+ * of trying (an honest judge votes only on the pairs it was asked for and checked, so never pays).
+ */
+export const UNASSIGNED_PENALTY = 10
 /**
  * Reputation: weight, per vote, of agreement with the other judges of the same pair, beside
  * agreement with the (reputation-weighted) outcome. Without it 30% colluders among a swarm's
  * founders captured it in 2 of 8 simulated runs; with it in none (README.md).
  */
-export const PEER_EVIDENCE = 0.5
+export const PEER_EVIDENCE = 0.25
 /** Reputation: positive evidence for the author of the winning answer. */
 export const WIN_REWARD = 1
 /** Reputation: positive evidence for a spot-check the node passed. */

@@ -2,12 +2,13 @@
 // turned into a judging weight by a lower-confidence transform and capped per round. Every node
 // derives it identically by folding the same signed records in the same order (reputation-log.ts);
 // nothing here reads a clock or a PRNG. Why this model and not EigenTrust: README.md.
-import { CALIBRATION_REWARD, REPUTATION_CONFIDENCE, REPUTATION_DECAY, REPUTATION_MAX_SHARE, REVEAL_PENALTY, SPOT_FAIL_PENALTY, SPOT_PASS_REWARD, UNASSIGNED_PENALTY, WIN_REWARD } from './constants.ts'
+import { CALIBRATION_REWARD, PEER_EVIDENCE, REPUTATION_CONFIDENCE, REPUTATION_DECAY, REPUTATION_MAX_SHARE, REVEAL_PENALTY, SPOT_FAIL_PENALTY, SPOT_PASS_REWARD, UNASSIGNED_PENALTY, WIN_REWARD } from './constants.ts'
 import { compareText } from './digest.ts'
 import type { JudgeFlag, NodeReputation, ReputationState, RoundOutcome } from './index.ts'
 
 export interface ReputationParams {
   decay: number
+  peerEvidence: number
   confidence: number
   maxShare: number
   revealPenalty: number
@@ -20,6 +21,7 @@ export interface ReputationParams {
 
 export const DEFAULT_REPUTATION_PARAMS: Readonly<ReputationParams> = Object.freeze({
   decay: REPUTATION_DECAY,
+  peerEvidence: PEER_EVIDENCE,
   confidence: REPUTATION_CONFIDENCE,
   maxShare: REPUTATION_MAX_SHARE,
   revealPenalty: REVEAL_PENALTY,

@@ -3,7 +3,7 @@
 // A pure function of (reputation state, round input): every node computes the same bytes.
 import { bradleyTerry } from './bradley-terry.ts'
 import { checkReveals } from './commit-reveal.ts'
-import { PEER_EVIDENCE, SCHEDULE_WEIGHT_FLOOR } from './constants.ts'
+import { SCHEDULE_WEIGHT_FLOOR } from './constants.ts'
 import { compareText } from './digest.ts'
 import { ConsensusInputError } from './errors.ts'
 import { schedulePairs } from './pair-schedule.ts'
@@ -90,7 +90,7 @@ export function settleRound (state: ReputationState, input: RoundInput, options:
   const bt = bradleyTerry(items, comparisons, options.prior !== undefined ? { prior: options.prior } : {})
   const strength = new Map(bt.items.map((id, i) => [id, bt.strengths[i]]))
   // Evidence per judge, per vote: agreement with the outcome, weighted by how decided the outcome
-  // is on that pair (|2P − 1|), plus PEER_EVIDENCE × the share of the other judges of the same pair
+  // is on that pair (|2P − 1|), plus params.peerEvidence × the share of the other judges of the same pair
   // who voted alike. The outcome term is sharp but depends on the current weights, so a coalition
   // that wins the first rounds of a young swarm would earn the weight that keeps it winning; the
   // peer term does not depend on weights, so an honest majority of judges keeps earning evidence.
@@ -115,8 +115,8 @@ export function settleRound (state: ReputationState, input: RoundInput, options:
         n++
       }
       if (n > 0) {
-        agree += PEER_EVIDENCE * alike / n
-        disagree += PEER_EVIDENCE * (n - alike) / n
+        agree += params.peerEvidence * alike / n
+        disagree += params.peerEvidence * (n - alike) / n
       }
     }
     agreement.set(judge, { agree, disagree })
