@@ -4,13 +4,19 @@
 // writer writes only its own namespace). Nothing here is stored as a shared value.
 //
 // Membership: online writers whose record offers the same model (manifest id) in the same dtype
-// with valid measured figures, sorted by peer id. Current ranges: what each member publishes in
-// `layers` for that model (hysteresis: rebalance keeps a covering assignment). RTTs: what the
+// with valid measured figures, sorted by peer id. A `--layers auto` node publishes two ranges:
+// `layers` is what it SERVES (loaded and answering: routing and the staggered waves read it) and
+// the `layersTarget` capability ("start:end", "" for none) is the allocator's range for it. Current
+// ranges for rebalancing (hysteresis: rebalance keeps a covering assignment) are the targets, so a
+// half-done move is never "kept" as if it were the goal; the waves are planned from the served
+// ranges to the target, so a wave starts only once the one before it really landed. A record
+// without `layersTarget` (a pinned `--layers a:b` node, older software) counts its `layers` as
+// both. RTTs: what the
 // members publish about each other (`rttMs:<peer>` capabilities, the mean when both sides
 // measured) — never this node's own probe table, which other nodes cannot see.
 import type { Logger } from 'pino'
 import type { NodeRecord, SwarmState } from '../crdt/index.ts'
-import { allocate, rebalance } from '../sharding/index.ts'
+import { allocate, planMoves, rebalance } from '../sharding/index.ts'
 import type { Allocation, Assignment, LayerRange, Member, ModelManifest, Move } from '../sharding/index.ts'
 import type { WeightDType } from '../engine/index.ts'
 import { ALLOCATION_DEBOUNCE_MS, ALLOCATION_INTERVAL_MS, RTT_CAPABILITY_PREFIX } from './constants.ts'
@@ -30,7 +36,7 @@ export interface AllocationView {
   /** 'allocate' when no member had a range yet, else 'rebalance' (kept: hysteresis held). */
   mode: 'allocate' | 'rebalance'
   kept: boolean
-  /** The staggered moves from the published ranges to this allocation (the serving path will follow them). */
+  /** The staggered moves from the served ranges to this allocation (the serving path follows them). */
   waves: Move[][]
   /** This node's range, or null when the allocation gives it none. */
   self: LayerRange | null
@@ -38,6 +44,35 @@ export interface AllocationView {
 }
 
 function positive (x: unknown): x is number { return typeof x === 'number' && Number.isFinite(x) && x > 0 }
+
+/** The capability naming the allocator's range for a `--layers auto` node ("start:end", "" for none). */
+export const LAYERS_TARGET_CAPABILITY = 'layersTarget'
+
+/** "start:end" for a range, "" for none (the `layersTarget` capability's text). */
+export function targetText (range: LayerRange | null): string {
+  return range === null ? '' : `${range.start}:${range.end}`
+}
+
+function validRange (r: { start: number, end: number }, nLayers: number): boolean {
+  return Number.isInteger(r.start) && Number.isInteger(r.end) && r.start >= 0 && r.start < r.end && r.end <= nLayers
+}
+
+/** The range a record serves for the model (its `layers` entry), if any. */
+export function servedFromRecord (rec: NodeRecord | undefined, manifest: ModelManifest): LayerRange | undefined {
+  const range = rec?.layers.find((l) => l.model === manifest.id && validRange(l, manifest.nLayers))
+  return range === undefined ? undefined : { start: range.start, end: range.end }
+}
+
+/** The allocator's range a record names (`layersTarget`): null for none, undefined when not published or malformed. */
+export function targetFromRecord (rec: NodeRecord | undefined, manifest: ModelManifest): LayerRange | null | undefined {
+  const t = rec?.capabilities[LAYERS_TARGET_CAPABILITY]
+  if (typeof t !== 'string') return undefined
+  if (t === '') return null
+  const m = /^(\d{1,6}):(\d{1,6})$/.exec(t)
+  if (m === null) return undefined
+  const r = { start: Number(m[1]), end: Number(m[2]) }
+  return validRange(r, manifest.nLayers) ? r : undefined
+}
 
 /** The members offering `model` in `dtype`, sorted by peer id, with their published ranges. */
 export function membersFromRecords (nodes: ReadonlyMap<string, NodeRecord>, online: readonly string[], manifest: ModelManifest, dtype: WeightDType): Member[] {
@@ -47,7 +82,9 @@ export function membersFromRecords (nodes: ReadonlyMap<string, NodeRecord>, onli
     const c = rec?.capabilities
     if (c === undefined || c.model !== manifest.id || c.dtype !== dtype) continue
     if (!positive(c.decodeLayerMs) || !positive(c.prefillLayerMsPerToken) || typeof c.memoryBytes !== 'number' || !(c.memoryBytes >= 0)) continue
-    const range = rec?.layers.find((l) => l.model === manifest.id && Number.isInteger(l.start) && Number.isInteger(l.end) && l.start >= 0 && l.start < l.end && l.end <= manifest.nLayers)
+    // the target when published (null: none), else what it serves
+    const target = targetFromRecord(rec, manifest)
+    const range = target === undefined ? servedFromRecord(rec, manifest) : target ?? undefined
     out.push({
       peerId,
       capability: {
@@ -92,7 +129,13 @@ export function computeAllocation (manifest: ModelManifest, dtype: WeightDType, 
     allocation = plan.target
     mode = 'rebalance'
     kept = plan.kept
-    waves = plan.waves
+    // from what the members serve now (not their targets) to the target: a move waits for the
+    // moves before it to have really landed
+    const served = members.flatMap((m) => {
+      const r = servedFromRecord(nodes.get(m.peerId), manifest)
+      return r === undefined ? [] : [{ peerId: m.peerId, ...r }]
+    })
+    waves = planMoves(served, allocation.assignments, manifest.nLayers).waves
   }
   const mine = allocation.assignments.find((a) => a.peerId === self)
   return {
@@ -123,7 +166,24 @@ export interface Allocator {
  * Recomputes on every swarm-state change (debounced) and on a timer, publishes this node's range
  * in its node record when it changes, and logs an `allocation` event when the assignment does.
  */
-export function startAllocator (init: { state: SwarmState, self: string, manifest: ModelManifest, dtype: WeightDType, record: NodeRecordPublisher, log: Logger, beforePass?: () => void, pinned?: { start: number, end: number } }): Allocator {
+export function startAllocator (init: {
+  state: SwarmState
+  self: string
+  manifest: ModelManifest
+  dtype: WeightDType
+  record: NodeRecordPublisher
+  log: Logger
+  beforePass?: () => void
+  /** `--layers a:b`: the record says that range (and no target). */
+  pinned?: { start: number, end: number }
+  /**
+   * The range this node serves now (`--layers auto`: the serving path loads the allocator's
+   * range, then says so and calls `refresh`). Given: the record's `layers` is this and the
+   * allocator's range goes in the `layersTarget` capability. Without it the allocator's range is
+   * published as served at once (the waves then collapse after one pass).
+   */
+  served?: () => LayerRange | null
+}): Allocator {
   const { state, self, manifest, dtype, record, log } = init
   let view: AllocationView | undefined
   let published = ''
@@ -145,11 +205,12 @@ export function startAllocator (init: { state: SwarmState, self: string, manifes
     }
     // `--layers a:b` pins what this node serves: the record says that range, not the allocator's
     // (clients route from records, and a stage answers only the range it loaded)
-    const range = init.pinned ?? next.self
-    const mine = JSON.stringify(range)
+    const range = init.pinned ?? (init.served !== undefined ? init.served() : next.self)
+    const target = init.pinned === undefined && init.served !== undefined ? targetText(next.self) : undefined
+    const mine = JSON.stringify([range, target])
     if (mine !== published) {
       published = mine
-      record.setLayers(range === null ? [] : [{ model: manifest.id, start: range.start, end: range.end }])
+      record.setLayers(range === null ? [] : [{ model: manifest.id, start: range.start, end: range.end }], target)
     }
     return next
   }

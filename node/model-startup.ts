@@ -12,7 +12,7 @@ import { dhtProtocol, PROBE_PROTOCOL } from '../protocols/index.ts'
 import { openModel } from '../engine/index.ts'
 import type { ModelSource, WeightDType } from '../engine/index.ts'
 import { createStepTimer } from '../sharding/index.ts'
-import type { ModelManifest, NodeCapability, StepTimer } from '../sharding/index.ts'
+import type { LayerRange, ModelManifest, NodeCapability, StepTimer } from '../sharding/index.ts'
 import { startAllocator } from './allocation.ts'
 import type { Allocator } from './allocation.ts'
 import type { CapabilityJob } from './capability-worker.ts'
@@ -78,6 +78,8 @@ export interface NodeModel {
   /** Live per-layer step times (EWMA) seeded with the measurement; the serving path feeds it. */
   stepTimer?: StepTimer
   allocator?: Allocator
+  /** `--layers auto`: the range the serving path has loaded and serves now (null: none); the record publishes this. */
+  served?: LayerRange | null
   announced: boolean
 }
 
@@ -164,7 +166,8 @@ export function startNodeModel (host: MyceliumHost, config: NodeConfig & { model
       record,
       log,
       beforePass: () => { record.setLinks(host.services.probe.results()) },
-      ...(config.model.layers !== undefined ? { pinned: config.model.layers } : {})
+      // `--layers auto`: the record says what the serving path serves (followAllocation sets it)
+      ...(config.model.layers !== undefined ? { pinned: config.model.layers } : { served: () => model.served ?? null })
     })
     model.phase = 'ready'
   }

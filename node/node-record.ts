@@ -27,8 +27,11 @@ export interface ModelCapabilities {
 export interface LinkEstimate { rttMs: number, bandwidthBytesPerS: number }
 
 export interface NodeRecordPublisher {
-  /** Publishes this node's layer assignment (allocation.ts; the serving path will load it). */
-  setLayers: (layers: ServedRange[]) => void
+  /**
+   * Publishes the layers this node serves and, for `--layers auto`, the allocator's range for it
+   * (the `layersTarget` capability, "start:end" or "" — see allocation.ts); undefined: no target.
+   */
+  setLayers: (layers: ServedRange[], target?: string) => void
   /** Publishes the model this node offers and its measured capability. */
   setModel: (model: ModelCapabilities) => void
   /** Folds the probe service's estimates in: RTT per peer and a bandwidth figure, with hysteresis. */
@@ -51,6 +54,7 @@ function round2 (x: number): number {
 export function startNodeRecordPublisher (host: MyceliumHost, config: NodeConfig, log: Logger): NodeRecordPublisher {
   const state = host.services.swarmSync.state
   let layers: ServedRange[] = []
+  let target: string | undefined
   let model: ModelCapabilities | undefined
   let rtts = new Map<string, number>()
   let bandwidth: number | undefined
@@ -62,6 +66,7 @@ export function startNodeRecordPublisher (host: MyceliumHost, config: NodeConfig
       ...baseCapabilities(config),
       ...(model !== undefined ? { ...model } : {}),
       ...(bandwidth !== undefined ? { bandwidthBytesPerS: bandwidth } : {}),
+      ...(target !== undefined ? { layersTarget: target } : {}),
       ...Object.fromEntries([...rtts].map(([peer, ms]) => [`${RTT_CAPABILITY_PREFIX}${peer}`, ms]))
     },
     layers,
@@ -93,8 +98,9 @@ export function startNodeRecordPublisher (host: MyceliumHost, config: NodeConfig
   write()
 
   return {
-    setLayers: (next) => {
+    setLayers: (next, nextTarget) => {
       layers = next.map((r) => ({ ...r }))
+      target = nextTarget
       schedule()
     },
     setModel: (next) => {

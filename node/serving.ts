@@ -48,7 +48,7 @@ export const FOLLOW_ALLOCATION_DRAIN_MS = 60_000
 /** What `followAllocation` reads and drives (the host's stage service and the model side). */
 export interface FollowTarget {
   service: Pick<MyceliumHost['services']['inference'], 'serve' | 'sessionsOn' | 'protocol' | 'usage'>
-  model: Pick<NodeModel, 'allocator' | 'manifest' | 'capability'>
+  model: Pick<NodeModel, 'allocator' | 'manifest' | 'capability' | 'served'>
   /** This node's peer id (its moves are found in the allocator's waves by it). */
   self: string
 }
@@ -73,8 +73,10 @@ export function waveOf (waves: Move[][], self: string): number {
 /**
  * `--layers auto`: serve whatever range the allocator gives this node.
  * - Staggered: a move in wave k > 0 of the allocator's plan waits until the plan, recomputed
- *   from the published ranges on every pass, has it in wave 0 (the earlier waves landed), so a
- *   layer served now is not dropped before its new server took it (sharding/move-plan.ts).
+ *   on every pass from the ranges the members' records say they serve, has it in wave 0 (the
+ *   earlier waves landed), so a layer served now is not dropped before its new server took it
+ *   (sharding/move-plan.ts). The record publishes the range this node serves (`model.served`,
+ *   set here once a range is loaded or dropped) and the allocator's range as its target.
  * - Beside or drain: when the new range fits the memory budget next to what is loaded now (old
  *   weights + KV reserved by its sessions), the new range is loaded while the old one keeps
  *   serving, new sessions switch at once and the old shard closes when its last session ended.
@@ -90,6 +92,12 @@ export function followAllocation (host: MyceliumHost, opened: OpenedModel, confi
 /** `followAllocation` over its parts (tests drive it with a real engine and a scripted allocator). */
 export function followAllocationOf (target: FollowTarget, opened: OpenedModel, config: ModelConfig, log: Logger, options: { pollMs?: number, drainMs?: number } = {}): { stop: () => Promise<void> } {
   const { service, model } = target
+  // what the node record publishes as served: set when it changes, then an allocation pass
+  // publishes it (and the recomputed waves let the next wave start)
+  const announce = (range: { start: number, end: number } | null): void => {
+    model.served = range === null ? null : { start: range.start, end: range.end }
+    model.allocator?.refresh()
+  }
   let current: { key: string, shard?: Shard } = { key: '' }
   const retired: Shard[] = []
   let busy = false
@@ -131,6 +139,7 @@ export function followAllocationOf (target: FollowTarget, opened: OpenedModel, c
       if (self !== null && budget !== undefined && loaded > 0 && loaded + kv + needed > budget) {
         log.info({ event: 'serving-drain', start: self.start, end: self.end, loadedBytes: loaded, kvReservedBytes: kv, neededBytes: needed, budgetBytes: budget }, 'the new range does not fit beside the old one: draining the old range before loading')
         service.serve(undefined)
+        announce(null)
         if (current.shard !== undefined) retired.push(current.shard)
         current = { key: '' }
         const deadline = Date.now() + (options.drainMs ?? FOLLOW_ALLOCATION_DRAIN_MS)
@@ -146,6 +155,7 @@ export function followAllocationOf (target: FollowTarget, opened: OpenedModel, c
       service.serve(shard === undefined ? undefined : { shard, get model () { return model.manifest?.id } })
       if (current.shard !== undefined) retired.push(current.shard)
       current = { key, ...(shard !== undefined ? { shard } : {}) }
+      announce(self)
       log.info({ event: 'serving', start: self?.start ?? null, end: self?.end ?? null, auto: true, protocol: service.protocol, weightBytes: shard?.weightBytes ?? 0, ms: Math.round(performance.now() - t0) }, self === null ? 'serving no layers' : `serving layers [${self.start}, ${self.end}) (allocation)`)
     } catch (err) {
       log.warn({ event: 'serving-failed', err: (err as Error).message }, 'could not load the allocated layers; retrying')
@@ -159,6 +169,7 @@ export function followAllocationOf (target: FollowTarget, opened: OpenedModel, c
       stopped = true
       clearInterval(timer)
       service.serve(undefined)
+      model.served = null
       await Promise.all([...retired.splice(0), ...(current.shard !== undefined ? [current.shard] : [])].map(async (s) => { await s.close() }))
     }
   }

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest'
 import type { NodeRecord } from '../../crdt/index.ts'
 import { manifestFromConfig } from '../../sharding/index.ts'
-import { computeAllocation, membersFromRecords, rttFromRecords } from '../../node/allocation.ts'
+import { computeAllocation, membersFromRecords, rttFromRecords, targetFromRecord } from '../../node/allocation.ts'
 import { seededRandom, testSeed } from '../seed.ts'
 
 const manifest = manifestFromConfig({ architecture: 'llama', dim: 64, hiddenDim: 172, nLayers: 5, nHeads: 8, nKvHeads: 4, headSize: 8, vocabSize: 512, seqLen: 512, ropeTheta: 10000, normEps: 1e-5, tiedEmbeddings: true, qkvBias: false, bosId: 1, eosId: 2 })
@@ -75,5 +75,34 @@ describe('allocation from the replicated records', () => {
     expect(second.mode).toBe('rebalance')
     expect(second.assignments).toEqual(first.assignments)
     expect(second.self).toEqual({ start: first.assignments[1].start, end: first.assignments[1].end })
+  })
+
+  it('rebalances from the published targets and plans the waves from the served ranges', () => {
+    const entries = [node(1), node(2), node(3)]
+    const first = computeAllocation(manifest, 'f32', new Map(entries), entries.map(([id]) => id), 'peer-2', 0)
+    // every node publishes its target; nobody has loaded it yet (serves nothing)
+    for (const [id, r] of entries) {
+      const a = first.assignments.find((x) => x.peerId === id)!
+      r.capabilities.layersTarget = `${a.start}:${a.end}`
+    }
+    expect(targetFromRecord(entries[0][1], manifest)).toEqual({ start: first.assignments[0].start, end: first.assignments[0].end })
+    const pending = computeAllocation(manifest, 'f32', new Map(entries), entries.map(([id]) => id), 'peer-2', 0)
+    expect(pending.mode).toBe('rebalance')
+    expect(pending.assignments).toEqual(first.assignments) // the targets are kept: nothing is re-decided
+    expect(pending.waves.flat().map((m) => m.peerId).sort()).toEqual(['peer-1', 'peer-2', 'peer-3']) // all still to land
+    // once each serves its target, no move is left
+    for (const [id, r] of entries) {
+      const a = first.assignments.find((x) => x.peerId === id)!
+      r.layers = [{ model: manifest.id, start: a.start, end: a.end }]
+    }
+    expect(computeAllocation(manifest, 'f32', new Map(entries), entries.map(([id]) => id), 'peer-2', 0).waves).toEqual([])
+    // a half-done move is not kept as the goal: peer-1 still serves an old range, its target stands
+    entries[0][1].layers = [{ model: manifest.id, start: 0, end: 5 }]
+    const half = computeAllocation(manifest, 'f32', new Map(entries), entries.map(([id]) => id), 'peer-2', 0)
+    expect(half.assignments).toEqual(first.assignments)
+    expect(half.waves.flat()).toEqual([{ peerId: 'peer-1', from: { start: 0, end: 5 }, to: { start: first.assignments[0].start, end: first.assignments[0].end } }])
+    // malformed or outside the model: not a target; "" is "none"
+    for (const bad of ['x', '3:2', '0:9', '1:2:3', 7]) expect(targetFromRecord(record({ layersTarget: bad }), manifest)).toBeUndefined()
+    expect(targetFromRecord(record({ layersTarget: '' }), manifest)).toBeNull()
   })
 })

@@ -1,0 +1,109 @@
+// `--layers auto` moves are staggered for real: node records publish the range a daemon SERVES
+// (loaded and answering) and the allocator's range as its target (`layersTarget`), so the
+// allocator's waves are recomputed from what has really landed. Real daemons with tight memory
+// (each must drop its old range before loading a new one) join one by one and the allocation
+// reshuffles; from the moment the model is first covered, no layer goes unserved again — checked
+// on every daemon's own serving log (load/drain timeline) and on the replicated records polled
+// from a daemon's replica meanwhile.
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { controlRequest } from '../../node/control.ts'
+import type { NodeRecord } from '../../crdt/index.ts'
+import { STORIES260K } from '../models.ts'
+import { cleanupDaemons, pollUntil, scratch, startDaemon, type Started } from './daemons.ts'
+
+const SWARM = 'moves'
+const N_LAYERS = 5
+
+afterEach(cleanupDaemons)
+
+function addr (d: Started): string {
+  return (d.ready.listen as string[]).find((a) => a.includes('/tcp/') && !a.includes('/ws')) as string
+}
+
+/** Layers of [0, N_LAYERS) no range covers. */
+function holes (ranges: Array<{ start: number, end: number } | null>): number[] {
+  const out: number[] = []
+  for (let l = 0; l < N_LAYERS; l++) if (!ranges.some((r) => r !== null && r.start <= l && l < r.end)) out.push(l)
+  return out
+}
+
+type Timeline = Array<{ time: number, daemon: number, range: { start: number, end: number } | null }>
+
+/** Every daemon's served range over time from its log: `serving` (loaded) and `serving-drain` (dropped). */
+function timeline (daemons: Started[]): Timeline {
+  const out: Timeline = []
+  daemons.forEach((d, i) => {
+    for (const e of d.events) {
+      if (e.event === 'serving') out.push({ time: e.time as number, daemon: i, range: e.start === null ? null : { start: e.start as number, end: e.end as number } })
+      if (e.event === 'serving-drain') out.push({ time: e.time as number, daemon: i, range: null })
+    }
+  })
+  return out.sort((a, b) => a.time - b.time)
+}
+
+describe('--layers auto: staggered moves from served ranges', () => {
+  it('once the model is covered, no layer goes unserved while the daemons move', async () => {
+    const daemons: Started[] = []
+    const snapshots: Array<Array<{ start: number, end: number } | null>> = []
+    const targets: string[] = []
+    let polling = true
+    // 16 MiB holds 3 of stories260K's 5 layers (KV reserve included), 10 MiB two, so loads drain first
+    const memories = ['16M', '10M', '16M', '10M']
+    const poller = (async () => {
+      while (polling) {
+        if (daemons.length > 0) {
+          try {
+            const view = await controlRequest(join(daemons[0].dir, 'control.sock'), { cmd: 'swarm' }) as unknown as { nodes: Record<string, NodeRecord>, online: string[] }
+            const served = Object.entries(view.nodes).filter(([id]) => view.online.includes(id)).map(([, r]) => r.layers[0] ?? null)
+            snapshots.push(served)
+            for (const r of Object.values(view.nodes)) if (typeof r.capabilities.layersTarget === 'string') targets.push(r.capabilities.layersTarget)
+          } catch { /* the control socket is not up yet */ }
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+    })()
+    try {
+      for (const memory of memories) {
+        daemons.push(await startDaemon(scratch('mycelium-moves-'), ['--swarm', SWARM, '--model', STORIES260K, '--max-memory', memory, '--threads', '1', ...daemons.flatMap((d) => ['--bootstrap', addr(d)])]))
+        // the next joins once this one serves what the allocation gives it (or nothing)
+        await pollUntil('the daemon to serve its range', async () => (daemons.at(-1)?.events.some((e) => e.event === 'serving') === true ? true : undefined), 40_000)
+      }
+      // settled: every daemon serves what the shared allocation says, and it covers the model
+      await pollUntil('one covered allocation served by every daemon', async () => {
+        const a = (await controlRequest(join(daemons[0].dir, 'control.sock'), { cmd: 'allocation' })) as unknown as { allocation: { covered: boolean, waves: unknown[][], assignments: Array<{ peerId: string, start: number, end: number }> } }
+        if (!a.allocation.covered || a.allocation.waves.length > 0) return undefined
+        const ids = daemons.map((d) => d.ready.peerId as string)
+        const last = (i: number): Record<string, unknown> | undefined => daemons[i].events.filter((e) => e.event === 'serving' || e.event === 'serving-drain').at(-1)
+        return ids.every((id, i) => {
+          const mine = a.allocation.assignments.find((x) => x.peerId === id)
+          const l = last(i)
+          return mine === undefined ? (l === undefined || l.start === null || l.event === 'serving-drain') : (l?.event === 'serving' && l.start === mine.start && l.end === mine.end)
+        }) ? true : undefined
+      }, 60_000)
+    } finally {
+      polling = false
+      await poller
+    }
+    // the daemons' own logs: from the first covered instant on, never a hole
+    const events = timeline(daemons)
+    const now = new Array<{ start: number, end: number } | null>(daemons.length).fill(null)
+    let covered = false
+    let movesAfter = 0
+    for (const e of events) {
+      now[e.daemon] = e.range
+      if (covered) {
+        movesAfter++
+        expect(holes(now), `after ${JSON.stringify(e)} served: ${JSON.stringify(now)}`).toEqual([])
+      }
+      covered ||= holes(now).length === 0
+    }
+    expect(covered).toBe(true)
+    // the records as replicated: the same, and they carried targets
+    const firstCovered = snapshots.findIndex((s) => holes(s).length === 0)
+    expect(firstCovered).toBeGreaterThanOrEqual(0)
+    for (const s of snapshots.slice(firstCovered)) expect(holes(s), JSON.stringify(s)).toEqual([])
+    expect(targets.length).toBeGreaterThan(0)
+    expect(movesAfter, "the daemons moved after the first coverage (else this checks nothing)").toBeGreaterThan(0)
+  }, 180_000)
+})
