@@ -11,7 +11,7 @@ import { InferenceFailedError, chainRouter, inferenceProtocol, runInference } fr
 import type { ChainHop } from '../protocols/index.ts'
 import { ShardUnavailableError } from '../sharding/index.ts'
 import { AbortError, ConsensusNotImplementedError, InvalidRequestError, ModelNotFoundError, NoRouteError, TokenizerUnavailableError } from './errors.ts'
-import { check, checkOptions, wireSeed } from './options.ts'
+import { check, checkOptions } from './options.ts'
 import { listModels } from './route.ts'
 import type { ModelInfo } from './route.ts'
 import { chatPrompt } from './chat.ts'
@@ -129,7 +129,7 @@ export function createClient (init: ClientInit): MyceliumClient {
     if (prompt.length + maxTokens > context) {
       throw new InvalidRequestError(`this model's maximum context length is ${context} tokens; the prompt has ${prompt.length} and ${maxTokens} were asked for`, prompt.length >= context ? 'prompt' : 'maxTokens', 'context_length_exceeded')
     }
-    const seed = wireSeed(options.seed ?? Math.floor(Math.random() * 2 ** 31))
+    const seed = options.seed ?? Math.floor(Math.random() * 2 ** 31)
     const text = createTextStream(tokenizer)
     const stops = stopMatcher(options.stop ?? [])
     let prev = prompt[prompt.length - 1]

@@ -1,15 +1,6 @@
-// Checks of generate's options (InvalidRequestError naming the field) and the seed's wire form.
+// Checks of generate's options (InvalidRequestError naming the field).
 import { InvalidRequestError } from './errors.ts'
 import type { GenerateOptions } from './types.ts'
-
-/**
- * protons-runtime's uint64 writer corrupts values in [2^31, 2^32) (the frame then fails to
- * decode: MALFORMED at the stage); such seeds travel as seed + 2^32, which encodes correctly. The
- * mapping is fixed, so a seed still always gives the same tokens.
- */
-export function wireSeed (seed: number): number {
-  return seed >= 2 ** 31 && seed < 2 ** 32 ? seed + 2 ** 32 : seed
-}
 
 export function check (ok: boolean, message: string, param: string): void {
   if (!ok) throw new InvalidRequestError(message, param)

@@ -3,7 +3,7 @@ import type { Codec, DecodeOptions } from 'protons-runtime';
 import type { Uint8ArrayList } from 'uint8arraylist';
 export interface Beacon {
     writer: Uint8Array<ArrayBuffer>;
-    at: bigint;
+    at: number;
     seq: number;
     head: Uint8Array<ArrayBuffer>;
     signature: Uint8Array<ArrayBuffer>;
@@ -16,7 +16,7 @@ export declare namespace Beacon {
     }
     interface BeaconAtFieldEvent {
         field: '$.at';
-        value: bigint;
+        value: number;
     }
     interface BeaconSeqFieldEvent {
         field: '$.seq';

@@ -14,9 +14,9 @@ export var Beacon;
                     w.uint32(10);
                     w.bytes(obj.writer);
                 }
-                if ((obj.at != null && obj.at !== 0n)) {
+                if ((obj.at != null && obj.at !== 0)) {
                     w.uint32(16);
-                    w.uint64(obj.at);
+                    w.uint64Number(obj.at);
                 }
                 if ((obj.seq != null && obj.seq !== 0)) {
                     w.uint32(24);
@@ -36,7 +36,7 @@ export var Beacon;
             }, (reader, length, opts = {}) => {
                 const obj = {
                     writer: uint8ArrayAlloc(0),
-                    at: 0n,
+                    at: 0,
                     seq: 0,
                     head: uint8ArrayAlloc(0),
                     signature: uint8ArrayAlloc(0)
@@ -50,7 +50,7 @@ export var Beacon;
                             break;
                         }
                         case 2: {
-                            obj.at = reader.uint64();
+                            obj.at = reader.uint64Number();
                             break;
                         }
                         case 3: {
@@ -87,7 +87,7 @@ export var Beacon;
                         case 2: {
                             yield {
                                 field: `${prefix}.at`,
-                                value: reader.uint64()
+                                value: reader.uint64Number()
                             };
                             break;
                         }

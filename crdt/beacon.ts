@@ -30,7 +30,7 @@ export async function sealBeacon (swarm: string, signer: EnvelopeSigner, at: num
 }
 
 export function encodeBeacon (beacon: Beacon): Uint8Array {
-  return BeaconCodec.encode({ ...beacon, at: BigInt(beacon.at) } as BeaconCodec)
+  return BeaconCodec.encode(beacon as BeaconCodec)
 }
 
 /** Decodes a beacon after bounding its size; throws MalformedEnvelopeError. */
@@ -45,6 +45,6 @@ export function decodeBeacon (bytes: Uint8Array): Beacon {
   if (decoded.writer.length !== ED25519_PUBLIC_KEY_BYTES || decoded.head.length !== HASH_BYTES || decoded.signature.length !== ED25519_SIGNATURE_BYTES) {
     throw new MalformedEnvelopeError('beacon fields have the wrong lengths')
   }
-  if (decoded.at > BigInt(Number.MAX_SAFE_INTEGER)) throw new MalformedEnvelopeError('beacon timestamp out of range')
-  return { writer: decoded.writer, at: Number(decoded.at), seq: decoded.seq, head: decoded.head, signature: decoded.signature }
+  if (!Number.isSafeInteger(decoded.at)) throw new MalformedEnvelopeError('beacon timestamp out of range')
+  return { writer: decoded.writer, at: decoded.at, seq: decoded.seq, head: decoded.head, signature: decoded.signature }
 }

@@ -2,13 +2,13 @@
 import type { Codec, DecodeOptions } from 'protons-runtime';
 import type { Uint8ArrayList } from 'uint8arraylist';
 export interface BulkRequest {
-    size: bigint;
+    size: number;
 }
 export declare namespace BulkRequest {
     const codec: () => Codec<BulkRequest>;
     interface BulkRequestSizeFieldEvent {
         field: '$.size';
-        value: bigint;
+        value: number;
     }
     function encode(obj: Partial<BulkRequest>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<BulkRequest>): BulkRequest;
@@ -16,7 +16,7 @@ export declare namespace BulkRequest {
 }
 export interface BulkResponse {
     status: BulkResponse.Status;
-    received: bigint;
+    received: number;
 }
 export declare namespace BulkResponse {
     enum Status {
@@ -36,7 +36,7 @@ export declare namespace BulkResponse {
     }
     interface BulkResponseReceivedFieldEvent {
         field: '$.received';
-        value: bigint;
+        value: number;
     }
     function encode(obj: Partial<BulkResponse>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<BulkResponse>): BulkResponse;

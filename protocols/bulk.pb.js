@@ -9,23 +9,23 @@ export var BulkRequest;
                 if (opts.lengthDelimited !== false) {
                     w.fork();
                 }
-                if ((obj.size != null && obj.size !== 0n)) {
+                if ((obj.size != null && obj.size !== 0)) {
                     w.uint32(8);
-                    w.uint64(obj.size);
+                    w.uint64Number(obj.size);
                 }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
             }, (reader, length, opts = {}) => {
                 const obj = {
-                    size: 0n
+                    size: 0
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
                     const tag = reader.uint32();
                     switch (tag >>> 3) {
                         case 1: {
-                            obj.size = reader.uint64();
+                            obj.size = reader.uint64Number();
                             break;
                         }
                         default: {
@@ -43,7 +43,7 @@ export var BulkRequest;
                         case 1: {
                             yield {
                                 field: `${prefix}.size`,
-                                value: reader.uint64()
+                                value: reader.uint64Number()
                             };
                             break;
                         }
@@ -104,9 +104,9 @@ export var BulkResponse;
                     w.uint32(8);
                     BulkResponse.Status.codec().encode(obj.status, w);
                 }
-                if ((obj.received != null && obj.received !== 0n)) {
+                if ((obj.received != null && obj.received !== 0)) {
                     w.uint32(16);
-                    w.uint64(obj.received);
+                    w.uint64Number(obj.received);
                 }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
@@ -114,7 +114,7 @@ export var BulkResponse;
             }, (reader, length, opts = {}) => {
                 const obj = {
                     status: Status.OK,
-                    received: 0n
+                    received: 0
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -125,7 +125,7 @@ export var BulkResponse;
                             break;
                         }
                         case 2: {
-                            obj.received = reader.uint64();
+                            obj.received = reader.uint64Number();
                             break;
                         }
                         default: {
@@ -150,7 +150,7 @@ export var BulkResponse;
                         case 2: {
                             yield {
                                 field: `${prefix}.received`,
-                                value: reader.uint64()
+                                value: reader.uint64Number()
                             };
                             break;
                         }

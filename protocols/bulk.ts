@@ -48,14 +48,14 @@ export async function receiveBulk (stream: Stream, options: BulkReceiveOptions =
     unwrapped = true
     // The reply gets its own short deadline: the transfer's may be what just expired.
     const replySignal = AbortSignal.timeout(BULK_REPLY_TIMEOUT_MS)
-    await pbStream(stream, { maxDataLength: BULK_MAX_FRAME_BYTES }).write({ status, received: BigInt(received) }, BulkResponse, { signal: replySignal })
+    await pbStream(stream, { maxDataLength: BULK_MAX_FRAME_BYTES }).write({ status, received }, BulkResponse, { signal: replySignal })
     await stream.close({ signal: replySignal })
     return { status, received }
   }
   let size: number
   try {
     const request = await pb.read(BulkRequest, { signal })
-    size = Number(request.size)
+    size = request.size
   } catch (err) {
     if (signal.aborted) throw err
     return await answer(BulkResponse.Status.MALFORMED, 0)
@@ -93,7 +93,7 @@ export interface BulkSendResult {
 export async function sendBulk (stream: Stream, size: number, options: AbortOptions = {}): Promise<BulkSendResult> {
   const started = performance.now()
   const pb = pbStream(stream, { maxDataLength: BULK_MAX_FRAME_BYTES })
-  await pb.write({ size: BigInt(size) }, BulkRequest, options)
+  await pb.write({ size }, BulkRequest, options)
   const raw = pb.unwrap()
   const chunk = new Uint8Array(BULK_CHUNK_BYTES)
   let sent = 0

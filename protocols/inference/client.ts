@@ -39,6 +39,7 @@ export interface InferenceRequest extends AbortOptions {
     temperature?: number
     topP?: number
     topK?: number
+    /** An integer in [0, 2^53) (the wire's range; the engine's sampler takes it as is); default 1. */
     seed?: number | bigint
     maxTokens?: number
     /** PRNG draws to skip (failover sets it to the tokens already sampled; default 0). */
@@ -203,6 +204,13 @@ function splice (chain: ChainHop[], failed: ChainHop, hops: ChainHop[]): boolean
   return true
 }
 
+/** The seed as the wire carries it: a safe non-negative integer (RangeError otherwise). */
+function wireSeed (seed: number | bigint): number {
+  const n = Number(seed)
+  if (!Number.isSafeInteger(n) || n < 0 || BigInt(n) !== BigInt(seed)) throw new RangeError(`seed must be an integer in [0, 2^53), got ${seed}`)
+  return n
+}
+
 /** True when the hop accepts a stream of the protocol within the deadline (the stream is dropped at once). */
 async function reachable (openStream: OpenStream, protocol: string, hop: ChainHop, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
   try {
@@ -229,6 +237,7 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
   const { chain, prompt, signal } = request
   if (chain.length === 0) throw new RangeError('a chain needs at least one stage')
   if (prompt.length === 0 || prompt.length > request.maxLength) throw new RangeError('the prompt needs 1 to maxLength tokens')
+  const seed = wireSeed(request.sampling?.seed ?? 1)
   const sessionId = request.sessionId ?? crypto.randomUUID()
   const t0 = performance.now()
   let stream: Stream
@@ -281,7 +290,7 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
         codec: wireCodec(request.codec ?? 'f32'),
         chain: chain.slice(1).map((h) => ({ peer: h.peer.toString(), start: h.start, end: h.end })),
         origin: '',
-        sampling: { temperature: s.temperature ?? 0, topP: s.topP ?? 1, topK: s.topK ?? 0, seed: BigInt(s.seed ?? 1), maxTokens: s.maxTokens ?? 0, skipDraws: s.skipDraws ?? 0 }
+        sampling: { temperature: s.temperature ?? 0, topP: s.topP ?? 1, topK: s.topK ?? 0, seed, maxTokens: s.maxTokens ?? 0, skipDraws: s.skipDraws ?? 0 }
       }
     })
     const opened = await read(true)

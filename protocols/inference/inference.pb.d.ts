@@ -54,7 +54,7 @@ export interface Sampling {
     temperature: number;
     topP: number;
     topK: number;
-    seed: bigint;
+    seed: number;
     maxTokens: number;
     skipDraws: number;
 }
@@ -74,7 +74,7 @@ export declare namespace Sampling {
     }
     interface SamplingSeedFieldEvent {
         field: '$.seed';
-        value: bigint;
+        value: number;
     }
     interface SamplingMaxTokensFieldEvent {
         field: '$.maxTokens';
@@ -158,7 +158,7 @@ export declare namespace OpenSession {
     }
     interface OpenSessionSamplingSeedFieldEvent {
         field: '$.sampling.seed';
-        value: bigint;
+        value: number;
     }
     interface OpenSessionSamplingMaxTokensFieldEvent {
         field: '$.sampling.maxTokens';
@@ -348,7 +348,7 @@ export declare namespace Frame {
     }
     interface FrameOpenSamplingSeedFieldEvent {
         field: '$.open.sampling.seed';
-        value: bigint;
+        value: number;
     }
     interface FrameOpenSamplingMaxTokensFieldEvent {
         field: '$.open.sampling.maxTokens';

@@ -178,9 +178,9 @@ export var Sampling;
                     w.uint32(24);
                     w.uint32(obj.topK);
                 }
-                if ((obj.seed != null && obj.seed !== 0n)) {
+                if ((obj.seed != null && obj.seed !== 0)) {
                     w.uint32(32);
-                    w.uint64(obj.seed);
+                    w.uint64Number(obj.seed);
                 }
                 if ((obj.maxTokens != null && obj.maxTokens !== 0)) {
                     w.uint32(40);
@@ -198,7 +198,7 @@ export var Sampling;
                     temperature: 0,
                     topP: 0,
                     topK: 0,
-                    seed: 0n,
+                    seed: 0,
                     maxTokens: 0,
                     skipDraws: 0
                 };
@@ -219,7 +219,7 @@ export var Sampling;
                             break;
                         }
                         case 4: {
-                            obj.seed = reader.uint64();
+                            obj.seed = reader.uint64Number();
                             break;
                         }
                         case 5: {
@@ -266,7 +266,7 @@ export var Sampling;
                         case 4: {
                             yield {
                                 field: `${prefix}.seed`,
-                                value: reader.uint64()
+                                value: reader.uint64Number()
                             };
                             break;
                         }

@@ -68,7 +68,7 @@ export function stageSession (open: OpenSession, shard: Shard, session: Session,
   }
   if (shard.isLast) {
     const p = open.sampling
-    s.sampler = createSampler({ temperature: p?.temperature ?? 0, topP: p?.topP === 0 ? 1 : (p?.topP ?? 1), topK: p?.topK ?? 0, seed: p?.seed ?? 1n })
+    s.sampler = createSampler({ temperature: p?.temperature ?? 0, topP: p?.topP === 0 ? 1 : (p?.topP ?? 1), topK: p?.topK ?? 0, seed: p?.seed ?? 1 })
     // a failover replay continues the PRNG where the failed session left it: every non-greedy
     // sample draws exactly one coin, whatever the logits, so a one-logit sample advances it by one
     if ((p?.temperature ?? 0) > 0) for (let i = 0; i < (p?.skipDraws ?? 0); i++) s.sampler.sample(new Float32Array(1))

@@ -33,7 +33,7 @@ export interface PullResult extends SyncTraffic {
 }
 
 function encodeHeads (heads: WriterHead[]): SyncRequest['heads'] {
-  return heads.map((h) => ({ clientId: BigInt(h.clientId), seq: h.seq, hash: h.hash.subarray(0, SYNC_HEAD_HASH_BYTES) as Uint8Array<ArrayBuffer> }))
+  return heads.map((h) => ({ clientId: h.clientId, seq: h.seq, hash: h.hash.subarray(0, SYNC_HEAD_HASH_BYTES) as Uint8Array<ArrayBuffer> }))
 }
 
 /** Pulls what `peer` has and we lack over an open stream; closes the stream when done. */
@@ -42,7 +42,7 @@ export async function pullOver (stream: Stream, state: SwarmState, peer: string,
   const result: PullResult = { applied: 0, rejected: 0, beacons: 0, rounds: 0, bytesIn: 0, bytesOut: 0, runBytesIn: 0, rawBytesIn: 0 }
   for (let more = true; more && result.rounds < SYNC_MAX_ROUNDS;) {
     const request: SyncRequest = {
-      swarm: state.swarm, heads: encodeHeads(state.heads()), maxBytes, excluded: state.excludedClientIds().map(BigInt), presence: state.presenceDigest() as Uint8Array<ArrayBuffer>
+      swarm: state.swarm, heads: encodeHeads(state.heads()), maxBytes, excluded: state.excludedClientIds(), presence: state.presenceDigest() as Uint8Array<ArrayBuffer>
     }
     result.bytesOut += SyncRequest.encode(request).length
     await pb.write(request, SyncRequest, options)
@@ -98,10 +98,10 @@ export async function serveOver (stream: Stream, state: SwarmState, allow: () =>
       const sendBeacons = round === 0 && Buffer.compare(Buffer.from(request.presence), Buffer.from(state.presenceDigest())) !== 0
       const beacons = sendBeacons ? state.liveBeacons().slice(0, SYNC_MAX_BEACONS).map((b) => encodeBeacon(b) as Uint8Array<ArrayBuffer>) : []
       const beaconBytes = beacons.reduce((n, b) => n + b.length, 0)
-      const heads = request.heads.map((h) => ({ clientId: Number(h.clientId), seq: h.seq, hash: h.hash }))
+      const heads = request.heads.map((h) => ({ clientId: h.clientId, seq: h.seq, hash: h.hash }))
       const { runs, more } = state.runsFor(heads, Math.max(1, Math.min(request.maxBytes, maxReplyBytes) - beaconBytes))
       const batch = RunBatch.encode({ runs: runs.map((r) => encodeRun(r) as Uint8Array<ArrayBuffer>) })
-      const forks = state.forkProofsExcept(request.excluded.map(Number)).map((p) => encodeForkProof(p) as Uint8Array<ArrayBuffer>)
+      const forks = state.forkProofsExcept(request.excluded).map((p) => encodeForkProof(p) as Uint8Array<ArrayBuffer>)
       reply = { status: SyncReply.Status.OK, runs: runs.length === 0 ? new Uint8Array(0) : deflateRawSync(batch), more, forks, beacons }
     }
     traffic.bytesOut += SyncReply.encode(reply).length

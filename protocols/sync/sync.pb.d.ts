@@ -2,7 +2,7 @@
 import type { Codec, DecodeOptions } from 'protons-runtime';
 import type { Uint8ArrayList } from 'uint8arraylist';
 export interface Head {
-    clientId: bigint;
+    clientId: number;
     seq: number;
     hash: Uint8Array<ArrayBuffer>;
 }
@@ -10,7 +10,7 @@ export declare namespace Head {
     const codec: () => Codec<Head>;
     interface HeadClientIdFieldEvent {
         field: '$.clientId';
-        value: bigint;
+        value: number;
     }
     interface HeadSeqFieldEvent {
         field: '$.seq';
@@ -28,7 +28,7 @@ export interface SyncRequest {
     swarm: string;
     heads: Head[];
     maxBytes: number;
-    excluded: bigint[];
+    excluded: number[];
     presence: Uint8Array<ArrayBuffer>;
 }
 export declare namespace SyncRequest {
@@ -39,7 +39,7 @@ export declare namespace SyncRequest {
     }
     interface SyncRequestHeadsClientIdFieldEvent {
         field: '$.heads[].clientId';
-        value: bigint;
+        value: number;
         index: number;
     }
     interface SyncRequestHeadsSeqFieldEvent {
@@ -59,7 +59,7 @@ export declare namespace SyncRequest {
     interface SyncRequestExcludedFieldEvent {
         field: '$.excluded[]';
         index: number;
-        value: bigint;
+        value: number;
     }
     interface SyncRequestPresenceFieldEvent {
         field: '$.presence';

@@ -10,9 +10,9 @@ export var Head;
                 if (opts.lengthDelimited !== false) {
                     w.fork();
                 }
-                if ((obj.clientId != null && obj.clientId !== 0n)) {
+                if ((obj.clientId != null && obj.clientId !== 0)) {
                     w.uint32(8);
-                    w.uint64(obj.clientId);
+                    w.uint64Number(obj.clientId);
                 }
                 if ((obj.seq != null && obj.seq !== 0)) {
                     w.uint32(16);
@@ -27,7 +27,7 @@ export var Head;
                 }
             }, (reader, length, opts = {}) => {
                 const obj = {
-                    clientId: 0n,
+                    clientId: 0,
                     seq: 0,
                     hash: uint8ArrayAlloc(0)
                 };
@@ -36,7 +36,7 @@ export var Head;
                     const tag = reader.uint32();
                     switch (tag >>> 3) {
                         case 1: {
-                            obj.clientId = reader.uint64();
+                            obj.clientId = reader.uint64Number();
                             break;
                         }
                         case 2: {
@@ -62,7 +62,7 @@ export var Head;
                         case 1: {
                             yield {
                                 field: `${prefix}.clientId`,
-                                value: reader.uint64()
+                                value: reader.uint64Number()
                             };
                             break;
                         }
@@ -129,7 +129,7 @@ export var SyncRequest;
                 if (obj.excluded != null && obj.excluded.length > 0) {
                     for (const value of obj.excluded) {
                         w.uint32(32);
-                        w.uint64(value);
+                        w.uint64Number(value);
                     }
                 }
                 if ((obj.presence != null && obj.presence.byteLength > 0)) {
@@ -172,7 +172,7 @@ export var SyncRequest;
                             if (opts.limits?.excluded != null && obj.excluded.length === opts.limits.excluded) {
                                 throw new MaxLengthError('Decode error - repeated field "excluded" had too many elements');
                             }
-                            obj.excluded.push(reader.uint64());
+                            obj.excluded.push(reader.uint64Number());
                             break;
                         }
                         case 5: {
@@ -231,7 +231,7 @@ export var SyncRequest;
                             yield {
                                 field: `${prefix}.excluded[]`,
                                 index: obj.excluded,
-                                value: reader.uint64()
+                                value: reader.uint64Number()
                             };
                             obj.excluded++;
                             break;

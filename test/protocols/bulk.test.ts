@@ -18,7 +18,7 @@ async function rawExchange (bytes: Uint8Array[], options: { maxTransferBytes?: n
 }
 
 function header (size: number): Uint8Array {
-  const body = BulkRequest.encode({ size: BigInt(size) })
+  const body = BulkRequest.encode({ size })
   return Uint8Array.from([body.byteLength, ...body])
 }
 

@@ -32,7 +32,7 @@ function varint (n: number): number[] {
 
 /** A valid open for a stage holding [start, end) of the 5 layers. */
 function validOpen (start: number, end: number): Partial<InferenceFrame> {
-  return { open: { sessionId: 's1', model: 'm', start, end, maxLength: 64, codec: 'F32' as never, chain: end < 5 ? [{ peer: PEER, start: end, end: 5 }] : [], origin: start > 0 ? PEER : '', sampling: { temperature: 0, topP: 1, topK: 0, seed: 1n, maxTokens: 0, skipDraws: 0 } } }
+  return { open: { sessionId: 's1', model: 'm', start, end, maxLength: 64, codec: 'F32' as never, chain: end < 5 ? [{ peer: PEER, start: end, end: 5 }] : [], origin: start > 0 ? PEER : '', sampling: { temperature: 0, topP: 1, topK: 0, seed: 1, maxTokens: 0, skipDraws: 0 } } }
 }
 
 /** A frame of a random kind with plausible, often valid, fields (steps are the most common). */
@@ -45,7 +45,7 @@ function randomFrame (rand: () => number): Partial<InferenceFrame> {
     case 0: {
       const start = pick([0, 0, 1, 2, 3]); const end = pick([3, 5, 5, 4])
       const chain = end === 5 ? pick([[], [], [{ peer: PEER, start: 5, end: 6 }]]) : pick([[{ peer: PEER, start: end, end: 5 }], [], [{ peer: 'bad', start: end, end: 5 }]])
-      return { open: { sessionId: id, model: pick(['', 'm', 'other']), start, end, maxLength: pick([1, 2, 8, 64, 512, 100_000]), codec, chain, origin: pick(['', PEER]), sampling: { temperature: pick([0, 0.8, -1]), topP: pick([0, 0.9, 2]), topK: int(5), seed: BigInt(int(1000)), maxTokens: int(4), skipDraws: int(3) } } }
+      return { open: { sessionId: id, model: pick(['', 'm', 'other']), start, end, maxLength: pick([1, 2, 8, 64, 512, 100_000]), codec, chain, origin: pick(['', PEER]), sampling: { temperature: pick([0, 0.8, -1]), topP: pick([0, 0.9, 2]), topK: int(5), seed: int(1000), maxTokens: int(4), skipDraws: int(3) } } }
     }
     case 1: {
       const T = pick([0, 1, 2, 3])

@@ -60,7 +60,7 @@ async function ring (bounds: number[]): Promise<{ client: Node, chain: ChainHop[
   return { client, chain, stages }
 }
 
-async function tokensOver (client: Node, chain: ChainHop[], options: { codec?: 'f32' | 'f16' | 'int8' } = {}): Promise<number[]> {
+async function tokensOver (client: Node, chain: ChainHop[], options: { codec?: 'f32' | 'f16' | 'int8', sampling?: { temperature: number, topP: number, seed: number } } = {}): Promise<number[]> {
   const out = [...prompt]
   const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
     await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
@@ -101,6 +101,25 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
     expect(await tokensOver(client, chain)).toEqual(expected)
     // every stage let go of the session
     for (const s of stages) await expect.poll(() => s.services.inference.usage).toEqual({ sessions: 0, reservedBytes: 0, kvBytes: 0 })
+  })
+
+  it('seeded sampling over a ring equals the single-process engine with the same seed (seeds around 2^31 .. 2^32 too)', async () => {
+    const { client, chain } = await ring([0, 2, 5])
+    const whole = shards[0]
+    const seen = new Set<string>()
+    for (const seed of [7, 2 ** 31 - 1, 2 ** 31, 3_000_000_000, 2 ** 32 - 1, 2 ** 32, Number.MAX_SAFE_INTEGER]) {
+      const sampling = { temperature: 0.9, topP: 0.9, seed }
+      // what `mycelium run --seed` computes: the engine's generate with createSampler({ seed })
+      const session = whole.openSession({ maxLength: STEPS })
+      const reference = [prompt[0]]
+      for await (const ev of generate(sessionStepper(session), { prompt, steps: STEPS, sampler: createSampler(sampling), bosId: source.config.bosId })) {
+        if (ev.type === 'token') reference.push(ev.id)
+      }
+      session.close()
+      expect(await tokensOver(client, chain, { sampling }), `seed ${seed}`).toEqual(reference)
+      seen.add(reference.join(','))
+    }
+    expect(seen.size).toBeGreaterThan(4) // the seed matters: not one sequence for every seed
   })
 
   it('hidden states travel in f16 and int8 too (a lossy codec still runs the whole ring)', async () => {
@@ -250,7 +269,7 @@ async function exchange (service: InferenceStageService, input: Uint8Array | Arr
 }
 
 const open = (over: Partial<InferenceFrame['open'] & object> = {}): Partial<InferenceFrame> => ({
-  open: { sessionId: over.sessionId ?? 's1', model: 'stories260K', start: 0, end: 5, maxLength: STEPS, codec: 'F32' as never, chain: [], origin: '', sampling: { temperature: 0, topP: 1, topK: 0, seed: 1n, maxTokens: 0, skipDraws: 0 }, ...over }
+  open: { sessionId: over.sessionId ?? 's1', model: 'stories260K', start: 0, end: 5, maxLength: STEPS, codec: 'F32' as never, chain: [], origin: '', sampling: { temperature: 0, topP: 1, topK: 0, seed: 1, maxTokens: 0, skipDraws: 0 }, ...over }
 })
 const step = (over: Partial<InferenceFrame['step'] & object> = {}): Partial<InferenceFrame> => ({
   step: { sessionId: 's1', position: 0, tokens: prompt, hidden: new Uint8Array(0), dtype: 'F32' as never, shape: [], ...over }
