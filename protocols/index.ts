@@ -37,5 +37,5 @@ export { INFERENCE_MAX_FRAME_BYTES } from './inference/constants.ts'
 export { InferenceFailedError } from './inference/errors.ts'
 
 // The libp2p composition every Mycelium peer shares (daemon host and light client).
-export { swarmStack, STACK_MAX_STREAMS } from './libp2p-stack.ts'
+export { swarmStack, STACK_MAX_EARLY_STREAMS, STACK_MAX_STREAMS } from './libp2p-stack.ts'
 export type { SwarmStack, SwarmStackInit, ServiceFactories } from './libp2p-stack.ts'

@@ -18,6 +18,19 @@ import { dhtProtocol } from './swarm.ts'
 /** Yamux streams per connection, each way. */
 export const STACK_MAX_STREAMS = 256
 
+/**
+ * Inbound streams a connection may queue before libp2p attaches its stream listener (yamux's
+ * default, 10, ABORTS THE WHOLE CONNECTION on the 11th). The remote's side of a fresh connection
+ * is ready before ours (our upgrade still awaits the gater while its frames arrive), so a client
+ * that opens many sessions right after `dial()` sends them "early"; a loaded machine widens that
+ * window. Tied to the inbound cap: yamux resets any stream past `maxInboundStreams` before it is
+ * queued, so the early queue can never hold more than the connection may hold open anyway (no
+ * new memory exposure, each stream bounded by its window), the cap becomes the only limit (excess
+ * streams are reset one by one instead of the connection dropping), and once the listener
+ * attaches, each protocol's own `maxInboundStreams` applies to the queued streams.
+ */
+export const STACK_MAX_EARLY_STREAMS = STACK_MAX_STREAMS
+
 export interface SwarmStackInit {
   swarm: string
   /** Anchors to dial at once (multiaddrs ending in /p2p/<id>). */
@@ -48,7 +61,7 @@ export function swarmStack (init: SwarmStackInit): SwarmStack {
   return {
     transports: [tcp(), webSockets()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux({ maxInboundStreams: STACK_MAX_STREAMS, maxOutboundStreams: STACK_MAX_STREAMS })],
+    streamMuxers: [yamux({ maxInboundStreams: STACK_MAX_STREAMS, maxOutboundStreams: STACK_MAX_STREAMS, maxEarlyStreams: STACK_MAX_EARLY_STREAMS })],
     // Private and loopback addresses are dialable: LAN swarms and the NAT lab need them.
     connectionGater: { denyDialMultiaddr: () => false },
     peerDiscovery,
