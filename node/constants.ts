@@ -82,3 +82,7 @@ export const LINK_REPUBLISH_MIN_MS = 1
 export const MAX_PUBLISHED_LINKS = 32
 /** Prefix of the per-peer RTT entries in a node record's capabilities. */
 export const RTT_CAPABILITY_PREFIX = 'rttMs:'
+/** Node-record addresses are merged into the peer store this long after a swarm-state change (ms). */
+export const RECORD_ADDRESSES_DEBOUNCE_MS = 250
+/** At most this many addresses of one node record are merged into the peer store. */
+export const RECORD_ADDRESSES_MAX = 32

@@ -17,6 +17,7 @@ import { announceModel, findModelProviders } from './providers.ts'
 import { startAutoNATNudge } from './autonat-nudge.ts'
 import { startBootstrapKeeper } from './bootstrap-keeper.ts'
 import { startNodeRecordPublisher } from './node-record.ts'
+import { startRecordAddresses } from './record-addresses.ts'
 import { swarmSummary, swarmView } from './swarm-report.ts'
 import type { NodeModel } from './model-startup.ts'
 
@@ -83,6 +84,8 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     log.info({ event: 'state-loaded', dir: config.stateDir, ...state.loadReport }, 'swarm state loaded')
   }
   const record = startNodeRecordPublisher(host, config, log)
+  // stages dial the next hop by peer id: teach the peer store the addresses records publish
+  const stopAddresses = startRecordAddresses(host, log)
   let advertised = ''
   host.addEventListener('connection:open', (evt) => { log.debug({ event: 'connection:open', ...describe(evt.detail) }, 'connection open') })
   host.addEventListener('connection:close', (evt) => { log.debug({ event: 'connection:close', ...describe(evt.detail) }, 'connection closed') })
@@ -200,6 +203,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
       stopping ??= (async () => {
         served?.stop()
         record.stop()
+        stopAddresses()
         stopNudge()
         stopKeeper()
         await control.close()
