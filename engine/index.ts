@@ -163,6 +163,14 @@ export interface ShardOptions {
    * per pass of `stepBatch` (larger batches run in several passes); default DEFAULT_MAX_BATCH. */
   maxBatch?: number
   signal?: AbortSignal
+  /**
+   * Load progress: called after each layer's weights (and the head) were read, with the bytes of
+   * the model file read so far and the total this shard will read (the tensors of its layers,
+   * plus the final norm and LM head on the last stage; the embedding table stays on disk), and
+   * once more with (total, total) when the weights are loaded. Synchronous; an exception it
+   * throws fails the load.
+   */
+  onProgress?: (bytesRead: number, totalBytes: number) => void
 }
 
 /** Input to a stage: token ids for the first stage, hidden states [T, dim] for the others. */

@@ -49,7 +49,7 @@ export async function loadShard (source: ModelSource, options: ShardOptions = {}
     : await createWasmBackend({ threads: options.threads ?? 1 })
   const reader = createTensorReader()
   try {
-    const weights = await loadWeights(source, reader, backend, start, end, dtype, options.signal)
+    const weights = await loadWeights(source, reader, backend, start, end, dtype, options.signal, options.onProgress)
     if (start === 0) weights.embedding = embeddingTable(tensor(source, 'tok_embeddings'))
     const maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new ShardConfigError(`maxBatch ${maxBatch} is not a positive integer`)
@@ -108,11 +108,26 @@ function tensor (source: ModelSource, name: string): TensorRef {
   return t
 }
 
+/** The tensors a layer is built from (what loadWeights reads for it). */
+function layerTensorNames (l: number, qkvBias: boolean): string[] {
+  const p = `layers.${l}.`
+  return ['attention_norm', 'wq', 'wk', 'wv', 'wo', ...(qkvBias ? ['bq', 'bk', 'bv'] : []), 'ffn_norm', 'w1', 'w3', 'w2'].map((n) => p + n)
+}
+
 /** Loads layer by layer, yielding to the event loop between layers so a load can be aborted. */
 async function loadWeights (source: ModelSource, reader: TensorReader, backend: ComputeBackend,
-  start: number, end: number, dtype: WeightDType, signal?: AbortSignal): Promise<ShardWeights> {
+  start: number, end: number, dtype: WeightDType, signal?: AbortSignal,
+  onProgress?: (bytesRead: number, totalBytes: number) => void): Promise<ShardWeights> {
   const { config } = source
   const ref = (name: string) => tensor(source, name)
+  const isLast = end === config.nLayers
+  const headNames = isLast ? ['norm', config.tiedEmbeddings ? 'tok_embeddings' : 'output'] : []
+  let total = 0
+  if (onProgress !== undefined) {
+    for (let l = start; l < end; l++) for (const n of layerTensorNames(l, config.qkvBias)) total += ref(n).byteLength
+    for (const n of headNames) total += ref(n).byteLength
+  }
+  const progress = (): void => { onProgress?.(Math.min(reader.bytesRead, total), total) }
   const vector = (name: string): Float32Array => reader.readAll(ref(name))
   // q8_0 / q4_0 only where the shape tiles (every part of a stack must); otherwise f32.
   const held = (refs: TensorRef[]): WeightDType => dtype === 'q8_0' || dtype === 'q4_0'
@@ -143,12 +158,13 @@ async function loadWeights (source: ModelSource, reader: TensorReader, backend: 
       w13: stacked(p + 'w1', p + 'w3'),
       w2: matrix(p + 'w2')
     })
+    progress()
   }
   const weights: ShardWeights = { layers }
-  const isLast = end === config.nLayers
   if (isLast) {
-    weights.finalNorm = vector('norm')
-    weights.output = matrix(config.tiedEmbeddings ? 'tok_embeddings' : 'output')
+    weights.finalNorm = vector(headNames[0])
+    weights.output = matrix(headNames[1])
   }
+  onProgress?.(total, total)
   return weights
 }

@@ -11,6 +11,7 @@ import type { ModelConfig } from './config.ts'
 import { ConfigError } from './errors.ts'
 import type { MyceliumHost } from './host.ts'
 import type { NodeModel, OpenedModel } from './model-startup.ts'
+import { loadProgress } from './progress.ts'
 
 export interface StageServing {
   shard: Shard
@@ -27,7 +28,7 @@ export async function startStageServing (host: MyceliumHost, opened: OpenedModel
   const { start, end } = config.layers
   checkLayers(config.layers, opened.source.config.nLayers)
   const t0 = performance.now()
-  const shard = await loadShard(opened.source, { start, end, dtype: opened.dtype, threads: config.threads, ...(options.signal !== undefined ? { signal: options.signal } : {}) })
+  const shard = await loadShard(opened.source, { start, end, dtype: opened.dtype, threads: config.threads, onProgress: loadProgress(`layers [${start}, ${end})`, { log }), ...(options.signal !== undefined ? { signal: options.signal } : {}) })
   host.services.inference.serve({ shard, get model () { return model?.manifest?.id } })
   log.info({ event: 'serving', start, end, protocol: host.services.inference.protocol, weightBytes: shard.weightBytes, ms: Math.round(performance.now() - t0) }, `serving layers [${start}, ${end})`)
   return {
@@ -150,7 +151,7 @@ export function followAllocationOf (target: FollowTarget, opened: OpenedModel, c
         if (stopped) return
       }
       const t0 = performance.now()
-      const shard = self === null ? undefined : await loadShard(opened.source, { start: self.start, end: self.end, dtype: opened.dtype, threads: config.threads })
+      const shard = self === null ? undefined : await loadShard(opened.source, { start: self.start, end: self.end, dtype: opened.dtype, threads: config.threads, onProgress: loadProgress(`layers [${self.start}, ${self.end})`, { log }) })
       if (stopped) { await shard?.close(); return }
       service.serve(shard === undefined ? undefined : { shard, get model () { return model.manifest?.id } })
       if (current.shard !== undefined) retired.push(current.shard)

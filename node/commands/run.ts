@@ -1,12 +1,13 @@
 // `mycelium run`: generate text in one process with the engine, printing like llama2.c's `run`.
 import { availableParallelism } from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
+import { basename } from 'node:path'
 import { loadModel } from '../../engine/index.ts'
 import type { WeightDType } from '../../engine/index.ts'
 import { generate, sessionStepper } from '../../engine/generate.ts'
 import { createSampler } from '../../engine/sampler.ts'
 import { resolveModel } from '../model-cache.ts'
-import { downloadProgress } from '../progress.ts'
+import { downloadProgress, loadProgress } from '../progress.ts'
 
 const DEFAULT_STEPS = 256
 
@@ -67,7 +68,8 @@ async function run (flags: RunFlags): Promise<void> {
     ...(flags.tokenizer !== undefined ? { tokenizer: flags.tokenizer } : {}),
     dtype: flags.dtype,
     threads: flags.threads,
-    backend: flags.backend
+    backend: flags.backend,
+    onProgress: loadProgress(basename(model.path))
   })
   const loadMs = performance.now() - loadStart
   try {
