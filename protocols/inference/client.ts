@@ -8,12 +8,12 @@ import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
 import type { HiddenCodec as EngineCodec } from '../../engine/codecs.ts'
 import {
   FAILOVER_FIRST_TOKEN_TIMEOUT_MS, FAILOVER_GAP_WINDOW, FAILOVER_MAX_ATTEMPTS, FAILOVER_PROBE_TIMEOUT_FACTOR, FAILOVER_PROBE_TIMEOUT_FLOOR_MS,
-  FAILOVER_TOKEN_TIMEOUT_FACTOR, FAILOVER_TOKEN_TIMEOUT_FLOOR_MS, FAILOVER_TOKEN_TIMEOUT_MIN_SAMPLES, INFERENCE_MAX_FRAME_BYTES
+  FAILOVER_TOKEN_TIMEOUT_FACTOR, FAILOVER_TOKEN_TIMEOUT_FLOOR_MS, FAILOVER_TOKEN_TIMEOUT_MIN_SAMPLES, INFERENCE_MAX_FRAME_BYTES, INFERENCE_PROBE_MAX_FRAME_BYTES
 } from './constants.ts'
 import { InferenceFailedError } from './errors.ts'
 import { Status } from './inference.pb.js'
 import type { Frame } from './inference.pb.js'
-import { frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
+import { asError, frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
 
 /** One stage of a chain: who serves it and its layer range [start, end). */
 export interface ChainHop {
@@ -81,11 +81,12 @@ export type InferenceEvent =
    * The chain failed (`status`; STALLED when no token came within the deadline) and was
    * repaired: `replaced` hop indices (of the failed chain), `replayed` tokens to re-prefill,
    * `detectMs` from the last token (or the session's start) to the failure's detection,
-   * `probeMs` from detection to the repaired chain (probes and replacements). Client-side statuses
+   * `probeMs` from detection to the repaired chain (probes and replacements), `culprit` how the
+   * failed hops were found: `named` by the stages' Result (`peer`), else `probed`. Client-side statuses
    * besides the wire's: DIAL (first stage unreachable), CLOSED (stream ended), RESET (stream or
    * connection reset), STALLED, CANCELLED.
    */
-  | { type: 'retry', attempt: number, status: string, replaced: number[], replayed: number, detectMs: number, probeMs: number }
+  | { type: 'retry', attempt: number, status: string, replaced: number[], replayed: number, detectMs: number, probeMs: number, culprit: 'named' | 'probed' }
   /** The first token after a repair: `ms` since the failure was detected. */
   | { type: 'resumed', attempt: number, ms: number }
   | { type: 'done', reason: 'steps' | 'bos', tokens: number }
@@ -168,7 +169,9 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
       const detectedAt = performance.now()
       const status = err instanceof InferenceFailedError ? err.status : 'ERROR'
       if (failover === undefined || attempt >= (failover.maxAttempts ?? FAILOVER_MAX_ATTEMPTS) || status === 'CANCELLED' || request.signal?.aborted === true) throw err
-      const alive = await (status === 'STALLED' && early !== undefined ? early : probe())
+      // a stage that saw the failure names the peer (Result.peer): no probe needed; else probe every hop
+      const named = err instanceof InferenceFailedError && err.peer !== undefined ? chain.findIndex((h) => h.peer.toString() === err.peer) : -1
+      const alive = named >= 0 ? chain.map((_, i) => i !== named) : await (status === 'STALLED' && early !== undefined ? early : probe())
       if (refusedByFirstStage.has(err as Error)) alive[0] = false
       const replaced: number[] = []
       const next = [...chain]
@@ -182,7 +185,7 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
       }
       chain = next
       resuming = { attempt: attempt + 1, detectedAt }
-      yield { type: 'retry', attempt: attempt + 1, status, replaced, replayed: request.prompt.length + generated.length, detectMs: detectedAt - pace.last, probeMs: performance.now() - detectedAt }
+      yield { type: 'retry', attempt: attempt + 1, status, replaced, replayed: request.prompt.length + generated.length, detectMs: detectedAt - pace.last, probeMs: performance.now() - detectedAt, culprit: named >= 0 ? 'named' : 'probed' }
     }
   }
 }
@@ -211,14 +214,26 @@ function wireSeed (seed: number | bigint): number {
   return n
 }
 
-/** True when the hop accepts a stream of the protocol within the deadline (the stream is dropped at once). */
+/**
+ * True when the hop answers a liveness probe within the deadline: a stream of the protocol carrying
+ * one `probe` frame, answered by the stage's handler (a Result; any frame counts) — the stage's
+ * event loop runs and it serves the protocol. The stream then closes gracefully (a probe is no
+ * error on the stage and is not logged).
+ */
 async function reachable (openStream: OpenStream, protocol: string, hop: ChainHop, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+  const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal !== undefined ? [signal] : [])])
+  let stream: Stream | undefined
   try {
-    const stream = await openStream(hop.peer, protocol, { signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal !== undefined ? [signal] : [])]) })
-    stream.abort(new Error('liveness probe'))
+    stream = await openStream(hop.peer, protocol, { signal: deadline })
+    const ch = frameChannel(stream, INFERENCE_PROBE_MAX_FRAME_BYTES)
+    await ch.write({ probe: {} })
+    await ch.read({ signal: deadline })
+    void ch.end()
     return true
-  } catch {
-    return false // reason: no stream within the deadline (dead, unreachable or stalled) means the hop must be replaced
+  } catch (err) {
+    // reason: no answer within the deadline (dead, unreachable or stalled) means the hop must be replaced
+    stream?.abort(asError(err))
+    return false
   }
 }
 
@@ -268,14 +283,14 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
       if (signal?.aborted === true) throw new InferenceFailedError('CANCELLED', 'inference cancelled', { cause: err })
       if (stalledAfter !== undefined) throw new InferenceFailedError('STALLED', `no token within ${Math.round(stalledAfter)} ms`, { cause: err })
       const status = isEndOfStream(err) ? 'CLOSED' : isReset(err) ? 'RESET' : readFailureStatus(err)
-      throw new InferenceFailedError(status, `the first stage's stream failed: ${(err as Error).message}`, { cause: err })
+      throw new InferenceFailedError(status, `the first stage's stream failed: ${asError(err).message}`, { cause: err })
     } finally {
       disarm()
     }
   }
   const failed = (frame: Frame): InferenceFailedError => {
     const r = frame.result
-    return new InferenceFailedError(r?.status ?? Status.MALFORMED, r === undefined ? 'unexpected frame from the first stage' : `${r.status}: ${r.detail}`)
+    return new InferenceFailedError(r?.status ?? Status.MALFORMED, r === undefined ? 'unexpected frame from the first stage' : `${r.status}: ${r.detail}`, { peer: r?.peer })
   }
   let finished = false
   try {

@@ -29,6 +29,9 @@ export const INFERENCE_SESSION_TIMEOUT_MS = 10 * 60_000
 /** Grace for writing a last status frame and closing a stream. */
 export const INFERENCE_CLOSE_TIMEOUT_MS = 1000
 
+/** Largest frame a liveness probe accepts back (a Result: status, ids, short detail). */
+export const INFERENCE_PROBE_MAX_FRAME_BYTES = 4096
+
 /** Concurrent inbound inference streams per connection (a session uses one or two). */
 export const INFERENCE_MAX_INBOUND_STREAMS = 256
 

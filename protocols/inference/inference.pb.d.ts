@@ -262,6 +262,7 @@ export interface Result {
     status: Status;
     sessionId: string;
     detail: string;
+    peer: string;
 }
 export declare namespace Result {
     const codec: () => Codec<Result>;
@@ -277,9 +278,21 @@ export declare namespace Result {
         field: '$.detail';
         value: string;
     }
+    interface ResultPeerFieldEvent {
+        field: '$.peer';
+        value: string;
+    }
     function encode(obj: Partial<Result>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Result>): Result;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Result>): Generator<ResultStatusFieldEvent | ResultSessionIdFieldEvent | ResultDetailFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Result>): Generator<ResultStatusFieldEvent | ResultSessionIdFieldEvent | ResultDetailFieldEvent | ResultPeerFieldEvent>;
+}
+export interface Probe {
+}
+export declare namespace Probe {
+    const codec: () => Codec<Probe>;
+    function encode(obj: Partial<Probe>): Uint8Array<ArrayBuffer>;
+    function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Probe>): Probe;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Probe>): Generator<{}>;
 }
 export interface Frame {
     open?: OpenSession;
@@ -288,6 +301,7 @@ export interface Frame {
     attach?: Attach;
     result?: Result;
     close?: string;
+    probe?: Probe;
 }
 export declare namespace Frame {
     const codec: () => Codec<Frame>;
@@ -420,11 +434,15 @@ export declare namespace Frame {
         field: '$.result.detail';
         value: string;
     }
+    interface FrameResultPeerFieldEvent {
+        field: '$.result.peer';
+        value: string;
+    }
     interface FrameCloseFieldEvent {
         field: '$.close';
         value: string;
     }
     function encode(obj: Partial<Frame>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Frame;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FrameOpenSessionIdFieldEvent | FrameOpenModelFieldEvent | FrameOpenStartFieldEvent | FrameOpenEndFieldEvent | FrameOpenMaxLengthFieldEvent | FrameOpenCodecFieldEvent | FrameOpenChainPeerFieldEvent | FrameOpenChainStartFieldEvent | FrameOpenChainEndFieldEvent | FrameOpenOriginFieldEvent | FrameOpenSamplingTemperatureFieldEvent | FrameOpenSamplingTopPFieldEvent | FrameOpenSamplingTopKFieldEvent | FrameOpenSamplingSeedFieldEvent | FrameOpenSamplingMaxTokensFieldEvent | FrameOpenSamplingSkipDrawsFieldEvent | FrameStepSessionIdFieldEvent | FrameStepPositionFieldEvent | FrameStepTokensFieldEvent | FrameStepHiddenFieldEvent | FrameStepDtypeFieldEvent | FrameStepShapeFieldEvent | FrameTokenSessionIdFieldEvent | FrameTokenTokenFieldEvent | FrameTokenPositionFieldEvent | FrameTokenDoneFieldEvent | FrameTokenBosFieldEvent | FrameAttachSessionIdFieldEvent | FrameResultStatusFieldEvent | FrameResultSessionIdFieldEvent | FrameResultDetailFieldEvent | FrameCloseFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FrameOpenSessionIdFieldEvent | FrameOpenModelFieldEvent | FrameOpenStartFieldEvent | FrameOpenEndFieldEvent | FrameOpenMaxLengthFieldEvent | FrameOpenCodecFieldEvent | FrameOpenChainPeerFieldEvent | FrameOpenChainStartFieldEvent | FrameOpenChainEndFieldEvent | FrameOpenOriginFieldEvent | FrameOpenSamplingTemperatureFieldEvent | FrameOpenSamplingTopPFieldEvent | FrameOpenSamplingTopKFieldEvent | FrameOpenSamplingSeedFieldEvent | FrameOpenSamplingMaxTokensFieldEvent | FrameOpenSamplingSkipDrawsFieldEvent | FrameStepSessionIdFieldEvent | FrameStepPositionFieldEvent | FrameStepTokensFieldEvent | FrameStepHiddenFieldEvent | FrameStepDtypeFieldEvent | FrameStepShapeFieldEvent | FrameTokenSessionIdFieldEvent | FrameTokenTokenFieldEvent | FrameTokenPositionFieldEvent | FrameTokenDoneFieldEvent | FrameTokenBosFieldEvent | FrameAttachSessionIdFieldEvent | FrameResultStatusFieldEvent | FrameResultSessionIdFieldEvent | FrameResultDetailFieldEvent | FrameResultPeerFieldEvent | FrameCloseFieldEvent>;
 }

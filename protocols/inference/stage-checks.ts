@@ -11,7 +11,9 @@ import { engineCodec } from './wire.ts'
 /** A refusal inside the service: becomes a Result on the wire. */
 export class Refusal extends Error {
   readonly status: Status
-  constructor (status: Status, detail: string) { super(detail); this.status = status }
+  /** The peer that failed or refused, when it is not this stage (Result.peer). */
+  readonly peer: string
+  constructor (status: Status, detail: string, peer = '') { super(detail); this.status = status; this.peer = peer }
 }
 
 /** What an open is checked against: the stage's shard and model, and its session and KV budget. */

@@ -23,10 +23,10 @@ import { Status } from './inference.pb.js'
 import type { Frame, OpenSession, Step, Token } from './inference.pb.js'
 import { checkOpen, checkStep, Refusal } from './stage-checks.ts'
 import { StageScheduler } from './stage-scheduler.ts'
-import { connectOnward, nextHopEnd, passOn, stageSession } from './stage-session.ts'
+import { connectOnward, culprit, nextHopEnd, passOn, stageSession } from './stage-session.ts'
 import type { StageSession } from './stage-session.ts'
 import type { InferenceStageComponents, InferenceStageInit, StageShard, StageStats } from './stage-types.ts'
-import { frameChannel, isEndOfStream, readFailureStatus, wireCodec } from './wire.ts'
+import { asError, frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
 import type { FrameChannel } from './wire.ts'
 
 /** `/mycelium/<swarm>/inference/1.0.0`. */
@@ -109,12 +109,16 @@ export class InferenceStageService implements Startable {
     try {
       first = await ch.read({ signal: AbortSignal.any([this.shutdown.signal, AbortSignal.timeout(this.openTimeoutMs)]) })
     } catch (err) {
-      if (isEndOfStream(err)) { await ch.end(); return }
+      // a peer that leaves before its first frame (EOF, or a reset: e.g. an older client's liveness
+      // probe) is owed no answer, and it is no error
+      if (isEndOfStream(err) || (isReset(err) && !this.shutdown.signal.aborted)) { await ch.end(); return }
       const status = this.shutdown.signal.aborted ? Status.INTERNAL : (err as Error).name === 'TimeoutError' || (err as Error).name === 'AbortError' ? Status.TIMEOUT : readFailureStatus(err)
       await this.refuse(ch, status, '', 'unreadable first frame')
       return
     }
-    if (first.open !== undefined) await this.open(ch, first.open)
+    // a liveness probe (the client's failover): answered at once, no session, nothing logged
+    if (first.probe !== undefined) await ch.end({ result: { status: Status.OK, sessionId: '', detail: '', peer: '' } })
+    else if (first.open !== undefined) await this.open(ch, first.open)
     else if (first.attach !== undefined) await this.attach(ch, first.attach.sessionId, remotePeer)
     else if (first.step !== undefined) await this.refuse(ch, Status.UNKNOWN_SESSION, first.step.sessionId, 'no session is open on this stream')
     else await this.refuse(ch, Status.MALFORMED, '', 'a stream starts with open or attach')
@@ -125,7 +129,7 @@ export class InferenceStageService implements Startable {
   private async refuse (ch: FrameChannel, status: Status, sessionId: string, detail: string): Promise<void> {
     this.counters.refused++
     this.log('refused %s: %s', status, detail)
-    await ch.end({ result: { status, sessionId: sessionId.slice(0, INFERENCE_MAX_ID_LENGTH), detail } })
+    await ch.end({ result: { status, sessionId: sessionId.slice(0, INFERENCE_MAX_ID_LENGTH), detail, peer: '' } })
   }
 
   private async open (upstream: FrameChannel, open: OpenSession): Promise<void> {
@@ -162,10 +166,11 @@ export class InferenceStageService implements Startable {
         maxFrameBytes: this.maxFrameBytes,
         openStream: async (peer, options) => await this.components.connectionManager.openStream(peerIdFromString(peer), this.protocol, options)
       }, signal)
-      await upstream.write({ result: { status: Status.OK, sessionId: s.id, detail: '' } })
+      await upstream.write({ result: { status: Status.OK, sessionId: s.id, detail: '', peer: '' } })
     } catch (err) {
-      const r = err instanceof Refusal ? err : new Refusal(Status.DOWNSTREAM, `opening the next hop failed: ${(err as Error).message}`)
-      await this.teardown(s, r.status, r.message)
+      // (the token stream to the first stage failing is not pinned on a peer: either side may be at fault)
+      const r = err instanceof Refusal ? err : new Refusal(Status.DOWNSTREAM, `opening the chain onward failed: ${asError(err).message}`)
+      await this.teardown(s, r.status, r.message, r.peer)
       return
     }
     if (s.downstream !== undefined) void this.watchDownstream(s, s.downstream)
@@ -183,20 +188,24 @@ export class InferenceStageService implements Startable {
     }
     s.back = ch
     s.onAttach()
-    await ch.write({ result: { status: Status.OK, sessionId, detail: '' } })
+    await ch.write({ result: { status: Status.OK, sessionId, detail: '', peer: '' } })
     for (;;) {
       let frame: Frame
+      const idle = AbortSignal.timeout(this.idleTimeoutMs)
       try {
-        frame = await ch.read({ signal: AbortSignal.any([this.shutdown.signal, s.done.signal, AbortSignal.timeout(this.idleTimeoutMs)]) })
+        frame = await ch.read({ signal: AbortSignal.any([this.shutdown.signal, s.done.signal, idle]) })
       } catch (err) {
-        if (!s.closed) await this.teardown(s, isEndOfStream(err) ? Status.DOWNSTREAM : Status.TIMEOUT, 'the token stream from the last stage ended')
+        if (s.closed) return
+        if (idle.aborted) await this.teardown(s, Status.TIMEOUT, 'no token from the last stage within the idle deadline', remotePeer)
+        else if (!this.shutdown.signal.aborted) await this.teardown(s, Status.DOWNSTREAM, `the token stream from the last stage ${isEndOfStream(err) ? 'ended' : isReset(err) ? 'was reset' : 'broke'}`, remotePeer)
         return
       }
       if (frame.token !== undefined && frame.token.sessionId === s.id) {
         if (!await this.onToken(s, frame.token)) return
       } else {
         const r = frame.result
-        await this.teardown(s, r !== undefined && r.status !== Status.OK ? r.status : Status.MALFORMED, r?.detail ?? 'unexpected frame on the token stream')
+        if (r !== undefined && r.status !== Status.OK) await this.teardown(s, r.status, r.detail, culprit(r, remotePeer))
+        else await this.teardown(s, Status.MALFORMED, 'unexpected frame on the token stream', remotePeer)
         return
       }
     }
@@ -251,7 +260,7 @@ export class InferenceStageService implements Startable {
     try {
       token = await passOn(s, step.position, T, out)
     } catch (err) {
-      await this.teardown(s, Status.DOWNSTREAM, `forwarding failed: ${(err as Error).message}`)
+      await this.teardown(s, Status.DOWNSTREAM, `forwarding failed: ${asError(err).message}`, s.nextPeer ?? s.origin ?? '')
       return false
     }
     return token === undefined || await this.onToken(s, token)
@@ -287,14 +296,17 @@ export class InferenceStageService implements Startable {
     return await this.step(s, { sessionId: s.id, position: token.position + 1, tokens: [token.token], hidden: new Uint8Array(0), dtype: wireCodec(s.codec), shape: [] })
   }
 
-  /** Reads the next hop's stream: any Result or end there ends the session. */
+  /** Reads the next hop's stream: any Result or end there ends the session (DOWNSTREAM naming the hop, or whom its Result names). */
   private async watchDownstream (s: StageSession, ch: FrameChannel): Promise<void> {
-    const end = await nextHopEnd(ch, AbortSignal.any([this.shutdown.signal, s.done.signal]))
-    if (!s.closed) await this.teardown(s, end.status, end.detail)
+    const end = await nextHopEnd(ch, s.nextPeer ?? '', AbortSignal.any([this.shutdown.signal, s.done.signal]))
+    if (end !== undefined && !s.closed) await this.teardown(s, end.status, end.detail, end.peer)
   }
 
-  /** Ends a session once: status to upstream (unless OK), every stream closed, KV cache freed. */
-  private async teardown (s: StageSession, status: Status, detail: string): Promise<void> {
+  /**
+   * Ends a session once: status to upstream (unless OK; `peer`: the other stage that failed or
+   * refused, when known), every stream closed, KV cache freed.
+   */
+  private async teardown (s: StageSession, status: Status, detail: string, peer = ''): Promise<void> {
     if (s.closed) return
     s.closed = true
     s.done.abort()
@@ -305,10 +317,10 @@ export class InferenceStageService implements Startable {
     s.session.close()
     if (status !== Status.OK) {
       this.counters.refused++
-      this.log('session %s ended: %s %s', s.id, status, detail)
+      this.log('session %s ended: %s %s%s', s.id, status, detail, peer === '' ? '' : ` (peer ${peer})`)
     }
     await Promise.all([
-      s.upstream.end(status === Status.OK ? undefined : { result: { status, sessionId: s.id, detail: detail.slice(0, 512) } }),
+      s.upstream.end(status === Status.OK ? undefined : { result: { status, sessionId: s.id, detail: detail.slice(0, 512), peer } }),
       s.downstream?.end(),
       s.back?.end()
     ])

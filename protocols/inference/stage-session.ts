@@ -14,7 +14,7 @@ import type { Sampler } from '../../engine/sampler.ts'
 import { Status } from './inference.pb.js'
 import type { Frame, OpenSession, Token } from './inference.pb.js'
 import { kvBytesFor, Refusal } from './stage-checks.ts'
-import { engineCodec, frameChannel, isEndOfStream, readFailureStatus, wireCodec } from './wire.ts'
+import { asError, engineCodec, frameChannel, isEndOfStream, isReset, wireCodec } from './wire.ts'
 import type { FrameChannel } from './wire.ts'
 
 export interface StageSession {
@@ -34,6 +34,10 @@ export interface StageSession {
   ringSize: number
   /** First stage only: the peer that must attach the token stream (the last hop). */
   lastPeer?: string
+  /** The next hop's peer id (absent on the last stage). */
+  nextPeer?: string
+  /** Last stage (not first): the first stage, where the token stream goes. */
+  origin?: string
   /** First stage: resolves when the last stage's token stream attaches. */
   attached: Promise<void>
   onAttach: () => void
@@ -66,6 +70,8 @@ export function stageSession (open: OpenSession, shard: Shard, session: Session,
     closed: false,
     done: new AbortController()
   }
+  if (!shard.isLast && open.chain.length > 0) s.nextPeer = open.chain[0].peer
+  if (shard.isLast && !shard.isFirst) s.origin = open.origin
   if (shard.isLast) {
     const p = open.sampling
     s.sampler = createSampler({ temperature: p?.temperature ?? 0, topP: p?.topP === 0 ? 1 : (p?.topP ?? 1), topK: p?.topK ?? 0, seed: p?.seed ?? 1 })
@@ -95,11 +101,20 @@ export async function connectOnward (s: StageSession, open: OpenSession, deps: O
   const shard = s.shard
   if (!shard.isLast) {
     const [next, ...rest] = open.chain
-    s.downstream = frameChannel(await deps.openStream(next.peer, { signal }), deps.maxFrameBytes)
-    const origin = shard.isFirst ? deps.self : open.origin
-    await s.downstream.write({ open: { ...open, start: next.start, end: next.end, chain: rest, origin } })
-    const answer = (await s.downstream.read({ signal })).result
-    if (answer?.status !== Status.OK) throw new Refusal(Status.DOWNSTREAM, `next hop ${next.peer} answered ${answer?.status ?? 'no result'}: ${answer?.detail ?? ''}`)
+    let answer: Frame['result']
+    try {
+      s.downstream = frameChannel(await deps.openStream(next.peer, { signal }), deps.maxFrameBytes)
+      const origin = shard.isFirst ? deps.self : open.origin
+      await s.downstream.write({ open: { ...open, start: next.start, end: next.end, chain: rest, origin } })
+      answer = (await s.downstream.read({ signal })).result
+    } catch (err) {
+      // our own deadline or shutdown is not the next hop's fault
+      if (signal.aborted) throw new Refusal(Status.TIMEOUT, `opening the next hop ${next.peer} took too long`)
+      throw new Refusal(Status.DOWNSTREAM, `opening the next hop ${next.peer} failed: ${asError(err).message}`, next.peer)
+    }
+    if (answer?.status !== Status.OK) {
+      throw new Refusal(Status.DOWNSTREAM, `next hop ${next.peer} answered ${answer?.status ?? 'no result'}: ${answer?.detail ?? ''}`, culprit(answer, next.peer))
+    }
   } else if (!shard.isFirst) {
     s.back = frameChannel(await deps.openStream(open.origin, { signal }), deps.maxFrameBytes)
     await s.back.write({ attach: { sessionId: s.id } })
@@ -107,6 +122,16 @@ export async function connectOnward (s: StageSession, open: OpenSession, deps: O
     if (answer?.status !== Status.OK) throw new Refusal(Status.DOWNSTREAM, `first stage ${open.origin} refused the token stream: ${answer?.status ?? 'no result'}`)
   }
   if (s.lastPeer !== undefined) await raceAbort(s.attached, signal)
+}
+
+/**
+ * Who failed, from a non-OK Result the next hop (`next`) sent: the peer it names, else the hop
+ * itself — unless it is an unattributed DOWNSTREAM (the hop saw a failure beyond it it could not
+ * pin on a peer, e.g. the token stream to the first stage): then nobody.
+ */
+export function culprit (result: { status: Status, peer?: string } | undefined, next: string): string {
+  if (result?.peer !== undefined && result.peer !== '') return result.peer
+  return result?.status === Status.DOWNSTREAM ? '' : next
 }
 
 /** `promise`, or a rejection when `signal` aborts first. */
@@ -141,14 +166,22 @@ export async function passOn (s: StageSession, position: number, T: number, out:
   return undefined
 }
 
-/** Waits for the next hop's stream to carry anything: a Result, any other frame or its end all end the session. */
-export async function nextHopEnd (ch: FrameChannel, signal: AbortSignal): Promise<{ status: Status, detail: string }> {
+/**
+ * Waits for the next hop's (`peer`'s) stream to carry anything: a Result, any other frame or its
+ * end all end the session. A broken stream (EOF, reset, an unreadable frame) is DOWNSTREAM naming
+ * the hop; a Result keeps its status and names whom it names (`culprit`). Undefined when `signal`
+ * aborted the read (the session is ending here anyway).
+ */
+export async function nextHopEnd (ch: FrameChannel, peer: string, signal: AbortSignal): Promise<{ status: Status, detail: string, peer: string } | undefined> {
   let frame: Frame
   try {
     frame = await ch.read({ signal })
   } catch (err) {
-    return { status: isEndOfStream(err) ? Status.DOWNSTREAM : readFailureStatus(err), detail: 'the next hop closed its stream' }
+    if (signal.aborted) return undefined
+    const how = isEndOfStream(err) ? 'closed' : isReset(err) ? 'reset' : 'sent an unreadable frame on'
+    return { status: Status.DOWNSTREAM, detail: `the next hop ${how} its stream`, peer }
   }
   const r = frame.result
-  return { status: r !== undefined && r.status !== Status.OK ? r.status : Status.DOWNSTREAM, detail: `next hop: ${r?.detail ?? 'unexpected frame'}` }
+  if (r === undefined || r.status === Status.OK) return { status: Status.DOWNSTREAM, detail: `next hop: ${r === undefined ? 'unexpected frame' : 'OK mid-session'}`, peer }
+  return { status: r.status, detail: `next hop: ${r.detail}`, peer: culprit(r, peer) }
 }

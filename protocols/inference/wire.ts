@@ -20,14 +20,26 @@ export function frameChannel (stream: Stream, maxFrameBytes = INFERENCE_MAX_FRAM
   const pb = pbStream(stream, { maxDataLength: maxFrameBytes })
   let queue: Promise<void> = Promise.resolve()
   const write = async (frame: Partial<Frame>): Promise<void> => {
-    const next = queue.then(async () => { await pb.write(frame as Frame, Frame) })
+    const next = queue.then(async () => {
+      try {
+        await pb.write(frame as Frame, Frame)
+      } catch (err) {
+        throw asError(err)
+      }
+    })
     queue = next.catch(() => {})
     await next
   }
   let ended: Promise<void> | undefined
   return {
     stream,
-    read: async (options = {}) => await pb.read(Frame, options),
+    read: async (options = {}) => {
+      try {
+        return await pb.read(Frame, options)
+      } catch (err) {
+        throw asError(err)
+      }
+    },
     write,
     end: async (frame) => {
       ended ??= (async () => {
@@ -36,12 +48,27 @@ export function frameChannel (stream: Stream, maxFrameBytes = INFERENCE_MAX_FRAM
           await queue
           await stream.close({ signal: AbortSignal.timeout(INFERENCE_CLOSE_TIMEOUT_MS) })
         } catch (err) {
-          stream.abort(err instanceof Error ? err : new Error(String(err)))
+          stream.abort(asError(err))
         }
       })()
       await ended
     }
   }
+}
+
+/**
+ * Every rejection as an Error with a message. A write awaiting the stream's drain rejects with the
+ * stream's `close` *event* when the stream closes meanwhile (p-event's rejection value): its
+ * `error` (a reset, an abort) if it carries one, else a StreamClosedError.
+ */
+export function asError (reason: unknown): Error {
+  if (reason instanceof Error) return reason
+  if (typeof Event !== 'undefined' && reason instanceof Event) {
+    const error = (reason as Event & { error?: unknown }).error
+    if (error instanceof Error) return error
+    return Object.assign(new Error(`the stream closed (${reason.type} event) during the operation`), { name: 'StreamClosedError' })
+  }
+  return new Error(typeof reason === 'string' ? reason : `non-error rejection: ${String(reason)}`)
 }
 
 /** The status a failed read maps to: oversize frames are TOO_LARGE, anything else MALFORMED. */
@@ -58,7 +85,7 @@ export function isEndOfStream (err: unknown): boolean {
 /** True when a read failed because the stream or its connection was reset or closed under it. */
 export function isReset (err: unknown): boolean {
   const name = (err as Error).name
-  return name === 'StreamResetError' || name === 'StreamAbortedError' || name === 'StreamStateError' || name === 'ConnectionClosedError'
+  return name === 'StreamResetError' || name === 'StreamAbortedError' || name === 'StreamStateError' || name === 'ConnectionClosedError' || name === 'StreamClosedError'
 }
 
 const TO_ENGINE: Record<HiddenCodec, EngineCodec> = { [HiddenCodec.F32]: 'f32', [HiddenCodec.F16]: 'f16', [HiddenCodec.INT8]: 'int8' }

@@ -343,7 +343,7 @@ describe('stall deadline', () => {
     await silent.handle(protocol, async (stream) => {
       const ch = frameChannel(stream)
       const open = (await ch.read()).open
-      await ch.write({ result: { status: InferenceStatus.OK, sessionId: open?.sessionId ?? '', detail: '' } })
+      await ch.write({ result: { status: InferenceStatus.OK, sessionId: open?.sessionId ?? '', detail: '', peer: '' } })
       await ch.read() // the prompt
       for (let i = 0; i < 10; i++) await ch.write({ token: { sessionId: open?.sessionId ?? '', token: expected[prompt.length + i], position: prompt.length - 1 + i, done: false, bos: false } })
       await silent.unhandle(protocol)

@@ -1,5 +1,5 @@
 // Seeded fuzz of the inference stage: ≥ 10,000 random and mutated frames of every type (open,
-// step, token, attach, result, close, and raw garbage) over in-memory streams into a first stage
+// step, token, attach, result, close, probe, and raw garbage) over in-memory streams into a first stage
 // and a middle stage. Every stream ends (a status or a clean close, never a hang or a crash), every
 // status is one the protocol defines, every session is released, and afterwards the first stage
 // still generates the single-process tokens.
@@ -41,7 +41,7 @@ function randomFrame (rand: () => number): Partial<InferenceFrame> {
   const int = (n: number): number => Math.floor(rand() * n)
   const id = pick(['s1', 's1', 's1', 's2', '', 'x'.repeat(200)])
   const codec = pick(['F32', 'F32', 'F16', 'INT8']) as never
-  switch (rand() < 0.5 ? 1 : int(7)) {
+  switch (rand() < 0.5 ? 1 : int(8)) {
     case 0: {
       const start = pick([0, 0, 1, 2, 3]); const end = pick([3, 5, 5, 4])
       const chain = end === 5 ? pick([[], [], [{ peer: PEER, start: 5, end: 6 }]]) : pick([[{ peer: PEER, start: end, end: 5 }], [], [{ peer: 'bad', start: end, end: 5 }]])
@@ -54,8 +54,9 @@ function randomFrame (rand: () => number): Partial<InferenceFrame> {
     }
     case 2: return { token: { sessionId: id, token: int(600), position: int(70), done: rand() < 0.3, bos: rand() < 0.1 } }
     case 3: return { attach: { sessionId: id } }
-    case 4: return { result: { status: pick(['OK', 'FULL', 'MALFORMED']) as never, sessionId: id, detail: 'x' } }
+    case 4: return { result: { status: pick(['OK', 'FULL', 'MALFORMED', 'DOWNSTREAM']) as never, sessionId: id, detail: 'x', peer: pick(['', PEER, 'bad']) } }
     case 5: return { close: id }
+    case 6: return { probe: {} }
     default: return {}
   }
 }
@@ -84,7 +85,7 @@ function service (shard: Shard): InferenceStageService {
           const pb = pbStream(b)
           try {
             await pb.read(InferenceFrame)
-            await pb.write({ result: { status: 'OK' as never, sessionId: 's1', detail: '' } }, InferenceFrame)
+            await pb.write({ result: { status: 'OK' as never, sessionId: 's1', detail: '', peer: '' } }, InferenceFrame)
             for (;;) await pb.read(InferenceFrame)
           } catch (err) {
             b.abort(err as Error) // reason: the stage closed or reset its stream: this fake hop is done

@@ -18,6 +18,7 @@ import { createSampler } from '../../engine/sampler.ts'
 import { loadShard } from '../../engine/shard.ts'
 import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
 import { InferenceFrame, InferenceFailedError, InferenceStageService, inferenceProtocol, inferenceStageService, runInference, type ChainHop } from '../../protocols/index.ts'
+import { asError, frameChannel, isReset } from '../../protocols/inference/wire.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
 
 const SWARM = 'test'
@@ -170,8 +171,38 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
       }
       if (ev.type === 'retry') retries.push(ev)
     }
-    expect(retries).toMatchObject([{ type: 'retry', attempt: 1, replaced: [1] }])
+    // the first stage's Result named the stopped stage: replaced without probing
+    expect(retries).toMatchObject([{ type: 'retry', attempt: 1, status: 'DOWNSTREAM', replaced: [1], culprit: 'named' }])
     expect(out).toEqual(expected)
+  })
+
+  it('failover: a stage two hops down fails; the Result names it through the chain and only it is replaced, with no probe', async () => {
+    const { client, chain, stages } = await ring([0, 1, 2, 4, 5])
+    const spare = await node()
+    const shard = await loadShard(source, { start: 2, end: 4 })
+    shards.push(shard)
+    spare.services.inference.serve({ shard, model: 'stories260K' })
+    for (const n of [client, ...stages]) await spare.dial(n.getMultiaddrs()[0])
+    const opened: string[] = []
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> => {
+      opened.push(peer.toString())
+      return await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    }
+    const out = [...prompt]
+    const retries: unknown[] = []
+    const replace = async (hop: ChainHop): Promise<ChainHop | undefined> => (hop.start === 2 ? { peer: spare.peerId, start: 2, end: 4 } : undefined)
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, model: 'stories260K', failover: { replace } })) {
+      if (ev.type === 'token') {
+        out.push(ev.id)
+        if (ev.position === 20) await stages[2].stop()
+      }
+      if (ev.type === 'retry') retries.push(ev)
+    }
+    expect(retries).toMatchObject([{ type: 'retry', attempt: 1, replaced: [2], culprit: 'named' }])
+    expect(out).toEqual(expected)
+    // sessions open streams to the first stage only; a probe would have opened one to every hop
+    expect(new Set(opened)).toEqual(new Set([stages[0].peerId.toString()]))
+    expect(spare.services.inference.stats.opened).toBe(1)
   })
 
   it('switching the served shard mid-generation: the open session finishes on its shard, new ones see the switch', async () => {
@@ -323,7 +354,7 @@ describe('inference stage refusals (in-memory streams)', () => {
     void (async () => {
       const pb = pbStream(nextEnd)
       await pb.read(InferenceFrame)
-      await pb.write({ result: { status: 'OK' as never, sessionId: 's1', detail: '' } }, InferenceFrame)
+      await pb.write({ result: { status: 'OK' as never, sessionId: 's1', detail: '', peer: '' } }, InferenceFrame)
     })()
     const service = new InferenceStageService({
       peerId: peerIdFromString('12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'),
@@ -368,5 +399,90 @@ describe('inference stage refusals (in-memory streams)', () => {
       if (ev.type === 'token') out.push(ev.id)
     }
     expect(out).toEqual(expected)
+  })
+})
+
+describe('failures name the failed peer (Result.peer); liveness probes are quiet; write failures are Errors', () => {
+  const NEXT = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
+  const FURTHER = '12D3KooWFurtherDownTheChain'
+  let middle: Shard
+  let whole: Shard
+  beforeAll(async () => {
+    middle = await loadShard(source, { start: 1, end: 3 }); shards.push(middle)
+    whole = await loadShard(source); shards.push(whole)
+  })
+
+  /** A [1, 3) stage whose next hop (in memory) accepts the open, reads the first step, then does `then`. */
+  function withNext (then: (end: Stream, pb: ReturnType<typeof pbStream>) => Promise<void>): InferenceStageService {
+    const service = new InferenceStageService({
+      peerId: peerIdFromString(NEXT),
+      registrar: { handle: async () => {}, unhandle: async () => {} },
+      connectionManager: {
+        openStream: async () => {
+          const [toNext, end] = await streamPair()
+          void (async () => {
+            const pb = pbStream(end)
+            await pb.read(InferenceFrame)
+            await pb.write({ result: { status: 'OK' as never, sessionId: 's1', detail: '', peer: '' } }, InferenceFrame)
+            await pb.read(InferenceFrame) // the forwarded hidden states
+            await then(end, pb)
+          })().catch((err: unknown) => { end.abort(asError(err)) })
+          return toNext
+        }
+      },
+      logger: defaultLogger()
+    }, { swarm: SWARM })
+    service.serve({ shard: middle })
+    return service
+  }
+  const middleOpen = open({ start: 1, end: 3, chain: [{ peer: NEXT, start: 3, end: 5 }], origin: 'o' })
+  const hidden = step({ tokens: [], hidden: new Uint8Array(4 * 64), shape: [1, 64] })
+  const result = (status: string, peer: string): Partial<InferenceFrame> => ({ result: { status: status as never, sessionId: 's1', detail: 'x', peer } })
+
+  it.each<[string, (end: Stream, pb: ReturnType<typeof pbStream>) => Promise<void>, string, string]>([
+    ['resets its stream', async (end) => { end.abort(new Error('the next hop died')) }, 'DOWNSTREAM', NEXT],
+    ['closes its stream', async (end) => { await end.close() }, 'DOWNSTREAM', NEXT],
+    ['answers INTERNAL', async (_end, pb) => { await pb.write(result('INTERNAL', ''), InferenceFrame) }, 'INTERNAL', NEXT],
+    ['relays a failure further down', async (_end, pb) => { await pb.write(result('DOWNSTREAM', FURTHER), InferenceFrame) }, 'DOWNSTREAM', FURTHER],
+    ['relays an unattributed DOWNSTREAM', async (_end, pb) => { await pb.write(result('DOWNSTREAM', ''), InferenceFrame) }, 'DOWNSTREAM', '']
+  ])('a middle stage whose next hop %s answers %s naming %j', async (_what, then, want, peer) => {
+    const service = withNext(then)
+    const frames = await exchange(service, [middleOpen, hidden], 2)
+    expect(frames[0].result?.status).toBe('OK')
+    expect(frames[1].result).toMatchObject({ status: want, peer })
+    await expect.poll(() => service.usage.sessions).toBe(0)
+  })
+
+  it('a next hop that cannot be opened is named', async () => {
+    const service = bare(middle)
+    const frames = await exchange(service, [middleOpen])
+    expect(frames[0].result).toMatchObject({ status: 'DOWNSTREAM', peer: NEXT })
+  })
+
+  it('a liveness probe is answered OK at once and counts as nothing; nor does a stream reset before its first frame', async () => {
+    const service = bare(whole)
+    expect(await exchange(service, [{ probe: {} }])).toMatchObject([{ result: { status: 'OK' } }])
+    const [a, b] = await streamPair()
+    const served = service.handle(b, 'client')
+    a.abort(new Error('an older client\'s probe'))
+    await served
+    expect(service.stats).toMatchObject({ opened: 0, refused: 0 })
+    expect(service.usage.sessions).toBe(0)
+  })
+
+  it('a write awaiting drain that the stream\'s close interrupts rejects with an Error that has a message (not the close event)', async () => {
+    const [a, b] = await streamPair()
+    a.send = () => false // the muxer's buffer is full: the write waits for 'drain'
+    const write = frameChannel(a).write({ close: 's1' })
+    b.abort(new Error('the next hop died'))
+    const err = await write.then(() => undefined, (e: unknown) => e)
+    expect(err).toBeInstanceOf(Error)
+    expect((err as Error).message).not.toBe('')
+    expect(isReset(err)).toBe(true)
+    // a close event without an error becomes a StreamClosedError (a reset for the callers)
+    const closed = asError(new Event('close'))
+    expect(closed).toMatchObject({ name: 'StreamClosedError' })
+    expect(closed.message).toMatch(/closed/)
+    expect(isReset(closed)).toBe(true)
   })
 })
