@@ -118,7 +118,7 @@ export class InferenceStageService implements Startable {
     }
     // a liveness probe (the client's failover): answered at once, no session, nothing logged
     if (first.probe !== undefined) await ch.end({ result: { status: Status.OK, sessionId: '', detail: '', peer: '' } })
-    else if (first.open !== undefined) await this.open(ch, first.open)
+    else if (first.open !== undefined) await this.open(ch, first.open, remotePeer)
     else if (first.attach !== undefined) await this.attach(ch, first.attach.sessionId, remotePeer)
     else if (first.step !== undefined) await this.refuse(ch, Status.UNKNOWN_SESSION, first.step.sessionId, 'no session is open on this stream')
     else await this.refuse(ch, Status.MALFORMED, '', 'a stream starts with open or attach')
@@ -132,7 +132,7 @@ export class InferenceStageService implements Startable {
     await ch.end({ result: { status, sessionId: sessionId.slice(0, INFERENCE_MAX_ID_LENGTH), detail, peer: '' } })
   }
 
-  private async open (upstream: FrameChannel, open: OpenSession): Promise<void> {
+  private async open (upstream: FrameChannel, open: OpenSession, remotePeer: string): Promise<void> {
     const shard = this.served?.shard
     const refusal = checkOpen(open, {
       shard,
@@ -155,6 +155,7 @@ export class InferenceStageService implements Startable {
       return
     }
     const s = stageSession(open, shard, session, upstream)
+    if (!shard.isFirst) s.prevPeer = remotePeer
     s.expiry = setTimeout(() => { void this.teardown(s, Status.TIMEOUT, 'session expired') }, this.init.sessionTimeoutMs ?? INFERENCE_SESSION_TIMEOUT_MS)
     this.reservedBytes += s.reservedBytes
     this.sessions.set(s.id, s)
@@ -197,7 +198,11 @@ export class InferenceStageService implements Startable {
       } catch (err) {
         if (s.closed) return
         if (idle.aborted) await this.teardown(s, Status.TIMEOUT, 'no token from the last stage within the idle deadline', remotePeer)
-        else if (!this.shutdown.signal.aborted) await this.teardown(s, Status.DOWNSTREAM, `the token stream from the last stage ${isEndOfStream(err) ? 'ended' : isReset(err) ? 'was reset' : 'broke'}`, remotePeer)
+        // a reset or broken stream: the last stage died (or aborted); a clean end: it ended the
+        // session deliberately without saying why (it says why in a Result when it knows), so the
+        // cause lies elsewhere on the ring and nobody is named
+        else if (isEndOfStream(err)) await this.teardown(s, Status.DOWNSTREAM, 'the token stream from the last stage ended')
+        else if (!this.shutdown.signal.aborted) await this.teardown(s, Status.DOWNSTREAM, `the token stream from the last stage ${isReset(err) ? 'was reset' : 'broke'}`, remotePeer)
         return
       }
       if (frame.token !== undefined && frame.token.sessionId === s.id) {
@@ -227,6 +232,10 @@ export class InferenceStageService implements Startable {
         if (s.closed) return
         if (isEndOfStream(err)) await this.teardown(s, Status.OK, 'closed by upstream')
         else if ((err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError') await this.teardown(s, Status.TIMEOUT, 'no step within the idle deadline')
+        // a reset upstream: on the first stage the client went away (it aborts its stream to cancel);
+        // elsewhere the previous stage died or aborted — a failure along the ring, named for the
+        // first stage (the last stage's Result reaches it on the token stream)
+        else if (isReset(err)) await (shard.isFirst ? this.teardown(s, Status.OK, 'the client reset its stream') : this.teardown(s, Status.DOWNSTREAM, 'the previous stage reset its stream', s.prevPeer ?? ''))
         else await this.teardown(s, readFailureStatus(err), 'unreadable frame')
         return
       }
@@ -319,10 +328,12 @@ export class InferenceStageService implements Startable {
       this.counters.refused++
       this.log('session %s ended: %s %s%s', s.id, status, detail, peer === '' ? '' : ` (peer ${peer})`)
     }
+    const result = status === Status.OK ? undefined : { result: { status, sessionId: s.id, detail: detail.slice(0, 512), peer } }
     await Promise.all([
-      s.upstream.end(status === Status.OK ? undefined : { result: { status, sessionId: s.id, detail: detail.slice(0, 512), peer } }),
+      s.upstream.end(result),
       s.downstream?.end(),
-      s.back?.end()
+      // the last stage tells the first stage too (its upstream may be what failed)
+      s.back?.end(s.shard.isFirst ? undefined : result)
     ])
   }
 }

@@ -38,6 +38,8 @@ export interface StageSession {
   nextPeer?: string
   /** Last stage (not first): the first stage, where the token stream goes. */
   origin?: string
+  /** Stages after the first: the peer the session's upstream stream came from (the previous stage). */
+  prevPeer?: string
   /** First stage: resolves when the last stage's token stream attaches. */
   attached: Promise<void>
   onAttach: () => void

@@ -453,6 +453,45 @@ describe('failures name the failed peer (Result.peer); liveness probes are quiet
     await expect.poll(() => service.usage.sessions).toBe(0)
   })
 
+  it('a last stage whose previous stage resets its stream tells the first stage, naming that stage, on the token stream', async () => {
+    const last = await loadShard(source, { start: 3, end: 5 }); shards.push(last)
+    const PREV = '12D3KooWPreviousStageOfTheRing'
+    const onTokenStream: InferenceFrame[] = []
+    let tokenStreamDone: () => void = () => {}
+    const done = new Promise<void>((resolve) => { tokenStreamDone = resolve })
+    const service = new InferenceStageService({
+      peerId: peerIdFromString(NEXT),
+      registrar: { handle: async () => {}, unhandle: async () => {} },
+      connectionManager: {
+        // the first stage (`origin`): accepts the attach, then records what comes on the token stream
+        openStream: async () => {
+          const [toFirst, end] = await streamPair()
+          void (async () => {
+            const pb = pbStream(end)
+            await pb.read(InferenceFrame)
+            await pb.write({ result: { status: 'OK' as never, sessionId: 's1', detail: '', peer: '' } }, InferenceFrame)
+            for (;;) onTokenStream.push(await pb.read(InferenceFrame))
+          })().catch(() => { tokenStreamDone() })
+          return toFirst
+        }
+      },
+      logger: defaultLogger()
+    }, { swarm: SWARM })
+    service.serve({ shard: last })
+    const [a, b] = await streamPair()
+    void service.handle(b, PREV)
+    const pb = pbStream(a)
+    await pb.write(open({ start: 3, end: 5, origin: NEXT }) as InferenceFrame, InferenceFrame)
+    expect((await pb.read(InferenceFrame)).result?.status).toBe('OK')
+    await pb.write(hidden as InferenceFrame, InferenceFrame)
+    await expect.poll(() => onTokenStream.length).toBe(1) // the sampled token went to the first stage
+    a.abort(new Error('the previous stage died'))
+    await done
+    expect(onTokenStream[0].token).toBeDefined()
+    expect(onTokenStream[1]?.result).toMatchObject({ status: 'DOWNSTREAM', peer: PREV })
+    await expect.poll(() => service.usage.sessions).toBe(0)
+  })
+
   it('a next hop that cannot be opened is named', async () => {
     const service = bare(middle)
     const frames = await exchange(service, [middleOpen])
