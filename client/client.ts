@@ -16,6 +16,7 @@ import { listModels } from './route.ts'
 import type { ModelInfo } from './route.ts'
 import { chatPrompt } from './chat.ts'
 import { stopMatcher } from './stop.ts'
+import { runConsensusRound } from './consensus.ts'
 import type { ClientInit, GenerateEvent, GenerateOptions, MyceliumClient } from './types.ts'
 
 const DEFAULT_MAX_TOKENS = 128
@@ -109,8 +110,9 @@ export function createClient (init: ClientInit): MyceliumClient {
 
   async function * generate (options: GenerateOptions): AsyncGenerator<GenerateEvent> {
     checkOptions(options)
-    if (options.consensus !== undefined && options.consensus !== false) {
-      throw new ConsensusNotImplementedError('consensus (verified generation across replicas) is not implemented yet (issue 7)')
+    const consensus = options.consensus === undefined || options.consensus === false ? undefined : options.consensus === true ? {} : options.consensus
+    if (consensus !== undefined && init.consensus === undefined) {
+      throw new ConsensusNotImplementedError('this client has no consensus host (createClient needs `consensus`; connect() and the daemon API pass one)')
     }
     const signal = options.signal === undefined ? closing.signal : AbortSignal.any([options.signal, closing.signal])
     if (signal.aborted) throw abortError(signal)
@@ -139,6 +141,43 @@ export function createClient (init: ClientInit): MyceliumClient {
     const finish = (finishReason: 'stop' | 'length', tail = ''): GenerateEvent => ({
       type: 'done', finishReason, model: info.id, text: output, tail, chain, usage: { promptTokens: prompt.length, completionTokens: completion, totalTokens: prompt.length + completion }
     })
+    if (consensus !== undefined && init.consensus !== undefined) {
+      // issue 7: k answers from chains with distinct nodes, judged and ranked (client/consensus.ts)
+      const excluded = init.consensus.excluded
+      const meta = await runConsensusRound({
+        self: libp2p.peerId.toString(),
+        swarm,
+        state,
+        online: excluded === undefined ? online : () => online().filter((p) => !excluded(p)),
+        openStream,
+        inferenceProtocol: protocol,
+        info,
+        tokenizer,
+        prompt,
+        promptText: typeof input === 'string' ? input : tokenizer.decode(prompt),
+        maxTokens,
+        seed,
+        sampling: { temperature: options.temperature ?? 1, topP: options.topP ?? 1, topK: options.topK ?? 0 },
+        codecBytes: 4,
+        host: init.consensus,
+        signal
+      }, { ...(consensus.k ?? consensus.replicas) !== undefined ? { k: consensus.k ?? consensus.replicas } : {}, ...(consensus.deadlineMs !== undefined ? { deadlineMs: consensus.deadlineMs } : {}) })
+      const withMeta = (ev: GenerateEvent): GenerateEvent => (ev.type === 'done' ? { ...ev, consensus: meta } : ev)
+      const best = meta.answers.find((a) => a.id === meta.winner) ?? meta.answers[0]
+      chain = best.chain
+      for (const id of best.tokens) {
+        completion++
+        const cut = stops.push(text.push(prev, id))
+        prev = id
+        output += cut.text
+        yield { type: 'token', id, text: cut.text }
+        if (cut.stopped) { yield withMeta(finish('stop')); return }
+      }
+      const tail = stops.flush(text.flush())
+      output += tail.text
+      yield withMeta(finish(tail.stopped || completion < maxTokens ? 'stop' : 'length', tail.text))
+      return
+    }
     const views = { nodes: () => state.nodes(), online }
     const deadline = Date.now() + routeWaitMs
     const codecBytes = options.codec === 'f16' ? 2 : options.codec === 'int8' ? 1 : 4

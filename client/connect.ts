@@ -12,6 +12,7 @@ import { DEFAULT_SWARM, swarmStack, swarmSync, validateSwarmName } from '../prot
 import type { SwarmSync } from '../protocols/index.ts'
 import type { ModelManifest } from '../sharding/index.ts'
 import { createClient } from './client.ts'
+import { genesisFromBootstrap, replicaConsensusHost } from './consensus.ts'
 import type { MyceliumClient, TokenizerOption } from './types.ts'
 import { AbortError, ConnectFailedError } from './errors.ts'
 
@@ -101,6 +102,8 @@ export async function connect (options: ConnectOptions): Promise<MyceliumClient>
     state,
     ...(options.routeWaitMs !== undefined ? { routeWaitMs: options.routeWaitMs } : {}),
     ...(tokenizer !== undefined ? { tokenizer } : {}),
+    // consensus rounds schedule with the reputation this replica derives (it writes no records)
+    consensus: replicaConsensusHost(state, genesisFromBootstrap(options.bootstrap, node.peerId.toString())),
     onClose: async () => { await node.stop() }
   })
   signal?.addEventListener('abort', () => { void client.close() }, { once: true })

@@ -6,6 +6,7 @@ import type { ChainHop } from '../protocols/index.ts'
 import type { ModelManifest } from '../sharding/index.ts'
 import type { ChatMessage } from './chat.ts'
 import type { ModelInfo, SwarmReader } from './route.ts'
+import type { ConsensusHost, ConsensusMeta } from './consensus.ts'
 
 /** Where the client gets a model's tokenizer: one for every model, or a lookup by manifest. */
 export type TokenizerOption = Tokenizer | ((manifest: ModelManifest) => Promise<Tokenizer | undefined>)
@@ -35,6 +36,8 @@ export interface ClientInit {
    * layers and runs the API hands its first-stage requests over in process.
    */
   openLocal?: (protocol: string, options: AbortOptions) => Promise<Stream>
+  /** The consensus round owner's reputation view and record writer (issue 7; client/consensus.ts). */
+  consensus?: ConsensusHost
   /** Called once by close() (connect() stops its own node here). */
   onClose?: () => Promise<void>
 }
@@ -55,8 +58,13 @@ export interface GenerateOptions {
   seed?: number
   /** Stop before any of these strings (not included in the output). */
   stop?: string[]
-  /** Verified generation across replicas: issue 7, not implemented — any truthy value throws ConsensusNotImplementedError. */
-  consensus?: boolean | { replicas?: number }
+  /**
+   * Verified generation (issue 7): k answers from chains with distinct nodes (seeds seed + i),
+   * judged pairwise by reputation-drawn judges with commit–reveal, ranked by Bradley–Terry; the
+   * winner is streamed and `done.consensus` has the ranking. `true` = k 3, deadline 60 s;
+   * `replicas` is k's old name.
+   */
+  consensus?: boolean | { k?: number, replicas?: number, deadlineMs?: number }
   /** Hidden-state codec between stages (default f32). */
   codec?: HiddenCodec
   signal?: AbortSignal
@@ -67,7 +75,7 @@ export interface Usage { promptTokens: number, completionTokens: number, totalTo
 export type GenerateEvent =
   | { type: 'token', id: number, text: string }
   /** `text` is the whole output; `tail` the part of it no token event carried yet (held back for a stop string or a split character). */
-  | { type: 'done', finishReason: 'stop' | 'length', usage: Usage, model: string, text: string, tail: string, chain: ChainHop[] }
+  | { type: 'done', finishReason: 'stop' | 'length', usage: Usage, model: string, text: string, tail: string, chain: ChainHop[], consensus?: ConsensusMeta }
 
 export interface SwarmInfo {
   swarm: string

@@ -108,7 +108,9 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
       }
     } else {
       const r = e.record
-      const roundAnswers: Answer[] = r.answers.filter(([digest, author]) => answers.get(`${r.round}\u0000${author}`) === digest)
+      // An author's own answer record must match; without one, the owner's attribution stands (a
+      // pipeline's stages write no records: the owner received the text and hashed it).
+      const roundAnswers: Answer[] = r.answers.filter(([digest, author]) => { const own = answers.get(`${r.round}\u0000${author}`); return own === undefined || own === digest })
         .map(([id, author, ...coauthors]) => ({ id, author, ...(coauthors.length > 0 ? { coauthors } : {}) }))
       if (roundAnswers.length === 0) continue
       const taken = new Map(r.reveals)

@@ -29,6 +29,8 @@ export interface NodeConfig {
   model?: ModelConfig
   /** `--api-port`: serve the OpenAI-compatible HTTP API (node/api/) on host:port (port 0: a free one). */
   api?: { host: string, port: number }
+  /** TEST ONLY (`--test-corrupt-output SCALE`, hidden): add SCALE × RMS Gaussian noise to every hidden state this node's stage sends (issue 7's corrupting node). */
+  testCorruptOutput?: number
 }
 
 /** Weight formats the engine holds layers in. */
@@ -74,6 +76,7 @@ export interface NodeFlags {
   layers?: string
   apiPort?: string
   apiHost?: string
+  testCorruptOutput?: string
 }
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
@@ -171,8 +174,17 @@ export function nodeConfig (flags: NodeFlags): NodeConfig {
     upnp: flags.upnp !== false,
     dcutr: flags.dcutr === true,
     ...(model !== undefined ? { model } : {}),
-    ...apiConfig(flags)
+    ...apiConfig(flags),
+    ...testCorruptConfig(flags)
   }
+}
+
+/** `--test-corrupt-output SCALE` (test only): a positive finite number. */
+function testCorruptConfig (flags: NodeFlags): { testCorruptOutput?: number } {
+  if (flags.testCorruptOutput === undefined) return {}
+  const scale = Number(flags.testCorruptOutput)
+  if (!Number.isFinite(scale) || scale <= 0) throw new ConfigError(`--test-corrupt-output: must be a positive number, not ${JSON.stringify(flags.testCorruptOutput)}`)
+  return { testCorruptOutput: scale }
 }
 
 /** `--api-port` (0–65535; 0 picks a free port) and `--api-host` (default 127.0.0.1, needs --api-port). */

@@ -39,3 +39,6 @@ export { InferenceFailedError } from './inference/errors.ts'
 // The libp2p composition every Mycelium peer shares (daemon host and light client).
 export { swarmStack, STACK_MAX_EARLY_STREAMS, STACK_MAX_STREAMS } from './libp2p-stack.ts'
 export type { SwarmStack, SwarmStackInit, ServiceFactories } from './libp2p-stack.ts'
+// Consensus judging exchange over /mycelium/<swarm>/consensus-judge/1.0.0 (issue 7, protocols/consensus/).
+export { consensusJudgeService, consensusJudgeProtocol, ConsensusJudgeService, collectJudging, serveJudging } from './consensus/index.ts'
+export type { ConsensusJudgeInit, JudgeHooks, JudgeFn, JudgingResult, JudgingRound } from './consensus/index.ts'

@@ -107,6 +107,7 @@ function common (b: Body, maxTokensKey: string): ParsedRequest {
   const topP = optionalNumber(b, 'top_p', 0, 1)
   const seed = optionalNumber(b, 'seed', 0, Number.MAX_SAFE_INTEGER, true)
   const stop = stops(b)
+  const consensus = consensusOf(b)
   return {
     model,
     stream: b.stream === true,
@@ -117,9 +118,22 @@ function common (b: Body, maxTokensKey: string): ParsedRequest {
       // OpenAI's top_p 0 means "only the most likely token": the engine's sampler reads 0 as off
       ...(topP !== undefined ? { topP: topP === 0 ? Number.MIN_VALUE : topP } : {}),
       ...(seed !== undefined ? { seed } : {}),
-      ...(stop !== undefined ? { stop } : {})
+      ...(stop !== undefined ? { stop } : {}),
+      ...(consensus !== undefined ? { consensus } : {})
     }
   }
+}
+
+/** Mycelium's extension (issue 7): `consensus: { k, deadline_ms }` (or `true`) asks for a consensus round. */
+function consensusOf (b: Body): { k?: number, deadlineMs?: number } | undefined {
+  const c = b.consensus
+  if (c === undefined || c === null || c === false) return undefined
+  if (c === true) return {}
+  if (typeof c !== 'object' || Array.isArray(c)) throw new ApiError(400, "'consensus' must be an object { k, deadline_ms } or a boolean", 'invalid_request_error', 'consensus', 'invalid_type')
+  const o = c as Body
+  const k = optionalNumber(o, 'k', 2, 16, true)
+  const deadlineMs = optionalNumber(o, 'deadline_ms', 1, 600_000, true)
+  return { ...(k !== undefined ? { k } : {}), ...(deadlineMs !== undefined ? { deadlineMs } : {}) }
 }
 
 /**

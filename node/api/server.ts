@@ -155,9 +155,10 @@ export async function startApi (options: ApiOptions): Promise<ApiServer> {
       const usage = usageOf(done.usage)
       // time inside the SDK (routing, the stages, tokenizing): the rest of a request's time is the API's
       void reply.header('x-mycelium-generate-ms', (performance.now() - genStart).toFixed(3))
-      await reply.send(chat
+      // a consensus round's ranking rides along as `consensus` (issue 7)
+      await reply.send({ ...(chat
         ? { id: ids.id, object: 'chat.completion', created: ids.created, model: ids.model, system_fingerprint: null, choices: [{ index: 0, message: { role: 'assistant', content: done.text, refusal: null }, logprobs: null, finish_reason: done.finishReason }], usage }
-        : { id: ids.id, object: 'text_completion', created: ids.created, model: ids.model, choices: [{ text: done.text, index: 0, logprobs: null, finish_reason: done.finishReason }], usage })
+        : { id: ids.id, object: 'text_completion', created: ids.created, model: ids.model, choices: [{ text: done.text, index: 0, logprobs: null, finish_reason: done.finishReason }], usage }), ...(done.consensus !== undefined ? { consensus: done.consensus } : {}) })
       return
     }
     // SSE: `data: {chunk}\n\n` per token, the finish chunk, optional usage chunk, `data: [DONE]`

@@ -26,6 +26,7 @@ interface GenerateFlags {
   modelPath?: string
   routeWait: number
   json?: boolean
+  consensus?: number
 }
 
 function num (name: string, min: number, max: number, integer: boolean) {
@@ -51,6 +52,7 @@ export function registerGenerateCommand (program: Command): void {
     .option('--tokenizer <path>', 'the model\'s tokenizer file (tokenizer.bin, tokenizer.json or a .gguf)')
     .option('--model-path <path|repo>', `a local copy of the model, for its tokenizer: a path, a name in $MYCELIUM_HOME/models or a Hugging Face repo id (default: ${DEFAULT_MODEL} when the cache has it)`)
     .option('--route-wait <ms>', 'how long to wait for the swarm state to show a chain covering the model', num('--route-wait', 0, 600_000, true), 15_000)
+    .option('--consensus <k>', 'consensus round (issue 7): k answers from chains with distinct nodes, judged pairwise; prints the winner', num('--consensus', 2, 16, true))
     .option('--json', 'print one JSON object (text, tokens, finish reason, usage, chain) instead of streaming')
     .addHelpText('after', '\nMYCELIUM_BOOTSTRAP and MYCELIUM_SWARM apply when the flags are not given.\n')
     .action(async (raw: GenerateFlags, command: Command) => {
@@ -102,6 +104,7 @@ async function generate (flags: GenerateFlags): Promise<void> {
       ...(flags.topK !== undefined ? { topK: flags.topK } : {}),
       ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
       ...(flags.model !== undefined ? { model: flags.model } : {}),
+      ...(flags.consensus !== undefined ? { consensus: { k: flags.consensus } } : {}),
       signal: stop.signal
     })) {
       if (ev.type === 'token') {
@@ -114,7 +117,7 @@ async function generate (flags: GenerateFlags): Promise<void> {
       }
       const chain = ev.chain.map((h) => `${String(h.peer).slice(-6)}[${h.start},${h.end})`).join(' → ')
       if (flags.json === true) {
-        process.stdout.write(JSON.stringify({ text: ev.text, finishReason: ev.finishReason, model: ev.model, usage: ev.usage, chain: ev.chain.map((h) => ({ peer: String(h.peer), start: h.start, end: h.end })) }) + '\n')
+        process.stdout.write(JSON.stringify({ text: ev.text, finishReason: ev.finishReason, model: ev.model, usage: ev.usage, chain: ev.chain.map((h) => ({ peer: String(h.peer), start: h.start, end: h.end })), ...(ev.consensus !== undefined ? { consensus: ev.consensus } : {}) }) + '\n')
       } else {
         process.stdout.write(ev.tail + '\n')
       }

@@ -1,4 +1,5 @@
 // `mycelium node start`: run the mesh daemon until SIGINT/SIGTERM.
+import { Option } from 'commander'
 import type { Command } from 'commander'
 import { nodeConfig } from '../config.ts'
 import type { NodeConfig, NodeFlags } from '../config.ts'
@@ -52,6 +53,8 @@ export function registerStartCommand (program: Command): void {
     .option('--api-port <port>', 'serve the OpenAI-compatible HTTP API (/v1/models, /v1/completions, /v1/chat/completions, /metrics, /health) on this port; 0 picks a free one (the URL is in the `api` log event and in status)')
     .option('--api-host <host>', 'interface for the HTTP API (default: 127.0.0.1; 0.0.0.0 exposes it)')
     .option('--log-level <level>', 'pino log level (trace, debug, info, warn, error)', 'info')
+    // test only (issue 7's integration test): a stage that corrupts its outputs; hidden from help
+    .addOption(new Option('--test-corrupt-output <scale>', 'TEST ONLY: add SCALE × RMS noise to the hidden states this stage sends').hideHelp())
     .action(async (raw: NodeFlags & { logLevel: string, config?: string }, command: Command) => {
       const { config, flags } = await settledConfig(command, raw)
       // loaded here, after cli.ts enabled the compile cache: libp2p is most of the start-up time

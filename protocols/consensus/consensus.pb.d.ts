@@ -4,6 +4,7 @@ import type { Uint8ArrayList } from 'uint8arraylist';
 export interface Candidate {
     id: string;
     text: string;
+    authors: string[];
 }
 export declare namespace Candidate {
     const codec: () => Codec<Candidate>;
@@ -15,9 +16,14 @@ export declare namespace Candidate {
         field: '$.text';
         value: string;
     }
+    interface CandidateAuthorsFieldEvent {
+        field: '$.authors[]';
+        index: number;
+        value: string;
+    }
     function encode(obj: Partial<Candidate>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Candidate>): Candidate;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Candidate>): Generator<CandidateIdFieldEvent | CandidateTextFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Candidate>): Generator<CandidateIdFieldEvent | CandidateTextFieldEvent | CandidateAuthorsFieldEvent>;
 }
 export interface Pair {
     first: string;
@@ -63,6 +69,11 @@ export declare namespace JudgeRequest {
         value: string;
         index: number;
     }
+    interface JudgeRequestAnswersAuthorsFieldEvent {
+        field: '$.answers[].authors[]';
+        index: number;
+        value: string;
+    }
     interface JudgeRequestPairsFirstFieldEvent {
         field: '$.pairs[].first';
         value: string;
@@ -75,7 +86,7 @@ export declare namespace JudgeRequest {
     }
     function encode(obj: Partial<JudgeRequest>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<JudgeRequest>): JudgeRequest;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<JudgeRequest>): Generator<JudgeRequestRoundFieldEvent | JudgeRequestPromptFieldEvent | JudgeRequestAnswersIdFieldEvent | JudgeRequestAnswersTextFieldEvent | JudgeRequestPairsFirstFieldEvent | JudgeRequestPairsSecondFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<JudgeRequest>): Generator<JudgeRequestRoundFieldEvent | JudgeRequestPromptFieldEvent | JudgeRequestAnswersIdFieldEvent | JudgeRequestAnswersTextFieldEvent | JudgeRequestAnswersAuthorsFieldEvent | JudgeRequestPairsFirstFieldEvent | JudgeRequestPairsSecondFieldEvent>;
 }
 export interface JudgeCommit {
     status: JudgeCommit.Status;

@@ -17,13 +17,20 @@ export var Candidate;
                     w.uint32(18);
                     w.string(obj.text);
                 }
+                if (obj.authors != null && obj.authors.length > 0) {
+                    for (const value of obj.authors) {
+                        w.uint32(26);
+                        w.string(value);
+                    }
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
             }, (reader, length, opts = {}) => {
                 const obj = {
                     id: '',
-                    text: ''
+                    text: '',
+                    authors: []
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -37,6 +44,13 @@ export var Candidate;
                             obj.text = reader.string();
                             break;
                         }
+                        case 3: {
+                            if (opts.limits?.authors != null && obj.authors.length === opts.limits.authors) {
+                                throw new MaxLengthError('Decode error - repeated field "authors" had too many elements');
+                            }
+                            obj.authors.push(reader.string());
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -45,6 +59,9 @@ export var Candidate;
                 }
                 return obj;
             }, function* (reader, length, prefix, opts = {}) {
+                const obj = {
+                    authors: 0
+                };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
                     const tag = reader.uint32();
@@ -61,6 +78,18 @@ export var Candidate;
                                 field: `${prefix}.text`,
                                 value: reader.string()
                             };
+                            break;
+                        }
+                        case 3: {
+                            if (opts.limits?.authors != null && obj.authors === opts.limits.authors) {
+                                throw new MaxLengthError('Streaming decode error - repeated field "authors" had too many elements');
+                            }
+                            yield {
+                                field: `${prefix}.authors[]`,
+                                index: obj.authors,
+                                value: reader.string()
+                            };
+                            obj.authors++;
                             break;
                         }
                         default: {

@@ -28,10 +28,12 @@ export interface ServeJudgingOptions extends AbortOptions {
   /** Who this judge is (its peer id text): part of the commitment. */
   judge: string
   judgeFn: JudgeFn
-  /** Whether `pairs` are this judge's assignment in `round` (default: accept). */
-  accept?: (round: string, pairs: Array<{ first: string, second: string }>) => boolean
+  /** Whether `pairs` are this judge's assignment in `round` (default: accept); `answers` as the owner sent them (id, authors). */
+  accept?: (round: string, pairs: Array<{ first: string, second: string }>, answers: Array<{ id: string, authors: string[] }>) => boolean
   /** Called with the commitment before it is sent (phase 2: write the commit record). */
   onCommit?: (commitment: Commitment) => void | Promise<void>
+  /** Called with the ballot before it is revealed (phase 2: write the reveal record). */
+  onReveal?: (reveal: { round: string, votes: BallotVote[], salt: string }) => void | Promise<void>
   timeoutMs?: number
 }
 
@@ -65,7 +67,7 @@ export async function serveJudging (stream: Stream, options: ServeJudgingOptions
   const pairs = req.pairs.map((p) => ({ first: p.first, second: p.second }))
   const keys = new Set(pairs.map((p) => `${p.first}\u0000${p.second}`))
   if (req.round === '' || pairs.length === 0 || keys.size !== pairs.length || pairs.some((p) => p.first === p.second || !texts.has(p.first) || !texts.has(p.second))) return await refuse(JudgeCommit.Status.MALFORMED)
-  if (options.accept !== undefined && !options.accept(req.round, pairs)) return await refuse(JudgeCommit.Status.REFUSED)
+  if (options.accept !== undefined && !options.accept(req.round, pairs, req.answers.map((a) => ({ id: a.id, authors: a.authors })))) return await refuse(JudgeCommit.Status.REFUSED)
   const votes: BallotVote[] = []
   try {
     for (const p of pairs) votes.push({ ...p, choice: await options.judgeFn(req.prompt, texts.get(p.first) as string, texts.get(p.second) as string, { signal }) })
@@ -79,6 +81,7 @@ export async function serveJudging (stream: Stream, options: ServeJudgingOptions
     await pb.write({ status: JudgeCommit.Status.OK, commitment }, JudgeCommit, { signal })
     const reveal = await pb.read(RevealRequest, { signal })
     if (reveal.round !== req.round) return await refuse(JudgeCommit.Status.MALFORMED)
+    await options.onReveal?.({ round: req.round, votes, salt })
     await pb.write({ votes: votes.map((v) => ({ first: v.first, second: v.second, choice: TO_WIRE[v.choice] })), salt }, JudgeReveal, { signal })
     await stream.close({ signal })
     return { status: 'REVEALED', votes: votes.length }
@@ -93,6 +96,8 @@ export interface JudgingRound {
   prompt: string
   /** Answer id → text. */
   answers: ReadonlyMap<string, string>
+  /** Answer id → its author then coauthors (sent so the judge can recompute the schedule). */
+  authors?: ReadonlyMap<string, readonly string[]>
   /** The schedule's assignments (consensus/pair-schedule.ts). */
   assignments: ReadonlyArray<{ judge: string, first: string, second: string }>
   /** Opens a judging stream to a judge. */
@@ -129,7 +134,7 @@ export async function collectJudging (r: JudgingRound, options: AbortOptions = {
       stream = await r.open(judge, { signal })
       const pb = pbStream(stream, { maxDataLength: CONSENSUS_MAX_FRAME_BYTES })
       const ids = new Set(pairs.flatMap((p) => [p.first, p.second]))
-      await pb.write({ round: r.round, prompt: r.prompt, answers: [...ids].sort().map((id) => ({ id, text: r.answers.get(id) ?? '' })), pairs }, JudgeRequest, { signal })
+      await pb.write({ round: r.round, prompt: r.prompt, answers: [...ids].sort().map((id) => ({ id, text: r.answers.get(id) ?? '', authors: [...(r.authors?.get(id) ?? [])] })), pairs }, JudgeRequest, { signal })
       const commit = await pb.read(JudgeCommit, { signal })
       if (commit.status !== JudgeCommit.Status.OK) throw new JudgingFailedError(`judge answered ${commit.status}`)
       return { judge, stream, pb, commitment: commit.commitment }

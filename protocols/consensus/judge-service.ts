@@ -5,9 +5,13 @@
 import type { PeerId, Startable, Stream } from '@libp2p/interface'
 import { protocolId } from '../swarm.ts'
 import { CONSENSUS_JUDGE_NAME, CONSENSUS_JUDGE_VERSION } from './constants.ts'
+import { JudgingFailedError } from './errors.ts'
 import { serveJudging, type ServeJudgingOptions, type ServeJudgingResult } from './judge-exchange.ts'
 
-export interface ConsensusJudgeInit extends Pick<ServeJudgingOptions, 'judgeFn' | 'accept' | 'onCommit' | 'timeoutMs'> {
+/** What judges: the model function and the checks and record writes around it (`setJudge`). */
+export type JudgeHooks = Pick<ServeJudgingOptions, 'judgeFn' | 'accept' | 'onCommit' | 'onReveal'>
+
+export interface ConsensusJudgeInit extends Partial<JudgeHooks>, Pick<ServeJudgingOptions, 'timeoutMs'> {
   swarm: string
   /** Concurrent judging streams (default 4). */
   maxInboundStreams?: number
@@ -32,24 +36,36 @@ export class ConsensusJudgeService implements Startable {
   private readonly components: ConsensusJudgeComponents
   private readonly init: ConsensusJudgeInit
   private shutdown = new AbortController()
+  private hooks: Partial<JudgeHooks>
 
   readonly [Symbol.toStringTag] = 'mycelium/consensus-judge'
 
   constructor (components: ConsensusJudgeComponents, init: ConsensusJudgeInit) {
     this.components = components
     this.init = init
+    this.hooks = { ...init }
     this.protocol = consensusJudgeProtocol(init.swarm)
+  }
+
+  /**
+   * Sets (or clears) the judge: a daemon builds the host first and its model later. Without a
+   * `judgeFn` every request is declined with FAILED.
+   */
+  setJudge (hooks: Partial<JudgeHooks> | undefined): void {
+    this.hooks = { ...(hooks ?? {}) }
   }
 
   async start (): Promise<void> {
     this.shutdown = new AbortController()
     await this.components.registrar.handle(this.protocol, async (stream) => {
+      const h = this.hooks
       const r = await serveJudging(stream, {
         judge: this.components.peerId.toString(),
-        judgeFn: this.init.judgeFn,
+        judgeFn: h.judgeFn ?? (async () => { throw new JudgingFailedError('this node has no judge model') }),
         signal: this.shutdown.signal,
-        ...(this.init.accept !== undefined ? { accept: this.init.accept } : {}),
-        ...(this.init.onCommit !== undefined ? { onCommit: this.init.onCommit } : {}),
+        ...(h.accept !== undefined ? { accept: h.accept } : {}),
+        ...(h.onCommit !== undefined ? { onCommit: h.onCommit } : {}),
+        ...(h.onReveal !== undefined ? { onReveal: h.onReveal } : {}),
         ...(this.init.timeoutMs !== undefined ? { timeoutMs: this.init.timeoutMs } : {})
       })
       this.stats[r.status] = (this.stats[r.status] ?? 0) + 1

@@ -105,10 +105,10 @@ describe('consensus judging over libp2p', () => {
       await stream.close().catch(() => {})
       return commit.status
     }
-    expect(await ask({ round: 'r', prompt: 'p', answers: [{ id: 'x', text: 'x' }], pairs: [{ first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.MALFORMED)
-    expect(await ask({ round: 'r', prompt: 'p', answers: [{ id: 'x', text: 'x' }, { id: 'y', text: 'yy' }], pairs: [{ first: 'x', second: 'y' }, { first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.MALFORMED)
-    expect(await ask({ round: 'refuse:1', prompt: 'p', answers: [{ id: 'x', text: 'x' }, { id: 'y', text: 'yy' }], pairs: [{ first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.REFUSED)
-    expect(await ask({ round: 'r', prompt: 'p', answers: Array.from({ length: 65 }, (_, i) => ({ id: `a${i}`, text: '' })), pairs: [{ first: 'a0', second: 'a1' }] })).toBe(JudgeCommit.Status.TOO_LARGE)
+    expect(await ask({ round: 'r', prompt: 'p', answers: [{ id: 'x', text: 'x', authors: [] }], pairs: [{ first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.MALFORMED)
+    expect(await ask({ round: 'r', prompt: 'p', answers: [{ id: 'x', text: 'x', authors: [] }, { id: 'y', text: 'yy', authors: [] }], pairs: [{ first: 'x', second: 'y' }, { first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.MALFORMED)
+    expect(await ask({ round: 'refuse:1', prompt: 'p', answers: [{ id: 'x', text: 'x', authors: [] }, { id: 'y', text: 'yy', authors: [] }], pairs: [{ first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.REFUSED)
+    expect(await ask({ round: 'r', prompt: 'p', answers: Array.from({ length: 65 }, (_, i) => ({ id: `a${i}`, text: '', authors: [] })), pairs: [{ first: 'a0', second: 'a1' }] })).toBe(JudgeCommit.Status.TOO_LARGE)
     // Garbage bytes.
     const stream = await owner.dialProtocol(judge.peerId, PROTOCOL)
     stream.send(Uint8Array.from([4, 0xff, 0xff, 0xff, 0x0f])) // one 4-byte frame that is not protobuf

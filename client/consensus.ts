@@ -1,0 +1,227 @@
+// generate({ consensus }) (issue 7): the round owner's side of a consensus round.
+//  1. k chains with pairwise distinct peers (the shared router, each next chain excluding the
+//     peers of the earlier ones and every node the ledger excludes), seeds seed + i;
+//  2. every chain runs to the end or the deadline; what finished is an answer, authored by the
+//     chain's last stage with the other stages as coauthors (none of them judges it);
+//  3. the schedule (consensus/round.ts) from the owner's reputation view, the commit–reveal
+//     judging exchange with the scheduled judges (protocols/consensus), settlement;
+//  4. the round record written into the swarm state when the owner is a member (a daemon); a
+//     light client runs the round the same way but records nothing (it is not a writer).
+// The winner's text is then streamed as the request's tokens; `done.consensus` carries the ranking.
+import type { AbortOptions, Stream } from '@libp2p/interface'
+import { createTextStream } from '../engine/index.ts'
+import type { Tokenizer } from '../engine/index.ts'
+import { compareText, digestFields, toHex } from '../consensus/digest.ts'
+import { deriveLedger, recordData, recordId, scheduleRound, settleRound, type Answer, type ConsensusRecord, type ReputationState } from '../consensus/index.ts'
+import { chainRouter, collectJudging, consensusJudgeProtocol, runInference } from '../protocols/index.ts'
+import type { ChainHop } from '../protocols/index.ts'
+import { ShardUnavailableError } from '../sharding/index.ts'
+import { InvalidRequestError, NoRouteError } from './errors.ts'
+import type { ModelInfo, SwarmReader } from './route.ts'
+
+/** Default answers per round and time for the answers (ms). */
+export const CONSENSUS_DEFAULT_K = 3
+export const CONSENSUS_DEFAULT_DEADLINE_MS = 60_000
+export const CONSENSUS_MAX_K = 16
+
+/** The owner's view of reputation and, on a member, where its records go. */
+export interface ConsensusHost {
+  /** The reputation state to schedule with (the node's ledger). */
+  reputation: () => ReputationState
+  /** Excluded nodes are never routed. */
+  excluded?: (peer: string) => boolean
+  /** Writes a consensus record into the owner's namespace of the swarm state (members only). */
+  record?: (id: string, data: Record<string, unknown>) => Promise<void>
+  /** The highest round seq known (the owner takes the next). */
+  lastSeq?: () => number
+}
+
+export interface ConsensusRequest {
+  k?: number
+  deadlineMs?: number
+}
+
+/** One answer of the round, as the request's metadata. */
+export interface ConsensusAnswer {
+  id: string
+  /** The chain that produced it (the last hop is the author). */
+  chain: Array<{ peer: string, start: number, end: number }>
+  seed: number
+  tokens: number[]
+  text: string
+  /** Bradley–Terry strength (1 when nobody judged it). */
+  strength: number
+}
+
+export interface ConsensusMeta {
+  round: string
+  k: number
+  winner: string
+  /** Answer ids, best first. */
+  ranking: string[]
+  answers: ConsensusAnswer[]
+  judges: string[]
+  failures: Array<{ judge: string, reason: string }>
+  /** Whether the round record went into the swarm state. */
+  recorded: boolean
+}
+
+export interface ConsensusRun {
+  self: string
+  swarm: string
+  state: SwarmReader
+  online: () => string[]
+  openStream: (peer: string, protocol: string, options: AbortOptions) => Promise<Stream>
+  inferenceProtocol: string
+  info: ModelInfo
+  tokenizer: Tokenizer
+  prompt: number[]
+  promptText: string
+  maxTokens: number
+  seed: number
+  sampling: { temperature: number, topP: number, topK: number }
+  codecBytes: number
+  host: ConsensusHost
+  signal: AbortSignal
+}
+
+/** Chains with pairwise distinct peers: each routed with the earlier chains' peers excluded. */
+export function disjointChains (views: { nodes: SwarmReader['nodes'], online: () => string[] }, k: number, options: { model: { id: string, nLayers: number }, hiddenBytesPerToken: number, self?: string, exclude?: (peer: string) => boolean }): ChainHop[][] {
+  const used = new Set<string>()
+  const chains: ChainHop[][] = []
+  const online = (): string[] => views.online().filter((p) => options.exclude?.(p) !== true)
+  for (let i = 0; i < k; i++) {
+    const router = chainRouter({ nodes: views.nodes, online }, { model: options.model, hiddenBytesPerToken: options.hiddenBytesPerToken, exclude: used, ...(options.self !== undefined ? { self: options.self } : {}) })
+    let chain: ChainHop[]
+    try {
+      chain = router.route()
+    } catch (err) {
+      if (err instanceof ShardUnavailableError) break
+      throw err
+    }
+    chains.push(chain)
+    for (const hop of chain) used.add(String(hop.peer))
+  }
+  return chains
+}
+
+/** Runs the round; resolves with the ranking (the winner first). */
+export async function runConsensusRound (run: ConsensusRun, request: ConsensusRequest): Promise<ConsensusMeta> {
+  const k = request.k ?? CONSENSUS_DEFAULT_K
+  if (!Number.isInteger(k) || k < 2 || k > CONSENSUS_MAX_K) throw new InvalidRequestError(`consensus.k must be an integer in [2, ${CONSENSUS_MAX_K}]`, 'consensus')
+  const deadlineMs = request.deadlineMs ?? CONSENSUS_DEFAULT_DEADLINE_MS
+  if (!Number.isFinite(deadlineMs) || deadlineMs <= 0) throw new InvalidRequestError('consensus.deadline_ms must be a positive number', 'consensus')
+  const chains = disjointChains({ nodes: run.state.nodes, online: run.online }, k, {
+    model: { id: run.info.id, nLayers: run.info.manifest.nLayers },
+    hiddenBytesPerToken: run.info.manifest.dim * run.codecBytes,
+    self: run.self,
+    ...(run.host.excluded !== undefined ? { exclude: run.host.excluded } : {})
+  })
+  if (chains.length < 2) throw new NoRouteError(`consensus needs at least 2 chains with distinct nodes; the swarm has ${chains.length} for model ${run.info.id.slice(0, 12)}`)
+  const answerSignal = AbortSignal.any([run.signal, AbortSignal.timeout(deadlineMs)])
+  const outputs = await Promise.all(chains.map(async (chain, i) => {
+    const tokens: number[] = []
+    try {
+      for await (const ev of runInference(async (peer, proto, options) => await run.openStream(String(peer), proto, options), run.inferenceProtocol, {
+        chain,
+        prompt: run.prompt,
+        maxLength: run.prompt.length + run.maxTokens - 1,
+        model: run.info.id,
+        signal: answerSignal,
+        sampling: { ...run.sampling, seed: run.seed + i, maxTokens: run.maxTokens }
+      })) {
+        if (ev.type === 'token') tokens.push(ev.id)
+        if (ev.type === 'done' || tokens.length >= run.maxTokens) return { chain, tokens, seed: run.seed + i }
+      }
+      return { chain, tokens, seed: run.seed + i }
+    } catch {
+      return undefined // reason: a chain that failed or missed the deadline gives no answer
+    }
+  }))
+  if (run.signal.aborted) throw run.signal.reason
+  const done = outputs.filter((o) => o !== undefined && o.tokens.length > 0) as Array<{ chain: ChainHop[], tokens: number[], seed: number }>
+  if (done.length === 0) throw new NoRouteError('no chain of the consensus round answered before the deadline')
+  const round = `${run.self}:${Date.now()}-${toHex(digestFields([run.promptText, String(run.seed), String(Math.random())])).slice(0, 8)}`
+  const texts = new Map<string, string>()
+  const authors = new Map<string, string[]>()
+  const answers: Answer[] = []
+  const meta: ConsensusAnswer[] = []
+  for (const o of done) {
+    const stream = createTextStream(run.tokenizer)
+    let prev = run.prompt[run.prompt.length - 1]
+    let text = ''
+    for (const t of o.tokens) { text += stream.push(prev, t); prev = t }
+    text += stream.flush()
+    const peers = o.chain.map((h) => String(h.peer))
+    const id = toHex(digestFields([round, String(o.seed), text])).slice(0, 16)
+    const author = peers[peers.length - 1]
+    const coauthors = peers.slice(0, -1)
+    texts.set(id, text)
+    authors.set(id, [author, ...coauthors])
+    answers.push({ id, author, ...(coauthors.length > 0 ? { coauthors } : {}) })
+    meta.push({ id, chain: o.chain.map((h) => ({ peer: String(h.peer), start: h.start, end: h.end })), seed: o.seed, tokens: o.tokens, text, strength: 1 })
+  }
+  const state = run.host.reputation()
+  const schedule = scheduleRound(state, round, answers)
+  const judged = schedule.assignments.length === 0
+    ? { commitments: [], reveals: [], failures: [] }
+    : await collectJudging({
+      round,
+      prompt: run.promptText,
+      answers: texts,
+      authors,
+      assignments: schedule.assignments,
+      open: async (judge, options) => await run.openStream(judge, consensusJudgeProtocol(run.swarm), options)
+    }, { signal: run.signal })
+  const deadline = Date.now()
+  const settled = settleRound(state, { round, answers, commitments: judged.commitments, reveals: judged.reveals, deadline })
+  const strengths = new Map(settled.outcome.strengths)
+  for (const a of meta) a.strength = strengths.get(a.id) ?? 1
+  let recorded = false
+  if (run.host.record !== undefined) {
+    const rec: ConsensusRecord = {
+      t: 'round',
+      round,
+      seq: (run.host.lastSeq?.() ?? 0) + 1,
+      deadline,
+      answers: answers.map((a) => [a.id, a.author, ...(a.coauthors ?? [])]),
+      reveals: judged.reveals.map((r) => [r.judge, r.at] as [string, number]),
+      winner: settled.outcome.winner,
+      ranking: settled.outcome.ranking
+    }
+    await run.host.record(recordId(rec), recordData(rec))
+    recorded = true
+  }
+  const order = new Map(settled.outcome.ranking.map((id, i) => [id, i]))
+  meta.sort((a, b) => (order.get(a.id) ?? 1e9) - (order.get(b.id) ?? 1e9) || compareText(a.id, b.id))
+  return {
+    round,
+    k,
+    winner: settled.outcome.winner,
+    ranking: settled.outcome.ranking,
+    answers: meta,
+    judges: [...new Set(schedule.assignments.map((a) => a.judge))].sort(compareText),
+    failures: judged.failures,
+    recorded
+  }
+}
+
+/** Genesis (admitted without calibration): the peer ids the bootstrap multiaddrs name; none → `self` (the founding anchor). */
+export function genesisFromBootstrap (bootstrap: readonly string[], self: string): string[] {
+  const ids = new Set<string>()
+  for (const addr of bootstrap) {
+    const at = addr.lastIndexOf('/p2p/')
+    if (at >= 0) ids.add(addr.slice(at + 5).split('/')[0])
+  }
+  if (ids.size === 0) ids.add(self)
+  return [...ids].sort(compareText)
+}
+
+/** A light client's consensus host: reputation derived from its read-only replica; it records nothing. */
+export function replicaConsensusHost (state: { rounds: () => Array<{ id: string, data: unknown, writer: string }> }, genesis: readonly string[]): ConsensusHost {
+  const ledger = (): ReturnType<typeof deriveLedger> => deriveLedger(state.rounds().map((r) => ({ id: r.id, data: r.data, writer: r.writer })), { genesis })
+  return {
+    reputation: () => ledger().state,
+    excluded: (peer) => ledger().state.nodes.get(peer)?.excluded === true
+  }
+}

@@ -1,0 +1,202 @@
+// Consensus on a daemon (issue 7): the judge behind the host's consensus-judge service, the
+// calibration of newcomers, and the round owner's host (reputation + record writer) for the API.
+//
+// - Judge model: the likelihood judge (consensus/likelihood-judge.ts) on a whole-model shard of the
+//   node's own model file, loaded lazily at the first judging request when its weights fit
+//   JUDGE_MAX_MODEL_BYTES (and a quarter of --max-memory when set); a bigger model declines
+//   (FAILED) — an LLM judge over the swarm is not wired yet.
+// - accept: the round's owner (its id prefix) is admitted and not excluded in this node's ledger,
+//   and the pairs asked are exactly this node's assignment in the schedule it recomputes from its
+//   own ledger with the answers' authors the owner sent (a disagreement — records in flight —
+//   refuses; the ledger would otherwise fine a vote on an unassigned pair).
+// - commit and reveal are written as signed records in this node's namespace (`round/c|r/<round>`).
+// - Calibration (admission): every admitted node with a judge model calibrates, one at a time,
+//   each online member whose record names the same model and that its ledger does not admit:
+//   seeded tasks → its own exact greedy continuations → known-answer pairs (continuation vs a
+//   scramble), each sent as one judging exchange (`calibration:<challenge>:<i>`, no records);
+//   every pair right = passed; the verifier writes `round/k/<subject>/<challenge>`. The ledger
+//   admits on a passed record of an admitted verifier. What is checked over the wire is the
+//   subject's judging on known pairs, computed with its model; the exact greedy outputs of the
+//   subject itself are not asked for (that needs a generation message: not built).
+import type { Logger } from 'pino'
+import { commitBallot } from '../consensus/commit-reveal.ts'
+import { calibrationTasks, greedyContinuation, knownPairs, meanLogProb, parseRecord, recordData, recordId, scheduleRound, shardLogits, type ConsensusRecord } from '../consensus/index.ts'
+import { loadShard, sessionStepper, openTokenizer } from '../engine/index.ts'
+import type { Shard, Tokenizer } from '../engine/index.ts'
+import type { ConsensusHost } from '../client/consensus.ts'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { collectJudging } from '../protocols/index.ts'
+import type { MyceliumHost } from './host.ts'
+import type { NodeModel, OpenedModel } from './model-startup.ts'
+import type { LedgerService } from './reputation.ts'
+
+/** Largest whole model a node loads for judging (weights, bytes). */
+export const JUDGE_MAX_MODEL_BYTES = 256 * 1024 * 1024
+/** How often the calibration loop looks for unadmitted members (ms), and how long before a subject is retried. */
+export const CALIBRATION_POLL_MS = 1000
+export const CALIBRATION_RETRY_MS = 30_000
+/** Known-answer pairs per calibration, prompt tokens and greedy tokens per task. */
+export const CALIBRATION_TASKS = 2
+const CALIBRATION_PROMPT_TOKENS = 4
+const CALIBRATION_TOKENS = 12
+
+export interface ConsensusNode {
+  /** The owner's host for the API's client (reputation, records). */
+  owner: ConsensusHost
+  stop: () => Promise<void>
+}
+
+/** Highest seq of the consensus records in the replica (the next round or calibration takes seq + 1). */
+export function lastSeq (rounds: () => Array<{ id: string, data: unknown }>): number {
+  let max = 0
+  for (const r of rounds()) {
+    try {
+      const rec = parseRecord(r.id, r.data)
+      if ('seq' in rec && rec.seq > max) max = rec.seq
+    } catch {
+      continue // reason: a record that does not parse is ignored, as the ledger does
+    }
+  }
+  return max
+}
+
+export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | undefined, model: NodeModel | undefined, ledger: LedgerService, options: { maxMemoryBytes?: number, log: Logger }): ConsensusNode {
+  const { log } = options
+  const self = host.peerId.toString()
+  const state = host.services.swarmSync.state
+  const write = async (r: ConsensusRecord): Promise<void> => { await state.recordRound(recordId(r), recordData(r) as never) }
+  const rounds = (): Array<{ id: string, data: unknown, writer: string }> => state.rounds().map((r) => ({ id: r.id, data: r.data, writer: r.writer }))
+  let judgeModel: Promise<{ shard: Shard, tokenizer: Tokenizer }> | undefined
+  let closed = false
+  const fits = (): boolean => {
+    const m = model?.manifest
+    if (opened === undefined || m === undefined) return false
+    const bytes = m.nLayers * m.layerBytes[model?.dtype ?? 'f32'] + m.embeddingBytes + m.headBytes
+    const budget = options.maxMemoryBytes === undefined ? JUDGE_MAX_MODEL_BYTES : Math.min(JUDGE_MAX_MODEL_BYTES, options.maxMemoryBytes / 4)
+    return bytes <= budget
+  }
+  const loadJudge = async (): Promise<{ shard: Shard, tokenizer: Tokenizer }> => {
+    if (opened === undefined || !fits()) throw new Error('no judge model on this node (none, or too large)')
+    judgeModel ??= (async () => {
+      const shard = await loadShard(opened.source, { start: 0, end: opened.source.config.nLayers, dtype: opened.dtype, threads: 1 })
+      const tokenizer = await openTokenizer(opened.source)
+      log.info({ event: 'judge-model', weightBytes: shard.weightBytes }, 'loaded the whole model for judging')
+      return { shard, tokenizer }
+    })()
+    judgeModel.catch(() => { judgeModel = undefined })
+    return await judgeModel
+  }
+  const service = host.services.consensusJudge
+  service.setJudge({
+    judgeFn: async (prompt, first, second) => {
+      const { shard, tokenizer } = await loadJudge()
+      const logitsOf = shardLogits(shard)
+      const p = tokenizer.encode(prompt, { bos: true })
+      const room = shard.config.seqLen - p.length
+      const a = meanLogProb(logitsOf, shard.config.vocabSize, p, tokenizer.encode(first).slice(0, room))
+      const b = meanLogProb(logitsOf, shard.config.vocabSize, p, tokenizer.encode(second).slice(0, room))
+      return a > b ? 'first' : b > a ? 'second' : 'tie'
+    },
+    accept: (round, pairs, answers) => {
+      if (round.startsWith('calibration:')) return true
+      const owner = round.slice(0, Math.max(0, round.indexOf(':')))
+      const rep = ledger.state().nodes.get(owner)
+      if (rep === undefined || !rep.admitted || rep.excluded) return false
+      if (answers.some((a) => a.authors.length === 0)) return false
+      const schedule = scheduleRound(ledger.refresh().state, round, answers.map((a) => ({ id: a.id, author: a.authors[0], ...(a.authors.length > 1 ? { coauthors: a.authors.slice(1) } : {}) })))
+      const mine = new Set(schedule.assignments.filter((x) => x.judge === self).map((x) => `${x.first}\u0000${x.second}`))
+      return mine.size === pairs.length && pairs.every((p) => mine.has(`${p.first}\u0000${p.second}`))
+    },
+    onCommit: async (c) => { if (!c.round.startsWith('calibration:')) await write({ t: 'commit', round: c.round, commitment: c.commitment }) },
+    onReveal: async (r) => { if (!r.round.startsWith('calibration:')) await write({ t: 'reveal', round: r.round, votes: r.votes, salt: r.salt }) }
+  })
+
+  // Calibration of newcomers by admitted nodes.
+  const tried = new Map<string, number>()
+  let busy = false
+  const calibrateOne = async (): Promise<void> => {
+    const manifestId = model?.manifest?.id
+    if (busy || closed || manifestId === undefined || !fits()) return
+    const me = ledger.state().nodes.get(self)
+    if (me === undefined || !me.admitted || me.excluded) return
+    const online = new Set(state.online())
+    const now = Date.now()
+    const subject = [...state.nodes()].map(([id, r]) => ({ id, r })).sort((a, b) => (a.id < b.id ? -1 : 1)).find(({ id, r }) =>
+      id !== self && online.has(id) && ledger.state().nodes.get(id)?.admitted !== true && now - (tried.get(id) ?? 0) > CALIBRATION_RETRY_MS && r.layers.some((l) => l.model === manifestId))?.id
+    if (subject === undefined) return
+    busy = true
+    tried.set(subject, now)
+    try {
+      const { shard, tokenizer } = await loadJudge()
+      const challenge = `${now}-${Math.floor(Math.random() * 2 ** 31).toString(36)}`
+      const tasks = calibrationTasks({ challenge, candidate: subject, vocab: shard.config.vocabSize, bosId: 1, tasks: CALIBRATION_TASKS, promptTokens: CALIBRATION_PROMPT_TOKENS, tokens: CALIBRATION_TOKENS })
+      const references: number[][] = []
+      for (const task of tasks) {
+        const session = shard.openSession({ maxLength: task.prompt.length + task.tokens + 1 })
+        try { references.push(await greedyContinuation(sessionStepper(session), task, 1)) } finally { session.close() }
+      }
+      const pairs = knownPairs(challenge, subject, tasks, references, shard.config.vocabSize)
+      let right = 0
+      for (const [i, pair] of pairs.entries()) {
+        const round = `calibration:${challenge}:${i}`
+        const r = await collectJudging({
+          round,
+          prompt: tokenizer.decode(pair.prompt.slice(1)),
+          answers: new Map([['a', tokenizer.decode(pair.first)], ['b', tokenizer.decode(pair.second)]]),
+          assignments: [{ judge: subject, first: 'a', second: 'b' }],
+          open: async (judge, o) => await host.dialProtocol(peerIdFromString(judge), service.protocol, o)
+        })
+        const c = r.commitments[0]
+        const v = r.reveals[0]
+        if (c === undefined || v === undefined || commitBallot(round, subject, v.votes, v.salt) !== c.commitment) continue
+        if (v.votes.length === 1 && v.votes[0].choice === pair.expected) right++
+      }
+      const passed = pairs.length > 0 && right === pairs.length
+      await write({ t: 'calibration', seq: lastSeq(rounds) + 1, subject, model: manifestId, challenge, tasks: pairs.length, tasksExact: right, pairs: pairs.length, pairsRight: right, passed })
+      log.info({ event: 'calibration', subject, passed, right, pairs: pairs.length }, `calibrated ${subject}: ${passed ? 'passed' : 'failed'}`)
+    } catch (err) {
+      log.warn({ event: 'calibration-failed', subject, err: (err as Error).message }, 'calibration did not complete')
+    } finally {
+      busy = false
+    }
+  }
+  const timer = setInterval(() => { void calibrateOne() }, CALIBRATION_POLL_MS)
+  timer.unref()
+
+  return {
+    owner: {
+      reputation: () => ledger.refresh().state,
+      excluded: (peer) => ledger.excluded(peer),
+      record: async (id, data) => { await state.recordRound(id, data as never) },
+      lastSeq: () => lastSeq(rounds)
+    },
+    stop: async () => {
+      closed = true
+      clearInterval(timer)
+      service.setJudge(undefined)
+      const m = await judgeModel?.catch(() => undefined)
+      judgeModel = undefined
+      await m?.shard.close()
+    }
+  }
+}
+
+const running = new WeakMap<object, ConsensusNode>()
+
+/** The daemon registers its consensus node here; the API's client reads the owner through it. */
+export function registerConsensusNode (host: object, node: ConsensusNode): void { running.set(host, node) }
+
+/** A ConsensusHost that asks the host's registered consensus node at call time (the API client is built before). */
+export function consensusOwnerOf (host: object): ConsensusHost {
+  const owner = (): ConsensusHost => {
+    const n = running.get(host)
+    if (n === undefined) throw new Error('consensus is not running on this node')
+    return n.owner
+  }
+  return {
+    reputation: () => owner().reputation(),
+    excluded: (peer) => running.get(host)?.owner.excluded?.(peer) === true,
+    record: async (id, data) => { await owner().record?.(id, data) },
+    lastSeq: () => owner().lastSeq?.() ?? 0
+  }
+}

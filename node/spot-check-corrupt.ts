@@ -1,0 +1,62 @@
+// TEST ONLY — `node start --test-corrupt-output SCALE` (issue 7's corrupting node): the shard
+// handed to the stage service is wrapped so every hidden state it outputs gets Gaussian noise of
+// SCALE × the row's RMS (as consensus/sim/stage-trace.ts's corrupting stage). The engine is not
+// touched: the wrapper sits between the stage service and the shard (node/daemon.ts).
+import type { Shard, StageOutput } from '../engine/index.ts'
+import type { StageShard } from '../protocols/index.ts'
+
+function rng (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Adds scale × RMS noise to each row of a [T, dim] hidden state, in place. */
+export function corruptHidden (h: Float32Array, dim: number, scale: number, random: () => number): void {
+  for (let off = 0; off + dim <= h.length; off += dim) {
+    let ss = 0
+    for (let i = 0; i < dim; i++) ss += h[off + i] * h[off + i]
+    const rms = Math.sqrt(ss / dim)
+    for (let i = 0; i < dim; i++) {
+      const u = Math.max(random(), 1e-12)
+      const v = random()
+      h[off + i] += scale * rms * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v)
+    }
+  }
+}
+
+/** The shard, with noise on the hidden states `stepBatch` returns (the last stage's logits are left alone). */
+export function corruptingShard (shard: Shard, scale: number, seed = 1): Shard {
+  const random = rng(seed)
+  const noisy = (out: StageOutput): StageOutput => {
+    if (out.hidden !== undefined) corruptHidden(out.hidden, shard.config.dim, scale, random)
+    return out
+  }
+  return new Proxy(shard, {
+    get (target, prop) {
+      if (prop === 'stepBatch') return (items: Parameters<Shard['stepBatch']>[0]) => target.stepBatch(items).map(noisy)
+      const v = Reflect.get(target, prop, target) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+    }
+  })
+}
+
+/** Wraps a stage before `serve()`; the same shard always gets the same wrapper (sessionsOn compares identities). */
+export function corruptingStages (scale: number): { wrap: (stage: StageShard | undefined) => StageShard | undefined, unwrap: (shard: Shard) => Shard } {
+  const wrapped = new WeakMap<Shard, Shard>()
+  return {
+    wrap: (stage) => {
+      if (stage === undefined) return undefined
+      let w = wrapped.get(stage.shard)
+      if (w === undefined) { w = corruptingShard(stage.shard, scale); wrapped.set(stage.shard, w) }
+      const shard = w
+      return Object.create(stage, { shard: { value: shard, enumerable: true } }) as StageShard
+    },
+    unwrap: (shard) => wrapped.get(shard) ?? shard
+  }
+}
