@@ -86,3 +86,17 @@ export const RTT_CAPABILITY_PREFIX = 'rttMs:'
 export const RECORD_ADDRESSES_DEBOUNCE_MS = 250
 /** At most this many addresses of one node record are merged into the peer store. */
 export const RECORD_ADDRESSES_MAX = 32
+/** The load beacon (node/load-beacon.ts): checked this often (ms)… */
+export const LOAD_CHECK_MS = 250
+/** …published at most this often… */
+export const LOAD_PUBLISH_MIN_MS = 500
+/** …and at least this often while serving, changed or not. */
+export const LOAD_KEEPALIVE_MS = 10_000
+/** A peer's load older than this is forgotten (ms). */
+export const LOAD_TTL_MS = 30_000
+/** Peers whose load a node keeps at most. */
+export const LOAD_MAX_PEERS = 4096
+/** A load message is at most this many bytes. */
+export const LOAD_MAX_MESSAGE_BYTES = 256
+/** The published step time is republished only when it moves by more than this fraction. */
+export const LOAD_STEP_REPUBLISH_FRACTION = 0.25

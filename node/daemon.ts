@@ -18,6 +18,7 @@ import { startAutoNATNudge } from './autonat-nudge.ts'
 import { startBootstrapKeeper } from './bootstrap-keeper.ts'
 import { startNodeRecordPublisher } from './node-record.ts'
 import { startRecordAddresses } from './record-addresses.ts'
+import { ownLoad, startLoadBeacon } from './load-beacon.ts'
 import { swarmSummary, swarmView } from './swarm-report.ts'
 import type { NodeModel } from './model-startup.ts'
 
@@ -98,6 +99,8 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
 
   // The model side starts after the ready line (below); the control handler reads it through this.
   let served: { model: NodeModel, done: Promise<void>, stop: () => void } | undefined
+  // live load on the swarm's load topic (presence-like, never in the record): a node with a model publishes its own
+  const loads = startLoadBeacon(host, config.swarm, () => (opened !== undefined ? ownLoad(host.services.inference, served?.model.stepTimer) : undefined), log)
   let api: { url: string, close: () => Promise<void> } | undefined // --api-port (node/api/)
   const stopNudge = startAutoNATNudge(host, log)
   const stopKeeper = startBootstrapKeeper(host, config.bootstrap, log)
@@ -114,13 +117,14 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
           direct: host.services.direct?.attempts ?? [],
           bulk: host.services.bulk.stats,
           inference: { protocol: host.services.inference.protocol, ...host.services.inference.usage, ...host.services.inference.stats },
+          load: { own: loads.own() ?? null, peers: loads.table.size, ...loads.stats },
           swarmState: swarmSummary(host),
           model: modelSummary(served?.model),
           ...(api !== undefined ? { api: api.url } : {})
         }
       }
       case 'swarm':
-        return swarmView(host)
+        return swarmView(host, loads)
       case 'allocation': {
         const allocator = served?.model.allocator
         if (allocator === undefined) {
@@ -191,7 +195,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     : undefined
   if (config.api !== undefined) {
     const { startDaemonApi } = await import('./api/daemon-api.ts')
-    api = await startDaemonApi(host, { ...config, api: config.api }, opened, served?.model, log)
+    api = await startDaemonApi(host, { ...config, api: config.api }, opened, served?.model, log, loads)
   }
 
   let stopping: Promise<void> | undefined
@@ -204,6 +208,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
         served?.stop()
         record.stop()
         stopAddresses()
+        loads.stop()
         stopNudge()
         stopKeeper()
         await control.close()

@@ -5,8 +5,8 @@
 // after the swarm state published it). `--layers auto` follows the allocator (followAllocation).
 import type { Logger } from 'pino'
 import { loadShard } from '../engine/index.ts'
-import type { Shard, WeightDType } from '../engine/index.ts'
-import type { ModelManifest, Move } from '../sharding/index.ts'
+import type { Shard, StageInput, WeightDType } from '../engine/index.ts'
+import type { ModelManifest, Move, StepTimer } from '../sharding/index.ts'
 import type { ModelConfig } from './config.ts'
 import { ConfigError } from './errors.ts'
 import type { MyceliumHost } from './host.ts'
@@ -23,12 +23,38 @@ export function checkLayers (layers: { start: number, end: number }, nLayers: nu
   if (layers.end > nLayers) throw new ConfigError(`--layers: ${layers.start}:${layers.end} passes the model's ${nLayers} layers`)
 }
 
+/**
+ * `shard` with its `stepBatch` timed into the node's step timer (the stage scheduler runs every
+ * step through it): a pass holding decode steps records its wall time as one decode token's time
+ * over the shard's layers (each token of the batch waited the whole pass); a pass of prefill
+ * chunks only records per prompt token. The load beacon publishes the timer's decode figure.
+ */
+export function timedShard (shard: Shard, timer: () => StepTimer | undefined): Shard {
+  const layers = shard.end - shard.start
+  const rows = (input: StageInput): number => ('tokens' in input ? input.tokens.length : Math.round(input.hidden.length / shard.config.dim))
+  return {
+    ...shard,
+    stepBatch: (items) => {
+      const t0 = performance.now()
+      const out = shard.stepBatch(items)
+      const ms = performance.now() - t0
+      const t = timer()
+      if (t !== undefined && items.length > 0) {
+        const counts = items.map((i) => rows(i.input))
+        if (counts.includes(1)) t.record(ms, layers, 1)
+        else t.record(ms, layers, counts.reduce((n, c) => n + c, 0))
+      }
+      return out
+    }
+  }
+}
+
 /** Loads `[start, end)` of the opened model and serves it; `model` supplies the manifest id when known. */
 export async function startStageServing (host: MyceliumHost, opened: OpenedModel, config: ModelConfig & { layers: { start: number, end: number } }, model: NodeModel | undefined, log: Logger, options: { signal?: AbortSignal } = {}): Promise<StageServing> {
   const { start, end } = config.layers
   checkLayers(config.layers, opened.source.config.nLayers)
   const t0 = performance.now()
-  const shard = await loadShard(opened.source, { start, end, dtype: opened.dtype, threads: config.threads, onProgress: loadProgress(`layers [${start}, ${end})`, { log }), ...(options.signal !== undefined ? { signal: options.signal } : {}) })
+  const shard = timedShard(await loadShard(opened.source, { start, end, dtype: opened.dtype, threads: config.threads, onProgress: loadProgress(`layers [${start}, ${end})`, { log }), ...(options.signal !== undefined ? { signal: options.signal } : {}) }), () => model?.stepTimer)
   host.services.inference.serve({ shard, get model () { return model?.manifest?.id } })
   log.info({ event: 'serving', start, end, protocol: host.services.inference.protocol, weightBytes: shard.weightBytes, ms: Math.round(performance.now() - t0) }, `serving layers [${start}, ${end})`)
   return {
@@ -49,7 +75,7 @@ export const FOLLOW_ALLOCATION_DRAIN_MS = 60_000
 /** What `followAllocation` reads and drives (the host's stage service and the model side). */
 export interface FollowTarget {
   service: Pick<MyceliumHost['services']['inference'], 'serve' | 'sessionsOn' | 'protocol' | 'usage'>
-  model: Pick<NodeModel, 'allocator' | 'manifest' | 'capability' | 'served'>
+  model: Pick<NodeModel, 'allocator' | 'manifest' | 'capability' | 'served' | 'stepTimer'>
   /** This node's peer id (its moves are found in the allocator's waves by it). */
   self: string
 }
@@ -151,7 +177,7 @@ export function followAllocationOf (target: FollowTarget, opened: OpenedModel, c
         if (stopped) return
       }
       const t0 = performance.now()
-      const shard = self === null ? undefined : await loadShard(opened.source, { start: self.start, end: self.end, dtype: opened.dtype, threads: config.threads, onProgress: loadProgress(`layers [${self.start}, ${self.end})`, { log }) })
+      const shard = self === null ? undefined : timedShard(await loadShard(opened.source, { start: self.start, end: self.end, dtype: opened.dtype, threads: config.threads, onProgress: loadProgress(`layers [${self.start}, ${self.end})`, { log }) }), () => model.stepTimer)
       if (stopped) { await shard?.close(); return }
       service.serve(shard === undefined ? undefined : { shard, get model () { return model.manifest?.id } })
       if (current.shard !== undefined) retired.push(current.shard)

@@ -2,6 +2,7 @@
 // swarm document: sizes and rejection counters for a summary, the sorted views for a full dump.
 import type { JsonValue } from '../crdt/index.ts'
 import type { MyceliumHost } from './host.ts'
+import type { LoadBeacon } from './load-beacon.ts'
 
 /** Counts and health of the local replica (JSON-ready). */
 export function swarmSummary (host: MyceliumHost): Record<string, unknown> {
@@ -18,8 +19,8 @@ export function swarmSummary (host: MyceliumHost): Record<string, unknown> {
   }
 }
 
-/** The replica's views: node records, who is online, measured links to peers. */
-export function swarmView (host: MyceliumHost): Record<string, unknown> {
+/** The replica's views: node records, who is online, measured links to peers, live loads (when given). */
+export function swarmView (host: MyceliumHost, loads?: Pick<LoadBeacon, 'table' | 'own'>): Record<string, unknown> {
   const state = host.services.swarmSync.state
   const links = [...host.services.probe.results()].map(([peer, r]) => ({ peer, ...r }))
   return {
@@ -29,6 +30,12 @@ export function swarmView (host: MyceliumHost): Record<string, unknown> {
     manifests: state.manifests().length,
     // which models the swarm knows (status draws layer coverage per model from these)
     models: [...new Map(state.manifests().map((m) => [m.id, { id: m.id, nLayers: (m.data as { nLayers?: number }).nLayers ?? null, architecture: (m.data as { architecture?: string }).architecture ?? null }])).values()],
-    links
+    links,
+    ...(loads !== undefined
+      ? { loads: Object.fromEntries([...state.nodes().keys()].flatMap((peer) => {
+          const l = peer === host.peerId.toString() ? loads.own() : loads.table.get(peer)
+          return l === undefined ? [] : [[peer, l]]
+        })) as unknown as JsonValue }
+      : {})
   }
 }

@@ -12,6 +12,8 @@ import type { NodeConfig } from '../config.ts'
 import { ConfigError } from '../errors.ts'
 import type { MyceliumHost } from '../host.ts'
 import type { NodeModel, OpenedModel } from '../model-startup.ts'
+import { withLoad } from '../load-beacon.ts'
+import type { LoadBeacon } from '../load-beacon.ts'
 import { startApi } from './server.ts'
 import type { ApiServer } from './server.ts'
 
@@ -21,9 +23,10 @@ export function modelAlias (path: string): string {
   return extname(name) === '' ? name : name.slice(0, -extname(name).length)
 }
 
-export async function startDaemonApi (host: MyceliumHost, config: NodeConfig & { api: { host: string, port: number } }, opened: OpenedModel | undefined, model: NodeModel | undefined, log: Logger): Promise<ApiServer> {
+export async function startDaemonApi (host: MyceliumHost, config: NodeConfig & { api: { host: string, port: number } }, opened: OpenedModel | undefined, model: NodeModel | undefined, log: Logger, loads?: Pick<LoadBeacon, 'table' | 'own'>): Promise<ApiServer> {
   const self = host.peerId.toString()
-  const state = host.services.swarmSync.state
+  // the records with the live load of each stage merged in (the router prefers idle stages)
+  const state = loads === undefined ? host.services.swarmSync.state : withLoad(host.services.swarmSync.state, loads.table, { peerId: self, load: loads.own })
   let own: Promise<Tokenizer> | undefined
   // the tokenizer of the model this node serves; other models need a client with their tokenizer
   const tokenizer: TokenizerOption = async (manifest) => {

@@ -55,8 +55,9 @@ function positive (x: unknown): x is number { return typeof x === 'number' && Nu
 
 /**
  * The router's graph for one model from the views: one node per online member whose record
- * offers the model (and dtype) with measured figures and publishes a range of it. Load is not
- * published yet: every node counts as idle with INFERENCE_MAX_SESSIONS slots.
+ * offers the model (and dtype) with measured figures and publishes a range of it. Load (`load`,
+ * `slots`, `stepLayerMs` capabilities, merged in by the daemon's load view) when present, else
+ * the node counts as idle with INFERENCE_MAX_SESSIONS slots.
  */
 export function routeGraphFromViews (views: RouteViews, options: ChainRouterOptions): RouteGraph {
   const { id, nLayers } = options.model
@@ -69,7 +70,10 @@ export function routeGraphFromViews (views: RouteViews, options: ChainRouterOpti
     if (!positive(c.decodeLayerMs) || !positive(c.prefillLayerMsPerToken)) continue
     const range = rec?.layers.find((l) => l.model === id && Number.isInteger(l.start) && Number.isInteger(l.end) && l.start >= 0 && l.start < l.end && l.end <= nLayers)
     if (range === undefined) continue
-    nodes.push({ peerId, start: range.start, end: range.end, decodeLayerMs: c.decodeLayerMs, prefillLayerMsPerToken: c.prefillLayerMsPerToken, load: 0, slots: INFERENCE_MAX_SESSIONS })
+    // live load when the views carry it (node/load-beacon.ts merges it into the capabilities), else idle
+    const load = typeof c.load === 'number' && Number.isInteger(c.load) && c.load >= 0 ? c.load : 0
+    const slots = typeof c.slots === 'number' && Number.isInteger(c.slots) && c.slots > 0 ? c.slots : INFERENCE_MAX_SESSIONS
+    nodes.push({ peerId, start: range.start, end: range.end, decodeLayerMs: c.decodeLayerMs, prefillLayerMsPerToken: c.prefillLayerMsPerToken, load, slots, ...(positive(c.stepLayerMs) ? { stepLayerMs: c.stepLayerMs } : {}) })
   }
   const said = (from: string, to: string): number | undefined => {
     const v = records.get(from)?.capabilities[`${ROUTE_RTT_CAPABILITY_PREFIX}${to}`]
