@@ -72,11 +72,11 @@ async function chainOf (bounds: number[], extra: Array<[number, number]> = []): 
   return { chain: hops.slice(0, bounds.length - 1), daemons: started, spares: hops.slice(bounds.length - 1) }
 }
 
-async function generateOver (chain: ChainHop[], options: Pick<InferenceRequest, 'failover'> & { onToken?: (position: number) => void, events?: InferenceEvent[] } = {}): Promise<number[]> {
+async function generateOver (chain: ChainHop[], options: Pick<InferenceRequest, 'failover'> & { onToken?: (position: number) => void, events?: InferenceEvent[], timeoutMs?: number } = {}): Promise<number[]> {
   const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
     await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
   const out = [...prompt]
-  for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, signal: AbortSignal.timeout(20_000), ...(options.failover !== undefined ? { failover: options.failover } : {}) })) {
+  for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, signal: AbortSignal.timeout(options.timeoutMs ?? 20_000), ...(options.failover !== undefined ? { failover: options.failover } : {}) })) {
     options.events?.push(ev)
     if (ev.type === 'token') { out.push(ev.id); options.onToken?.(ev.position) }
   }
@@ -129,16 +129,22 @@ describe('node start --layers: daemons serve a chain of stages', () => {
     const tokens = await generateOver(chain, {
       events,
       onToken: (position) => { if (position === 20) daemons[1].child.kill('SIGSTOP') },
-      failover: { replace: async (hop) => spares.find((s) => s.start === hop.start && s.end === hop.end) }
-    })
-    daemons[1].child.kill('SIGCONT')
-    const retry = events.find((e) => e.type === 'retry')
-    expect(retry).toMatchObject({ attempt: 1, status: 'STALLED', replaced: [1] })
+      // explicit, generous deadlines for a loaded machine: a live daemon gets 10 s to answer the
+      // probe (the stopped one never does), and the whole generation 60 s
+      failover: { replace: async (hop) => spares.find((s) => s.start === hop.start && s.end === hop.end), probeTimeoutMs: 10_000 },
+      timeoutMs: 60_000
+    }).finally(() => { daemons[1].child.kill('SIGCONT') })
+    const retries = events.filter((e) => e.type === 'retry')
+    // the stall: the stopped daemon, found by the probe and replaced by the spare
+    const stall = retries.find((r) => r.type === 'retry' && r.replaced.includes(1))
+    expect(stall).toMatchObject({ status: 'STALLED', replaced: [1] })
     // detected by the deadline (max(2 s, 10 × median gap)), not by a stream error
-    expect(retry?.type === 'retry' && retry.detectMs).toBeGreaterThanOrEqual(2000)
-    expect(events.filter((e) => e.type === 'resumed')).toHaveLength(1)
+    expect(stall?.type === 'retry' && stall.detectMs).toBeGreaterThanOrEqual(2000)
+    // any other repair is a false alarm of a loaded machine: every live hop answered, same chain
+    for (const r of retries) if (r !== stall) expect(r).toMatchObject({ status: 'STALLED', replaced: [] })
+    expect(events.filter((e) => e.type === 'resumed')).toHaveLength(retries.length)
     expect(tokens).toEqual(expected)
-  }, 30_000)
+  }, 90_000)
 
   it('routing from the daemons\' replicated swarm state: the chain and, after kill -9 of its middle daemon, the replacement come from routeRequest', async () => {
     const { daemons } = await chainOf([0, 1, 4, 5], [[1, 4]])

@@ -12,6 +12,7 @@ import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2p } from 'libp2p'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { SwarmState } from '../../crdt/index.ts'
@@ -24,6 +25,7 @@ import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
 import { allChains, chainCost, CLIENT } from '../../sharding/index.ts'
 import type { RouteGraph, RouteNode } from '../../sharding/index.ts'
 import { chainRouter, routeSpan, InferenceStatus, inferenceProtocol, inferenceStageService, runInference, type ChainHop, type InferenceEvent, type InferenceStageService } from '../../protocols/index.ts'
+import { FAILOVER_FIRST_TOKEN_TIMEOUT_MS, FAILOVER_TOKEN_TIMEOUT_FLOOR_MS } from '../../protocols/inference/constants.ts'
 import { frameChannel } from '../../protocols/inference/wire.ts'
 import { makeState, syncPair } from '../crdt/helpers.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
@@ -163,9 +165,12 @@ describe(`routeSpan (TEST_SEED=${seed} npx vitest run test/protocols/inference-f
       nodes.push({ peerId: `n${i}`, start, end: Math.min(32, start + 1 + Math.floor(rand() * 6)), decodeLayerMs: 0.5 + rand() * 5, prefillLayerMsPerToken: 0.2, load: 0, slots: 8 })
     }
     const g: RouteGraph = { nLayers: 32, nodes, hiddenBytesPerToken: 8192, rttMs: (a, b) => (a === b ? 0 : 5 + ((a.length + b.length) % 20)), bandwidthBytesPerS: () => 1e8 }
-    const t0 = performance.now()
+    // CPU time of this process, not wall time: other processes on a loaded machine do not count
+    // (it takes ~0.1 s; the bound is for an accidental blow-up such as an exponential search)
+    const cpu0 = process.cpuUsage()
     const hops = routeSpan(g, { promptTokens: 128, genTokens: 128 }, 0, 32) ?? []
-    expect(performance.now() - t0).toBeLessThan(5000)
+    const cpu = process.cpuUsage(cpu0)
+    expect((cpu.user + cpu.system) / 1000).toBeLessThan(5000)
     expect(hops[0]?.start).toBe(0)
     expect(hops.at(-1)?.end).toBe(32)
     for (const h of hops) expect(nodes.some((n) => n.peerId === h.peerId && n.start === h.start && n.end === h.end)).toBe(true)
@@ -354,18 +359,27 @@ describe('stall deadline', () => {
     const out = [...prompt]
     const events: InferenceEvent[] = []
     const replace = async (hop: ChainHop): Promise<ChainHop> => ({ peer: real.peerId, start: hop.start, end: hop.end })
-    for await (const ev of runInference(open, protocol, { chain: [{ peer: silent.peerId, start: 0, end: 5 }], prompt, maxLength: STEPS, model: MODEL, failover: { replace } })) {
+    // timers fire late by the event loop's delay: measured, so the bound below is explicit on a loaded machine
+    const lag = monitorEventLoopDelay({ resolution: 10 })
+    lag.enable()
+    // a generous probe deadline: on a loaded machine a live stage may answer slowly (the silent one refuses at once)
+    for await (const ev of runInference(open, protocol, { chain: [{ peer: silent.peerId, start: 0, end: 5 }], prompt, maxLength: STEPS, model: MODEL, failover: { replace, probeTimeoutMs: 10_000 } })) {
       events.push(ev)
       if (ev.type === 'token') out.push(ev.id)
     }
+    lag.disable()
     expect(out).toEqual(expected)
-    const retry = events.find((e) => e.type === 'retry')
-    expect(retry).toMatchObject({ attempt: 1, status: 'STALLED', replaced: [0], replayed: prompt.length + 10 })
-    // the decode gaps were ~0 ms, so the deadline is the 2 s floor; the probes ran during the wait
-    if (retry?.type !== 'retry') throw new Error('no retry')
-    expect(retry.detectMs).toBeGreaterThanOrEqual(2000)
-    expect(retry.detectMs).toBeLessThan(5000) // the floor, plus event-loop lag on a loaded machine
-    expect(events.filter((e) => e.type === 'resumed')).toHaveLength(1)
+    const retries = events.filter((e) => e.type === 'retry')
+    expect(retries[0]).toMatchObject({ attempt: 1, status: 'STALLED', replaced: [0], replayed: prompt.length + 10 })
+    // the decode gaps were ~0 ms, so the deadline is the 2 s floor (not the 15 s first-token
+    // deadline); the probes ran during the wait
+    if (retries[0]?.type !== 'retry') throw new Error('no retry')
+    const lagMs = lag.max / 1e6
+    expect(retries[0].detectMs).toBeGreaterThanOrEqual(FAILOVER_TOKEN_TIMEOUT_FLOOR_MS)
+    expect(retries[0].detectMs).toBeLessThan(Math.min(FAILOVER_FIRST_TOKEN_TIMEOUT_MS, FAILOVER_TOKEN_TIMEOUT_FLOOR_MS + 1000 + 2 * lagMs))
+    // a loaded machine may add false alarms on the real stage afterwards (each costs a replay,
+    // never a token): every repair resumed, and the tokens above are unchanged
+    expect(events.filter((e) => e.type === 'resumed')).toHaveLength(retries.length)
   })
 
   it('a caller that holds a token longer than the deadline is no stall (the deadline runs only while waiting on the stage)', async () => {
@@ -377,7 +391,7 @@ describe('stall deadline', () => {
     const out = [...prompt]
     const events: InferenceEvent[] = []
     const replace = async (): Promise<undefined> => undefined
-    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain: [{ peer: real.peerId, start: 0, end: 5 }], prompt, maxLength: STEPS, model: MODEL, failover: { replace, tokenTimeoutMs: 2000 } })) {
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain: [{ peer: real.peerId, start: 0, end: 5 }], prompt, maxLength: STEPS, model: MODEL, failover: { replace, tokenTimeoutMs: 2000, probeTimeoutMs: 10_000 } })) {
       events.push(ev)
       if (ev.type !== 'token') continue
       out.push(ev.id)
@@ -385,6 +399,11 @@ describe('stall deadline', () => {
       if (ev.position === 20) await new Promise((resolve) => setTimeout(resolve, 3000))
     }
     expect(out).toEqual(expected)
-    expect(events.filter((e) => e.type === 'retry')).toEqual([])
+    // had the deadline run while we held the token, the stall would be the very next event
+    const held = events.findIndex((e) => e.type === 'token' && e.position === 20)
+    expect(events[held + 1]).toMatchObject({ type: 'token', position: 21 })
+    // a loaded machine may still cause a false alarm elsewhere (a token > 2 s late while we waited):
+    // the live stage answers the probe and the same chain is retried; never a replacement
+    for (const r of events.filter((e) => e.type === 'retry')) expect(r).toMatchObject({ status: 'STALLED', replaced: [] })
   })
 })
