@@ -36,6 +36,13 @@ export function inferenceProtocol (swarm?: string): string {
 
 export type { InferenceRegistrar, InferenceStageComponents, InferenceStageInit, StageShard, StageStats } from './stage-types.ts'
 
+/**
+ * An optional observer of a served stage's steps (issue 7's spot-checks, node/spot-check.ts): called
+ * after each engine step, before its output is passed on, with the input the stage received and the
+ * output it sends. Observation only: it must copy what it keeps, and an exception is ignored.
+ */
+export type StageTap = (step: { sessionId: string, position: number, T: number, input: StageInput, output: StageOutput, start: number, end: number, prevPeer?: string, nextPeer?: string }) => void
+
 export class InferenceStageService implements Startable {
   readonly protocol: string
   private readonly scheduler: StageScheduler
@@ -45,6 +52,8 @@ export class InferenceStageService implements Startable {
   private readonly log: Logger
   private readonly sessions = new Map<string, StageSession>()
   private served: StageShard | undefined
+  /** Observers of the sessions opened while `serve()` had one (StageTap). */
+  private readonly taps = new WeakMap<StageSession, StageTap>()
   private reservedBytes = 0
   private shutdown = new AbortController()
 
@@ -67,7 +76,7 @@ export class InferenceStageService implements Startable {
    * Serves `shard` to new sessions from now on (undefined: refuse them with WRONG_LAYERS). Open
    * sessions finish on the shard they opened on; `sessionsOn` tells when an old shard can close.
    */
-  serve (stage: StageShard | undefined): void {
+  serve (stage: (StageShard & { tap?: StageTap }) | undefined): void {
     this.served = stage
   }
 
@@ -155,6 +164,8 @@ export class InferenceStageService implements Startable {
       return
     }
     const s = stageSession(open, shard, session, upstream)
+    const tap = (this.served as { tap?: StageTap } | undefined)?.tap
+    if (tap !== undefined) this.taps.set(s, tap)
     if (!shard.isFirst) s.prevPeer = remotePeer
     s.expiry = setTimeout(() => { void this.teardown(s, Status.TIMEOUT, 'session expired') }, this.init.sessionTimeoutMs ?? INFERENCE_SESSION_TIMEOUT_MS)
     this.reservedBytes += s.reservedBytes
@@ -253,9 +264,10 @@ export class InferenceStageService implements Startable {
     const { dim } = shard.config
     let T: number
     let out: StageOutput
+    let input: StageInput
     try {
       T = checkStep(step, { id: s.id, shard, codec: s.codec, position: s.session.position, maxLength: s.maxLength })
-      const input: StageInput = shard.isFirst ? { tokens: step.tokens } : { hidden: decodeHidden(s.codec, step.hidden, T * dim) }
+      input = shard.isFirst ? { tokens: step.tokens } : { hidden: decodeHidden(s.codec, step.hidden, T * dim) }
       out = await this.run(s, input, T)
     } catch (err) {
       if (s.closed) return false
@@ -264,6 +276,11 @@ export class InferenceStageService implements Startable {
       return false
     }
     if (s.closed) return false
+    try {
+      this.taps.get(s)?.({ sessionId: s.id, position: step.position, T, input, output: out, start: shard.start, end: shard.end, ...(s.prevPeer !== undefined ? { prevPeer: s.prevPeer } : {}), ...(s.nextPeer !== undefined ? { nextPeer: s.nextPeer } : {}) })
+    } catch {
+      // reason: an observer never breaks the stage
+    }
     this.counters.steps++
     let token: Token | undefined
     try {
