@@ -84,6 +84,17 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   } else {
     log.info({ event: 'state-loaded', dir: config.stateDir, ...state.loadReport }, 'swarm state loaded')
   }
+  if (config.testCorruptOutput !== undefined) {
+    // TEST ONLY (issue 7): this node's stage adds noise to what it sends (node/spot-check-corrupt.ts)
+    const { corruptingStages } = await import('./spot-check-corrupt.ts')
+    const c = corruptingStages(config.testCorruptOutput)
+    const svc = host.services.inference
+    const serve = svc.serve.bind(svc)
+    const sessionsOn = svc.sessionsOn.bind(svc)
+    svc.serve = (stage) => { serve(c.wrap(stage)) }
+    svc.sessionsOn = (shard) => sessionsOn(c.unwrap(shard))
+    log.warn({ event: 'test-corrupt-output', scale: config.testCorruptOutput }, 'TEST ONLY: this stage corrupts its outputs')
+  }
   const record = startNodeRecordPublisher(host, config, log)
   // stages dial the next hop by peer id: teach the peer store the addresses records publish
   const stopAddresses = startRecordAddresses(host, log)
@@ -102,6 +113,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   // live load on the swarm's load topic (presence-like, never in the record): a node with a model publishes its own
   const loads = startLoadBeacon(host, config.swarm, () => (opened !== undefined ? ownLoad(host.services.inference, served?.model.stepTimer) : undefined), log)
   let api: { url: string, close: () => Promise<void> } | undefined // --api-port (node/api/)
+  let ledger: import('./reputation.ts').LedgerService | undefined // issue 7
   const stopNudge = startAutoNATNudge(host, log)
   const stopKeeper = startBootstrapKeeper(host, config.bootstrap, log)
   const control = await serveControl(config.controlSocket, async (request, signal) => {
@@ -119,12 +131,15 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
           inference: { protocol: host.services.inference.protocol, ...host.services.inference.usage, ...host.services.inference.stats },
           load: { own: loads.own() ?? null, peers: loads.table.size, ...loads.stats },
           swarmState: swarmSummary(host),
+          reputation: ledger?.summary() ?? {},
           model: modelSummary(served?.model),
           ...(api !== undefined ? { api: api.url } : {})
         }
       }
       case 'swarm':
         return swarmView(host, loads)
+      case 'reputation':
+        return { genesis: ledger?.genesis ?? [], reputation: ledger?.summary() ?? {}, rounds: ledger?.current().outcomes.length ?? 0 }
       case 'allocation': {
         const allocator = served?.model.allocator
         if (allocator === undefined) {
@@ -193,6 +208,12 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   const following = serving !== undefined && opened !== undefined && config.model !== undefined && config.model.layers === undefined && served !== undefined
     ? serving.followAllocation(host, opened, config.model, served.model, log)
     : undefined
+  // issue 7: the reputation ledger from the replicated round records, the judge, calibration
+  const { startLedger, genesisOf } = await import('./reputation.ts')
+  const { startConsensusNode, registerConsensusNode } = await import('./consensus-judge.ts')
+  ledger = startLedger(state, genesisOf(config.bootstrap.map(String), host.peerId.toString()))
+  const consensus = startConsensusNode(host, opened, served?.model, ledger, { log, ...(config.model?.maxMemoryBytes !== undefined ? { maxMemoryBytes: config.model.maxMemoryBytes } : {}) })
+  registerConsensusNode(host, consensus)
   if (config.api !== undefined) {
     const { startDaemonApi } = await import('./api/daemon-api.ts')
     api = await startDaemonApi(host, { ...config, api: config.api }, opened, served?.model, log, loads)
@@ -213,6 +234,8 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
         stopKeeper()
         await control.close()
         await api?.close()
+        await consensus.stop()
+        ledger?.stop()
         stageStop.abort()
         await host.stop()
         await stage?.then(async (s) => { await s.stop() }, () => {})

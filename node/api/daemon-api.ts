@@ -14,6 +14,7 @@ import type { MyceliumHost } from '../host.ts'
 import type { NodeModel, OpenedModel } from '../model-startup.ts'
 import { withLoad } from '../load-beacon.ts'
 import type { LoadBeacon } from '../load-beacon.ts'
+import { consensusOwnerOf } from '../consensus-judge.ts'
 import { startApi } from './server.ts'
 import type { ApiServer } from './server.ts'
 
@@ -28,6 +29,7 @@ export async function startDaemonApi (host: MyceliumHost, config: NodeConfig & {
   // the records with the live load of each stage merged in (the router prefers idle stages)
   const state = loads === undefined ? host.services.swarmSync.state : withLoad(host.services.swarmSync.state, loads.table, { peerId: self, load: loads.own })
   let own: Promise<Tokenizer> | undefined
+  const owner = consensusOwnerOf(host)
   // the tokenizer of the model this node serves; other models need a client with their tokenizer
   const tokenizer: TokenizerOption = async (manifest) => {
     if (opened === undefined || model?.manifest?.id !== manifest.id) return undefined
@@ -40,8 +42,11 @@ export async function startDaemonApi (host: MyceliumHost, config: NodeConfig & {
     state,
     tokenizer,
     self,
-    // our own beacon may not be in our presence table: we are online as long as we run
-    online: () => [...new Set([...state.online(), self])],
+    // our own beacon may not be in our presence table: we are online as long as we run; nodes the
+    // ledger excludes (a confirmed failed spot-check) are not routed
+    online: () => [...new Set([...state.online(), self])].filter((p) => !owner.excluded?.(p)),
+    // consensus rounds (issue 7): owned by this daemon, scheduled with its ledger, recorded
+    consensus: owner,
     // we may be the chain's first stage: libp2p cannot dial itself, so hand the stream over in process
     openLocal: async () => {
       const [ours, theirs] = await streamPair({ delay: 0 })

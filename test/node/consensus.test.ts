@@ -1,0 +1,108 @@
+// Issue 7's integration test on a real multi-process testnet: six `mycelium node start` daemons
+// serving stories260K — d0 (the anchor, genesis, API) and d1 the whole model, d2 and d5 layers
+// 0–2, d3 layers 2–4 started with the test-only `--test-corrupt-output 1` (noise of 1 × RMS on the
+// hidden states it sends), d4 layers 4–5. d0 calibrates the others (known-answer judging over the
+// judge protocol) until every daemon's ledger admits all six. Then consensus rounds with k = 3
+// (through the OpenAI API and through the SDK's connect()) fan out to the three chains with
+// distinct nodes: {d0}, {d1}, {d2|d5, d3, d4}; the judges' likelihood votes rank the corrupting
+// pipeline's answer last; the spot-check of d3 by two admitted verifiers catches it, and every
+// daemon's ledger ends up excluding d3 (polled, no sleeps). Every child is killed after.
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connect } from '../../client/index.ts'
+import { controlRequest } from '../../node/control.ts'
+import { STORIES260K, TOK512 } from '../models.ts'
+import { addrOf, readyOf } from '../client/swarm.ts'
+import { cleanupDaemons, pollUntil, scratch, startDaemon, type Started } from './daemons.ts'
+
+const SWARM = 'consensus'
+const PROMPT = 'Once upon a time, there was a little girl'
+const daemons: Started[] = []
+let ids: string[] = []
+let url = ''
+
+type Rep = Record<string, { admitted: boolean, excluded: boolean, positive: number, negative: number, weight: number }>
+async function reputation (d: Started): Promise<{ reputation: Rep, rounds: number }> {
+  return await controlRequest(join(d.dir, 'control.sock'), { cmd: 'reputation' }) as unknown as { reputation: Rep, rounds: number }
+}
+
+beforeAll(async () => {
+  const ranges: Array<[string, string[]]> = [['0:5', ['--api-port', '0']], ['0:5', []], ['0:2', []], ['2:4', ['--test-corrupt-output', '1']], ['4:5', []], ['0:2', []]]
+  for (const [layers, extra] of ranges) {
+    const boot = daemons.length > 0 ? ['--bootstrap', addrOf(daemons[0])] : []
+    daemons.push(await startDaemon(scratch('mycelium-consensus-'), ['--swarm', SWARM, '--model', STORIES260K, '--layers', layers, '--threads', '1', ...boot, ...extra], 'serving'))
+  }
+  ids = daemons.map((d) => readyOf(d).peerId as string)
+  url = (await pollUntil('the api event', async () => daemons[0].events.find((e) => e.event === 'api'), 10_000)).url as string
+  // calibration: every daemon's ledger admits all six
+  await pollUntil('every daemon to admit all six', async () => {
+    for (const d of daemons) {
+      const r = (await reputation(d)).reputation
+      if (!ids.every((id) => r[id]?.admitted === true)) return undefined
+    }
+    return true
+  }, 120_000, 250)
+}, 180_000)
+afterAll(cleanupDaemons)
+
+describe('consensus on a multi-process testnet with a corrupting stage (issue 7)', () => {
+  it('through the API: k = 3 chains with distinct nodes, the corrupting pipeline\'s answer ranks last, the round is in every ledger', async () => {
+    const res = await fetch(`${url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'stories260K', prompt: PROMPT, max_tokens: 40, temperature: 0.4, seed: 1, consensus: { k: 3, deadline_ms: 60_000 } })
+    })
+    expect(res.status).toBe(200)
+    const body = await res.json() as { choices: Array<{ text: string }>, consensus: { round: string, winner: string, ranking: string[], answers: Array<{ id: string, chain: Array<{ peer: string }>, text: string }>, judges: string[], recorded: boolean } }
+    const c = body.consensus
+    expect(c.answers).toHaveLength(3)
+    const peers = c.answers.flatMap((a) => a.chain.map((h) => h.peer))
+    expect(new Set(peers).size).toBe(peers.length) // distinct nodes
+    const bad = c.answers.find((a) => a.chain.some((h) => h.peer === ids[3]))
+    expect(bad).toBeDefined()
+    expect(c.ranking.at(-1)).toBe(bad?.id)
+    expect(c.winner).not.toBe(bad?.id)
+    expect(body.choices[0].text).toBe(c.answers.find((a) => a.id === c.winner)?.text)
+    expect(c.judges.length).toBeGreaterThan(0)
+    expect(c.judges).not.toContain(ids[0]) // the owner does not judge
+    expect(c.recorded).toBe(true)
+    // every daemon re-settles the round from the signed records and agrees
+    await pollUntil('every ledger to hold the round', async () => {
+      for (const d of daemons) if ((await reputation(d)).rounds < 1) return undefined
+      return true
+    }, 30_000, 250)
+  }, 180_000)
+
+  it('through the SDK (connect): the same ranking rule from a light client', async () => {
+    const client = await connect({ bootstrap: [addrOf(daemons[0])], swarm: SWARM, tokenizer: TOK512, routeWaitMs: 30_000 })
+    try {
+      let done: { consensus?: { ranking: string[], winner: string, answers: Array<{ id: string, chain: Array<{ peer: string }> }>, recorded: boolean }, text: string } | undefined
+      for await (const ev of client.generate({ prompt: PROMPT, maxTokens: 40, temperature: 0.4, seed: 7, consensus: { k: 3, deadlineMs: 60_000 } })) {
+        if (ev.type === 'done') done = ev
+      }
+      const c = done?.consensus
+      expect(c?.answers).toHaveLength(3)
+      const bad = c?.answers.find((a) => a.chain.some((h) => h.peer === ids[3]))
+      expect(c?.ranking.at(-1)).toBe(bad?.id)
+      expect(c?.recorded).toBe(false) // a light client is not a writer
+    } finally {
+      await client.close()
+    }
+  }, 180_000)
+
+  it('the spot-check catches the corrupting stage and every daemon\'s ledger excludes it', async () => {
+    await pollUntil('every daemon to exclude d3', async () => {
+      for (const d of daemons) {
+        const r = (await reputation(d)).reputation
+        if (r[ids[3]]?.excluded !== true) return undefined
+      }
+      return true
+    }, 120_000, 250)
+    for (const d of daemons) {
+      const r = (await reputation(d)).reputation
+      for (const [i, id] of ids.entries()) if (i !== 3) expect(r[id].excluded).toBe(false)
+      expect(r[ids[3]].weight).toBe(0)
+    }
+    void STORIES260K
+  }, 180_000)
+})
