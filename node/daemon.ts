@@ -113,7 +113,9 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   // live load on the swarm's load topic (presence-like, never in the record): a node with a model publishes its own
   const loads = startLoadBeacon(host, config.swarm, () => (opened !== undefined ? ownLoad(host.services.inference, served?.model.stepTimer) : undefined), log)
   let api: { url: string, close: () => Promise<void> } | undefined // --api-port (node/api/)
-  let ledger: import('./reputation.ts').LedgerService | undefined // issue 7
+  // issue 7: the reputation ledger, derived from the replicated round records (node/reputation.ts)
+  const { startLedger, genesisOf } = await import('./reputation.ts')
+  const ledger = startLedger(state, genesisOf(config.bootstrap.map(String), host.peerId.toString()))
   const stopNudge = startAutoNATNudge(host, log)
   const stopKeeper = startBootstrapKeeper(host, config.bootstrap, log)
   const control = await serveControl(config.controlSocket, async (request, signal) => {
@@ -131,7 +133,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
           inference: { protocol: host.services.inference.protocol, ...host.services.inference.usage, ...host.services.inference.stats },
           load: { own: loads.own() ?? null, peers: loads.table.size, ...loads.stats },
           swarmState: swarmSummary(host),
-          reputation: ledger?.summary() ?? {},
+          reputation: ledger.summary(),
           model: modelSummary(served?.model),
           ...(api !== undefined ? { api: api.url } : {})
         }
@@ -139,7 +141,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
       case 'swarm':
         return swarmView(host, loads)
       case 'reputation':
-        return { genesis: ledger?.genesis ?? [], reputation: ledger?.summary() ?? {}, rounds: ledger?.current().outcomes.length ?? 0 }
+        return { genesis: ledger.genesis, reputation: ledger.summary(), rounds: ledger.current().outcomes.length }
       case 'allocation': {
         const allocator = served?.model.allocator
         if (allocator === undefined) {
@@ -208,10 +210,8 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   const following = serving !== undefined && opened !== undefined && config.model !== undefined && config.model.layers === undefined && served !== undefined
     ? serving.followAllocation(host, opened, config.model, served.model, log)
     : undefined
-  // issue 7: the reputation ledger from the replicated round records, the judge, calibration
-  const { startLedger, genesisOf } = await import('./reputation.ts')
+  // issue 7: the judge and the calibration of newcomers (node/consensus-judge.ts)
   const { startConsensusNode, registerConsensusNode } = await import('./consensus-judge.ts')
-  ledger = startLedger(state, genesisOf(config.bootstrap.map(String), host.peerId.toString()))
   const consensus = startConsensusNode(host, opened, served?.model, ledger, { log, ...(config.model?.maxMemoryBytes !== undefined ? { maxMemoryBytes: config.model.maxMemoryBytes } : {}) })
   registerConsensusNode(host, consensus)
   if (config.api !== undefined) {
@@ -235,7 +235,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
         await control.close()
         await api?.close()
         await consensus.stop()
-        ledger?.stop()
+        ledger.stop()
         stageStop.abort()
         await host.stop()
         await stage?.then(async (s) => { await s.stop() }, () => {})
