@@ -10,7 +10,13 @@
 // without failure. Prints a table, writes bench/results/pipeline-<timestamp>.json, and ends with
 // one line per target.
 //   npm run bench:pipeline -- [--model PATH | --shape stories110M] [--stages 1,2,4] [--steps 128]
-//     [--concurrency 1,8,32] [--threads 1] [--failover-runs 3] [--no-failover]
+//     [--concurrency 1,8,32] [--threads 1] [--failover-runs 3] [--no-failover] [--split balanced|even]
+// `--split balanced` (default) places the stage boundaries from measured cost: the per-layer decode
+// time from sharding's measureCapability, plus the last stage's extra (final norm + LM head, timed
+// the same way on a [L-1, L) shard minus one layer) — for stories15M the head is most of the work,
+// so an even split leaves the last stage the bottleneck. `--split even` splits layers evenly.
+// The 1-stage row with twice the threads also gets the aggregate figures, so "2 stages vs 1 stage
+// with the same total threads" is reported for 1 and for 32 sessions.
 // `--shape NAME` generates a shape-only llama2.c f32 model of that shape (scripts/model-shapes.ts)
 // under the temp directory once, and benchmarks it.
 import { spawn } from 'node:child_process'
@@ -26,8 +32,9 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Command } from 'commander'
 import { createLibp2p } from 'libp2p'
-import { encodedHiddenBytes, openModel } from '../engine/index.ts'
-import type { HiddenCodec } from '../engine/index.ts'
+import { encodedHiddenBytes, loadShard, openModel } from '../engine/index.ts'
+import type { HiddenCodec, ModelSource } from '../engine/index.ts'
+import { measureCapability } from '../sharding/index.ts'
 import { inferenceProtocol, runInference } from '../protocols/index.ts'
 import type { ChainHop, InferenceEvent, OpenStream } from '../protocols/index.ts'
 import { genModel } from './gen-model.ts'
@@ -41,7 +48,7 @@ const TWO_STAGE_GOAL = 0.9
 const RESUME_GOAL_MS = 1000
 const AGGREGATE_GOAL = 4
 
-interface Options { model: string, shape?: string, stages: string, steps: string, concurrency: string, threads: string, resultsDir: string, failoverRuns: string, failover: boolean }
+interface Options { model: string, shape?: string, stages: string, steps: string, concurrency: string, threads: string, resultsDir: string, failoverRuns: string, failover: boolean, split: string }
 
 interface Daemon { child: ChildProcess, peerId: string, addr: string, dir: string, start: number, end: number }
 
@@ -75,6 +82,61 @@ function stopDaemon (d: Daemon): void {
 
 function bounds (nLayers: number, stages: number): number[] {
   return Array.from({ length: stages + 1 }, (_, i) => Math.round((i * nLayers) / stages))
+}
+
+/** Per-layer decode cost on this machine: sharding's measurement, and the last stage's extra (head). */
+interface LayerCost { layerMs: number, headMs: number }
+
+function median (xs: number[]): number {
+  const v = [...xs].sort((a, b) => a - b)
+  return v.length % 2 === 1 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2
+}
+
+async function measureLayerCost (source: ModelSource, threads: number): Promise<LayerCost> {
+  const { decodeLayerMs } = await measureCapability({ source, dtype: 'f32', threads })
+  // the last layer with the final norm and LM head, timed as measureCapability times decode steps
+  // (two warm-up steps, then the median of 16); the head's extra is that minus one layer
+  const L = source.config.nLayers
+  const shard = await loadShard(source, { start: L - 1, end: L, dtype: 'f32', threads })
+  try {
+    const session = shard.openSession({ maxLength: 24 })
+    const hidden = new Float32Array(source.config.dim).map((_, i) => 0.02 * Math.sin(i * 0.37))
+    const times: number[] = []
+    for (let i = 0; i < 18; i++) {
+      const t0 = performance.now()
+      session.step(L === 1 ? { tokens: [3] } : { hidden })
+      if (i >= 2) times.push(performance.now() - t0)
+    }
+    session.close()
+    return { layerMs: decodeLayerMs, headMs: Math.max(0, median(times) - decodeLayerMs) }
+  } finally {
+    await shard.close()
+  }
+}
+
+/**
+ * Stage boundaries minimizing the slowest stage's modelled decode time (layers × layerMs, the
+ * last stage + headMs): exact over every contiguous split (dynamic programming).
+ */
+function balancedBounds (nLayers: number, stages: number, cost: LayerCost): number[] {
+  const c = Array.from({ length: nLayers }, (_, i) => cost.layerMs + (i === nLayers - 1 ? cost.headMs : 0))
+  const prefix = [0]
+  for (const x of c) prefix.push(prefix[prefix.length - 1] + x)
+  // best[k][j]: the least max stage time covering layers [0, j) with k stages; cut[k][j] its last boundary
+  const best = Array.from({ length: stages + 1 }, () => new Array<number>(nLayers + 1).fill(Infinity))
+  const cut = Array.from({ length: stages + 1 }, () => new Array<number>(nLayers + 1).fill(0))
+  best[0][0] = 0
+  for (let k = 1; k <= stages; k++) {
+    for (let j = k; j <= nLayers; j++) {
+      for (let i = k - 1; i < j; i++) {
+        const v = Math.max(best[k - 1][i], prefix[j] - prefix[i])
+        if (v < best[k][j]) { best[k][j] = v; cut[k][j] = i }
+      }
+    }
+  }
+  const out = [nLayers]
+  for (let k = stages, j = nLayers; k > 0; k--) { j = cut[k][j]; out.unshift(j) }
+  return out
 }
 
 const hop = (d: Daemon): ChainHop => ({ peer: d.peerId, start: d.start, end: d.end })
@@ -173,11 +235,15 @@ async function main (o: Options): Promise<void> {
   const log = (row: Record<string, unknown>): void => { rows.push(row); console.log(JSON.stringify(row)) }
   let oneStageMsPerToken: number | undefined
   const stageCounts = o.stages.split(',').map(Number).filter((x) => x >= 1 && x <= nLayers)
+  if (o.split !== 'balanced' && o.split !== 'even') throw new Error(`--split must be balanced or even, not ${o.split}`)
+  const cost = o.split === 'balanced' && stageCounts.some((n) => n > 1) ? await measureLayerCost(source, Number(o.threads)) : undefined
+  if (cost !== undefined) console.log(JSON.stringify({ split: 'balanced', layerMs: +cost.layerMs.toFixed(4), headMs: +cost.headMs.toFixed(4), headInLayers: +(cost.headMs / cost.layerMs).toFixed(2) }))
+  const splitOf = (n: number): number[] => (cost !== undefined && n > 1 ? balancedBounds(nLayers, n, cost) : bounds(nLayers, n))
   // one stage with the total threads of two stages: the "same total threads" comparison
   const splits: Array<{ n: number, threads: string }> = stageCounts.flatMap((n) => (n === 1 && stageCounts.includes(2) ? [{ n, threads: o.threads }, { n, threads: String(2 * Number(o.threads)) }] : [{ n, threads: o.threads }]))
   for (const { n, threads } of splits) {
     const wide = threads !== o.threads
-    const b = bounds(nLayers, n)
+    const b = splitOf(n)
     const daemons: Daemon[] = []
     try {
       for (let i = 0; i < n; i++) daemons.push(await startDaemon(model, b[i], b[i + 1], threads, daemons.map((d) => d.addr)))
@@ -191,6 +257,7 @@ async function main (o: Options): Promise<void> {
         log({
           stages: n,
           threadsPerStage: Number(threads),
+          bounds: b,
           codec,
           ttftMs: +r.ttftMs.toFixed(2),
           decodeTokensPerS: +(1000 / msPerToken).toFixed(1),
@@ -199,15 +266,15 @@ async function main (o: Options): Promise<void> {
           bytesPerTokenPerHop: n > 1 ? encodedHiddenBytes(codec, dim) : 0
         })
       }
-      if (wide) continue
       for (const c of o.concurrency.split(',').map(Number)) {
+        if (wide && c !== 1 && c !== 32) continue // the same-threads comparison: 1 and 32 sessions
         const t0 = performance.now()
         // an overloaded stage may refuse or time out a session: counted, not fatal
         const runs = await Promise.allSettled(Array.from({ length: c }, async () => await generateOnce(open, chain, steps, 'f32')))
         const s = (performance.now() - t0) / 1000
         const done = runs.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
         const failed = runs.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as { status?: string }).status ?? (r.reason as Error).message)] : []))
-        log({ stages: n, concurrency: c, aggregateTokensPerS: +(done.reduce((a, r) => a + r.tokens.length, 0) / s).toFixed(1), failed: failed.length, ...(failed.length > 0 ? { failures: [...new Set(failed)] } : {}) })
+        log({ stages: n, threadsPerStage: Number(threads), concurrency: c, aggregateTokensPerS: +(done.reduce((a, r) => a + r.tokens.length, 0) / s).toFixed(1), failed: failed.length, ...(failed.length > 0 ? { failures: [...new Set(failed)] } : {}) })
       }
     } finally {
       for (const d of daemons) stopDaemon(d)
@@ -221,9 +288,10 @@ async function main (o: Options): Promise<void> {
   const speed = rows.filter((r) => r.codec !== undefined)
   console.log('\nstages  threads  codec  TTFT ms  decode tok/s  per-hop ms  B/token/hop')
   for (const r of speed) console.log(`${String(r.stages).padStart(6)}  ${String(r.threadsPerStage).padStart(7)}  ${String(r.codec).padEnd(5)}  ${f(r.ttftMs as number).padStart(7)}  ${f(r.decodeTokensPerS as number, 1).padStart(12)}  ${f(r.perHopOverheadMs as number, 3).padStart(10)}  ${String(r.bytesPerTokenPerHop).padStart(11)}`)
-  const agg = rows.filter((r) => r.concurrency !== undefined)
-  console.log('\nstages  sessions  aggregate tok/s  failed')
-  for (const r of agg) console.log(`${String(r.stages).padStart(6)}  ${String(r.concurrency).padStart(8)}  ${f(r.aggregateTokensPerS as number, 1).padStart(15)}  ${String(r.failed).padStart(6)}`)
+  const allAgg = rows.filter((r) => r.concurrency !== undefined)
+  const agg = allAgg.filter((r) => r.threadsPerStage === Number(o.threads))
+  console.log('\nstages  threads  sessions  aggregate tok/s  failed')
+  for (const r of allAgg) console.log(`${String(r.stages).padStart(6)}  ${String(r.threadsPerStage).padStart(7)}  ${String(r.concurrency).padStart(8)}  ${f(r.aggregateTokensPerS as number, 1).padStart(15)}  ${String(r.failed).padStart(6)}`)
   const summary: Record<string, { runs: number, detectP50Ms: number, detectMaxMs: number, resumeP50Ms: number, resumeMaxMs: number, identical: boolean }> = {}
   if (failover.length > 0) {
     console.log('\nfailover  runs  detect p50 ms  detect max ms  resume p50 ms  resume max ms  identical tokens')
@@ -238,7 +306,7 @@ async function main (o: Options): Promise<void> {
   }
   mkdirSync(o.resultsDir, { recursive: true })
   const file = join(o.resultsDir, `pipeline-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
-  writeFileSync(file, JSON.stringify({ model, nLayers, dim, steps, threadsPerDaemon: Number(o.threads), rows, failover: summary }, null, 2))
+  writeFileSync(file, JSON.stringify({ model, nLayers, dim, steps, threadsPerDaemon: Number(o.threads), split: o.split, ...(cost !== undefined ? { layerCost: cost } : {}), rows, failover: summary }, null, 2))
   console.log(`\nwrote ${file}`)
 
   const hops = speed.filter((r) => (r.stages as number) > 1 && typeof r.perHopOverheadMs === 'number').map((r) => r.perHopOverheadMs as number)
@@ -247,7 +315,14 @@ async function main (o: Options): Promise<void> {
   const wide = speed.find((r) => r.stages === 1 && r.threadsPerStage === 2 * Number(o.threads))
   if (two !== undefined && wide !== undefined) {
     const ratio = (two.decodeTokensPerS as number) / (wide.decodeTokensPerS as number)
-    console.log(`2-stage decode vs 1 stage with the same total threads: ${f(ratio)}× (goal ≥ ${TWO_STAGE_GOAL}×): ${ratio >= TWO_STAGE_GOAL ? 'met' : 'not met'}`)
+    console.log(`2-stage decode vs 1 stage with the same total threads (${o.split} split ${JSON.stringify(two.bounds)}): ${f(ratio)}× (goal ≥ ${TWO_STAGE_GOAL}×): ${ratio >= TWO_STAGE_GOAL ? 'met' : 'not met'}`)
+    for (const c of [1, 32]) {
+      const a2 = allAgg.find((r) => r.stages === 2 && r.threadsPerStage === Number(o.threads) && r.concurrency === c)
+      const a1 = allAgg.find((r) => r.stages === 1 && r.threadsPerStage === 2 * Number(o.threads) && r.concurrency === c)
+      if (a2 === undefined || a1 === undefined) continue
+      const q = (a2.aggregateTokensPerS as number) / (a1.aggregateTokensPerS as number)
+      console.log(`2-stage aggregate vs 1 stage with the same total threads at ${c} session(s): ${f(q)}× (goal ≥ ${TWO_STAGE_GOAL}×): ${q >= TWO_STAGE_GOAL ? 'met' : 'not met'}`)
+    }
   }
   for (const [mode, s] of Object.entries(summary)) {
     console.log(`failover resume after detection (${mode}): p50 ${f(s.resumeP50Ms, 1)} ms, max ${f(s.resumeMaxMs, 1)} ms over ${s.runs} runs, tokens identical: ${s.identical} (goal < ${RESUME_GOAL_MS} ms): ${s.resumeMaxMs < RESUME_GOAL_MS && s.identical ? 'met' : 'not met'}`)
@@ -272,6 +347,7 @@ const program = new Command()
   .option('--threads <n>', 'kernel threads per daemon', '1')
   .option('--failover-runs <n>', 'failover runs per mode (kill -9, SIGSTOP)', '3')
   .option('--no-failover', 'skip the failover runs')
+  .option('--split <how>', 'stage boundaries: balanced (measured per-layer and LM-head cost) or even (equal layer counts)', 'balanced')
   .option('--results-dir <dir>', 'where the JSON goes', join(ROOT, 'bench/results'))
 program.parse()
 await main(program.opts<Options>())
