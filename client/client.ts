@@ -16,7 +16,7 @@ import { listModels } from './route.ts'
 import type { ModelInfo } from './route.ts'
 import { chatPrompt } from './chat.ts'
 import { stopMatcher } from './stop.ts'
-import { runConsensusRound } from './consensus.ts'
+import { reputationSummary, runConsensusRound } from './consensus.ts'
 import type { ClientInit, GenerateEvent, GenerateOptions, MyceliumClient } from './types.ts'
 
 const DEFAULT_MAX_TOKENS = 128
@@ -259,6 +259,7 @@ export function createClient (init: ClientInit): MyceliumClient {
     resolveModel,
     tokenizer: async (model) => await tokenizerFor(resolveModel(model)),
     models,
+    reputation: () => reputationSummary(init.consensus?.reputation()),
     swarm: () => {
       const live = new Set(online())
       const records = state.nodes()

@@ -12,12 +12,13 @@ import type { AbortOptions, Stream } from '@libp2p/interface'
 import { createTextStream } from '../engine/index.ts'
 import type { Tokenizer } from '../engine/index.ts'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
-import { deriveLedger, recordData, recordId, scheduleRound, settleRound, type Answer, type ConsensusRecord, type ReputationState } from '../consensus/index.ts'
+import { deriveLedger, rawWeight, recordData, recordId, scheduleRound, settleRound, type Answer, type ConsensusRecord, type ReputationState } from '../consensus/index.ts'
 import { chainRouter, collectJudging, consensusJudgeProtocol, runInference } from '../protocols/index.ts'
 import type { ChainHop } from '../protocols/index.ts'
 import { ShardUnavailableError } from '../sharding/index.ts'
 import { InvalidRequestError, NoRouteError } from './errors.ts'
 import type { ModelInfo, SwarmReader } from './route.ts'
+import { requestAudits, type AuditOutcome } from './consensus-audit.ts'
 
 /** Default answers per round and time for the answers (ms). */
 export const CONSENSUS_DEFAULT_K = 3
@@ -64,6 +65,8 @@ export interface ConsensusMeta {
   failures: Array<{ judge: string, reason: string }>
   /** Whether the round record went into the swarm state. */
   recorded: boolean
+  /** Spot-checks asked of verifiers (each queues its check and writes the evidence record itself). */
+  audits: AuditOutcome[]
 }
 
 export interface ConsensusRun {
@@ -111,7 +114,7 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
   if (!Number.isInteger(k) || k < 2 || k > CONSENSUS_MAX_K) throw new InvalidRequestError(`consensus.k must be an integer in [2, ${CONSENSUS_MAX_K}]`, 'consensus')
   const deadlineMs = request.deadlineMs ?? CONSENSUS_DEFAULT_DEADLINE_MS
   if (!Number.isFinite(deadlineMs) || deadlineMs <= 0) throw new InvalidRequestError('consensus.deadline_ms must be a positive number', 'consensus')
-  const chains = disjointChains({ nodes: run.state.nodes, online: run.online }, k, {
+  const chains = disjointChains({ nodes: () => run.state.nodes(), online: run.online }, k, {
     model: { id: run.info.id, nLayers: run.info.manifest.nLayers },
     hiddenBytesPerToken: run.info.manifest.dim * run.codecBytes,
     self: run.self,
@@ -121,6 +124,7 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
   const answerSignal = AbortSignal.any([run.signal, AbortSignal.timeout(deadlineMs)])
   const outputs = await Promise.all(chains.map(async (chain, i) => {
     const tokens: number[] = []
+    let sessionId: string | undefined
     try {
       for await (const ev of runInference(async (peer, proto, options) => await run.openStream(String(peer), proto, options), run.inferenceProtocol, {
         chain,
@@ -130,16 +134,17 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
         signal: answerSignal,
         sampling: { ...run.sampling, seed: run.seed + i, maxTokens: run.maxTokens }
       })) {
+        if (ev.type === 'open') sessionId = ev.sessionId
         if (ev.type === 'token') tokens.push(ev.id)
-        if (ev.type === 'done' || tokens.length >= run.maxTokens) return { chain, tokens, seed: run.seed + i }
+        if (ev.type === 'done' || tokens.length >= run.maxTokens) return { chain, tokens, seed: run.seed + i, sessionId }
       }
-      return { chain, tokens, seed: run.seed + i }
+      return { chain, tokens, seed: run.seed + i, sessionId }
     } catch {
       return undefined // reason: a chain that failed or missed the deadline gives no answer
     }
   }))
   if (run.signal.aborted) throw run.signal.reason
-  const done = outputs.filter((o) => o !== undefined && o.tokens.length > 0) as Array<{ chain: ChainHop[], tokens: number[], seed: number }>
+  const done = outputs.filter((o) => o !== undefined && o.tokens.length > 0) as Array<{ chain: ChainHop[], tokens: number[], seed: number, sessionId?: string }>
   if (done.length === 0) throw new NoRouteError('no chain of the consensus round answered before the deadline')
   const round = `${run.self}:${Date.now()}-${toHex(digestFields([run.promptText, String(run.seed), String(Math.random())])).slice(0, 8)}`
   const texts = new Map<string, string>()
@@ -192,6 +197,8 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     await run.host.record(recordId(rec), recordData(rec))
     recorded = true
   }
+  // spot-checks of every middle stage of the chains that answered (client/consensus-audit.ts)
+  const audits = await requestAudits({ round, swarm: run.swarm, model: run.info.id, self: run.self, state: run.state, online: run.online, reputation: state, chains: done, openStream: run.openStream, signal: run.signal })
   const order = new Map(settled.outcome.ranking.map((id, i) => [id, i]))
   meta.sort((a, b) => (order.get(a.id) ?? 1e9) - (order.get(b.id) ?? 1e9) || compareText(a.id, b.id))
   return {
@@ -202,7 +209,8 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     answers: meta,
     judges: [...new Set(schedule.assignments.map((a) => a.judge))].sort(compareText),
     failures: judged.failures,
-    recorded
+    recorded,
+    audits
   }
 }
 
@@ -224,4 +232,13 @@ export function replicaConsensusHost (state: { rounds: () => Array<{ id: string,
     reputation: () => ledger().state,
     excluded: (peer) => ledger().state.nodes.get(peer)?.excluded === true
   }
+}
+
+/** Per node: admitted, excluded, evidence and vote weight (sorted by peer id). */
+export function reputationSummary (state: ReputationState | undefined): Record<string, { admitted: boolean, excluded: boolean, positive: number, negative: number, weight: number }> {
+  const out: ReturnType<typeof reputationSummary> = {}
+  for (const [id, r] of [...(state?.nodes ?? new Map())].sort(([a], [b]) => compareText(a, b))) {
+    out[id] = { admitted: r.admitted, excluded: r.excluded, positive: r.positive, negative: r.negative, weight: rawWeight(r) }
+  }
+  return out
 }

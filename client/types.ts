@@ -98,5 +98,11 @@ export interface MyceliumClient {
   tokenizer: (model: string) => Promise<Tokenizer>
   swarm: () => SwarmInfo
   models: () => ModelInfo[]
+  /**
+   * Reputation as this client derives it from the replicated round records (issue 7): per node,
+   * admitted (calibrated or genesis), excluded (a confirmed failed spot-check), evidence and the
+   * weight its votes carry. A consensus round schedules judges with this view.
+   */
+  reputation: () => Record<string, { admitted: boolean, excluded: boolean, positive: number, negative: number, weight: number }>
   close: () => Promise<void>
 }

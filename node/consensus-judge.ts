@@ -5,8 +5,8 @@
 //   node's own model file, loaded lazily at the first judging request when its weights fit
 //   JUDGE_MAX_MODEL_BYTES (and a quarter of --max-memory when set); a bigger model declines
 //   (FAILED) — an LLM judge over the swarm is not wired yet.
-// - accept: the round's owner (its id prefix) is admitted and not excluded in this node's ledger,
-//   and the pairs asked are exactly this node's assignment in the schedule it recomputes from its
+// - accept: the round's owner (its id prefix) is not excluded in this node's ledger (a light client
+//   may own a round; only an admitted owner's round record counts in the ledger), and the pairs asked are exactly this node's assignment in the schedule it recomputes from its
 //   own ledger with the answers' authors the owner sent (a disagreement — records in flight —
 //   refuses; the ledger would otherwise fine a vote on an unassigned pair).
 // - commit and reveal are written as signed records in this node's namespace (`round/c|r/<round>`).
@@ -100,8 +100,9 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
     accept: (round, pairs, answers) => {
       if (round.startsWith('calibration:')) return true
       const owner = round.slice(0, Math.max(0, round.indexOf(':')))
-      const rep = ledger.state().nodes.get(owner)
-      if (rep === undefined || !rep.admitted || rep.excluded) return false
+      // an excluded owner is refused; a light client (no record, not in the ledger) may own rounds
+      // (its round counts for nobody's reputation: it cannot write the round record)
+      if (owner === '' || ledger.state().nodes.get(owner)?.excluded === true) return false
       if (answers.some((a) => a.authors.length === 0)) return false
       const schedule = scheduleRound(ledger.refresh().state, round, answers.map((a) => ({ id: a.id, author: a.authors[0], ...(a.authors.length > 1 ? { coauthors: a.authors.slice(1) } : {}) })))
       const mine = new Set(schedule.assignments.filter((x) => x.judge === self).map((x) => `${x.first}\u0000${x.second}`))

@@ -116,6 +116,9 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   // issue 7: the reputation ledger, derived from the replicated round records (node/reputation.ts)
   const { startLedger, genesisOf } = await import('./reputation.ts')
   const ledger = startLedger(state, genesisOf(config.bootstrap.map(String), host.peerId.toString()))
+  // spot-checks: the stage's tap (recorder) and the verifier (node/spot-check.ts); wraps serve() before any stage is served
+  const { startSpotChecks } = await import('./spot-check.ts')
+  const spots = startSpotChecks(host, opened, () => served?.model, ledger, log)
   const stopNudge = startAutoNATNudge(host, log)
   const stopKeeper = startBootstrapKeeper(host, config.bootstrap, log)
   const control = await serveControl(config.controlSocket, async (request, signal) => {
@@ -141,7 +144,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
       case 'swarm':
         return swarmView(host, loads)
       case 'reputation':
-        return { genesis: ledger.genesis, reputation: ledger.summary(), rounds: ledger.current().outcomes.length }
+        return { genesis: ledger.genesis, reputation: ledger.summary(), rounds: ledger.current().outcomes.length, spotChecks: spots.stats, recorded: spots.recorder.size }
       case 'allocation': {
         const allocator = served?.model.allocator
         if (allocator === undefined) {
@@ -235,6 +238,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
         await control.close()
         await api?.close()
         await consensus.stop()
+        await spots.stop()
         ledger.stop()
         stageStop.abort()
         await host.stop()

@@ -13,8 +13,8 @@ import { mdns } from '@libp2p/mdns'
 import { uPnPNAT } from '@libp2p/upnp-nat'
 import { createLibp2p } from 'libp2p'
 import type { Libp2p, Libp2pOptions, ServiceFactoryMap } from 'libp2p'
-import { bulkTransfer, consensusJudgeService, inferenceStageService, probeService, swarmStack, swarmSync } from '../protocols/index.ts'
-import type { BulkTransferService, ConsensusJudgeService, InferenceStageService, ProbeService, SwarmSync } from '../protocols/index.ts'
+import { bulkTransfer, consensusJudgeService, inferenceStageService, probeService, spotCheckService, swarmStack, swarmSync } from '../protocols/index.ts'
+import type { BulkTransferService, ConsensusJudgeService, InferenceStageService, ProbeService, SpotCheckService, SwarmSync } from '../protocols/index.ts'
 import type { NodeConfig } from './config.ts'
 import { MAX_CONNECTIONS, MAX_INBOUND_STREAMS, SOFTWARE_VERSION, UPNP_INITIAL_SEARCH_MS } from './constants.ts'
 import { directUpgrader } from './direct-upgrade.ts'
@@ -59,6 +59,8 @@ export interface MyceliumServices extends Record<string, unknown> {
   inference: InferenceStageService
   /** Judges consensus rounds over /mycelium/<swarm>/consensus-judge/1.0.0 once the daemon sets a judge (node/consensus-judge.ts); declines before. */
   consensusJudge: ConsensusJudgeService
+  /** Spot-checks of sharded execution over /mycelium/<swarm>/spot-check/1.0.0 (node/spot-check.ts sets what it answers). */
+  spotCheck: SpotCheckService
   reachability: ReachabilityMonitor
   direct?: DirectUpgrader
   relay?: CircuitRelayService
@@ -93,6 +95,7 @@ export async function createHost (config: NodeConfig, privateKey: PrivateKey, op
     probe: probeService(),
     inference: inferenceStageService({ swarm: config.swarm }),
     consensusJudge: consensusJudgeService({ swarm: config.swarm }),
+    spotCheck: spotCheckService({ swarm: config.swarm }),
     reachability: (components: ReachabilityComponents) => {
       monitor = reachabilityMonitor()(components)
       return monitor

@@ -42,3 +42,6 @@ export type { SwarmStack, SwarmStackInit, ServiceFactories } from './libp2p-stac
 // Consensus judging exchange over /mycelium/<swarm>/consensus-judge/1.0.0 (issue 7, protocols/consensus/).
 export { consensusJudgeService, consensusJudgeProtocol, ConsensusJudgeService, collectJudging, serveJudging } from './consensus/index.ts'
 export type { ConsensusJudgeInit, JudgeHooks, JudgeFn, JudgingResult, JudgingRound } from './consensus/index.ts'
+// Spot-checks of sharded execution over /mycelium/<swarm>/spot-check/1.0.0 (issue 7, protocols/consensus/).
+export { spotCheckService, spotCheckProtocol, SpotCheckService, fetchTrace, requestAudit, serveSpotCheck } from './consensus/index.ts'
+export type { AuditRequest, SpotCheckHooks, SpotTrace } from './consensus/index.ts'

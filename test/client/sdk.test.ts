@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import {
-  AbortError, ConnectFailedError, ConsensusNotImplementedError, InvalidRequestError, ModelNotFoundError, NoRouteError, TokenizerUnavailableError, connect
+  AbortError, ConnectFailedError, InvalidRequestError, ModelNotFoundError, NoRouteError, TokenizerUnavailableError, connect
 } from '../../client/index.ts'
 import type { GenerateEvent, MyceliumClient } from '../../client/index.ts'
 import { controlRequest } from '../../node/control.ts'
@@ -115,7 +115,9 @@ describe('client SDK over real daemons', () => {
     await expect(client.generate({ prompt: 'x', temperature: -1 }).next()).rejects.toMatchObject({ name: 'InvalidRequestError', param: 'temperature' })
     await expect(client.generate({ prompt: [1, 99_999] }).next()).rejects.toBeInstanceOf(InvalidRequestError)
     await expect(client.chat([]).next()).rejects.toBeInstanceOf(InvalidRequestError)
-    await expect(client.generate({ prompt: 'x', consensus: true }).next()).rejects.toBeInstanceOf(ConsensusNotImplementedError)
+    // consensus needs ≥ 2 chains with distinct nodes: this swarm splits the model over its three nodes (one chain)
+    await expect(client.generate({ prompt: 'x', consensus: true }).next()).rejects.toBeInstanceOf(NoRouteError)
+    await expect(client.generate({ prompt: 'x', consensus: { k: 1 } }).next()).rejects.toMatchObject({ name: 'InvalidRequestError', param: 'consensus' })
     const bare = await connect({ bootstrap: [addrOf(swarm.daemons[1])], swarm: SWARM })
     try {
       await expect(bare.generate({ prompt: 'x', maxTokens: 2 }).next()).rejects.toBeInstanceOf(TokenizerUnavailableError)

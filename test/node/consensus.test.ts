@@ -45,52 +45,62 @@ beforeAll(async () => {
 }, 180_000)
 afterAll(cleanupDaemons)
 
+type Meta = { round: string, winner: string, ranking: string[], answers: Array<{ id: string, chain: Array<{ peer: string }>, text: string }>, judges: string[], recorded: boolean, audits: Array<{ subject: string, verifier: string, status: string }> }
+
+async function apiRound (seed: number): Promise<{ text: string, consensus: Meta }> {
+  const res = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'stories260K', prompt: PROMPT, max_tokens: 40, temperature: 0.4, seed, consensus: { k: 3, deadline_ms: 60_000 } })
+  })
+  expect(res.status).toBe(200)
+  const body = await res.json() as { choices: Array<{ text: string }>, consensus: Meta }
+  return { text: body.choices[0].text, consensus: body.consensus }
+}
+
+async function sdkRound (seed: number): Promise<Meta | undefined> {
+  const client = await connect({ bootstrap: [addrOf(daemons[0])], swarm: SWARM, tokenizer: TOK512, routeWaitMs: 30_000 })
+  try {
+    // the light client schedules with its own replica's ledger: wait until it admits all six
+    await pollUntil('the client to admit all six', async () => ids.every((id) => client.reputation()[id]?.admitted === true) ? true : undefined, 30_000, 100)
+    let meta: Meta | undefined
+    for await (const ev of client.generate({ prompt: PROMPT, maxTokens: 40, temperature: 0.4, seed, consensus: { k: 3, deadlineMs: 60_000 } })) {
+      if (ev.type === 'done') meta = ev.consensus as Meta | undefined
+    }
+    return meta
+  } finally {
+    await client.close()
+  }
+}
+
 describe('consensus on a multi-process testnet with a corrupting stage (issue 7)', () => {
-  it('through the API: k = 3 chains with distinct nodes, the corrupting pipeline\'s answer ranks last, the round is in every ledger', async () => {
-    const res = await fetch(`${url}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'stories260K', prompt: PROMPT, max_tokens: 40, temperature: 0.4, seed: 1, consensus: { k: 3, deadline_ms: 60_000 } })
-    })
-    expect(res.status).toBe(200)
-    const body = await res.json() as { choices: Array<{ text: string }>, consensus: { round: string, winner: string, ranking: string[], answers: Array<{ id: string, chain: Array<{ peer: string }>, text: string }>, judges: string[], recorded: boolean } }
-    const c = body.consensus
-    expect(c.answers).toHaveLength(3)
-    const peers = c.answers.flatMap((a) => a.chain.map((h) => h.peer))
-    expect(new Set(peers).size).toBe(peers.length) // distinct nodes
-    const bad = c.answers.find((a) => a.chain.some((h) => h.peer === ids[3]))
-    expect(bad).toBeDefined()
-    expect(c.ranking.at(-1)).toBe(bad?.id)
-    expect(c.winner).not.toBe(bad?.id)
-    expect(body.choices[0].text).toBe(c.answers.find((a) => a.id === c.winner)?.text)
-    expect(c.judges.length).toBeGreaterThan(0)
+  it('k = 3 through the API and through the SDK (at once): chains with distinct nodes, the corrupting pipeline\'s answer ranks last', async () => {
+    const [api, sdk] = await Promise.all([apiRound(1), sdkRound(7)])
+    for (const c of [api.consensus, sdk]) {
+      expect(c?.answers).toHaveLength(3)
+      const peers = c?.answers.flatMap((a) => a.chain.map((h) => h.peer)) ?? []
+      expect(new Set(peers).size).toBe(peers.length) // distinct nodes
+      const bad = c?.answers.find((a) => a.chain.some((h) => h.peer === ids[3]))
+      expect(bad).toBeDefined()
+      expect(c?.ranking.at(-1)).toBe(bad?.id)
+      expect(c?.winner).not.toBe(bad?.id)
+      expect(c?.judges.length).toBeGreaterThan(0)
+      // the corrupting stage (a middle stage) is audited by two verifiers outside its chain
+      expect(c?.audits.filter((a) => a.subject === ids[3] && a.status === 'OK').length).toBeGreaterThanOrEqual(2)
+    }
+    const c = api.consensus
+    expect(api.text).toBe(c.answers.find((a) => a.id === c.winner)?.text)
     expect(c.judges).not.toContain(ids[0]) // the owner does not judge
     expect(c.recorded).toBe(true)
-    // every daemon re-settles the round from the signed records and agrees
+    expect(sdk?.recorded).toBe(false) // a light client is not a writer
+    // every daemon re-settles the API round from the signed records
     await pollUntil('every ledger to hold the round', async () => {
       for (const d of daemons) if ((await reputation(d)).rounds < 1) return undefined
       return true
     }, 30_000, 250)
   }, 180_000)
 
-  it('through the SDK (connect): the same ranking rule from a light client', async () => {
-    const client = await connect({ bootstrap: [addrOf(daemons[0])], swarm: SWARM, tokenizer: TOK512, routeWaitMs: 30_000 })
-    try {
-      let done: { consensus?: { ranking: string[], winner: string, answers: Array<{ id: string, chain: Array<{ peer: string }> }>, recorded: boolean }, text: string } | undefined
-      for await (const ev of client.generate({ prompt: PROMPT, maxTokens: 40, temperature: 0.4, seed: 7, consensus: { k: 3, deadlineMs: 60_000 } })) {
-        if (ev.type === 'done') done = ev
-      }
-      const c = done?.consensus
-      expect(c?.answers).toHaveLength(3)
-      const bad = c?.answers.find((a) => a.chain.some((h) => h.peer === ids[3]))
-      expect(c?.ranking.at(-1)).toBe(bad?.id)
-      expect(c?.recorded).toBe(false) // a light client is not a writer
-    } finally {
-      await client.close()
-    }
-  }, 180_000)
-
-  it('the spot-check catches the corrupting stage and every daemon\'s ledger excludes it', async () => {
+  it('the spot-checks catch the corrupting stage: every daemon\'s ledger excludes it, nobody else', async () => {
     await pollUntil('every daemon to exclude d3', async () => {
       for (const d of daemons) {
         const r = (await reputation(d)).reputation
@@ -102,7 +112,13 @@ describe('consensus on a multi-process testnet with a corrupting stage (issue 7)
       const r = (await reputation(d)).reputation
       for (const [i, id] of ids.entries()) if (i !== 3) expect(r[id].excluded).toBe(false)
       expect(r[ids[3]].weight).toBe(0)
+      expect(r[ids[3]].negative).toBeGreaterThan(r[ids[3]].positive) // its reputation fell
     }
-    void STORIES260K
+  }, 180_000)
+
+  it('an excluded node is not routed: the next round runs on the chains without it', async () => {
+    const { consensus: c } = await apiRound(3)
+    expect(c.answers.length).toBeGreaterThanOrEqual(2)
+    for (const a of c.answers) expect(a.chain.map((h) => h.peer)).not.toContain(ids[3])
   }, 180_000)
 })

@@ -1,0 +1,61 @@
+// The round owner's spot-check requests (issue 7): after a round, every middle stage of every
+// answering chain (a stage with a predecessor and a successor) is audited by SPOT_VERIFIERS
+// verifiers — admitted, not excluded, online, holding layers of the same model, outside the chain,
+// not the owner — chosen deterministically by SHA-256(round, session, subject, verifier). Each
+// verifier fetches the subject's inputs from the predecessor and its outputs from the successor
+// over /mycelium/<swarm>/spot-check/1.0.0, re-executes and writes its evidence record
+// (node/spot-check.ts); the ledger excludes the subject once two confirm a failure.
+import type { AbortOptions, Stream } from '@libp2p/interface'
+import { compareText, digestFields, toHex } from '../consensus/digest.ts'
+import type { ReputationState } from '../consensus/index.ts'
+import { requestAudit, spotCheckProtocol } from '../protocols/index.ts'
+import type { ChainHop } from '../protocols/index.ts'
+import type { SwarmReader } from './route.ts'
+
+/** Verifiers asked per audited stage (two must confirm a failure). */
+export const SPOT_VERIFIERS = 3
+
+export interface AuditOutcome { subject: string, session: string, verifier: string, status: string }
+
+export async function requestAudits (options: {
+  round: string
+  swarm: string
+  model: string
+  self: string
+  state: SwarmReader
+  online: () => string[]
+  reputation: ReputationState
+  chains: Array<{ chain: ChainHop[], sessionId?: string }>
+  openStream: (peer: string, protocol: string, options: AbortOptions) => Promise<Stream>
+  signal?: AbortSignal
+}): Promise<AuditOutcome[]> {
+  const online = new Set(options.online())
+  const holders = [...options.state.nodes()].filter(([id, r]) => id !== options.self && online.has(id) && r.layers.some((l) => l.model === options.model)).map(([id]) => id)
+    .filter((id) => { const rep = options.reputation.nodes.get(id); return rep?.admitted === true && !rep.excluded })
+  const out: AuditOutcome[] = []
+  const jobs: Array<Promise<void>> = []
+  for (const { chain, sessionId } of options.chains) {
+    if (sessionId === undefined || chain.length < 3) continue
+    const peers = chain.map((h) => String(h.peer))
+    for (let i = 1; i < chain.length - 1; i++) {
+      const subject = peers[i]
+      const rank = (v: string): string => toHex(digestFields(['mycelium/consensus/audit/1', options.round, sessionId, subject, v]))
+      const verifiers = holders.filter((v) => !peers.includes(v)).map((v) => ({ v, k: rank(v) })).sort((a, b) => compareText(a.k, b.k)).slice(0, SPOT_VERIFIERS).map((x) => x.v)
+      for (const verifier of verifiers) {
+        jobs.push((async () => {
+          let status: string
+          try {
+            const signal = AbortSignal.any([AbortSignal.timeout(10_000), ...(options.signal !== undefined ? [options.signal] : [])])
+            const stream = await options.openStream(verifier, spotCheckProtocol(options.swarm), { signal })
+            status = await requestAudit(stream, { sessionId, subject, start: chain[i].start, end: chain[i].end, predecessor: peers[i - 1], successor: peers[i + 1], model: options.model }, { signal })
+          } catch (err) {
+            status = `error: ${(err as Error).message}`
+          }
+          out.push({ subject, session: sessionId, verifier, status })
+        })())
+      }
+    }
+  }
+  await Promise.all(jobs)
+  return out.sort((a, b) => compareText(a.subject, b.subject) || compareText(a.verifier, b.verifier))
+}

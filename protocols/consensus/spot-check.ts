@@ -1,0 +1,139 @@
+// /mycelium/<swarm>/spot-check/1.0.0 (issue 7): spot-checks of sharded execution without touching
+// the inference wire protocol. One request and one answer per stream (spot-check.proto):
+//   FETCH  verifier → stage:    what the stage recorded of a session (its StageTap buffer): the
+//                               hidden states it received (INPUTS) or sent (OUTPUTS), per step
+//   AUDIT  owner → verifier:    spot-check `subject`'s layers [start, end) in a session, fetching
+//                               the subject's inputs from its predecessor (what it sent) and its
+//                               outputs from its successor (what it received) — never from the
+//                               subject itself; the verifier writes the evidence record later
+// Everything a peer sends is bounded before decoding (SPOT_MAX_FRAME_BYTES); answering reads only
+// what the node recorded anyway, so asking cannot grow the node's memory.
+import { pbStream } from '@libp2p/utils'
+import type { AbortOptions, PeerId, Startable, Stream } from '@libp2p/interface'
+import { protocolId } from '../swarm.ts'
+import { SpotRequest, SpotResponse, type SpotStep } from './spot-check.pb.js'
+
+export { SpotRequest, SpotResponse }
+export type { SpotStep }
+
+export const SPOT_CHECK_NAME = 'spot-check'
+export const SPOT_CHECK_VERSION = '1.0.0'
+/** Largest frame either side decodes (a FETCH answer carries a session's hidden states). */
+export const SPOT_MAX_FRAME_BYTES = 16 << 20
+/** Deadline of one exchange (ms). */
+export const SPOT_TIMEOUT_MS = 10_000
+
+export function spotCheckProtocol (swarm: string): string {
+  return protocolId(swarm, SPOT_CHECK_NAME, SPOT_CHECK_VERSION)
+}
+
+/** A recorded session side, as FETCH answers it. */
+export interface SpotTrace { start: number, end: number, dim: number, steps: SpotStep[] }
+
+export interface AuditRequest { sessionId: string, subject: string, start: number, end: number, predecessor: string, successor: string, model: string }
+
+export interface SpotCheckHooks {
+  /** What this node recorded of `sessionId` (undefined: nothing). */
+  fetch?: (sessionId: string, side: 'inputs' | 'outputs') => SpotTrace | undefined
+  /** Queue an audit (resolve OK, BUSY or REFUSED; the work happens after the answer). */
+  audit?: (request: AuditRequest, from: string) => SpotResponse.Status
+}
+
+export interface SpotCheckComponents {
+  peerId: PeerId
+  registrar: {
+    handle: (protocol: string, handler: (stream: Stream, connection: { remotePeer: PeerId }) => Promise<void>, options: { maxInboundStreams: number, runOnLimitedConnection: boolean }) => Promise<void>
+    unhandle: (protocol: string) => Promise<void>
+  }
+}
+
+const EMPTY: Omit<SpotResponse, 'status'> = { start: 0, end: 0, dim: 0, steps: [] }
+
+/** Answers one inbound spot-check stream. Never throws. */
+export async function serveSpotCheck (stream: Stream, from: string, hooks: SpotCheckHooks, options: AbortOptions = {}): Promise<SpotResponse.Status | 'CLOSED'> {
+  const signal = AbortSignal.any([AbortSignal.timeout(SPOT_TIMEOUT_MS), ...(options.signal != null ? [options.signal] : [])])
+  const pb = pbStream(stream, { maxDataLength: 4096 }) // a request is small; a big one is malformed
+  let status: SpotResponse.Status = SpotResponse.Status.MALFORMED
+  let body: Omit<SpotResponse, 'status'> = EMPTY
+  try {
+    let req: SpotRequest | undefined
+    try { req = await pb.read(SpotRequest, { signal }) } catch { req = undefined }
+    if (req !== undefined && req.sessionId !== '' && req.sessionId.length <= 128) {
+      if (req.kind === SpotRequest.Kind.FETCH) {
+        const trace = hooks.fetch?.(req.sessionId, req.side === SpotRequest.Side.OUTPUTS ? 'outputs' : 'inputs')
+        status = trace === undefined ? SpotResponse.Status.NOT_FOUND : SpotResponse.Status.OK
+        if (trace !== undefined) body = trace
+      } else if (req.end > req.start && req.subject !== '' && req.predecessor !== '' && req.successor !== '' && req.model !== '') {
+        status = hooks.audit?.({ sessionId: req.sessionId, subject: req.subject, start: req.start, end: req.end, predecessor: req.predecessor, successor: req.successor, model: req.model }, from) ?? SpotResponse.Status.REFUSED
+      }
+    }
+    await pb.write({ status, ...body }, SpotResponse, { signal })
+    await stream.close({ signal })
+    return status
+  } catch (err) {
+    stream.abort(err instanceof Error ? err : new Error(String(err)))
+    return 'CLOSED'
+  }
+}
+
+async function exchange (stream: Stream, req: SpotRequest, options: AbortOptions): Promise<SpotResponse> {
+  const signal = AbortSignal.any([AbortSignal.timeout(SPOT_TIMEOUT_MS), ...(options.signal != null ? [options.signal] : [])])
+  try {
+    const pb = pbStream(stream, { maxDataLength: SPOT_MAX_FRAME_BYTES })
+    await pb.write(req, SpotRequest, { signal })
+    const res = await pb.read(SpotResponse, { signal })
+    await stream.close({ signal }).catch(() => {})
+    return res
+  } catch (err) {
+    stream.abort(err instanceof Error ? err : new Error(String(err)))
+    throw err
+  }
+}
+
+/** FETCH: a stage's recorded inputs or outputs of a session (undefined when it has none). */
+export async function fetchTrace (stream: Stream, sessionId: string, side: 'inputs' | 'outputs', options: AbortOptions = {}): Promise<SpotTrace | undefined> {
+  const res = await exchange(stream, { kind: SpotRequest.Kind.FETCH, sessionId, side: side === 'outputs' ? SpotRequest.Side.OUTPUTS : SpotRequest.Side.INPUTS, subject: '', start: 0, end: 0, predecessor: '', successor: '', model: '' }, options)
+  return res.status === SpotResponse.Status.OK ? { start: res.start, end: res.end, dim: res.dim, steps: res.steps } : undefined
+}
+
+/** AUDIT: asks a verifier to spot-check a stage; resolves with its answer (OK = queued). */
+export async function requestAudit (stream: Stream, audit: AuditRequest, options: AbortOptions = {}): Promise<SpotResponse.Status> {
+  const res = await exchange(stream, { kind: SpotRequest.Kind.AUDIT, side: SpotRequest.Side.INPUTS, ...audit }, options)
+  return res.status
+}
+
+export class SpotCheckService implements Startable {
+  readonly protocol: string
+  readonly stats: Partial<Record<SpotResponse.Status | 'CLOSED', number>> = {}
+  private readonly components: SpotCheckComponents
+  private hooks: SpotCheckHooks = {}
+  private shutdown = new AbortController()
+  readonly [Symbol.toStringTag] = 'mycelium/spot-check'
+
+  constructor (components: SpotCheckComponents, init: { swarm: string }) {
+    this.components = components
+    this.protocol = spotCheckProtocol(init.swarm)
+  }
+
+  /** Sets what the node answers (node/spot-check.ts); before, FETCH finds nothing and AUDIT is refused. */
+  setHooks (hooks: SpotCheckHooks | undefined): void {
+    this.hooks = { ...(hooks ?? {}) }
+  }
+
+  async start (): Promise<void> {
+    this.shutdown = new AbortController()
+    await this.components.registrar.handle(this.protocol, async (stream, connection) => {
+      const r = await serveSpotCheck(stream, connection.remotePeer.toString(), this.hooks, { signal: this.shutdown.signal })
+      this.stats[r] = (this.stats[r] ?? 0) + 1
+    }, { maxInboundStreams: 8, runOnLimitedConnection: false })
+  }
+
+  async stop (): Promise<void> {
+    this.shutdown.abort()
+    await this.components.registrar.unhandle(this.protocol)
+  }
+}
+
+export function spotCheckService (init: { swarm: string }): (components: SpotCheckComponents) => SpotCheckService {
+  return (components) => new SpotCheckService(components, init)
+}
