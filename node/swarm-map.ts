@@ -1,7 +1,8 @@
 // The terminal swarm map `mycelium status` prints: per model, a bar of its layers with who serves
 // them and how many nodes cover each; then one line per node (peer, layers, capability,
 // reachability, online, tokens served). Pure: JSON in (the daemons' `swarm` and `status`
-// answers), text out. No reputation column: nothing publishes reputation yet (consensus, issue 7).
+// answers), text out. The reputation column is the asked daemon's ledger (issue 7: derived from the
+// replicated round records, identical on every node that holds the same records).
 
 export interface MapRecord {
   capabilities: Record<string, number | string | boolean>
@@ -24,6 +25,14 @@ export interface MapInput {
   online: string[]
   models: Array<{ id: string, nLayers: number | null, architecture?: string | null }>
   local: LocalReport[]
+  /** The first daemon's ledger (status `reputation`): per peer, admitted, excluded and vote weight. */
+  reputation?: Record<string, { admitted: boolean, excluded: boolean, weight: number }>
+}
+
+function reputationCell (r: { admitted: boolean, excluded: boolean, weight: number } | undefined): string {
+  if (r === undefined) return 'not admitted'
+  if (r.excluded) return 'EXCLUDED'
+  return r.admitted ? `admitted, w ${r.weight.toFixed(2)}` : 'not admitted'
 }
 
 /** Most cells a layer bar takes; models with more layers put several layers in a cell. */
@@ -95,13 +104,15 @@ export function renderSwarmMap (input: MapInput): string {
     const local = locals.get(p)
     const layers = (rec?.layers ?? []).map((l) => `${l.model.slice(0, 6)}[${l.start},${l.end})`).join(' ') || '—'
     const tokens = local?.inference === undefined ? '' : `${local.inference.tokens} tokens, ${local.inference.steps} steps`
-    return [short(p), layers, capability(rec), reachability(p, rec, local), online.has(p) ? 'yes' : 'no', tokens]
+    return [short(p), layers, capability(rec), reachability(p, rec, local), online.has(p) ? 'yes' : 'no', reputationCell(input.reputation?.[p]), tokens]
   })
-  // the served column only when some daemon was asked for its counters (nothing publishes them)
-  const columns = input.local.length > 0 ? 6 : 5
-  const header = ['peer', 'layers', 'capability', 'reachability', 'online', 'served'].slice(0, columns)
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)) + 2)
-  for (const row of [header, ...rows.map((r) => r.slice(0, columns))]) lines.push(`  ${row.map((cell, i) => pad(cell, widths[i])).join('').trimEnd()}`)
+  // the reputation column when a daemon's ledger came with the map; the served column only when
+  // some daemon was asked for its counters (nothing publishes them)
+  const keep = [true, true, true, true, true, input.reputation !== undefined, input.local.length > 0]
+  const header = ['peer', 'layers', 'capability', 'reachability', 'online', 'reputation', 'served'].filter((_, i) => keep[i])
+  const kept = rows.map((r) => r.filter((_, i) => keep[i]))
+  const widths = header.map((h, i) => Math.max(h.length, ...kept.map((r) => r[i].length)) + 2)
+  for (const row of [header, ...kept]) lines.push(`  ${row.map((cell, i) => pad(cell, widths[i])).join('').trimEnd()}`)
   if (input.local.length > 0) {
     lines.push('', `served: tokens a first stage returned and forward steps run, counted by the daemons asked (${input.local.map((l) => short(l.peerId)).join(', ')}); other nodes do not publish their counters`)
   }

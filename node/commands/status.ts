@@ -35,7 +35,9 @@ export async function swarmMap (dirs: string[]): Promise<MapInput> {
     nodes: view.nodes,
     online: view.online,
     models: view.models ?? [],
-    local: reports.map((r) => ({ peerId: String(r.peerId), reachability: String(r.reachability), ...(r.inference !== undefined ? { inference: r.inference as LocalReport['inference'] } : {}) }))
+    local: reports.map((r) => ({ peerId: String(r.peerId), reachability: String(r.reachability), ...(r.inference !== undefined ? { inference: r.inference as LocalReport['inference'] } : {}) })),
+    // the first daemon's reputation ledger (issue 7)
+    ...(reports[0].reputation !== undefined ? { reputation: reports[0].reputation as MapInput['reputation'] } : {})
   }
 }
 
