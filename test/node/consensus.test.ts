@@ -9,11 +9,12 @@
 // daemon's ledger ends up excluding d3 (polled, no sleeps). Every child is killed after.
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { nodeConfig } from '../../node/config.ts'
 import { connect } from '../../client/index.ts'
 import { controlRequest } from '../../node/control.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
 import { addrOf, readyOf } from '../client/swarm.ts'
-import { cleanupDaemons, pollUntil, scratch, startDaemon, type Started } from './daemons.ts'
+import { cleanupDaemons, pollUntil, runCli, scratch, startDaemon, type Started } from './daemons.ts'
 
 const SWARM = 'consensus'
 const PROMPT = 'Once upon a time, there was a little girl'
@@ -22,8 +23,8 @@ let ids: string[] = []
 let url = ''
 
 type Rep = Record<string, { admitted: boolean, excluded: boolean, positive: number, negative: number, weight: number }>
-async function reputation (d: Started): Promise<{ reputation: Rep, rounds: number }> {
-  return await controlRequest(join(d.dir, 'control.sock'), { cmd: 'reputation' }) as unknown as { reputation: Rep, rounds: number }
+async function reputation (d: Started): Promise<{ reputation: Rep, rounds: number, genesis: string[] }> {
+  return await controlRequest(join(d.dir, 'control.sock'), { cmd: 'reputation' }) as unknown as { reputation: Rep, rounds: number, genesis: string[] }
 }
 
 beforeAll(async () => {
@@ -34,7 +35,9 @@ beforeAll(async () => {
   }
   ids = daemons.map((d) => readyOf(d).peerId as string)
   url = (await pollUntil('the api event', async () => daemons[0].events.find((e) => e.event === 'api'), 10_000)).url as string
-  // calibration: every daemon's ledger admits all six
+  // genesis is the anchor alone (the bootstrap list; the anchor names itself)
+  for (const d of daemons) expect((await reputation(d)).genesis).toEqual([ids[0]])
+  // calibration: the anchor calibrates the others until every daemon's ledger admits all six
   await pollUntil('every daemon to admit all six', async () => {
     for (const d of daemons) {
       const r = (await reputation(d)).reputation
@@ -121,4 +124,13 @@ describe('consensus on a multi-process testnet with a corrupting stage (issue 7)
     expect(c.answers.length).toBeGreaterThanOrEqual(2)
     for (const a of c.answers) expect(a.chain.map((h) => h.peer)).not.toContain(ids[3])
   }, 180_000)
+})
+
+describe('--test-corrupt-output', () => {
+  it('is a positive number, and hidden from help', () => {
+    expect(nodeConfig({ testCorruptOutput: '0.5' }).testCorruptOutput).toBe(0.5)
+    expect(nodeConfig({}).testCorruptOutput).toBeUndefined()
+    for (const bad of ['0', '-1', 'x', 'Infinity']) expect(() => nodeConfig({ testCorruptOutput: bad })).toThrow(/--test-corrupt-output/)
+    expect(runCli(['node', 'start', '--help']).stdout).not.toContain('corrupt')
+  })
 })
