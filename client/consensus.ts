@@ -24,6 +24,9 @@ import { requestAudits, type AuditOutcome } from './consensus-audit.ts'
 export const CONSENSUS_DEFAULT_K = 3
 export const CONSENSUS_DEFAULT_DEADLINE_MS = 60_000
 export const CONSENSUS_MAX_K = 16
+/** Judging attempts when every judge refuses (a stale ledger), and the pause between them (ms). */
+export const JUDGING_ATTEMPTS = 5
+export const REFUSED_RETRY_MS = 1000
 
 /** The owner's view of reputation and, on a member, where its records go. */
 export interface ConsensusHost {
@@ -166,11 +169,14 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     answers.push({ id, author, ...(coauthors.length > 0 ? { coauthors } : {}) })
     meta.push({ id, chain: o.chain.map((h) => ({ peer: String(h.peer), start: h.start, end: h.end })), seed: o.seed, tokens: o.tokens, text, strength: 1 })
   }
-  const state = run.host.reputation()
-  const schedule = scheduleRound(state, round, answers)
-  const judged = schedule.assignments.length === 0
-    ? { commitments: [], reveals: [], failures: [] }
-    : await collectJudging({
+  // Judges recompute the schedule from their own ledgers and refuse pairs that are not theirs: when
+  // every judge refuses, this owner's ledger is behind (a fresh light client's replica is still
+  // filling), so it re-derives and asks again, up to JUDGING_ATTEMPTS times, REFUSED_RETRY_MS apart.
+  let state = run.host.reputation()
+  let schedule = scheduleRound(state, round, answers)
+  let judged: Awaited<ReturnType<typeof collectJudging>> = { commitments: [], reveals: [], failures: [] }
+  for (let attempt = 1; schedule.assignments.length > 0; attempt++) {
+    judged = await collectJudging({
       round,
       prompt: run.promptText,
       answers: texts,
@@ -178,6 +184,12 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
       assignments: schedule.assignments,
       open: async (judge, options) => await run.openStream(judge, consensusJudgeProtocol(run.swarm), options)
     }, { signal: run.signal })
+    const allRefused = judged.commitments.length === 0 && judged.failures.length > 0 && judged.failures.every((f) => f.reason.includes('REFUSED'))
+    if (!allRefused || attempt >= JUDGING_ATTEMPTS || run.signal.aborted) break
+    await new Promise((resolve) => setTimeout(resolve, REFUSED_RETRY_MS))
+    state = run.host.reputation()
+    schedule = scheduleRound(state, round, answers)
+  }
   const deadline = Date.now()
   const settled = settleRound(state, { round, answers, commitments: judged.commitments, reveals: judged.reveals, deadline })
   const strengths = new Map(settled.outcome.strengths)

@@ -119,10 +119,17 @@ describe('consensus on a multi-process testnet with a corrupting stage (issue 7)
     }
   }, 180_000)
 
-  it('an excluded node is not routed: the next round runs on the chains without it', async () => {
+  it('an excluded node is not routed: the next round (API, and `mycelium generate --consensus 3`) runs on the chains without it', async () => {
     const { consensus: c } = await apiRound(3)
     expect(c.answers.length).toBeGreaterThanOrEqual(2)
     for (const a of c.answers) expect(a.chain.map((h) => h.peer)).not.toContain(ids[3])
+    const cli = runCli(['generate', '--bootstrap', addrOf(daemons[0]), '--swarm', SWARM, '--prompt', PROMPT, '--max-tokens', '24', '--temperature', '0.4', '--seed', '5', '--tokenizer', TOK512, '--consensus', '3', '--json'])
+    expect(cli.status).toBe(0)
+    const out = JSON.parse(cli.stdout) as { text: string, consensus: Meta }
+    expect(out.consensus.answers.length).toBeGreaterThanOrEqual(2)
+    expect(out.text).toBe(out.consensus.answers.find((a) => a.id === out.consensus.winner)?.text)
+    for (const a of out.consensus.answers) expect(a.chain.map((h) => h.peer)).not.toContain(ids[3])
+    expect(out.consensus.failures).toEqual([]) // every judge took part (the client's ledger caught up)
   }, 180_000)
 })
 
