@@ -151,3 +151,22 @@ describe(`reputation ledger (TEST_SEED=${seed} npx vitest run test/consensus/led
     expect(direct.outcomes.length).toBe(6)
   })
 })
+
+describe('answer attribution by the round owner (phase 2: pipelines write no answer records)', () => {
+  it('answers without an author record count as the owner lists them; an author record that differs drops the answer', () => {
+    const rng = createRng(seed)
+    const ids = Array.from({ length: 8 }, (_, i) => `p${i}`)
+    const withAuthors = playRounds(ids, 6, rng)
+    const ownerOnly = withAuthors.filter(({ record }) => record.t !== 'answer').map(({ writer, record }) => ({ id: recordId(record), data: recordData(record), writer }))
+    const all = withAuthors.map(({ writer, record }) => ({ id: recordId(record), data: recordData(record), writer }))
+    const a = deriveLedger(all, { genesis: ids })
+    const b = deriveLedger(ownerOnly, { genesis: ids })
+    expect(b.outcomes.length).toBe(6)
+    expect(Buffer.from(encodeReputation(b.state)).equals(Buffer.from(encodeReputation(a.state)))).toBe(true)
+    // the author of answer 1 of round 0 says it answered something else: that answer leaves the round
+    const lying = [...ownerOnly, { id: recordId({ t: 'answer', round: 'p0:0', digest: 'other' }), data: recordData({ t: 'answer', round: 'p0:0', digest: 'other' }), writer: ids[1] }]
+    const c = deriveLedger(lying, { genesis: ids })
+    expect(c.outcomes[0].ranking).not.toContain('d0x1')
+    expect(b.outcomes[0].ranking).toContain('d0x1')
+  })
+})
