@@ -177,7 +177,8 @@ export async function startApi (options: ApiOptions): Promise<ApiServer> {
         }
         count(metrics, ev)
         if (ev.tail !== '') write(piece(ev.tail))
-        write(chat ? chatChunk(ids, {}, ev.finishReason) : completionChunk(ids, '', ev.finishReason))
+        // a consensus round's ranking rides on the finish chunk (issue 7)
+        write({ ...(chat ? chatChunk(ids, {}, ev.finishReason) : completionChunk(ids, '', ev.finishReason)), ...(ev.consensus !== undefined ? { consensus: ev.consensus } : {}) })
         if (parsed.includeUsage) write({ id: ids.id, object: chat ? 'chat.completion.chunk' : 'text_completion', created: ids.created, model: ids.model, choices: [], usage: usageOf(ev.usage) })
       }
     } catch (err) {

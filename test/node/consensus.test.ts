@@ -123,6 +123,12 @@ describe('consensus on a multi-process testnet with a corrupting stage (issue 7)
     const { consensus: c } = await apiRound(3)
     expect(c.answers.length).toBeGreaterThanOrEqual(2)
     for (const a of c.answers) expect(a.chain.map((h) => h.peer)).not.toContain(ids[3])
+    // streaming (SSE): the winner's text, and the ranking on the finish chunk
+    const sse = await (await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'stories260K', prompt: PROMPT, max_tokens: 24, temperature: 0.4, seed: 4, stream: true, consensus: { k: 3 } }) })).text()
+    const chunks = sse.split('\n\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices: Array<{ text: string, finish_reason: string | null }>, consensus?: Meta })
+    const fin = chunks.find((x) => x.consensus !== undefined)
+    expect(fin?.choices[0].finish_reason).not.toBeNull()
+    expect(chunks.map((x) => x.choices[0]?.text ?? '').join('')).toBe(fin?.consensus?.answers.find((a) => a.id === fin.consensus?.winner)?.text)
     const cli = runCli(['generate', '--bootstrap', addrOf(daemons[0]), '--swarm', SWARM, '--prompt', PROMPT, '--max-tokens', '24', '--temperature', '0.4', '--seed', '5', '--tokenizer', TOK512, '--consensus', '3', '--json'])
     expect(cli.status).toBe(0)
     const out = JSON.parse(cli.stdout) as { text: string, consensus: Meta }
