@@ -104,9 +104,14 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
       // (its round counts for nobody's reputation: it cannot write the round record)
       if (owner === '' || ledger.state().nodes.get(owner)?.excluded === true) return false
       if (answers.some((a) => a.authors.length === 0)) return false
-      const schedule = scheduleRound(ledger.refresh().state, round, answers.map((a) => ({ id: a.id, author: a.authors[0], ...(a.authors.length > 1 ? { coauthors: a.authors.slice(1) } : {}) })))
-      const mine = new Set(schedule.assignments.filter((x) => x.judge === self).map((x) => `${x.first}\u0000${x.second}`))
-      return mine.size === pairs.length && pairs.every((p) => mine.has(`${p.first}\u0000${p.second}`))
+      const list = answers.map((a) => ({ id: a.id, author: a.authors[0], ...(a.authors.length > 1 ? { coauthors: a.authors.slice(1) } : {}) }))
+      const matches = (state: ReturnType<LedgerService['state']>): boolean => {
+        const mine = new Set(scheduleRound(state, round, list).assignments.filter((x) => x.judge === self).map((x) => `${x.first}\u0000${x.second}`))
+        return mine.size === pairs.length && pairs.every((p) => mine.has(`${p.first}\u0000${p.second}`))
+      }
+      // the ledger as last derived (debounced); re-derived once only when it disagrees (records may
+      // have just arrived), so a stream of requests does not re-fold the whole ledger each time
+      return matches(ledger.state()) || matches(ledger.refresh().state)
     },
     onCommit: async (c) => { if (!c.round.startsWith('calibration:')) await write({ t: 'commit', round: c.round, commitment: c.commitment }) },
     onReveal: async (r) => { if (!r.round.startsWith('calibration:')) await write({ t: 'reveal', round: r.round, votes: r.votes, salt: r.salt }) }

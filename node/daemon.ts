@@ -118,7 +118,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   const ledger = startLedger(state, genesisOf(config.bootstrap.map(String), host.peerId.toString()))
   // spot-checks: the stage's tap (recorder) and the verifier (node/spot-check.ts); wraps serve() before any stage is served
   const { startSpotChecks } = await import('./spot-check.ts')
-  const spots = startSpotChecks(host, opened, () => served?.model, ledger, log)
+  const spots = startSpotChecks(host, opened, () => served?.model, ledger, log, config.model?.maxMemoryBytes)
   const stopNudge = startAutoNATNudge(host, log)
   const stopKeeper = startBootstrapKeeper(host, config.bootstrap, log)
   const control = await serveControl(config.controlSocket, async (request, signal) => {

@@ -8,7 +8,7 @@
 //   session, a subject stage [start, end) and the stages around it. The verifier FETCHes what the
 //   predecessor SENT (= the subject's inputs) and what the successor RECEIVED (= the subject's
 //   true outputs), never trusting the subject; it replays the inputs through its own shard of the
-//   same layers (loaded from its model file), compares the fingerprints at positions sampled by
+//   same layers (loaded from its model file when they fit the judge's budget, else REFUSED), compares the fingerprints at positions sampled by
 //   `sampleSpotChecks([session, range])` (consensus/spot-check.ts, tolerance by dtype), and writes
 //   a signed evidence record `round/e/<session>.<range>` (case `<session>:<start>-<end>`). The
 //   ledger slashes and excludes once two admitted verifiers confirm (consensus/ledger.ts).
@@ -25,7 +25,7 @@ import type { StageTap } from '../protocols/index.ts'
 import type { MyceliumHost } from './host.ts'
 import type { NodeModel, OpenedModel } from './model-startup.ts'
 import type { LedgerService } from './reputation.ts'
-import { lastSeq } from './consensus-judge.ts'
+import { JUDGE_MAX_MODEL_BYTES, lastSeq } from './consensus-judge.ts'
 
 export const SPOT_MAX_SESSIONS = 64
 export const SPOT_MAX_SESSION_BYTES = 4 << 20
@@ -120,7 +120,7 @@ export interface SpotCheckNode {
   stop: () => Promise<void>
 }
 
-export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undefined, modelOf: () => NodeModel | undefined, ledger: LedgerService, log: Logger): SpotCheckNode {
+export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undefined, modelOf: () => NodeModel | undefined, ledger: LedgerService, log: Logger, maxMemoryBytes?: number): SpotCheckNode {
   const self = host.peerId.toString()
   const state = host.services.swarmSync.state
   const recorder = new SpotRecorder()
@@ -184,6 +184,10 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
       const me = ledger.state().nodes.get(self)
       if (closed || opened === undefined || manifest === undefined || request.model !== manifest || request.subject === self || me?.admitted !== true || me.excluded) return SpotResponse.Status.REFUSED
       if (request.end > opened.source.config.nLayers) return SpotResponse.Status.REFUSED
+      // the verifier loads its own copy of those layers: only when they fit the judge's budget
+      const m = modelOf()?.manifest
+      const bytes = m === undefined ? Infinity : (request.end - request.start) * m.layerBytes[modelOf()?.dtype ?? 'f32'] + (request.start === 0 ? m.embeddingBytes : 0) + (request.end === m.nLayers ? m.headBytes : 0)
+      if (bytes > (maxMemoryBytes === undefined ? JUDGE_MAX_MODEL_BYTES : Math.min(JUDGE_MAX_MODEL_BYTES, maxMemoryBytes / 4))) return SpotResponse.Status.REFUSED
       const key = `${request.sessionId}:${request.start}-${request.end}`
       if (seen.has(key)) return SpotResponse.Status.OK
       if (queue.length >= SPOT_MAX_QUEUE) return SpotResponse.Status.BUSY

@@ -48,7 +48,7 @@ beforeAll(async () => {
 }, 180_000)
 afterAll(cleanupDaemons)
 
-type Meta = { round: string, winner: string, ranking: string[], answers: Array<{ id: string, chain: Array<{ peer: string }>, text: string }>, judges: string[], recorded: boolean, audits: Array<{ subject: string, verifier: string, status: string }> }
+type Meta = { round: string, winner: string, ranking: string[], answers: Array<{ id: string, chain: Array<{ peer: string }>, text: string }>, judges: string[], failures: Array<{ judge: string, reason: string }>, recorded: boolean, audits: Array<{ subject: string, verifier: string, status: string }> }
 
 async function apiRound (seed: number): Promise<{ text: string, consensus: Meta }> {
   const res = await fetch(`${url}/v1/completions`, {
