@@ -142,7 +142,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
         }
       }
       case 'swarm':
-        return swarmView(host, loads)
+        return { ...swarmView(host, loads), reputation: ledger.summary() } // issue 7: the ledger beside the records
       case 'reputation':
         return { genesis: ledger.genesis, reputation: ledger.summary(), rounds: ledger.current().outcomes.length, spotChecks: spots.stats, recorded: spots.recorder.size }
       case 'allocation': {

@@ -111,6 +111,8 @@ describe('consensus on a multi-process testnet with a corrupting stage (issue 7)
       }
       return true
     }, 120_000, 250)
+    const view = await controlRequest(join(daemons[1].dir, 'control.sock'), { cmd: 'swarm' }) as unknown as { reputation: Rep }
+    expect(view.reputation[ids[3]].excluded).toBe(true) // the swarm view carries the ledger too
     for (const d of daemons) {
       const r = (await reputation(d)).reputation
       for (const [i, id] of ids.entries()) if (i !== 3) expect(r[id].excluded).toBe(false)
