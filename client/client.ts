@@ -17,6 +17,7 @@ import type { ModelInfo } from './route.ts'
 import { chatPrompt } from './chat.ts'
 import { stopMatcher } from './stop.ts'
 import { reputationSummary, runConsensusRound } from './consensus.ts'
+import { auditSampled, requestAudits } from './consensus-audit.ts'
 import type { ClientInit, GenerateEvent, GenerateOptions, MyceliumClient } from './types.ts'
 
 const DEFAULT_MAX_TOKENS = 128
@@ -138,9 +139,18 @@ export function createClient (init: ClientInit): MyceliumClient {
     let completion = 0
     let output = ''
     let chain: ChainHop[] = []
-    const finish = (finishReason: 'stop' | 'length', tail = ''): GenerateEvent => ({
-      type: 'done', finishReason, model: info.id, text: output, tail, chain, usage: { promptTokens: prompt.length, completionTokens: completion, totalTokens: prompt.length + completion }
-    })
+    // issue 7: a sampled fraction of plain requests gets its middle stages spot-checked (consensus-audit.ts)
+    let sessionId: string | undefined
+    let sessions = 0
+    const finish = (finishReason: 'stop' | 'length', tail = ''): GenerateEvent => {
+      if (sessionId !== undefined && sessions === 1) sampleAudit(sessionId, chain)
+      return { type: 'done', finishReason, model: info.id, text: output, tail, chain, usage: { promptTokens: prompt.length, completionTokens: completion, totalTokens: prompt.length + completion } }
+    }
+    const sampleAudit = (session: string, hops: ChainHop[]): void => {
+      const host = init.consensus
+      if (host?.auditRate === undefined || !auditSampled(session, host.auditRate)) return
+      void requestAudits({ round: `audit:${session}`, swarm, model: info.id, self: libp2p.peerId.toString(), state, online, reputation: host.reputation(), chains: [{ chain: hops, sessionId: session }], openStream }).catch(() => {})
+    }
     if (consensus !== undefined && init.consensus !== undefined) {
       // issue 7: k answers from chains with distinct nodes, judged and ranked (client/consensus.ts)
       const excluded = init.consensus.excluded
@@ -217,6 +227,7 @@ export function createClient (init: ClientInit): MyceliumClient {
             }
           }
         })) {
+          if (ev.type === 'open') { sessionId = ev.sessionId; sessions++ } // a repaired session is not audited (its neighbours changed)
           if (ev.type === 'retry') {
             for (const [index, hops] of [...replaced].sort(([a], [b]) => b - a)) chain = [...chain.slice(0, index), ...hops, ...chain.slice(index + 1)]
             replaced.clear()

@@ -1,10 +1,12 @@
-// The round owner's spot-check requests (issue 7): after a round, every middle stage of every
+// Spot-check requests (issue 7). After a consensus round its owner audits every middle stage of every
 // answering chain (a stage with a predecessor and a successor) is audited by SPOT_VERIFIERS
 // verifiers — admitted, not excluded, online, holding layers of the same model, outside the chain,
 // not the owner — chosen deterministically by SHA-256(round, session, subject, verifier). Each
 // verifier fetches the subject's inputs from the predecessor and its outputs from the successor
 // over /mycelium/<swarm>/spot-check/1.0.0, re-executes and writes its evidence record
-// (node/spot-check.ts); the ledger excludes the subject once two confirm a failure.
+// (node/spot-check.ts); the ledger excludes the subject once two confirm a failure. A client with
+// an `auditRate` (the daemon's API: SPOT_AUDIT_RATE) also audits that fraction of its plain
+// requests, chosen by the session id's hash (`auditSampled`), when the session was not repaired.
 import type { AbortOptions, Stream } from '@libp2p/interface'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
 import type { ReputationState } from '../consensus/index.ts'
@@ -14,6 +16,13 @@ import type { SwarmReader } from './route.ts'
 
 /** Verifiers asked per audited stage (two must confirm a failure). */
 export const SPOT_VERIFIERS = 3
+
+/** Whether a plain request's session is audited: SHA-256 of its id below `rate` (a fraction). */
+export function auditSampled (sessionId: string, rate: number): boolean {
+  if (!(rate > 0)) return false
+  const h = digestFields(['mycelium/consensus/audit-sample/1', sessionId])
+  return ((h[0] << 24 >>> 0) + (h[1] << 16) + (h[2] << 8) + h[3]) / 2 ** 32 < rate
+}
 
 export interface AuditOutcome { subject: string, session: string, verifier: string, status: string }
 

@@ -38,6 +38,8 @@ export interface ConsensusHost {
   record?: (id: string, data: Record<string, unknown>) => Promise<void>
   /** The highest round seq known (the owner takes the next). */
   lastSeq?: () => number
+  /** Fraction of plain (non-consensus) requests whose middle stages are spot-checked (default none). */
+  auditRate?: number
 }
 
 export interface ConsensusRequest {

@@ -35,6 +35,8 @@ export const JUDGE_MAX_MODEL_BYTES = 256 * 1024 * 1024
 /** How often the calibration loop looks for unadmitted members (ms), and how long before a subject is retried. */
 export const CALIBRATION_POLL_MS = 1000
 export const CALIBRATION_RETRY_MS = 30_000
+/** Fraction of the API's plain requests whose middle stages are spot-checked (client/consensus-audit.ts). */
+export const SPOT_AUDIT_RATE = 0.1
 /** Known-answer pairs per calibration, prompt tokens and greedy tokens per task. */
 export const CALIBRATION_TASKS = 2
 const CALIBRATION_PROMPT_TOKENS = 4
@@ -203,6 +205,7 @@ export function consensusOwnerOf (host: object): ConsensusHost {
     reputation: () => owner().reputation(),
     excluded: (peer) => running.get(host)?.owner.excluded?.(peer) === true,
     record: async (id, data) => { await owner().record?.(id, data) },
-    lastSeq: () => owner().lastSeq?.() ?? 0
+    lastSeq: () => owner().lastSeq?.() ?? 0,
+    auditRate: SPOT_AUDIT_RATE
   }
 }

@@ -9,6 +9,7 @@ import { tcp } from '@libp2p/tcp'
 import { pbStream } from '@libp2p/utils'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { auditSampled } from '../../client/consensus-audit.ts'
 import { sampleSpotChecks, spotCheck } from '../../consensus/index.ts'
 import { loadModel, type Shard } from '../../engine/index.ts'
 import { corruptHidden } from '../../node/spot-check-corrupt.ts'
@@ -140,5 +141,17 @@ describe('the verifier\'s check on real shards', () => {
     }
     // misaligned neighbours (a step missing on one side) give no trace
     expect(traceFromNeighbours({ start: 0, end: 2, dim, steps: [{ position: 0, rows: 1, hidden: new Uint8Array(dim * 4) }] }, { start: 4, end: 5, dim, steps: [] })).toBeUndefined()
+  })
+})
+
+describe('sampled audits of plain requests', () => {
+  it('auditSampled picks about `rate` of the sessions, the same ones every time', () => {
+    const ids = Array.from({ length: 4000 }, (_, i) => `session-${testSeed()}-${i}`)
+    const picked = ids.filter((id) => auditSampled(id, 0.1))
+    expect(picked.length / ids.length).toBeGreaterThan(0.08)
+    expect(picked.length / ids.length).toBeLessThan(0.12)
+    expect(ids.filter((id) => auditSampled(id, 0.1))).toEqual(picked)
+    expect(ids.some((id) => auditSampled(id, 0))).toBe(false)
+    expect(ids.every((id) => auditSampled(id, 1))).toBe(true)
   })
 })
