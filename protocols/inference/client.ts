@@ -139,6 +139,10 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
   const generated: number[] = []
   const pace = new Pace()
   let resuming: { attempt: number, detectedAt: number } | undefined
+  // span-only failover: every session is resumable, and a repair names the failed session, so the
+  // stages that kept its KV cache adopt it (only the replaced span re-runs the history)
+  let sessionId = request.sessionId ?? crypto.randomUUID()
+  let failedSession = ''
   for (let attempt = 0; ; attempt++) {
     const history = [...request.prompt, ...generated]
     const maxTokens = request.sampling?.maxTokens ?? 0
@@ -155,8 +159,8 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
         chain,
         prompt: history,
         ...(request.sampling !== undefined ? { sampling: { ...request.sampling, maxTokens: maxTokens > 0 ? maxTokens - generated.length : 0, skipDraws: generated.length } } : {}),
-        ...(attempt > 0 ? { sessionId: crypto.randomUUID() } : {})
-      }, pace, watch)) {
+        sessionId
+      }, pace, watch, failover === undefined ? undefined : { resume: failedSession })) {
         if (ev.type === 'token') {
           generated.push(ev.id)
           if (resuming !== undefined) { yield { type: 'resumed', attempt: resuming.attempt, ms: performance.now() - resuming.detectedAt }; resuming = undefined }
@@ -184,6 +188,8 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
         replaced.push(i)
       }
       chain = next
+      failedSession = sessionId
+      sessionId = crypto.randomUUID()
       resuming = { attempt: attempt + 1, detectedAt }
       yield { type: 'retry', attempt: attempt + 1, status, replaced, replayed: request.prompt.length + generated.length, detectMs: detectedAt - pace.last, probeMs: performance.now() - detectedAt, culprit: named >= 0 ? 'named' : 'probed' }
     }
@@ -248,7 +254,7 @@ interface StallWatch {
  * One session on one chain, no failover. With `watch`, a watchdog aborts the session (status
  * STALLED) when the next token (the first: `first` true) is later than its deadline.
  */
-async function * runSession (openStream: OpenStream, protocol: string, request: InferenceRequest, pace: Pace, watch?: StallWatch): AsyncGenerator<InferenceEvent> {
+async function * runSession (openStream: OpenStream, protocol: string, request: InferenceRequest, pace: Pace, watch?: StallWatch, resumable?: { resume: string }): AsyncGenerator<InferenceEvent> {
   const { chain, prompt, signal } = request
   if (chain.length === 0) throw new RangeError('a chain needs at least one stage')
   if (prompt.length === 0 || prompt.length > request.maxLength) throw new RangeError('the prompt needs 1 to maxLength tokens')
@@ -305,7 +311,10 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
         codec: wireCodec(request.codec ?? 'f32'),
         chain: chain.slice(1).map((h) => ({ peer: h.peer.toString(), start: h.start, end: h.end })),
         origin: '',
-        sampling: { temperature: s.temperature ?? 0, topP: s.topP ?? 1, topK: s.topK ?? 0, seed, maxTokens: s.maxTokens ?? 0, skipDraws: s.skipDraws ?? 0 }
+        sampling: { temperature: s.temperature ?? 0, topP: s.topP ?? 1, topK: s.topK ?? 0, seed, maxTokens: s.maxTokens ?? 0, skipDraws: s.skipDraws ?? 0 },
+        resumable: resumable !== undefined,
+        resume: resumable?.resume ?? '',
+        resumeTo: resumable !== undefined && resumable.resume !== '' ? prompt.length : 0
       }
     })
     const opened = await read(true)

@@ -29,6 +29,12 @@ export const INFERENCE_SESSION_TIMEOUT_MS = 10 * 60_000
 /** Grace for writing a last status frame and closing a stream. */
 export const INFERENCE_CLOSE_TIMEOUT_MS = 1000
 
+/**
+ * A resumable session that failed further along the ring keeps its KV cache (and the frames it
+ * passed on) this long for the client's repaired chain to adopt (span-only replay), then frees it.
+ */
+export const INFERENCE_SUSPEND_TIMEOUT_MS = 15_000
+
 /** Largest frame a liveness probe accepts back (a Result: status, ids, short detail). */
 export const INFERENCE_PROBE_MAX_FRAME_BYTES = 4096
 

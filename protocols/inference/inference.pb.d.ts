@@ -98,6 +98,9 @@ export interface OpenSession {
     chain: Hop[];
     origin: string;
     sampling?: Sampling;
+    resumable?: boolean;
+    resume?: string;
+    resumeTo?: number;
 }
 export declare namespace OpenSession {
     const codec: () => Codec<OpenSession>;
@@ -168,9 +171,21 @@ export declare namespace OpenSession {
         field: '$.sampling.skipDraws';
         value: number;
     }
+    interface OpenSessionResumableFieldEvent {
+        field: '$.resumable';
+        value: boolean;
+    }
+    interface OpenSessionResumeFieldEvent {
+        field: '$.resume';
+        value: string;
+    }
+    interface OpenSessionResumeToFieldEvent {
+        field: '$.resumeTo';
+        value: number;
+    }
     function encode(obj: Partial<OpenSession>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<OpenSession>): OpenSession;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<OpenSession>): Generator<OpenSessionSessionIdFieldEvent | OpenSessionModelFieldEvent | OpenSessionStartFieldEvent | OpenSessionEndFieldEvent | OpenSessionMaxLengthFieldEvent | OpenSessionCodecFieldEvent | OpenSessionChainPeerFieldEvent | OpenSessionChainStartFieldEvent | OpenSessionChainEndFieldEvent | OpenSessionOriginFieldEvent | OpenSessionSamplingTemperatureFieldEvent | OpenSessionSamplingTopPFieldEvent | OpenSessionSamplingTopKFieldEvent | OpenSessionSamplingSeedFieldEvent | OpenSessionSamplingMaxTokensFieldEvent | OpenSessionSamplingSkipDrawsFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<OpenSession>): Generator<OpenSessionSessionIdFieldEvent | OpenSessionModelFieldEvent | OpenSessionStartFieldEvent | OpenSessionEndFieldEvent | OpenSessionMaxLengthFieldEvent | OpenSessionCodecFieldEvent | OpenSessionChainPeerFieldEvent | OpenSessionChainStartFieldEvent | OpenSessionChainEndFieldEvent | OpenSessionOriginFieldEvent | OpenSessionSamplingTemperatureFieldEvent | OpenSessionSamplingTopPFieldEvent | OpenSessionSamplingTopKFieldEvent | OpenSessionSamplingSeedFieldEvent | OpenSessionSamplingMaxTokensFieldEvent | OpenSessionSamplingSkipDrawsFieldEvent | OpenSessionResumableFieldEvent | OpenSessionResumeFieldEvent | OpenSessionResumeToFieldEvent>;
 }
 export interface Step {
     sessionId: string;
@@ -263,6 +278,7 @@ export interface Result {
     sessionId: string;
     detail: string;
     peer: string;
+    position?: number;
 }
 export declare namespace Result {
     const codec: () => Codec<Result>;
@@ -282,9 +298,13 @@ export declare namespace Result {
         field: '$.peer';
         value: string;
     }
+    interface ResultPositionFieldEvent {
+        field: '$.position';
+        value: number;
+    }
     function encode(obj: Partial<Result>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Result>): Result;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Result>): Generator<ResultStatusFieldEvent | ResultSessionIdFieldEvent | ResultDetailFieldEvent | ResultPeerFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Result>): Generator<ResultStatusFieldEvent | ResultSessionIdFieldEvent | ResultDetailFieldEvent | ResultPeerFieldEvent | ResultPositionFieldEvent>;
 }
 export interface Probe {
 }
@@ -372,6 +392,18 @@ export declare namespace Frame {
         field: '$.open.sampling.skipDraws';
         value: number;
     }
+    interface FrameOpenResumableFieldEvent {
+        field: '$.open.resumable';
+        value: boolean;
+    }
+    interface FrameOpenResumeFieldEvent {
+        field: '$.open.resume';
+        value: string;
+    }
+    interface FrameOpenResumeToFieldEvent {
+        field: '$.open.resumeTo';
+        value: number;
+    }
     interface FrameStepSessionIdFieldEvent {
         field: '$.step.sessionId';
         value: string;
@@ -438,11 +470,15 @@ export declare namespace Frame {
         field: '$.result.peer';
         value: string;
     }
+    interface FrameResultPositionFieldEvent {
+        field: '$.result.position';
+        value: number;
+    }
     interface FrameCloseFieldEvent {
         field: '$.close';
         value: string;
     }
     function encode(obj: Partial<Frame>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Frame;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FrameOpenSessionIdFieldEvent | FrameOpenModelFieldEvent | FrameOpenStartFieldEvent | FrameOpenEndFieldEvent | FrameOpenMaxLengthFieldEvent | FrameOpenCodecFieldEvent | FrameOpenChainPeerFieldEvent | FrameOpenChainStartFieldEvent | FrameOpenChainEndFieldEvent | FrameOpenOriginFieldEvent | FrameOpenSamplingTemperatureFieldEvent | FrameOpenSamplingTopPFieldEvent | FrameOpenSamplingTopKFieldEvent | FrameOpenSamplingSeedFieldEvent | FrameOpenSamplingMaxTokensFieldEvent | FrameOpenSamplingSkipDrawsFieldEvent | FrameStepSessionIdFieldEvent | FrameStepPositionFieldEvent | FrameStepTokensFieldEvent | FrameStepHiddenFieldEvent | FrameStepDtypeFieldEvent | FrameStepShapeFieldEvent | FrameTokenSessionIdFieldEvent | FrameTokenTokenFieldEvent | FrameTokenPositionFieldEvent | FrameTokenDoneFieldEvent | FrameTokenBosFieldEvent | FrameAttachSessionIdFieldEvent | FrameResultStatusFieldEvent | FrameResultSessionIdFieldEvent | FrameResultDetailFieldEvent | FrameResultPeerFieldEvent | FrameCloseFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FrameOpenSessionIdFieldEvent | FrameOpenModelFieldEvent | FrameOpenStartFieldEvent | FrameOpenEndFieldEvent | FrameOpenMaxLengthFieldEvent | FrameOpenCodecFieldEvent | FrameOpenChainPeerFieldEvent | FrameOpenChainStartFieldEvent | FrameOpenChainEndFieldEvent | FrameOpenOriginFieldEvent | FrameOpenSamplingTemperatureFieldEvent | FrameOpenSamplingTopPFieldEvent | FrameOpenSamplingTopKFieldEvent | FrameOpenSamplingSeedFieldEvent | FrameOpenSamplingMaxTokensFieldEvent | FrameOpenSamplingSkipDrawsFieldEvent | FrameOpenResumableFieldEvent | FrameOpenResumeFieldEvent | FrameOpenResumeToFieldEvent | FrameStepSessionIdFieldEvent | FrameStepPositionFieldEvent | FrameStepTokensFieldEvent | FrameStepHiddenFieldEvent | FrameStepDtypeFieldEvent | FrameStepShapeFieldEvent | FrameTokenSessionIdFieldEvent | FrameTokenTokenFieldEvent | FrameTokenPositionFieldEvent | FrameTokenDoneFieldEvent | FrameTokenBosFieldEvent | FrameAttachSessionIdFieldEvent | FrameResultStatusFieldEvent | FrameResultSessionIdFieldEvent | FrameResultDetailFieldEvent | FrameResultPeerFieldEvent | FrameResultPositionFieldEvent | FrameCloseFieldEvent>;
 }

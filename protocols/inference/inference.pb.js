@@ -355,6 +355,18 @@ export var OpenSession;
                     w.uint32(74);
                     Sampling.codec().encode(obj.sampling, w);
                 }
+                if (obj.resumable != null) {
+                    w.uint32(80);
+                    w.bool(obj.resumable);
+                }
+                if (obj.resume != null) {
+                    w.uint32(90);
+                    w.string(obj.resume);
+                }
+                if (obj.resumeTo != null) {
+                    w.uint32(96);
+                    w.uint32(obj.resumeTo);
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -414,6 +426,18 @@ export var OpenSession;
                             obj.sampling = Sampling.codec().decode(reader, reader.uint32(), {
                                 limits: opts.limits?.sampling
                             });
+                            break;
+                        }
+                        case 10: {
+                            obj.resumable = reader.bool();
+                            break;
+                        }
+                        case 11: {
+                            obj.resume = reader.string();
+                            break;
+                        }
+                        case 12: {
+                            obj.resumeTo = reader.uint32();
                             break;
                         }
                         default: {
@@ -499,6 +523,27 @@ export var OpenSession;
                             yield* Sampling.codec().stream(reader, reader.uint32(), `${prefix}.sampling`, {
                                 limits: opts.limits?.sampling
                             });
+                            break;
+                        }
+                        case 10: {
+                            yield {
+                                field: `${prefix}.resumable`,
+                                value: reader.bool()
+                            };
+                            break;
+                        }
+                        case 11: {
+                            yield {
+                                field: `${prefix}.resume`,
+                                value: reader.string()
+                            };
+                            break;
+                        }
+                        case 12: {
+                            yield {
+                                field: `${prefix}.resumeTo`,
+                                value: reader.uint32()
+                            };
                             break;
                         }
                         default: {
@@ -927,6 +972,10 @@ export var Result;
                     w.uint32(34);
                     w.string(obj.peer);
                 }
+                if (obj.position != null) {
+                    w.uint32(40);
+                    w.uint32(obj.position);
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -955,6 +1004,10 @@ export var Result;
                         }
                         case 4: {
                             obj.peer = reader.string();
+                            break;
+                        }
+                        case 5: {
+                            obj.position = reader.uint32();
                             break;
                         }
                         default: {
@@ -994,6 +1047,13 @@ export var Result;
                             yield {
                                 field: `${prefix}.peer`,
                                 value: reader.string()
+                            };
+                            break;
+                        }
+                        case 5: {
+                            yield {
+                                field: `${prefix}.position`,
+                                value: reader.uint32()
                             };
                             break;
                         }

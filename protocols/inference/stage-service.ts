@@ -12,21 +12,22 @@
 //   services: { inference: inferenceStageService({ swarm }) }  then  services.inference.serve(shard, { model })
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger, Startable, Stream } from '@libp2p/interface'
-import { decodeHidden } from '../../engine/codecs.ts'
+import { decodeHidden, encodedHiddenBytes } from '../../engine/codecs.ts'
+import type { HiddenCodec as EngineCodec } from '../../engine/codecs.ts'
 import type { Session, Shard, StageInput, StageOutput } from '../../engine/index.ts'
 import { protocolId } from '../swarm.ts'
 import {
   INFERENCE_IDLE_TIMEOUT_MS, INFERENCE_MAX_FRAME_BYTES, INFERENCE_MAX_ID_LENGTH, INFERENCE_MAX_INBOUND_STREAMS,
-  INFERENCE_MAX_KV_BYTES, INFERENCE_MAX_SESSIONS, INFERENCE_OPEN_TIMEOUT_MS, INFERENCE_PROTOCOL_NAME, INFERENCE_PROTOCOL_VERSION, INFERENCE_SESSION_TIMEOUT_MS
+  INFERENCE_MAX_KV_BYTES, INFERENCE_MAX_SESSIONS, INFERENCE_OPEN_TIMEOUT_MS, INFERENCE_PROTOCOL_NAME, INFERENCE_PROTOCOL_VERSION, INFERENCE_SESSION_TIMEOUT_MS, INFERENCE_SUSPEND_TIMEOUT_MS
 } from './constants.ts'
 import { Status } from './inference.pb.js'
 import type { Frame, OpenSession, Step, Token } from './inference.pb.js'
-import { checkOpen, checkStep, Refusal } from './stage-checks.ts'
+import { checkOpen, checkStep, kvBytesFor, Refusal } from './stage-checks.ts'
 import { StageScheduler } from './stage-scheduler.ts'
 import { connectOnward, culprit, nextHopEnd, passOn, stageSession } from './stage-session.ts'
-import type { StageSession } from './stage-session.ts'
+import type { SentFrame, StageSession } from './stage-session.ts'
 import type { InferenceStageComponents, InferenceStageInit, StageShard, StageStats } from './stage-types.ts'
-import { asError, frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
+import { asError, engineCodec, frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
 import type { FrameChannel } from './wire.ts'
 
 /** `/mycelium/<swarm>/inference/1.0.0`. */
@@ -43,10 +44,23 @@ export type { InferenceRegistrar, InferenceStageComponents, InferenceStageInit, 
  */
 export type StageTap = (step: { sessionId: string, position: number, T: number, input: StageInput, output: StageOutput, start: number, end: number, prevPeer?: string, nextPeer?: string }) => void
 
+/** A failed resumable session kept for a resume: its engine session (KV) and the frames it passed on. */
+interface Suspended {
+  shard: Shard
+  session: Session
+  codec: EngineCodec
+  maxLength: number
+  sent?: SentFrame[]
+  reservedBytes: number
+  timer: ReturnType<typeof setTimeout>
+}
+
 export class InferenceStageService implements Startable {
   readonly protocol: string
   private readonly scheduler: StageScheduler
-  private readonly counters = { opened: 0, refused: 0, steps: 0, tokens: 0 }
+  private readonly counters = { opened: 0, refused: 0, steps: 0, tokens: 0, resumed: 0, keptRows: 0 }
+  /** Failed resumable sessions kept for a resume, by their id (span-only failover). */
+  private readonly suspended = new Map<string, Suspended>()
   private readonly components: InferenceStageComponents
   private readonly init: InferenceStageInit
   private readonly log: Logger
@@ -91,7 +105,9 @@ export class InferenceStageService implements Startable {
   get usage (): { sessions: number, reservedBytes: number, kvBytes: number } {
     let kvBytes = 0
     for (const s of this.sessions.values()) kvBytes += s.session.kvBytes
-    return { sessions: this.sessions.size, reservedBytes: this.reservedBytes, kvBytes }
+    for (const k of this.suspended.values()) kvBytes += k.session.kvBytes
+    // a suspended session holds its memory like a live one
+    return { sessions: this.sessions.size + this.suspended.size, reservedBytes: this.reservedBytes, kvBytes }
   }
 
   async start (): Promise<void> {
@@ -109,6 +125,32 @@ export class InferenceStageService implements Startable {
     this.shutdown.abort()
     await this.components.registrar.unhandle(this.protocol)
     await Promise.all([...this.sessions.values()].map(async (s) => { await this.teardown(s, Status.INTERNAL, 'stage stopping') }))
+    for (const id of [...this.suspended.keys()]) this.release(id)
+  }
+
+  /** Frees a suspended session's KV cache and reservation. */
+  private release (id: string): void {
+    const k = this.suspended.get(id)
+    if (k === undefined) return
+    this.suspended.delete(id)
+    clearTimeout(k.timer)
+    this.reservedBytes -= k.reservedBytes
+    k.session.close()
+  }
+
+  /**
+   * A suspended session `open` may adopt: same shard and codec, room for the new max length. It
+   * leaves the suspended map (its reservation freed: the new session reserves its own).
+   */
+  private adopt (open: OpenSession, shard: Shard): Suspended | undefined {
+    const id = open.resume ?? ''
+    const k = id === '' ? undefined : this.suspended.get(id)
+    if (k === undefined) return undefined
+    this.suspended.delete(id)
+    clearTimeout(k.timer)
+    this.reservedBytes -= k.reservedBytes
+    if (k.shard !== shard || k.codec !== engineCodec(open.codec) || k.maxLength < open.maxLength || (open.resumeTo ?? 0) === 0) { k.session.close(); return undefined }
+    return k
   }
 
   /** Serves one inbound stream (exported through the service for in-memory stream tests). */
@@ -126,7 +168,7 @@ export class InferenceStageService implements Startable {
       return
     }
     // a liveness probe (the client's failover): answered at once, no session, nothing logged
-    if (first.probe !== undefined) await ch.end({ result: { status: Status.OK, sessionId: '', detail: '', peer: '' } })
+    if (first.probe !== undefined) await ch.end({ result: { status: Status.OK, sessionId: '', detail: '', peer: '', position: 0 } })
     else if (first.open !== undefined) await this.open(ch, first.open, remotePeer)
     else if (first.attach !== undefined) await this.attach(ch, first.attach.sessionId, remotePeer)
     else if (first.step !== undefined) await this.refuse(ch, Status.UNKNOWN_SESSION, first.step.sessionId, 'no session is open on this stream')
@@ -138,7 +180,7 @@ export class InferenceStageService implements Startable {
   private async refuse (ch: FrameChannel, status: Status, sessionId: string, detail: string): Promise<void> {
     this.counters.refused++
     this.log('refused %s: %s', status, detail)
-    await ch.end({ result: { status, sessionId: sessionId.slice(0, INFERENCE_MAX_ID_LENGTH), detail, peer: '' } })
+    await ch.end({ result: { status, sessionId: sessionId.slice(0, INFERENCE_MAX_ID_LENGTH), detail, peer: '', position: 0 } })
   }
 
   private async open (upstream: FrameChannel, open: OpenSession, remotePeer: string): Promise<void> {
@@ -147,7 +189,7 @@ export class InferenceStageService implements Startable {
       shard,
       model: this.served?.model,
       isOpen: (id) => this.sessions.has(id),
-      sessions: this.sessions.size,
+      sessions: this.sessions.size + this.suspended.size,
       maxSessions: this.init.maxSessions ?? INFERENCE_MAX_SESSIONS,
       reservedBytes: this.reservedBytes,
       maxKvBytes: this.init.maxKvBytes ?? INFERENCE_MAX_KV_BYTES
@@ -156,14 +198,40 @@ export class InferenceStageService implements Startable {
       await this.refuse(upstream, refusal?.status ?? Status.WRONG_LAYERS, open.sessionId, refusal?.message ?? 'no shard')
       return
     }
+    // the frames a resumable session passes on are kept: reserved with its KV
+    const kept = this.adopt(open, shard)
+    const sentBytes = open.resumable === true && !shard.isLast ? open.maxLength * encodedHiddenBytes(engineCodec(open.codec) as EngineCodec, shard.config.dim) : 0
+    if (this.reservedBytes + kvBytesFor(shard, open.maxLength) + sentBytes > (this.init.maxKvBytes ?? INFERENCE_MAX_KV_BYTES)) {
+      kept?.session.close()
+      await this.refuse(upstream, Status.FULL, open.sessionId, 'no room for the frames a resumable session keeps')
+      return
+    }
     let session: Session
     try {
-      session = shard.openSession({ maxLength: open.maxLength })
+      session = kept?.session ?? shard.openSession({ maxLength: open.maxLength })
     } catch (err) {
       await this.refuse(upstream, Status.INTERNAL, open.sessionId, `engine: ${(err as Error).name}`)
       return
     }
     const s = stageSession(open, shard, session, upstream)
+    s.reservedBytes += sentBytes
+    // span-only failover: keep the positions before the history's end (the last stage one fewer: it
+    // must run a row to sample), and before that only whole frames passed on (a replacement after
+    // us is fed from them)
+    if (kept !== undefined) {
+      const to = open.resumeTo ?? 0
+      let have = Math.min(session.position, shard.isLast ? to - 1 : to)
+      if (!shard.isLast && s.sent === undefined) have = 0 // nothing kept to feed a replacement after us
+      if (s.sent !== undefined) {
+        let end = 0
+        for (const f of kept.sent ?? []) { if (f.position !== end || f.position + f.T > have) break; end += f.T }
+        have = Math.min(have, end)
+        s.sent = (kept.sent ?? []).filter((f) => f.position + f.T <= have)
+      }
+      session.truncate(have)
+      s.adopted = true
+      this.counters.resumed++
+    }
     const tap = (this.served as { tap?: StageTap } | undefined)?.tap
     if (tap !== undefined) this.taps.set(s, tap)
     if (!shard.isFirst) s.prevPeer = remotePeer
@@ -173,12 +241,19 @@ export class InferenceStageService implements Startable {
     this.counters.opened++
     const signal = AbortSignal.any([this.shutdown.signal, s.done.signal, AbortSignal.timeout(this.openTimeoutMs)])
     try {
-      await connectOnward(s, open, {
+      const needs = await connectOnward(s, open, {
         self: this.components.peerId.toString(),
         maxFrameBytes: this.maxFrameBytes,
         openStream: async (peer, options) => await this.components.connectionManager.openStream(peerIdFromString(peer), this.protocol, options)
       }, signal)
-      await upstream.write({ result: { status: Status.OK, sessionId: s.id, detail: '', peer: '' } })
+      // a resume: the next hop needs the rows from `needs` on; the kept frames before our KV position
+      // feed it (a fresh replacement needs them all), what we run from here on follows
+      if (s.adopted && s.downstream !== undefined) {
+        for (const f of s.sent ?? []) {
+          if (f.position + f.T > needs) await s.downstream.write({ step: { sessionId: s.id, position: f.position, tokens: [], hidden: f.hidden as Uint8Array<ArrayBuffer>, dtype: wireCodec(s.codec), shape: [f.T, shard.config.dim] } })
+        }
+      }
+      await upstream.write({ result: { status: Status.OK, sessionId: s.id, detail: '', peer: '', position: s.adopted ? s.session.position : 0 } })
     } catch (err) {
       // (the token stream to the first stage failing is not pinned on a peer: either side may be at fault)
       const r = err instanceof Refusal ? err : new Refusal(Status.DOWNSTREAM, `opening the chain onward failed: ${asError(err).message}`)
@@ -200,7 +275,7 @@ export class InferenceStageService implements Startable {
     }
     s.back = ch
     s.onAttach()
-    await ch.write({ result: { status: Status.OK, sessionId, detail: '', peer: '' } })
+    await ch.write({ result: { status: Status.OK, sessionId, detail: '', peer: '', position: 0 } })
     for (;;) {
       let frame: Frame
       const idle = AbortSignal.timeout(this.idleTimeoutMs)
@@ -217,6 +292,7 @@ export class InferenceStageService implements Startable {
         return
       }
       if (frame.token !== undefined && frame.token.sessionId === s.id) {
+        await s.prefillDone
         if (!await this.onToken(s, frame.token)) return
       } else {
         const r = frame.result
@@ -241,7 +317,9 @@ export class InferenceStageService implements Startable {
         frame = await s.upstream.read({ signal: AbortSignal.any([this.shutdown.signal, s.done.signal, ...idle]) })
       } catch (err) {
         if (s.closed) return
-        if (isEndOfStream(err)) await this.teardown(s, Status.OK, 'closed by upstream')
+        // a session ends with a `close` frame; a resumable session's previous stage that vanishes
+        // without one (a crash often reaches us as a clean end) failed: keep the KV for a resume
+        if (isEndOfStream(err)) await (s.resumable && !shard.isFirst ? this.teardown(s, Status.DOWNSTREAM, 'the previous stage\'s stream ended without a close', s.prevPeer ?? '') : this.teardown(s, Status.OK, 'closed by upstream'))
         else if ((err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError') await this.teardown(s, Status.TIMEOUT, 'no step within the idle deadline')
         // a reset upstream: on the first stage the client went away (it aborts its stream to cancel);
         // elsewhere the previous stage died or aborted — a failure along the ring, named for the
@@ -251,10 +329,15 @@ export class InferenceStageService implements Startable {
         return
       }
       if (frame.close !== undefined) { await this.teardown(s, Status.OK, 'closed'); return }
+      // the previous stage ended the session with a status (it passes its Result on downstream too)
+      const r = frame.result
+      if (r !== undefined && r.status !== Status.OK && !shard.isFirst) { await this.teardown(s, r.status, `upstream: ${r.detail}`, culprit(r, s.prevPeer ?? '')); return }
       if (frame.step === undefined) { await this.teardown(s, Status.MALFORMED, 'expected a step'); return }
       if (shard.isFirst && s.prefilled) { await this.teardown(s, Status.OUT_OF_ORDER, 'the prompt was already sent: decode steps come from the last stage'); return }
       s.prefilled = true
-      if (!await this.step(s, frame.step)) return
+      const ok = await this.step(s, frame.step)
+      s.onPrefilled()
+      if (!ok) return
     }
   }
 
@@ -265,9 +348,26 @@ export class InferenceStageService implements Startable {
     let T: number
     let out: StageOutput
     let input: StageInput
+    let position = step.position
     try {
-      T = checkStep(step, { id: s.id, shard, codec: s.codec, position: s.session.position, maxLength: s.maxLength })
-      input = shard.isFirst ? { tokens: step.tokens } : { hidden: decodeHidden(s.codec, step.hidden, T * dim) }
+      // a resumed session's replay starts before its KV position: rows it holds are dropped (their
+      // outputs were passed on from the kept frames), the rest run; frames stay contiguous
+      let at = s.session.position
+      if (s.adopted) {
+        if (s.expectIn !== undefined && step.position !== s.expectIn) throw new Refusal(Status.OUT_OF_ORDER, `replayed step at ${step.position}, expected ${s.expectIn}`)
+        at = Math.min(step.position, s.session.position)
+      }
+      T = checkStep(step, { id: s.id, shard, codec: s.codec, position: at, maxLength: s.maxLength })
+      const skip = s.session.position - at
+      if (s.adopted) {
+        s.expectIn = at + T
+        if (skip >= T) { this.counters.keptRows += T; return true }
+        s.adopted = false
+      }
+      input = shard.isFirst ? { tokens: step.tokens.slice(skip) } : { hidden: decodeHidden(s.codec, step.hidden, T * dim).subarray(skip * dim) }
+      this.counters.keptRows += skip
+      T -= skip
+      position += skip
       out = await this.run(s, input, T)
     } catch (err) {
       if (s.closed) return false
@@ -277,14 +377,14 @@ export class InferenceStageService implements Startable {
     }
     if (s.closed) return false
     try {
-      this.taps.get(s)?.({ sessionId: s.id, position: step.position, T, input, output: out, start: shard.start, end: shard.end, ...(s.prevPeer !== undefined ? { prevPeer: s.prevPeer } : {}), ...(s.nextPeer !== undefined ? { nextPeer: s.nextPeer } : {}) })
+      this.taps.get(s)?.({ sessionId: s.id, position, T, input, output: out, start: shard.start, end: shard.end, ...(s.prevPeer !== undefined ? { prevPeer: s.prevPeer } : {}), ...(s.nextPeer !== undefined ? { nextPeer: s.nextPeer } : {}) })
     } catch {
       // reason: an observer never breaks the stage
     }
     this.counters.steps++
     let token: Token | undefined
     try {
-      token = await passOn(s, step.position, T, out)
+      token = await passOn(s, position, T, out)
     } catch (err) {
       await this.teardown(s, Status.DOWNSTREAM, `forwarding failed: ${asError(err).message}`, s.nextPeer ?? s.origin ?? '')
       return false
@@ -336,19 +436,28 @@ export class InferenceStageService implements Startable {
     if (s.closed) return
     s.closed = true
     s.done.abort()
+    s.onPrefilled()
     clearTimeout(s.expiry)
     this.sessions.delete(s.id)
-    this.reservedBytes -= s.reservedBytes
     this.scheduler.cancel(s.session)
-    s.session.close()
+    // span-only failover: a resumable session that failed further along the ring (another stage is
+    // named) keeps its KV cache and reservation a while, for the repaired chain to adopt
+    if (s.resumable && status !== Status.OK && peer !== '' && peer !== this.components.peerId.toString() && !this.shutdown.signal.aborted && !this.suspended.has(s.id)) {
+      const timer = setTimeout(() => { this.release(s.id) }, this.init.suspendTimeoutMs ?? INFERENCE_SUSPEND_TIMEOUT_MS)
+      this.suspended.set(s.id, { shard: s.shard, session: s.session, codec: s.codec, maxLength: s.maxLength, sent: s.sent, reservedBytes: s.reservedBytes, timer })
+    } else {
+      this.reservedBytes -= s.reservedBytes
+      s.session.close()
+    }
     if (status !== Status.OK) {
       this.counters.refused++
       this.log('session %s ended: %s %s%s', s.id, status, detail, peer === '' ? '' : ` (peer ${peer})`)
     }
-    const result = status === Status.OK ? undefined : { result: { status, sessionId: s.id, detail: detail.slice(0, 512), peer } }
+    const result = status === Status.OK ? undefined : { result: { status, sessionId: s.id, detail: detail.slice(0, 512), peer, position: 0 } }
     await Promise.all([
       s.upstream.end(result),
-      s.downstream?.end(),
+      // the next hop learns why too (it keeps its KV for a resume when another stage is named)
+      s.downstream?.end(result ?? { close: s.id }),
       // the last stage tells the first stage too (its upstream may be what failed)
       s.back?.end(s.shard.isFirst ? undefined : result)
     ])

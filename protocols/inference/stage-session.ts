@@ -40,9 +40,25 @@ export interface StageSession {
   origin?: string
   /** Stages after the first: the peer the session's upstream stream came from (the previous stage). */
   prevPeer?: string
+  /** Failover: keep the KV cache (and `sent`) when the session fails further along the ring. */
+  resumable: boolean
+  /** Resumable sessions with a next hop: the step frames passed on, so a replacement can be fed. */
+  sent?: SentFrame[]
+  /** A resumed session's replay: positions replayed; no token is sampled before row replayTo − 1 (0: none). */
+  replayTo: number
+  /** The session adopted a failed session's KV: its first step may start before the KV position. */
+  adopted: boolean
+  /** While `adopted`: the position the next replayed step must start at (after the first). */
+  expectIn?: number
   /** First stage: resolves when the last stage's token stream attaches. */
   attached: Promise<void>
   onAttach: () => void
+  /**
+   * First stage: resolves when the prompt step ran (or the session ended). A resumed ring can
+   * sample its first token before that (the stages after us feed it from their kept frames).
+   */
+  prefillDone: Promise<void>
+  onPrefilled: () => void
   upstream: FrameChannel
   downstream?: FrameChannel
   back?: FrameChannel
@@ -55,6 +71,8 @@ export interface StageSession {
 export function stageSession (open: OpenSession, shard: Shard, session: Session, upstream: FrameChannel): StageSession {
   let onAttach = (): void => {}
   const attached = new Promise<void>((resolve) => { onAttach = resolve })
+  let onPrefilled = (): void => {}
+  const prefillDone = new Promise<void>((resolve) => { onPrefilled = resolve })
   const s: StageSession = {
     id: open.sessionId,
     shard,
@@ -68,10 +86,16 @@ export function stageSession (open: OpenSession, shard: Shard, session: Session,
     ringSize: shard.isFirst ? open.chain.length + 1 : 1,
     attached,
     onAttach,
+    prefillDone,
+    onPrefilled,
     upstream,
     closed: false,
-    done: new AbortController()
+    done: new AbortController(),
+    resumable: open.resumable === true,
+    replayTo: (open.resume ?? '') !== '' ? (open.resumeTo ?? 0) : 0,
+    adopted: false
   }
+  if (open.resumable === true && !shard.isLast) s.sent = []
   if (!shard.isLast && open.chain.length > 0) s.nextPeer = open.chain[0].peer
   if (shard.isLast && !shard.isFirst) s.origin = open.origin
   if (shard.isLast) {
@@ -84,6 +108,13 @@ export function stageSession (open: OpenSession, shard: Shard, session: Session,
   // the last stage attaches before it answers, so its Attach arrives before the chain's OK
   if (shard.isFirst && !shard.isLast) s.lastPeer = open.chain[open.chain.length - 1].peer
   return s
+}
+
+/** A step frame a stage passed on (kept for a resume: the exact bytes the next hop got). */
+export interface SentFrame {
+  position: number
+  T: number
+  hidden: Uint8Array
 }
 
 export interface OnwardDeps {
@@ -99,7 +130,8 @@ export interface OnwardDeps {
  * OK), or on the last stage attaches the token stream to the first stage; the first stage then
  * waits for that attach. Throws a Refusal (DOWNSTREAM) when the chain cannot be completed.
  */
-export async function connectOnward (s: StageSession, open: OpenSession, deps: OnwardDeps, signal: AbortSignal): Promise<void> {
+export async function connectOnward (s: StageSession, open: OpenSession, deps: OnwardDeps, signal: AbortSignal): Promise<number> {
+  let needs = 0
   const shard = s.shard
   if (!shard.isLast) {
     const [next, ...rest] = open.chain
@@ -117,6 +149,7 @@ export async function connectOnward (s: StageSession, open: OpenSession, deps: O
     if (answer?.status !== Status.OK) {
       throw new Refusal(Status.DOWNSTREAM, `next hop ${next.peer} answered ${answer?.status ?? 'no result'}: ${answer?.detail ?? ''}`, culprit(answer, next.peer))
     }
+    needs = answer.position ?? 0
   } else if (!shard.isFirst) {
     s.back = frameChannel(await deps.openStream(open.origin, { signal }), deps.maxFrameBytes)
     await s.back.write({ attach: { sessionId: s.id } })
@@ -124,6 +157,7 @@ export async function connectOnward (s: StageSession, open: OpenSession, deps: O
     if (answer?.status !== Status.OK) throw new Refusal(Status.DOWNSTREAM, `first stage ${open.origin} refused the token stream: ${answer?.status ?? 'no result'}`)
   }
   if (s.lastPeer !== undefined) await raceAbort(s.attached, signal)
+  return needs
 }
 
 /**
@@ -154,10 +188,15 @@ async function raceAbort (promise: Promise<void>, signal: AbortSignal): Promise<
 export async function passOn (s: StageSession, position: number, T: number, out: StageOutput): Promise<Token | undefined> {
   const { dim, bosId } = s.shard.config
   if (s.downstream !== undefined) {
-    await s.downstream.write({ step: { sessionId: s.id, position, tokens: [], hidden: encodeHidden(s.codec, out.hidden as Float32Array) as Uint8Array<ArrayBuffer>, dtype: wireCodec(s.codec), shape: [T, dim] } })
+    const hidden = encodeHidden(s.codec, out.hidden as Float32Array) as Uint8Array<ArrayBuffer>
+    s.sent?.push({ position, T, hidden })
+    await s.downstream.write({ step: { sessionId: s.id, position, tokens: [], hidden, dtype: wireCodec(s.codec), shape: [T, dim] } })
     return undefined
   }
   const last = position + T - 1
+  // a resumed session's replay: the tokens up to the history's end are known already
+  if (s.replayTo > 0 && last < s.replayTo - 1) return undefined
+  s.replayTo = 0
   const token = (s.sampler as Sampler).sample(out.logits as Float32Array)
   s.generated++
   const bos = token === bosId

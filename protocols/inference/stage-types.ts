@@ -17,6 +17,8 @@ export interface InferenceStageInit {
   openTimeoutMs?: number
   idleTimeoutMs?: number
   sessionTimeoutMs?: number
+  /** How long a resumable session that failed further along the ring keeps its KV for a resume. */
+  suspendTimeoutMs?: number
   /** Concurrent inbound streams per connection (default INFERENCE_MAX_INBOUND_STREAMS). */
   maxInboundStreams?: number
   /** Engine steps queued for the batching scheduler at once (default INFERENCE_MAX_QUEUED_STEPS). */
@@ -49,4 +51,7 @@ export interface StageStats extends SchedulerStats {
   refused: number
   steps: number
   tokens: number
+  /** Failover: sessions that kept a failed session's KV (span-only replay), and the input rows they did not recompute. */
+  resumed: number
+  keptRows: number
 }

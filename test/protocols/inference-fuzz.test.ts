@@ -45,7 +45,7 @@ function randomFrame (rand: () => number): Partial<InferenceFrame> {
     case 0: {
       const start = pick([0, 0, 1, 2, 3]); const end = pick([3, 5, 5, 4])
       const chain = end === 5 ? pick([[], [], [{ peer: PEER, start: 5, end: 6 }]]) : pick([[{ peer: PEER, start: end, end: 5 }], [], [{ peer: 'bad', start: end, end: 5 }]])
-      return { open: { sessionId: id, model: pick(['', 'm', 'other']), start, end, maxLength: pick([1, 2, 8, 64, 512, 100_000]), codec, chain, origin: pick(['', PEER]), sampling: { temperature: pick([0, 0.8, -1]), topP: pick([0, 0.9, 2]), topK: int(5), seed: int(1000), maxTokens: int(4), skipDraws: int(3) } } }
+      return { open: { sessionId: id, model: pick(['', 'm', 'other']), start, end, maxLength: pick([1, 2, 8, 64, 512, 100_000]), codec, chain, origin: pick(['', PEER]), sampling: { temperature: pick([0, 0.8, -1]), topP: pick([0, 0.9, 2]), topK: int(5), seed: int(1000), maxTokens: int(4), skipDraws: int(3) }, resumable: rand() < 0.5, resume: pick(['', 's1', 's2', 'x']), resumeTo: pick([0, 1, 5, 64, 100]) } }
     }
     case 1: {
       const T = pick([0, 1, 2, 3])
@@ -54,7 +54,7 @@ function randomFrame (rand: () => number): Partial<InferenceFrame> {
     }
     case 2: return { token: { sessionId: id, token: int(600), position: int(70), done: rand() < 0.3, bos: rand() < 0.1 } }
     case 3: return { attach: { sessionId: id } }
-    case 4: return { result: { status: pick(['OK', 'FULL', 'MALFORMED', 'DOWNSTREAM']) as never, sessionId: id, detail: 'x', peer: pick(['', PEER, 'bad']) } }
+    case 4: return { result: { status: pick(['OK', 'FULL', 'MALFORMED', 'DOWNSTREAM']) as never, sessionId: id, detail: 'x', peer: pick(['', PEER, 'bad']), position: int(70) } }
     case 5: return { close: id }
     case 6: return { probe: {} }
     default: return {}

@@ -31,24 +31,24 @@ let expected: number[]
 const shards: Shard[] = []
 const nodes: Node[] = []
 
-async function node (): Promise<Node> {
+async function node (init: Parameters<typeof inferenceStageService>[0] = {}): Promise<Node> {
   const n = await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    services: { inference: inferenceStageService({ swarm: SWARM, maxKvBytes: 4 * 1024 * 1024 }) }
+    services: { inference: inferenceStageService({ swarm: SWARM, maxKvBytes: 4 * 1024 * 1024, ...init }) }
   })
   nodes.push(n)
   return n
 }
 
 /** Nodes serving `bounds` ([0, a), [a, b), …), all connected to each other and to a client node. */
-async function ring (bounds: number[]): Promise<{ client: Node, chain: ChainHop[], stages: Node[] }> {
+async function ring (bounds: number[], init: Parameters<typeof inferenceStageService>[0] = {}): Promise<{ client: Node, chain: ChainHop[], stages: Node[] }> {
   const stages: Node[] = []
   const chain: ChainHop[] = []
   for (let i = 0; i + 1 < bounds.length; i++) {
-    const n = await node()
+    const n = await node(init)
     const shard = await loadShard(source, { start: bounds[i], end: bounds[i + 1] })
     shards.push(shard)
     n.services.inference.serve({ shard, model: 'stories260K' })
@@ -152,7 +152,7 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
     for (const s of stages) await expect.poll(() => s.services.inference.usage.sessions).toBe(0)
   })
 
-  it('failover: a middle stage stopped at token 20 is replaced and the history replayed; the tokens are unchanged', async () => {
+  it('failover: a middle stage that crashes at token 20 is replaced; only its span replays the history (the others keep their KV); the tokens are unchanged', async () => {
     const { client, chain, stages } = await ring([0, 2, 4, 5])
     const spare = await node()
     const shard = await loadShard(source, { start: 2, end: 4 })
@@ -167,13 +167,21 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
     for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, model: 'stories260K', failover: { replace } })) {
       if (ev.type === 'token') {
         out.push(ev.id)
-        if (ev.position === 20) await stages[1].stop()
+        // a crash, not a graceful stop: its connections break under the sessions (as kill -9 would)
+        if (ev.position === 20) { for (const c of stages[1].getConnections()) c.abort(new Error('crashed')); await stages[1].stop() }
       }
       if (ev.type === 'retry') retries.push(ev)
     }
-    // the first stage's Result named the stopped stage: replaced without probing
+    // the first stage's Result named the crashed stage: replaced without probing
     expect(retries).toMatchObject([{ type: 'retry', attempt: 1, status: 'DOWNSTREAM', replaced: [1], culprit: 'named' }])
     expect(out).toEqual(expected)
+    // span-only replay: the healthy stages kept their KV (they skipped the history's rows they held);
+    // only the spare ran the whole history
+    for (const s of [stages[0], stages[2]]) expect(s.services.inference.stats).toMatchObject({ resumed: 1 })
+    expect(stages[0].services.inference.stats.keptRows).toBeGreaterThanOrEqual(20)
+    expect(stages[2].services.inference.stats.keptRows).toBeGreaterThanOrEqual(19)
+    expect(spare.services.inference.stats).toMatchObject({ resumed: 0, keptRows: 0 })
+    for (const s of [stages[0], stages[2], spare]) await expect.poll(() => s.services.inference.usage).toEqual({ sessions: 0, reservedBytes: 0, kvBytes: 0 })
   })
 
   it('failover: a stage two hops down fails; the Result names it through the chain and only it is replaced, with no probe', async () => {
@@ -194,15 +202,60 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
     for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, model: 'stories260K', failover: { replace } })) {
       if (ev.type === 'token') {
         out.push(ev.id)
-        if (ev.position === 20) await stages[2].stop()
+        if (ev.position === 20) { for (const c of stages[2].getConnections()) c.abort(new Error('crashed')); await stages[2].stop() }
       }
       if (ev.type === 'retry') retries.push(ev)
     }
     expect(retries).toMatchObject([{ type: 'retry', attempt: 1, replaced: [2], culprit: 'named' }])
     expect(out).toEqual(expected)
+    // the three live stages kept their KV, before and after the replaced span
+    for (const i of [0, 1, 3]) expect(stages[i].services.inference.stats.resumed, `stage ${i}`).toBe(1)
+    expect(spare.services.inference.stats.resumed).toBe(0)
     // sessions open streams to the first stage only; a probe would have opened one to every hop
     expect(new Set(opened)).toEqual(new Set([stages[0].peerId.toString()]))
     expect(spare.services.inference.stats.opened).toBe(1)
+  })
+
+  it('failover: a first stage that crashes is found by the probe and replaced; the stages after it keep their KV; the tokens are unchanged', async () => {
+    const { client, chain, stages } = await ring([0, 2, 4, 5])
+    const spare = await node()
+    const shard = await loadShard(source, { start: 0, end: 2 })
+    shards.push(shard)
+    spare.services.inference.serve({ shard, model: 'stories260K' })
+    for (const n of [client, ...stages]) await spare.dial(n.getMultiaddrs()[0])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const out = [...prompt]
+    const retries: unknown[] = []
+    const replace = async (hop: ChainHop): Promise<ChainHop | undefined> => (hop.start === 0 ? { peer: spare.peerId, start: 0, end: 2 } : undefined)
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, model: 'stories260K', failover: { replace, probeTimeoutMs: 10_000 } })) {
+      if (ev.type === 'token') {
+        out.push(ev.id)
+        if (ev.position === 20) { for (const c of stages[0].getConnections()) c.abort(new Error('crashed')); await stages[0].stop() }
+      }
+      if (ev.type === 'retry') retries.push(ev)
+    }
+    expect(retries).toMatchObject([{ type: 'retry', attempt: 1, replaced: [0], culprit: 'probed' }])
+    expect(out).toEqual(expected)
+    for (const i of [1, 2]) expect(stages[i].services.inference.stats.resumed, `stage ${i}`).toBe(1)
+    expect(spare.services.inference.stats.resumed).toBe(0)
+    for (const s of [stages[1], stages[2], spare]) await expect.poll(() => s.services.inference.usage).toEqual({ sessions: 0, reservedBytes: 0, kvBytes: 0 })
+  })
+
+  it('a kept session nobody resumes is freed after the suspend deadline', async () => {
+    const { client, chain, stages } = await ring([0, 2, 4, 5], { suspendTimeoutMs: 300 })
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const run = (async () => {
+      for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, failover: { replace: async () => undefined } })) {
+        if (ev.type === 'token' && ev.position === 20) { for (const c of stages[1].getConnections()) c.abort(new Error('crashed')); await stages[1].stop() }
+      }
+    })()
+    await expect(run).rejects.toMatchObject({ name: 'InferenceFailedError', status: 'DOWNSTREAM' })
+    // the first and last stages keep the failed session's KV for a resume that does not come …
+    for (const s of [stages[0], stages[2]]) expect(s.services.inference.usage.sessions).toBe(1)
+    // … and free it at the deadline
+    for (const s of [stages[0], stages[2]]) await expect.poll(() => s.services.inference.usage, { timeout: 5000 }).toEqual({ sessions: 0, reservedBytes: 0, kvBytes: 0 })
   })
 
   it('switching the served shard mid-generation: the open session finishes on its shard, new ones see the switch', async () => {
@@ -236,7 +289,7 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
       for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, sampling, failover: { replace } })) {
         if (ev.type === 'token') {
           out.push(ev.id)
-          if (ev.position === stopAt) await stages[1].stop()
+          if (ev.position === stopAt) { for (const c of stages[1].getConnections()) c.abort(new Error('crashed')); await stages[1].stop() }
         }
       }
       return out
@@ -244,6 +297,8 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
     const baseline = await run()
     expect(baseline.length).toBeGreaterThan(20)
     expect(await run(prompt.length + 9)).toEqual(baseline)
+    // the last stage kept its KV and sampled on with a fresh PRNG advanced by the draws made
+    for (const i of [0, 2]) expect(stages[i].services.inference.stats.resumed).toBe(1)
   })
 
   it('a stage that stops mid-generation ends the request with a status, and frees the others', async () => {
