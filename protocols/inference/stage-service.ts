@@ -53,6 +53,10 @@ interface Suspended {
   sent?: SentFrame[]
   reservedBytes: number
   timer: ReturnType<typeof setTimeout>
+  /** Settles when the failed session's last engine step is done (it may still run when it fails). */
+  idle: Promise<unknown>
+  /** First stage: the client that opened it (only it may resume it). */
+  client?: string
 }
 
 export class InferenceStageService implements Startable {
@@ -142,14 +146,15 @@ export class InferenceStageService implements Startable {
    * A suspended session `open` may adopt: same shard and codec, room for the new max length. It
    * leaves the suspended map (its reservation freed: the new session reserves its own).
    */
-  private adopt (open: OpenSession, shard: Shard): Suspended | undefined {
+  private adopt (open: OpenSession, shard: Shard, remotePeer: string): Suspended | undefined {
     const id = open.resume ?? ''
     const k = id === '' ? undefined : this.suspended.get(id)
-    if (k === undefined) return undefined
+    // anything that does not fit stays kept until its deadline (the rightful resume may still come)
+    if (k === undefined || k.shard !== shard || k.codec !== engineCodec(open.codec) || k.maxLength < open.maxLength || (open.resumeTo ?? 0) === 0) return undefined
+    if (k.client !== undefined && k.client !== remotePeer) return undefined
     this.suspended.delete(id)
     clearTimeout(k.timer)
     this.reservedBytes -= k.reservedBytes
-    if (k.shard !== shard || k.codec !== engineCodec(open.codec) || k.maxLength < open.maxLength || (open.resumeTo ?? 0) === 0) { k.session.close(); return undefined }
     return k
   }
 
@@ -199,7 +204,8 @@ export class InferenceStageService implements Startable {
       return
     }
     // the frames a resumable session passes on are kept: reserved with its KV
-    const kept = this.adopt(open, shard)
+    const kept = this.adopt(open, shard, remotePeer)
+    await kept?.idle
     const sentBytes = open.resumable === true && !shard.isLast ? open.maxLength * encodedHiddenBytes(engineCodec(open.codec) as EngineCodec, shard.config.dim) : 0
     if (this.reservedBytes + kvBytesFor(shard, open.maxLength) + sentBytes > (this.init.maxKvBytes ?? INFERENCE_MAX_KV_BYTES)) {
       kept?.session.close()
@@ -235,6 +241,7 @@ export class InferenceStageService implements Startable {
     const tap = (this.served as { tap?: StageTap } | undefined)?.tap
     if (tap !== undefined) this.taps.set(s, tap)
     if (!shard.isFirst) s.prevPeer = remotePeer
+    else s.client = remotePeer
     s.expiry = setTimeout(() => { void this.teardown(s, Status.TIMEOUT, 'session expired') }, this.init.sessionTimeoutMs ?? INFERENCE_SESSION_TIMEOUT_MS)
     this.reservedBytes += s.reservedBytes
     this.sessions.set(s.id, s)
@@ -368,7 +375,9 @@ export class InferenceStageService implements Startable {
       this.counters.keptRows += skip
       T -= skip
       position += skip
-      out = await this.run(s, input, T)
+      const running = this.run(s, input, T)
+      s.running = running.catch(() => {})
+      out = await running
     } catch (err) {
       if (s.closed) return false
       const r = err instanceof Refusal ? err : new Refusal(Status.INTERNAL, 'step failed')
@@ -444,7 +453,7 @@ export class InferenceStageService implements Startable {
     // named) keeps its KV cache and reservation a while, for the repaired chain to adopt
     if (s.resumable && status !== Status.OK && peer !== '' && peer !== this.components.peerId.toString() && !this.shutdown.signal.aborted && !this.suspended.has(s.id)) {
       const timer = setTimeout(() => { this.release(s.id) }, this.init.suspendTimeoutMs ?? INFERENCE_SUSPEND_TIMEOUT_MS)
-      this.suspended.set(s.id, { shard: s.shard, session: s.session, codec: s.codec, maxLength: s.maxLength, sent: s.sent, reservedBytes: s.reservedBytes, timer })
+      this.suspended.set(s.id, { shard: s.shard, session: s.session, codec: s.codec, maxLength: s.maxLength, sent: s.sent, reservedBytes: s.reservedBytes, timer, idle: s.running ?? Promise.resolve(), ...(s.shard.isFirst && s.client !== undefined ? { client: s.client } : {}) })
     } else {
       this.reservedBytes -= s.reservedBytes
       s.session.close()

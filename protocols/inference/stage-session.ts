@@ -50,6 +50,10 @@ export interface StageSession {
   adopted: boolean
   /** While `adopted`: the position the next replayed step must start at (after the first). */
   expectIn?: number
+  /** The session's engine step in flight, if any (settles, never rejects). */
+  running?: Promise<unknown>
+  /** First stage: the peer that opened the session (the client). */
+  client?: string
   /** First stage: resolves when the last stage's token stream attaches. */
   attached: Promise<void>
   onAttach: () => void

@@ -5,7 +5,8 @@
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import type { Stream } from '@libp2p/interface'
-import { peerIdFromString } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { tcp } from '@libp2p/tcp'
 import { defaultLogger } from '@libp2p/logger'
 import { pbStream, streamPair } from '@libp2p/utils'
@@ -545,6 +546,55 @@ describe('failures name the failed peer (Result.peer); liveness probes are quiet
     expect(onTokenStream[0].token).toBeDefined()
     expect(onTokenStream[1]?.result).toMatchObject({ status: 'DOWNSTREAM', peer: PREV })
     await expect.poll(() => service.usage.sessions).toBe(0)
+  })
+
+  it('a kept first-stage session is resumed only by the client that opened it', async () => {
+    const first = await loadShard(source, { start: 0, end: 2 }); shards.push(first)
+    // the next hop accepts every open (answering that it holds nothing) and, on the first one, dies after the prompt
+    let opens = 0
+    const service = new InferenceStageService({
+      peerId: peerIdFromPrivateKey(await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(7))),
+      registrar: { handle: async () => {}, unhandle: async () => {} },
+      connectionManager: {
+        openStream: async () => {
+          const [toNext, end] = await streamPair()
+          const n = opens++
+          void (async () => {
+            const pb = pbStream(end)
+            const id = (await pb.read(InferenceFrame)).open?.sessionId ?? ''
+            // as the last stage: attach the token stream to the first stage, then answer the open
+            const [toFirst, atFirst] = await streamPair()
+            void service.handle(atFirst, NEXT)
+            const back = pbStream(toFirst)
+            await back.write({ attach: { sessionId: id } } as InferenceFrame, InferenceFrame)
+            await back.read(InferenceFrame)
+            await pb.write({ result: { status: 'OK' as never, sessionId: id, detail: '', peer: '', position: 0 } }, InferenceFrame)
+            await pb.read(InferenceFrame)
+            if (n === 0) end.abort(new Error('the next hop died'))
+          })().catch(() => {})
+          return toNext
+        }
+      },
+      logger: defaultLogger()
+    }, { swarm: SWARM })
+    service.serve({ shard: first })
+    const chain = [{ peer: NEXT, start: 2, end: 5 }]
+    const failed = await exchange(service, [open({ sessionId: 'a', end: 2, chain, resumable: true }), step({ sessionId: 'a' })], 2)
+    expect(failed[1].result).toMatchObject({ status: 'DOWNSTREAM', peer: NEXT })
+    expect(service.usage.sessions).toBe(1) // kept for a resume
+    const resume = (id: string): Partial<InferenceFrame> => open({ sessionId: id, end: 2, chain, resumable: true, resume: 'a', resumeTo: prompt.length })
+    // another peer naming the session gets a fresh one, and the kept one stays
+    const [x, y] = await streamPair()
+    void service.handle(y, 'someone-else')
+    const px = pbStream(x)
+    await px.write(resume('b') as InferenceFrame, InferenceFrame)
+    expect((await px.read(InferenceFrame)).result?.status).toBe('OK')
+    expect(service.stats.resumed).toBe(0)
+    x.abort(new Error('done'))
+    // the client that opened it adopts it
+    const again = await exchange(service, [resume('c')], 1)
+    expect(again[0].result).toMatchObject({ status: 'OK', position: prompt.length })
+    expect(service.stats.resumed).toBe(1)
   })
 
   it('a next hop that cannot be opened is named', async () => {
