@@ -120,10 +120,15 @@ export function followAllocation (host: MyceliumHost, opened: OpenedModel, confi
 export function followAllocationOf (target: FollowTarget, opened: OpenedModel, config: ModelConfig, log: Logger, options: { pollMs?: number, drainMs?: number } = {}): { stop: () => Promise<void> } {
   const { service, model } = target
   // what the node record publishes as served: set when it changes, then an allocation pass
-  // publishes it (and the recomputed waves let the next wave start)
+  // publishes it (and the recomputed waves let the next wave start). A failing pass must not undo
+  // the serving bookkeeping: the allocator's timer publishes on its next pass
   const announce = (range: { start: number, end: number } | null): void => {
     model.served = range === null ? null : { start: range.start, end: range.end }
-    model.allocator?.refresh()
+    try {
+      model.allocator?.refresh()
+    } catch (err) {
+      log.warn({ event: 'allocation-failed', err: (err as Error).message }, 'allocation pass failed; the served range is published on the next one')
+    }
   }
   let current: { key: string, shard?: Shard } = { key: '' }
   const retired: Shard[] = []
@@ -182,8 +187,8 @@ export function followAllocationOf (target: FollowTarget, opened: OpenedModel, c
       service.serve(shard === undefined ? undefined : { shard, get model () { return model.manifest?.id } })
       if (current.shard !== undefined) retired.push(current.shard)
       current = { key, ...(shard !== undefined ? { shard } : {}) }
-      announce(self)
       log.info({ event: 'serving', start: self?.start ?? null, end: self?.end ?? null, auto: true, protocol: service.protocol, weightBytes: shard?.weightBytes ?? 0, ms: Math.round(performance.now() - t0) }, self === null ? 'serving no layers' : `serving layers [${self.start}, ${self.end}) (allocation)`)
+      announce(self)
     } catch (err) {
       log.warn({ event: 'serving-failed', err: (err as Error).message }, 'could not load the allocated layers; retrying')
     } finally {
