@@ -150,9 +150,21 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
     const probe = async (): Promise<boolean[]> => await Promise.all(chain.map(async (hop) => await reachable(openStream, protocol, hop, probeTimeoutMs(), request.signal)))
     // a token half the deadline late starts the probes, so a stall's culprit is known when it is declared
     let early: Promise<boolean[]> | undefined
+    let probed: boolean[] | undefined
     const watch = failover === undefined
       ? undefined
-      : { deadline: (first: boolean) => pace.deadline(failover.tokenTimeoutMs, first), slow: () => { early ??= probe() }, token: () => { early = undefined } }
+      : {
+          deadline: (first: boolean) => pace.deadline(failover.tokenTimeoutMs, first),
+          slow: () => {
+            if (early !== undefined) return
+            const started = probe()
+            early = started
+            void started.then((alive) => { if (early === started) probed = alive })
+          },
+          token: () => { early = undefined; probed = undefined },
+          // the stalled stage after the first, when the early probes already found it
+          culprit: () => { const i = probed?.findIndex((ok, k) => k > 0 && !ok) ?? -1; return i > 0 ? chain[i].peer.toString() : undefined }
+        }
     try {
       for await (const ev of runSession(openStream, protocol, {
         ...request,
@@ -248,6 +260,7 @@ interface StallWatch {
   deadline: (first: boolean) => number
   slow: () => void
   token: () => void
+  culprit: () => string | undefined
 }
 
 /**
@@ -277,7 +290,15 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
     if (watch === undefined) return
     const ms = watch.deadline(first)
     halfway = setTimeout(watch.slow, ms / 2)
-    watchdog = setTimeout(() => { stalledAfter = ms; stream.abort(new Error('no token within the deadline')) }, ms)
+    watchdog = setTimeout(() => {
+      stalledAfter = ms
+      const peer = watch.culprit()
+      if (peer === undefined) { stream.abort(new Error('no token within the deadline')); return }
+      // the probes found the stalled stage: tell the first stage, which keeps its KV for the repair
+      // (span-only replay) and passes it on to the stages before the stalled one; then end
+      void ch.end({ result: { status: Status.DOWNSTREAM, sessionId, detail: 'no token within the deadline', peer } })
+        .finally(() => { stream.abort(new Error('no token within the deadline')) })
+    }, ms)
   }
   const disarm = (): void => { clearTimeout(halfway); clearTimeout(watchdog) }
   // the deadline runs only while we wait for the stage, not while the caller holds a token
@@ -330,7 +351,7 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
     for (;;) {
       const frame = await read(tokens === 0)
       const token = frame.token
-      if (token === undefined) throw failed(frame)
+      if (token === undefined) throw stalledAfter !== undefined ? new InferenceFailedError('STALLED', `no token within ${Math.round(stalledAfter)} ms`) : failed(frame)
       pace.token(tokens > 0)
       watch?.token()
       if (!token.bos) {

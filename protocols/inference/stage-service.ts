@@ -339,6 +339,8 @@ export class InferenceStageService implements Startable {
       // the previous stage ended the session with a status (it passes its Result on downstream too)
       const r = frame.result
       if (r !== undefined && r.status !== Status.OK && !shard.isFirst) { await this.teardown(s, r.status, `upstream: ${r.detail}`, culprit(r, s.prevPeer ?? '')); return }
+      // the client saw the ring stall and names the stage (its probe found it): a failure along the ring
+      if (r !== undefined && r.status === Status.DOWNSTREAM && shard.isFirst && (r.peer ?? '') !== '') { await this.teardown(s, Status.DOWNSTREAM, 'the client reports a stalled stage', r.peer); return }
       if (frame.step === undefined) { await this.teardown(s, Status.MALFORMED, 'expected a step'); return }
       if (shard.isFirst && s.prefilled) { await this.teardown(s, Status.OUT_OF_ORDER, 'the prompt was already sent: decode steps come from the last stage'); return }
       s.prefilled = true

@@ -243,6 +243,36 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
     for (const s of [stages[1], stages[2], spare]) await expect.poll(() => s.services.inference.usage).toEqual({ sessions: 0, reservedBytes: 0, kvBytes: 0 })
   })
 
+  it('failover: a middle stage that stalls (alive, answers nothing) is found by the probes; the first stage, told by the client, keeps its KV; tokens unchanged', async () => {
+    const { client, chain, stages } = await ring([0, 2, 4, 5])
+    const spare = await node()
+    const shard = await loadShard(source, { start: 2, end: 4 })
+    shards.push(shard)
+    spare.services.inference.serve({ shard, model: 'stories260K' })
+    for (const n of [client, ...stages]) await spare.dial(n.getMultiaddrs()[0])
+    const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
+      await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)
+    const out = [...prompt]
+    const retries: unknown[] = []
+    const replace = async (hop: ChainHop): Promise<ChainHop | undefined> => (hop.start === 2 ? { peer: spare.peerId, start: 2, end: 4 } : undefined)
+    for await (const ev of runInference(open, inferenceProtocol(SWARM), { chain, prompt, maxLength: STEPS, model: 'stories260K', failover: { replace, probeTimeoutMs: 300 } })) {
+      if (ev.type === 'token') {
+        out.push(ev.id)
+        if (ev.position === 20) {
+          // the stage's engine hangs and it stops taking streams: connections up, nothing moves
+          const service = stages[1].services.inference as unknown as { scheduler: { run: () => Promise<never> } }
+          service.scheduler.run = async () => await new Promise(() => {})
+          await stages[1].unhandle(inferenceProtocol(SWARM))
+        }
+      }
+      if (ev.type === 'retry') retries.push(ev)
+    }
+    expect(retries).toMatchObject([{ type: 'retry', attempt: 1, status: 'STALLED', replaced: [1] }])
+    expect(out).toEqual(expected)
+    expect(stages[0].services.inference.stats.resumed).toBe(1)
+    expect(spare.services.inference.stats.resumed).toBe(0)
+  })
+
   it('a kept session nobody resumes is freed after the suspend deadline', async () => {
     const { client, chain, stages } = await ring([0, 2, 4, 5], { suspendTimeoutMs: 300 })
     const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
