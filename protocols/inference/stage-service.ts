@@ -453,7 +453,9 @@ export class InferenceStageService implements Startable {
     this.scheduler.cancel(s.session)
     // span-only failover: a resumable session that failed further along the ring (another stage is
     // named) keeps its KV cache and reservation a while, for the repaired chain to adopt
-    if (s.resumable && status !== Status.OK && peer !== '' && peer !== this.components.peerId.toString() && !this.shutdown.signal.aborted && !this.suspended.has(s.id)) {
+    // (only for another stage's failure: DOWNSTREAM, or INTERNAL — its engine failed or it is stopping;
+    // a refusal of the client's input or an expiry is no reason to keep anything)
+    if (s.resumable && (status === Status.DOWNSTREAM || status === Status.INTERNAL) && peer !== '' && peer !== this.components.peerId.toString() && !this.shutdown.signal.aborted && !this.suspended.has(s.id)) {
       const timer = setTimeout(() => { this.release(s.id) }, this.init.suspendTimeoutMs ?? INFERENCE_SUSPEND_TIMEOUT_MS)
       this.suspended.set(s.id, { shard: s.shard, session: s.session, codec: s.codec, maxLength: s.maxLength, sent: s.sent, reservedBytes: s.reservedBytes, timer, idle: s.running ?? Promise.resolve(), ...(s.shard.isFirst && s.client !== undefined ? { client: s.client } : {}) })
     } else {
