@@ -4,17 +4,7 @@
 // touched: the wrapper sits between the stage service and the shard (node/daemon.ts).
 import type { Shard, StageOutput } from '../engine/index.ts'
 import type { StageShard } from '../protocols/index.ts'
-
-function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { createRng } from '../sharding/sim/random.ts'
 
 /** Adds scale × RMS noise to each row of a [T, dim] hidden state, in place. */
 export function corruptHidden (h: Float32Array, dim: number, scale: number, random: () => number): void {
@@ -32,7 +22,7 @@ export function corruptHidden (h: Float32Array, dim: number, scale: number, rand
 
 /** The shard, with noise on the hidden states `stepBatch` returns (the last stage's logits are left alone). */
 export function corruptingShard (shard: Shard, scale: number, seed = 1): Shard {
-  const random = rng(seed)
+  const random = createRng(seed)
   const noisy = (out: StageOutput): StageOutput => {
     if (out.hidden !== undefined) corruptHidden(out.hidden, shard.config.dim, scale, random)
     return out
