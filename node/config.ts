@@ -31,6 +31,12 @@ export interface NodeConfig {
   api?: { host: string, port: number }
   /** TEST ONLY (`--test-corrupt-output SCALE`, hidden): add SCALE × RMS Gaussian noise to every hidden state this node's stage sends (issue 7's corrupting node). */
   testCorruptOutput?: number
+  /**
+   * `--judge-model PATH` (without --model): hold this model for judging and calibrating newcomers
+   * only, serving no layers (issue 7; a model-less anchor — `mycelium testnet`'s relay — can then
+   * admit nodes). Its manifest id is hashed like a served model's.
+   */
+  judgeModel?: { path: string, manifestCacheDir: string }
 }
 
 /** Weight formats the engine holds layers in. */
@@ -77,6 +83,7 @@ export interface NodeFlags {
   apiPort?: string
   apiHost?: string
   testCorruptOutput?: string
+  judgeModel?: string
 }
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
@@ -175,8 +182,18 @@ export function nodeConfig (flags: NodeFlags): NodeConfig {
     dcutr: flags.dcutr === true,
     ...(model !== undefined ? { model } : {}),
     ...apiConfig(flags),
-    ...testCorruptConfig(flags)
+    ...testCorruptConfig(flags),
+    ...judgeModelConfig(flags, dataDir)
   }
+}
+
+/** `--judge-model PATH`: an existing file; not with --model (a serving node judges with its own model). */
+function judgeModelConfig (flags: NodeFlags, dataDir: string): { judgeModel?: { path: string, manifestCacheDir: string } } {
+  if (flags.judgeModel === undefined) return {}
+  if (flags.model !== undefined) throw new ConfigError('--judge-model: not with --model (a node that serves a model judges with it)')
+  const path = resolve(flags.judgeModel)
+  if (!existsSync(path)) throw new ConfigError(`--judge-model: no such file or directory: ${path}`)
+  return { judgeModel: { path, manifestCacheDir: join(dataDir, MANIFEST_CACHE_DIR) } }
 }
 
 /** `--test-corrupt-output SCALE` (test only): a positive finite number. */

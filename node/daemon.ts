@@ -20,7 +20,7 @@ import { startNodeRecordPublisher } from './node-record.ts'
 import { startRecordAddresses } from './record-addresses.ts'
 import { ownLoad, startLoadBeacon } from './load-beacon.ts'
 import { swarmSummary, swarmView } from './swarm-report.ts'
-import type { NodeModel } from './model-startup.ts'
+import type { NodeModel, OpenedModel } from './model-startup.ts'
 
 export interface Daemon {
   host: MyceliumHost
@@ -215,7 +215,9 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     : undefined
   // issue 7: the judge and the calibration of newcomers (node/consensus-judge.ts)
   const { startConsensusNode, registerConsensusNode } = await import('./consensus-judge.ts')
-  const consensus = startConsensusNode(host, opened, served?.model, ledger, { log, ...(config.model?.maxMemoryBytes !== undefined ? { maxMemoryBytes: config.model.maxMemoryBytes } : {}) })
+  // `--judge-model` (no --model): the model is held for judging and calibration only, no layers served
+  const judgeOnly = opened === undefined && config.judgeModel !== undefined ? await openJudgeOnly(config.judgeModel, log) : undefined
+  const consensus = startConsensusNode(host, opened ?? judgeOnly?.opened, served?.model ?? judgeOnly?.model, ledger, { log, ...(config.model?.maxMemoryBytes !== undefined ? { maxMemoryBytes: config.model.maxMemoryBytes } : {}) })
   registerConsensusNode(host, consensus)
   if (config.api !== undefined) {
     const { startDaemonApi } = await import('./api/daemon-api.ts')
@@ -249,4 +251,21 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
       await stopping
     }
   }
+}
+
+/** `--judge-model`: the model opened (headers only) and its manifest hashed in the background (calibration waits for it). */
+async function openJudgeOnly (judge: { path: string, manifestCacheDir: string }, log: Logger): Promise<{ opened: OpenedModel, model: NodeModel }> {
+  const { openNodeModel } = await import('./model-startup.ts')
+  const { cachedManifest } = await import('./manifest-cache.ts')
+  const opened = await openNodeModel({ path: judge.path, threads: 1, manifestCacheDir: judge.manifestCacheDir })
+  const model: NodeModel = { path: judge.path, dtype: opened.dtype, phase: 'hashing', announced: false }
+  cachedManifest(opened.source, judge.manifestCacheDir).then(({ manifest }) => {
+    model.manifest = manifest
+    model.phase = 'ready'
+    log.info({ event: 'judge-model-ready', model: manifest.id }, 'judge model hashed: judging and calibrating only')
+  }, (err: Error) => {
+    model.phase = 'failed'
+    log.warn({ event: 'judge-model-failed', err: err.message }, 'cannot hash the judge model: no judging')
+  })
+  return { opened, model }
 }

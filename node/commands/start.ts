@@ -54,6 +54,7 @@ export function registerStartCommand (program: Command): void {
     .option('--api-host <host>', 'interface for the HTTP API (default: 127.0.0.1; 0.0.0.0 exposes it)')
     .option('--log-level <level>', 'pino log level (trace, debug, info, warn, error)', 'info')
     // test only (issue 7's integration test): a stage that corrupts its outputs; hidden from help
+    .option('--judge-model <path>', 'without --model: hold this model only to judge consensus rounds and calibrate newcomers, serving no layers (e.g. an anchor or relay)')
     .addOption(new Option('--test-corrupt-output <scale>', 'TEST ONLY: add SCALE × RMS noise to the hidden states this stage sends').hideHelp())
     .action(async (raw: NodeFlags & { logLevel: string, config?: string }, command: Command) => {
       const { config, flags } = await settledConfig(command, raw)

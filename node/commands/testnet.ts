@@ -191,7 +191,10 @@ async function runTestnet (flags: TestnetFlags): Promise<void> {
     const common = (name: string): string[] => ['node', 'start', '--data-dir', join(dir, name), '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-upnp', '--swarm', flags.swarm]
     const deadline = AbortSignal.any([stop.signal, AbortSignal.timeout(READY_TIMEOUT_MS)])
     out(`mycelium testnet: swarm "${flags.swarm}", a relay and ${flags.nodes} node${flags.nodes === 1 ? '' : 's'} on loopback serving ${model.path} (${source.config.nLayers} layers)`)
-    const relay = children.start('relay', [...common('relay'), '--public'], join(logDir, 'relay.log'))
+    // The relay is the genesis anchor (every node bootstraps from it). It holds the model to judge
+    // and calibrate (`--judge-model`, no layers served), so it admits the nodes and consensus
+    // rounds have judges — as a real swarm's founding anchor holds its model.
+    const relay = children.start('relay', [...common('relay'), '--public', '--judge-model', model.path], join(logDir, 'relay.log'))
     const relayAddr = tcpAddr(await relay.waitFor('ready', deadline))
     const relayReady = performance.now()
     out(`  relay   pid ${relay.pid}  ${relayAddr}`)

@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline'
 import { afterEach, describe, expect, it } from 'vitest'
 import { controlRequest } from '../../node/control.ts'
 import { MODELS, STORIES260K } from '../models.ts'
-import { cleanupDaemons, pollUntil, scratch } from '../node/daemons.ts'
+import { cleanupDaemons, pollUntil, scratch, startDaemon } from '../node/daemons.ts'
 
 const root = new URL('../../', import.meta.url).pathname
 const cli = join(root, 'node/cli.ts')
@@ -142,6 +142,44 @@ describe('mycelium testnet', () => {
     expect(t.dirs.some((d) => existsSync(d))).toBe(false) // data directories removed
     expect(existsSync(join(home, 'testnet', 'node-1.log'))).toBe(true) // logs kept
   }, 120_000)
+
+  it('consensus on a testnet (issue 7): the relay (genesis, --judge-model) calibrates the nodes and judges a round', async () => {
+    const t = await startTestnet(['--nodes', '2', '--model', STORIES260K, '--max-tokens', '8'])
+    const api = /^HTTP API {2}(http:\/\/127\.0\.0\.1:\d+)/m.exec(t.stdout.join('\n'))![1]
+    // a second, whole-model chain joins, so a round has two disjoint chains
+    const whole = await startDaemon(scratch('mycelium-testnet-whole-'), ['--swarm', 'testnet', '--bootstrap', t.relay, '--model', STORIES260K, '--layers', '0:5', '--threads', '1'], 'serving')
+    const relayId = t.relay.split('/p2p/')[1]
+    const sockets = t.dirs.map((d) => join(d, 'control.sock'))
+    const ids = await Promise.all(sockets.map(async (s) => (await controlRequest(s, { cmd: 'status' }) as { peerId: string }).peerId))
+    ids.push(whole.events.find((e) => e.event === 'ready')?.peerId as string)
+    type Rep = { genesis: string[], reputation: Record<string, { admitted: boolean }> }
+    // every testnet daemon's ledger admits every node (calibrated by the relay, the only genesis node)
+    await pollUntil('the testnet ledgers to admit every node', async () => {
+      for (const s of sockets) {
+        const r = await controlRequest(s, { cmd: 'reputation' }) as unknown as Rep
+        expect(r.genesis).toEqual([relayId])
+        if (!ids.every((id) => r.reputation[id]?.admitted === true)) return undefined
+      }
+      return true
+    }, 30_000, 250)
+    // the API node routes over the whole-model node once its presence reached it (503 no_route until then)
+    const body = await pollUntil('a consensus round with two chains', async () => {
+      const res = await fetch(`${api}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'stories260K', prompt: reference.prompt, max_tokens: 16, temperature: 0.4, seed: 1, consensus: { k: 2, deadline_ms: 30_000 } }) })
+      const b = await res.json() as { error?: { code: string } }
+      if (res.status === 503 && b.error?.code === 'no_route') return undefined
+      expect(res.status, JSON.stringify(b)).toBe(200)
+      return b
+    }, 20_000, 250)
+    const c = (body as { consensus: { ranking: string[], judges: string[], answers: Array<{ id: string }>, failures: unknown[], recorded: boolean } }).consensus
+    expect(c.answers).toHaveLength(2)
+    expect(c.ranking).toHaveLength(2)
+    expect(c.judges.length).toBeGreaterThan(0)
+    expect(c.judges).toContain(relayId) // the relay authored no answer: it judges
+    expect(c.failures).toEqual([])
+    expect(c.recorded).toBe(true)
+    t.launcher.kill('SIGINT')
+    expect(await t.exited).toBe(0)
+  }, 90_000)
 
   it('SIGTERM stops a 3-node testnet and every process it started', async () => {
     const t = await startTestnet(['--nodes', '3', '--model', STORIES260K, '--max-tokens', '8'])
