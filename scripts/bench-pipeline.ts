@@ -50,7 +50,7 @@ const AGGREGATE_GOAL = 4
 
 interface Options { model: string, shape?: string, stages: string, steps: string, concurrency: string, threads: string, resultsDir: string, failoverRuns: string, failover: boolean, split: string }
 
-interface Daemon { child: ChildProcess, peerId: string, addr: string, dir: string, start: number, end: number }
+interface Daemon { child: ChildProcess, peerId: string, addr: string, dir: string, start: number, end: number, events: string[] }
 
 async function startDaemon (model: string, start: number, end: number, threads: string, boot: string[]): Promise<Daemon> {
   const dir = mkdtempSync(join(tmpdir(), 'mycelium-bench-'))
@@ -60,18 +60,36 @@ async function startDaemon (model: string, start: number, end: number, threads: 
   // serving, and the start-up work done (model hashed, capability measured in a worker): that
   // work would otherwise compete with the measurements for the two cores
   const seen = new Set<unknown>()
+  const events: string[] = [] // every event the daemon logs, also after ready (see settle)
   await new Promise<void>((resolve, reject) => {
     child.once('exit', (code) => { reject(new Error(`daemon for [${start}, ${end}) exited with ${code}`)) })
     createInterface({ input: child.stdout! }).on('line', (line) => {
       const record = JSON.parse(line) as Record<string, unknown>
       if (record.event === 'ready') ready = record
       seen.add(record.event)
+      events.push(String(record.event))
       if (seen.has('serving') && seen.has('capability')) resolve()
     })
   })
   const r = ready as Record<string, unknown>
   const addr = (r.listen as string[]).find((a) => a.includes('/tcp/') && !a.includes('/ws')) as string
-  return { child, peerId: r.peerId as string, addr, dir, start, end }
+  return { child, peerId: r.peerId as string, addr, dir, start, end, events }
+}
+
+const CALIBRATION_EVENTS = new Set(['calibration', 'calibration-failed'])
+const SETTLE_MAX_MS = 20_000
+
+/**
+ * Waits (polling, at most SETTLE_MAX_MS) until the consensus start-up work of n daemons is done:
+ * an admitted node calibrates each newcomer (n − 1 calibrations), and the subject loads its whole
+ * model to judge. That work starts seconds after the daemons meet and takes a core for ~0.5–1 s;
+ * unwaited, it lands in whichever generation runs then (the 2-stage f16 row: issue 6's "slow f16").
+ */
+async function settle (daemons: Daemon[]): Promise<{ settleMs: number, settled: boolean }> {
+  const t0 = performance.now()
+  const done = (): boolean => daemons.reduce((a, d) => a + d.events.filter((e) => CALIBRATION_EVENTS.has(e)).length, 0) >= daemons.length - 1
+  while (!done() && performance.now() - t0 < SETTLE_MAX_MS) await new Promise((resolve) => setTimeout(resolve, 50))
+  return { settleMs: Math.round(performance.now() - t0), settled: done() }
 }
 
 function stopDaemon (d: Daemon): void {
@@ -248,6 +266,8 @@ async function main (o: Options): Promise<void> {
     try {
       for (let i = 0; i < n; i++) daemons.push(await startDaemon(model, b[i], b[i + 1], threads, daemons.map((d) => d.addr)))
       for (const d of daemons) await dial(d.addr)
+      const settled = await settle(daemons)
+      if (!settled.settled) console.log(JSON.stringify({ stages: n, warning: `consensus start-up work not seen within ${SETTLE_MAX_MS} ms: figures may include it` }))
       const chain = daemons.map(hop)
       for (const codec of (n > 1 ? ['f32', 'f16', 'int8'] : ['f32']) as HiddenCodec[]) {
         await generateOnce(open, chain, steps, codec) // warm-up
@@ -259,6 +279,7 @@ async function main (o: Options): Promise<void> {
           threadsPerStage: Number(threads),
           bounds: b,
           codec,
+          ...settled,
           ttftMs: +r.ttftMs.toFixed(2),
           decodeTokensPerS: +(1000 / msPerToken).toFixed(1),
           // against the 1-stage figure of this run (null without one)
