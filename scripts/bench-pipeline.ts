@@ -194,6 +194,8 @@ async function failoverRuns (model: string, nLayers: number, o: Options, open: O
     middle = await startDaemon(model, b[1], b[2], o.threads, boot)
     spare = await startDaemon(model, b[1], b[2], o.threads, boot)
     for (const d of [...ends, middle, spare]) await dial(d.addr)
+    const settled = await settle([...ends, middle, spare])
+    if (!settled.settled) console.log(JSON.stringify({ failover: true, warning: `consensus start-up work not seen within ${SETTLE_MAX_MS} ms: figures may include it` }))
     const baseline = (await generateOnce(open, [hop(ends[0]), hop(middle), hop(ends[1])], steps, 'f32')).tokens
     const killAt = PROMPT.length - 1 + Math.max(1, Math.min(20, Math.floor((steps - PROMPT.length) / 3)))
     for (const mode of ['kill', 'stall'] as const) {
