@@ -126,3 +126,5 @@ export { likelihoodJudge, meanLogProb, shardLogits } from './likelihood-judge.ts
 export type { LogitsOf, LikelihoodJudgeOptions } from './likelihood-judge.ts'
 export { judgePrompt, parseVerdict, llmJudge } from './llm-judge.ts'
 export type { LlmJudgeOptions } from './llm-judge.ts'
+export { stageChallenge, answerStageChallenge, checkStageChallenge, STAGE_CHALLENGE_ROWS } from './stage-challenge.ts'
+export type { StageChallengeOptions, StageChallengeAnswer, StageChallengeInput, StageChallengeResult } from './stage-challenge.ts'

@@ -16,16 +16,20 @@
 //   scramble), each sent as one judging exchange (`calibration:<challenge>:<i>`, no records);
 //   every pair right = passed; the verifier writes `round/k/<subject>/<challenge>`. The ledger
 //   admits on a passed record of an admitted verifier. What is checked over the wire is the
-//   subject's judging on known pairs, computed with its model; the exact greedy outputs of the
-//   subject itself are not asked for (that needs a generation message: not built).
+//   subject's judging on known pairs, computed with its model, AND its own outputs on the layers it
+//   serves: a stage challenge (consensus/stage-challenge.ts: tokens for a first stage, seeded
+//   hidden states otherwise, from the challenge id) sent over the spot-check protocol (CHALLENGE)
+//   and checked against this node's copy of the same layers (exact greedy tokens for a last stage,
+//   fingerprints within the dtype tolerance otherwise). Both must pass.
 import type { Logger } from 'pino'
 import { commitBallot } from '../consensus/commit-reveal.ts'
-import { calibrationTasks, greedyContinuation, knownPairs, meanLogProb, parseRecord, recordData, recordId, scheduleRound, shardLogits, type ConsensusRecord } from '../consensus/index.ts'
+import { calibrationTasks, checkStageChallenge, greedyContinuation, knownPairs, meanLogProb, parseRecord, recordData, recordId, scheduleRound, shardLogits, stageChallenge, type ConsensusRecord, type StageChallengeResult } from '../consensus/index.ts'
 import { loadShard, sessionStepper, openTokenizer } from '../engine/index.ts'
 import type { Shard, Tokenizer } from '../engine/index.ts'
 import type { ConsensusHost } from '../client/consensus.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { collectJudging } from '../protocols/index.ts'
+import { requestChallenge } from '../protocols/consensus/index.ts'
 import type { MyceliumHost } from './host.ts'
 import type { NodeModel, OpenedModel } from './model-startup.ts'
 import type { LedgerService } from './reputation.ts'
@@ -129,9 +133,11 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
     if (me === undefined || !me.admitted || me.excluded) return
     const online = new Set(state.online())
     const now = Date.now()
-    const subject = [...state.nodes()].map(([id, r]) => ({ id, r })).sort((a, b) => (a.id < b.id ? -1 : 1)).find(({ id, r }) =>
-      id !== self && online.has(id) && ledger.state().nodes.get(id)?.admitted !== true && now - (tried.get(id) ?? 0) > CALIBRATION_RETRY_MS && r.layers.some((l) => l.model === manifestId))?.id
-    if (subject === undefined) return
+    const found = [...state.nodes()].map(([id, r]) => ({ id, r })).sort((a, b) => (a.id < b.id ? -1 : 1)).find(({ id, r }) =>
+      id !== self && online.has(id) && ledger.state().nodes.get(id)?.admitted !== true && now - (tried.get(id) ?? 0) > CALIBRATION_RETRY_MS && r.layers.some((l) => l.model === manifestId))
+    if (found === undefined) return
+    const subject = found.id
+    const range = found.r.layers.find((l) => l.model === manifestId && l.end > l.start && l.end <= (opened?.source.config.nLayers ?? 0))
     busy = true
     tried.set(subject, now)
     try {
@@ -159,9 +165,26 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
         if (c === undefined || v === undefined || commitBallot(round, subject, v.votes, v.salt) !== c.commitment) continue
         if (v.votes.length === 1 && v.votes[0].choice === pair.expected) right++
       }
-      const passed = pairs.length > 0 && right === pairs.length
-      await write({ t: 'calibration', seq: lastSeq(rounds) + 1, subject, model: manifestId, challenge, tasks: pairs.length, tasksExact: right, pairs: pairs.length, pairsRight: right, passed })
-      log.info({ event: 'calibration', subject, passed, right, pairs: pairs.length }, `calibrated ${subject}: ${passed ? 'passed' : 'failed'}`)
+      // proof of capability on the layers it serves: challenge inputs (from the challenge id) through
+      // its stage over the spot-check protocol (CHALLENGE), its outputs checked against this node's
+      // own copy of the same layers (consensus/stage-challenge.ts)
+      let stage: StageChallengeResult = { passed: false, rows: 0, rowsExact: 0, reason: 'no served range' }
+      if (range !== undefined && opened !== undefined) {
+        const mine = await loadShard(opened.source, { start: range.start, end: range.end, dtype: opened.dtype, threads: 1 })
+        try {
+          const input = stageChallenge({ challenge, candidate: subject, start: range.start, end: range.end, dim: mine.config.dim, vocab: mine.config.vocabSize })
+          const rows = 'tokens' in input ? input.tokens.length : input.hidden.length / mine.config.dim
+          const stream = await host.dialProtocol(peerIdFromString(subject), host.services.spotCheck.protocol)
+          const answer = await requestChallenge(stream, { model: manifestId, start: range.start, end: range.end, rows, input }).catch(() => undefined)
+          stage = checkStageChallenge(mine, input, answer === undefined ? undefined : 'tokens' in answer ? answer : { hidden: answer.hidden })
+        } finally {
+          await mine.close()
+        }
+      }
+      const passed = pairs.length > 0 && right === pairs.length && stage.passed
+      // tasks: the stage challenge + the judging pairs; exact: those answered right
+      await write({ t: 'calibration', seq: lastSeq(rounds) + 1, subject, model: manifestId, challenge, tasks: pairs.length + 1, tasksExact: right + (stage.passed ? 1 : 0), pairs: pairs.length, pairsRight: right, passed })
+      log.info({ event: 'calibration', subject, passed, right, pairs: pairs.length, stage: { range, ...stage } }, `calibrated ${subject}: ${passed ? 'passed' : 'failed'}`)
     } catch (err) {
       log.warn({ event: 'calibration-failed', subject, err: (err as Error).message }, 'calibration did not complete')
     } finally {

@@ -14,10 +14,12 @@
 //   ledger slashes and excludes once two admitted verifiers confirm (consensus/ledger.ts).
 // - Only middle stages can be audited this way (the first stage's input is tokens, the last
 //   stage's output logits); the round owner audits every middle stage of its round's chains.
+// - Calibration CHALLENGE (node/consensus-judge.ts asks): answered with the stage this node serves
+//   now (the shard last handed to serve()), one at a time, only for that exact range and model.
 // Hidden bytes travel as little-endian float32 (Node on x86-64 / arm64).
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
-import { fingerprint, recordData, recordId, sampleSpotChecks, spotCheck, type ConsensusRecord } from '../consensus/index.ts'
+import { answerStageChallenge, fingerprint, recordData, recordId, sampleSpotChecks, spotCheck, type ConsensusRecord } from '../consensus/index.ts'
 import { loadShard } from '../engine/index.ts'
 import type { Shard, StageInput } from '../engine/index.ts'
 import { fetchTrace, SpotResponse, type AuditRequest, type SpotStep, type SpotTrace } from '../protocols/consensus/spot-check.ts'
@@ -177,8 +179,23 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
       running = false
     }
   }
+  // the stage this node serves now (the calibration CHALLENGE is answered with it)
+  let current: { shard: Shard, model?: string } | undefined
+  let challenging = false
   host.services.spotCheck.setHooks({
     fetch: (sessionId, side) => recorder.fetch(sessionId, side),
+    challenge: async (request) => {
+      const stage = current
+      // one at a time; only the range and model this node serves
+      if (closed || challenging || stage === undefined || stage.shard.start !== request.start || stage.shard.end !== request.end || (stage.model ?? modelOf()?.manifest?.id) !== request.model) return undefined
+      challenging = true
+      try {
+        const a = answerStageChallenge(stage.shard, request.input)
+        return 'tokens' in a ? a : { hidden: a.hidden, dim: stage.shard.config.dim }
+      } finally {
+        challenging = false
+      }
+    },
     audit: (request) => {
       const manifest = modelOf()?.manifest?.id
       const me = ledger.state().nodes.get(self)
@@ -201,7 +218,10 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
   // the stage service gets the recorder as its tap: wrap serve() (serving.ts hands it the shard)
   const svc = host.services.inference
   const serve = svc.serve.bind(svc)
-  svc.serve = (stage) => { serve(stage === undefined ? undefined : Object.create(stage, { tap: { value: recorder.tap, enumerable: true } })) }
+  svc.serve = (stage) => {
+    current = stage
+    serve(stage === undefined ? undefined : Object.create(stage, { tap: { value: recorder.tap, enumerable: true } }))
+  }
   return {
     recorder,
     stats,

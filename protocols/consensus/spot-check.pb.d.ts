@@ -11,11 +11,15 @@ export interface SpotRequest {
     predecessor: string;
     successor: string;
     model: string;
+    rows: number;
+    input: Uint8Array<ArrayBuffer>;
+    inputTokens: number[];
 }
 export declare namespace SpotRequest {
     enum Kind {
         FETCH = "FETCH",
-        AUDIT = "AUDIT"
+        AUDIT = "AUDIT",
+        CHALLENGE = "CHALLENGE"
     }
     namespace Kind {
         const codec: () => Codec<Kind>;
@@ -64,9 +68,22 @@ export declare namespace SpotRequest {
         field: '$.model';
         value: string;
     }
+    interface SpotRequestRowsFieldEvent {
+        field: '$.rows';
+        value: number;
+    }
+    interface SpotRequestInputFieldEvent {
+        field: '$.input';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface SpotRequestInputTokensFieldEvent {
+        field: '$.inputTokens[]';
+        index: number;
+        value: number;
+    }
     function encode(obj: Partial<SpotRequest>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): SpotRequest;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): Generator<SpotRequestKindFieldEvent | SpotRequestSessionIdFieldEvent | SpotRequestSideFieldEvent | SpotRequestSubjectFieldEvent | SpotRequestStartFieldEvent | SpotRequestEndFieldEvent | SpotRequestPredecessorFieldEvent | SpotRequestSuccessorFieldEvent | SpotRequestModelFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): Generator<SpotRequestKindFieldEvent | SpotRequestSessionIdFieldEvent | SpotRequestSideFieldEvent | SpotRequestSubjectFieldEvent | SpotRequestStartFieldEvent | SpotRequestEndFieldEvent | SpotRequestPredecessorFieldEvent | SpotRequestSuccessorFieldEvent | SpotRequestModelFieldEvent | SpotRequestRowsFieldEvent | SpotRequestInputFieldEvent | SpotRequestInputTokensFieldEvent>;
 }
 export interface SpotStep {
     position: number;
@@ -97,6 +114,7 @@ export interface SpotResponse {
     end: number;
     dim: number;
     steps: SpotStep[];
+    tokens: number[];
 }
 export declare namespace SpotResponse {
     enum Status {
@@ -141,7 +159,12 @@ export declare namespace SpotResponse {
         value: Uint8Array<ArrayBuffer>;
         index: number;
     }
+    interface SpotResponseTokensFieldEvent {
+        field: '$.tokens[]';
+        index: number;
+        value: number;
+    }
     function encode(obj: Partial<SpotResponse>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotResponse>): SpotResponse;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotResponse>): Generator<SpotResponseStatusFieldEvent | SpotResponseStartFieldEvent | SpotResponseEndFieldEvent | SpotResponseDimFieldEvent | SpotResponseStepsPositionFieldEvent | SpotResponseStepsRowsFieldEvent | SpotResponseStepsHiddenFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotResponse>): Generator<SpotResponseStatusFieldEvent | SpotResponseStartFieldEvent | SpotResponseEndFieldEvent | SpotResponseDimFieldEvent | SpotResponseStepsPositionFieldEvent | SpotResponseStepsRowsFieldEvent | SpotResponseStepsHiddenFieldEvent | SpotResponseTokensFieldEvent>;
 }

@@ -7,11 +7,13 @@ export var SpotRequest;
     (function (Kind) {
         Kind["FETCH"] = "FETCH";
         Kind["AUDIT"] = "AUDIT";
+        Kind["CHALLENGE"] = "CHALLENGE";
     })(Kind = SpotRequest.Kind || (SpotRequest.Kind = {}));
     let __KindValues;
     (function (__KindValues) {
         __KindValues[__KindValues["FETCH"] = 0] = "FETCH";
         __KindValues[__KindValues["AUDIT"] = 1] = "AUDIT";
+        __KindValues[__KindValues["CHALLENGE"] = 2] = "CHALLENGE";
     })(__KindValues || (__KindValues = {}));
     (function (Kind) {
         Kind.codec = () => {
@@ -76,6 +78,20 @@ export var SpotRequest;
                     w.uint32(74);
                     w.string(obj.model);
                 }
+                if ((obj.rows != null && obj.rows !== 0)) {
+                    w.uint32(80);
+                    w.uint32(obj.rows);
+                }
+                if ((obj.input != null && obj.input.byteLength > 0)) {
+                    w.uint32(90);
+                    w.bytes(obj.input);
+                }
+                if (obj.inputTokens != null && obj.inputTokens.length > 0) {
+                    for (const value of obj.inputTokens) {
+                        w.uint32(96);
+                        w.uint32(value);
+                    }
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -89,7 +105,10 @@ export var SpotRequest;
                     end: 0,
                     predecessor: '',
                     successor: '',
-                    model: ''
+                    model: '',
+                    rows: 0,
+                    input: uint8ArrayAlloc(0),
+                    inputTokens: []
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -131,6 +150,21 @@ export var SpotRequest;
                             obj.model = reader.string();
                             break;
                         }
+                        case 10: {
+                            obj.rows = reader.uint32();
+                            break;
+                        }
+                        case 11: {
+                            obj.input = reader.bytes();
+                            break;
+                        }
+                        case 12: {
+                            if (opts.limits?.inputTokens != null && obj.inputTokens.length === opts.limits.inputTokens) {
+                                throw new MaxLengthError('Decode error - repeated field "inputTokens" had too many elements');
+                            }
+                            obj.inputTokens.push(reader.uint32());
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -139,6 +173,9 @@ export var SpotRequest;
                 }
                 return obj;
             }, function* (reader, length, prefix, opts = {}) {
+                const obj = {
+                    inputTokens: 0
+                };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
                     const tag = reader.uint32();
@@ -204,6 +241,32 @@ export var SpotRequest;
                                 field: `${prefix}.model`,
                                 value: reader.string()
                             };
+                            break;
+                        }
+                        case 10: {
+                            yield {
+                                field: `${prefix}.rows`,
+                                value: reader.uint32()
+                            };
+                            break;
+                        }
+                        case 11: {
+                            yield {
+                                field: `${prefix}.input`,
+                                value: reader.bytes()
+                            };
+                            break;
+                        }
+                        case 12: {
+                            if (opts.limits?.inputTokens != null && obj.inputTokens === opts.limits.inputTokens) {
+                                throw new MaxLengthError('Streaming decode error - repeated field "inputTokens" had too many elements');
+                            }
+                            yield {
+                                field: `${prefix}.inputTokens[]`,
+                                index: obj.inputTokens,
+                                value: reader.uint32()
+                            };
+                            obj.inputTokens++;
                             break;
                         }
                         default: {
@@ -383,6 +446,12 @@ export var SpotResponse;
                         SpotStep.codec().encode(value, w);
                     }
                 }
+                if (obj.tokens != null && obj.tokens.length > 0) {
+                    for (const value of obj.tokens) {
+                        w.uint32(48);
+                        w.uint32(value);
+                    }
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -392,7 +461,8 @@ export var SpotResponse;
                     start: 0,
                     end: 0,
                     dim: 0,
-                    steps: []
+                    steps: [],
+                    tokens: []
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -423,6 +493,13 @@ export var SpotResponse;
                             }));
                             break;
                         }
+                        case 6: {
+                            if (opts.limits?.tokens != null && obj.tokens.length === opts.limits.tokens) {
+                                throw new MaxLengthError('Decode error - repeated field "tokens" had too many elements');
+                            }
+                            obj.tokens.push(reader.uint32());
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -432,7 +509,8 @@ export var SpotResponse;
                 return obj;
             }, function* (reader, length, prefix, opts = {}) {
                 const obj = {
-                    steps: 0
+                    steps: 0,
+                    tokens: 0
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -479,6 +557,18 @@ export var SpotResponse;
                                 };
                             }
                             obj.steps++;
+                            break;
+                        }
+                        case 6: {
+                            if (opts.limits?.tokens != null && obj.tokens === opts.limits.tokens) {
+                                throw new MaxLengthError('Streaming decode error - repeated field "tokens" had too many elements');
+                            }
+                            yield {
+                                field: `${prefix}.tokens[]`,
+                                index: obj.tokens,
+                                value: reader.uint32()
+                            };
+                            obj.tokens++;
                             break;
                         }
                         default: {

@@ -20,6 +20,10 @@ export const SPOT_CHECK_NAME = 'spot-check'
 export const SPOT_CHECK_VERSION = '1.0.0'
 /** Largest frame either side decodes (a FETCH answer carries a session's hidden states). */
 export const SPOT_MAX_FRAME_BYTES = 16 << 20
+/** Largest request a node decodes (a CHALLENGE carries one step of hidden states). */
+export const SPOT_MAX_REQUEST_BYTES = 1 << 20
+/** Most rows one CHALLENGE asks for. */
+export const CHALLENGE_MAX_ROWS = 64
 /** Deadline of one exchange (ms). */
 export const SPOT_TIMEOUT_MS = 10_000
 
@@ -32,7 +36,14 @@ export interface SpotTrace { start: number, end: number, dim: number, steps: Spo
 
 export interface AuditRequest { sessionId: string, subject: string, start: number, end: number, predecessor: string, successor: string, model: string }
 
+/** A calibration challenge (CHALLENGE): run layers [start, end) of `model` on `input`. */
+export interface ChallengeRequest { model: string, start: number, end: number, rows: number, input: { tokens: number[] } | { hidden: Float32Array } }
+/** The newcomer's outputs: greedy tokens per row (a last stage) or hidden states. */
+export type ChallengeAnswer = { tokens: number[] } | { hidden: Float32Array, dim: number }
+
 export interface SpotCheckHooks {
+  /** Answer a calibration challenge with this node's own stage (undefined: not served here → REFUSED). */
+  challenge?: (request: ChallengeRequest, from: string) => Promise<ChallengeAnswer | undefined>
   /** What this node recorded of `sessionId` (undefined: nothing). */
   fetch?: (sessionId: string, side: 'inputs' | 'outputs') => SpotTrace | undefined
   /** Queue an audit (resolve OK, BUSY or REFUSED; the work happens after the answer). */
@@ -47,22 +58,35 @@ export interface SpotCheckComponents {
   }
 }
 
-const EMPTY: Omit<SpotResponse, 'status'> = { start: 0, end: 0, dim: 0, steps: [] }
+const EMPTY: Omit<SpotResponse, 'status'> = { start: 0, end: 0, dim: 0, steps: [], tokens: [] }
 
 /** Answers one inbound spot-check stream. Never throws. */
 export async function serveSpotCheck (stream: Stream, from: string, hooks: SpotCheckHooks, options: AbortOptions = {}): Promise<SpotResponse.Status | 'CLOSED'> {
   const signal = AbortSignal.any([AbortSignal.timeout(SPOT_TIMEOUT_MS), ...(options.signal != null ? [options.signal] : [])])
-  const pb = pbStream(stream, { maxDataLength: 4096 }) // a request is small; a big one is malformed
+  const pb = pbStream(stream, { maxDataLength: SPOT_MAX_REQUEST_BYTES }) // bounded before decoding
   let status: SpotResponse.Status = SpotResponse.Status.MALFORMED
   let body: Omit<SpotResponse, 'status'> = EMPTY
   try {
     let req: SpotRequest | undefined
     try { req = await pb.read(SpotRequest, { signal }) } catch { req = undefined }
-    if (req !== undefined && req.sessionId !== '' && req.sessionId.length <= 128) {
+    if (req !== undefined && req.kind === SpotRequest.Kind.CHALLENGE) {
+      const tokens = req.inputTokens
+      const hidden = req.input.byteLength > 0 && req.input.byteLength % 4 === 0 && req.rows > 0 ? new Float32Array(new Uint8Array(req.input).buffer) : undefined
+      const rows = tokens.length > 0 ? tokens.length : req.rows
+      if (req.model !== '' && req.end > req.start && rows > 0 && rows <= CHALLENGE_MAX_ROWS && (tokens.length > 0) !== (hidden !== undefined) && (hidden === undefined || hidden.length % rows === 0)) {
+        const answer = await hooks.challenge?.({ model: req.model, start: req.start, end: req.end, rows, input: hidden !== undefined ? { hidden } : { tokens: [...tokens] } }, from).catch(() => undefined)
+        status = answer === undefined ? SpotResponse.Status.REFUSED : SpotResponse.Status.OK
+        if (answer !== undefined) {
+          body = 'tokens' in answer
+            ? { ...EMPTY, tokens: answer.tokens }
+            : { ...EMPTY, dim: answer.dim, steps: [{ position: 0, rows, hidden: new Uint8Array(Float32Array.from(answer.hidden).buffer) }] }
+        }
+      }
+    } else if (req !== undefined && req.sessionId !== '' && req.sessionId.length <= 128) {
       if (req.kind === SpotRequest.Kind.FETCH) {
         const trace = hooks.fetch?.(req.sessionId, req.side === SpotRequest.Side.OUTPUTS ? 'outputs' : 'inputs')
         status = trace === undefined ? SpotResponse.Status.NOT_FOUND : SpotResponse.Status.OK
-        if (trace !== undefined) body = trace
+        if (trace !== undefined) body = { ...EMPTY, ...trace }
       } else if (req.end > req.start && req.subject !== '' && req.predecessor !== '' && req.successor !== '' && req.model !== '') {
         status = hooks.audit?.({ sessionId: req.sessionId, subject: req.subject, start: req.start, end: req.end, predecessor: req.predecessor, successor: req.successor, model: req.model }, from) ?? SpotResponse.Status.REFUSED
       }
@@ -92,14 +116,31 @@ async function exchange (stream: Stream, req: SpotRequest, options: AbortOptions
 
 /** FETCH: a stage's recorded inputs or outputs of a session (undefined when it has none). */
 export async function fetchTrace (stream: Stream, sessionId: string, side: 'inputs' | 'outputs', options: AbortOptions = {}): Promise<SpotTrace | undefined> {
-  const res = await exchange(stream, { kind: SpotRequest.Kind.FETCH, sessionId, side: side === 'outputs' ? SpotRequest.Side.OUTPUTS : SpotRequest.Side.INPUTS, subject: '', start: 0, end: 0, predecessor: '', successor: '', model: '' }, options)
+  const res = await exchange(stream, { ...NO_CHALLENGE, kind: SpotRequest.Kind.FETCH, sessionId, side: side === 'outputs' ? SpotRequest.Side.OUTPUTS : SpotRequest.Side.INPUTS, subject: '', start: 0, end: 0, predecessor: '', successor: '', model: '' }, options)
   return res.status === SpotResponse.Status.OK ? { start: res.start, end: res.end, dim: res.dim, steps: res.steps } : undefined
 }
 
 /** AUDIT: asks a verifier to spot-check a stage; resolves with its answer (OK = queued). */
 export async function requestAudit (stream: Stream, audit: AuditRequest, options: AbortOptions = {}): Promise<SpotResponse.Status> {
-  const res = await exchange(stream, { kind: SpotRequest.Kind.AUDIT, side: SpotRequest.Side.INPUTS, ...audit }, options)
+  const res = await exchange(stream, { ...NO_CHALLENGE, kind: SpotRequest.Kind.AUDIT, side: SpotRequest.Side.INPUTS, ...audit }, options)
   return res.status
+}
+
+const NO_CHALLENGE = { rows: 0, input: new Uint8Array(0), inputTokens: [] as number[] }
+
+/** CHALLENGE: asks a newcomer to run its layers on challenge inputs; its outputs, or undefined when it refused. */
+export async function requestChallenge (stream: Stream, challenge: ChallengeRequest, options: AbortOptions = {}): Promise<ChallengeAnswer | undefined> {
+  const { input } = challenge
+  const res = await exchange(stream, {
+    kind: SpotRequest.Kind.CHALLENGE, sessionId: '', side: SpotRequest.Side.INPUTS, subject: '', predecessor: '', successor: '', model: challenge.model, start: challenge.start, end: challenge.end, rows: challenge.rows,
+    input: 'hidden' in input ? new Uint8Array(Float32Array.from(input.hidden).buffer) : new Uint8Array(0),
+    inputTokens: 'tokens' in input ? input.tokens : []
+  }, options)
+  if (res.status !== SpotResponse.Status.OK) return undefined
+  if (res.tokens.length > 0) return { tokens: res.tokens }
+  const step = res.steps[0]
+  if (step === undefined || res.dim === 0 || step.hidden.byteLength % 4 !== 0) return undefined
+  return { hidden: new Float32Array(new Uint8Array(step.hidden).buffer), dim: res.dim }
 }
 
 export class SpotCheckService implements Startable {

@@ -77,6 +77,17 @@ async function sdkRound (seed: number): Promise<Meta | undefined> {
 }
 
 describe('consensus on a multi-process testnet with a corrupting stage (issue 7)', () => {
+  it('calibration asked each newcomer for its own stage outputs on challenge inputs (CHALLENGE) and checked them', () => {
+    const events = daemons.flatMap((d) => d.events.filter((e) => e.event === 'calibration')) as Array<{ subject: string, passed: boolean, stage: { passed: boolean, rows: number, rowsExact: number, range: { start: number, end: number } } }>
+    const subjects = new Set(events.filter((e) => e.passed).map((e) => e.subject))
+    for (const id of ids.slice(1)) expect(subjects.has(id)).toBe(true) // everyone but genesis was calibrated
+    for (const e of events.filter((x) => x.passed)) {
+      expect(e.stage.passed).toBe(true)
+      expect(e.stage.rows).toBe(8)
+      expect(e.stage.rowsExact).toBe(8)
+      expect(e.stage.range.end).toBeGreaterThan(e.stage.range.start)
+    }
+  })
   it('k = 3 through the API and through the SDK (at once): chains with distinct nodes, the corrupting pipeline\'s answer ranks last', async () => {
     const [api, sdk] = await Promise.all([apiRound(1), sdkRound(7)])
     for (const c of [api.consensus, sdk]) {
