@@ -1,4 +1,6 @@
-// Spot-check requests (issue 7). After a consensus round its owner audits every middle stage of every
+// Spot-check requests (issue 7). After a consensus round its owner audits every stage of every
+// answering chain — a first stage with the tokens it knows as inputs, a last stage only when the
+// request was greedy (its outputs are the tokens) — as it did middle stages before: every middle stage of every
 // answering chain (a stage with a predecessor and a successor) is audited by SPOT_VERIFIERS
 // verifiers — admitted, not excluded, online, holding layers of the same model, outside the chain,
 // not the owner — chosen deterministically by SHA-256(round, session, subject, verifier). Each
@@ -34,7 +36,12 @@ export async function requestAudits (options: {
   state: SwarmReader
   online: () => string[]
   reputation: ReputationState
-  chains: Array<{ chain: ChainHop[], sessionId?: string }>
+  /** Each chain's session, and its generated tokens (with `prompt`: first stages are audited too). */
+  chains: Array<{ chain: ChainHop[], sessionId?: string, tokens?: number[] }>
+  /** The request's prompt tokens. */
+  prompt?: number[]
+  /** The request sampled greedily: last stages are audited too (their argmax against the tokens). */
+  greedy?: boolean
   openStream: (peer: string, protocol: string, options: AbortOptions) => Promise<Stream>
   signal?: AbortSignal
 }): Promise<AuditOutcome[]> {
@@ -43,10 +50,17 @@ export async function requestAudits (options: {
     .filter((id) => { const rep = options.reputation.nodes.get(id); return rep?.admitted === true && !rep.excluded })
   const out: AuditOutcome[] = []
   const jobs: Array<Promise<void>> = []
-  for (const { chain, sessionId } of options.chains) {
-    if (sessionId === undefined || chain.length < 3) continue
+  for (const { chain, sessionId, tokens } of options.chains) {
+    if (sessionId === undefined || chain.length < 2) continue
     const peers = chain.map((h) => String(h.peer))
-    for (let i = 1; i < chain.length - 1; i++) {
+    const known = options.prompt !== undefined && tokens !== undefined && options.prompt.length > 0 ? [...options.prompt, ...tokens] : undefined
+    const promptLength = options.prompt?.length ?? 0
+    for (let i = 0; i < chain.length; i++) {
+      const first = i === 0
+      const last = i === chain.length - 1
+      // a first stage needs the tokens; a last stage the tokens, at least one generated, and greedy sampling
+      if ((first || last) && known === undefined) continue
+      if (last && (options.greedy !== true || (tokens?.length ?? 0) === 0)) continue
       const subject = peers[i]
       const rank = (v: string): string => toHex(digestFields(['mycelium/consensus/audit/1', options.round, sessionId, subject, v]))
       const verifiers = holders.filter((v) => !peers.includes(v)).map((v) => ({ v, k: rank(v) })).sort((a, b) => compareText(a.k, b.k)).slice(0, SPOT_VERIFIERS).map((x) => x.v)
@@ -56,7 +70,7 @@ export async function requestAudits (options: {
           try {
             const signal = AbortSignal.any([AbortSignal.timeout(10_000), ...(options.signal !== undefined ? [options.signal] : [])])
             const stream = await options.openStream(verifier, spotCheckProtocol(options.swarm), { signal })
-            status = await requestAudit(stream, { sessionId, subject, start: chain[i].start, end: chain[i].end, predecessor: peers[i - 1], successor: peers[i + 1], model: options.model }, { signal })
+            status = await requestAudit(stream, { sessionId, subject, start: chain[i].start, end: chain[i].end, predecessor: first ? '' : peers[i - 1], successor: last ? '' : peers[i + 1], model: options.model, ...(first || last ? { tokens: known, promptLength, greedy: options.greedy === true } : {}) }, { signal })
           } catch (err) {
             status = `error: ${(err as Error).message}`
           }

@@ -211,8 +211,8 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     await run.host.record(recordId(rec), recordData(rec))
     recorded = true
   }
-  // spot-checks of every middle stage of the chains that answered (client/consensus-audit.ts)
-  const audits = await requestAudits({ round, swarm: run.swarm, model: run.info.id, self: run.self, state: run.state, online: run.online, reputation: state, chains: done, openStream: run.openStream, signal: run.signal })
+  // spot-checks of every stage of the chains that answered (first stages with the tokens, last stages of greedy requests) (client/consensus-audit.ts)
+  const audits = await requestAudits({ round, swarm: run.swarm, model: run.info.id, self: run.self, state: run.state, online: run.online, reputation: state, chains: done, prompt: run.prompt, greedy: run.sampling.temperature === 0, openStream: run.openStream, signal: run.signal })
   const order = new Map(settled.outcome.ranking.map((id, i) => [id, i]))
   meta.sort((a, b) => (order.get(a.id) ?? 1e9) - (order.get(b.id) ?? 1e9) || compareText(a.id, b.id))
   return {

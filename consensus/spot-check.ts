@@ -110,3 +110,49 @@ export function spotCheck (shard: Shard, trace: StageTrace, positions: readonly 
 function stepRows (x: StageInput, dim: number): number {
   return 'tokens' in x ? x.tokens.length : x.hidden.length / dim
 }
+
+export interface TokenSpotCheckResult {
+  /** Positions checked (global, over the whole trace). */
+  checked: number[]
+  /** Checked positions whose claimed token is not the verifier's argmax (beyond the tolerance). */
+  mismatches: Array<{ position: number, claimed: number, argmax: number, margin: number }>
+  passed: boolean
+}
+
+/**
+ * A last stage's greedy outputs: replays `inputs` on the verifier's own last shard in one prefill
+ * and checks, at each of `positions` with a known token, that `expected[position]` (the token the
+ * stage sampled after that position) is the argmax of the verifier's logits — or within the
+ * dtype's tolerance of it, scaled by the logits' largest magnitude, so near-ties do not convict.
+ */
+export function spotCheckGreedy (shard: Shard, inputs: StageInput[], expected: ReadonlyArray<number | undefined>, positions: readonly number[], stageDtype: WeightDType = shard.dtype): TokenSpotCheckResult {
+  if (!shard.isLast) throw new ConsensusInputError('a token check needs a last shard')
+  const V = shard.config.vocabSize
+  let rows = 0
+  for (const x of inputs) rows += stepRows(x, shard.config.dim)
+  const wanted = [...new Set(positions)].filter((p) => p >= 0 && p < rows && expected[p] !== undefined).sort((a, b) => a - b)
+  if (wanted.length === 0) return { checked: [], mismatches: [], passed: true }
+  const tolerance = fingerprintTolerance(stageDtype, shard.dtype)
+  if (tolerance === undefined) throw new ConsensusInputError(`a ${shard.dtype} verifier cannot check a ${stageDtype} stage`)
+  const session: Session = shard.openSession({ maxLength: rows })
+  let logits: Float32Array
+  try {
+    logits = session.step(concatInputs(inputs), { logits: 'all' }).logits as Float32Array
+  } finally {
+    session.close()
+  }
+  const mismatches: TokenSpotCheckResult['mismatches'] = []
+  for (const p of wanted) {
+    const row = logits.subarray(p * V, (p + 1) * V)
+    let argmax = 0
+    let scale = 0
+    for (let i = 0; i < V; i++) {
+      if (row[i] > row[argmax]) argmax = i
+      scale = Math.max(scale, Math.abs(row[i]))
+    }
+    const claimed = expected[p] as number
+    const margin = claimed >= 0 && claimed < V ? row[argmax] - row[claimed] : Infinity
+    if (!(margin <= tolerance * Math.max(1, scale))) mismatches.push({ position: p, claimed, argmax, margin })
+  }
+  return { checked: wanted, mismatches, passed: mismatches.length === 0 }
+}

@@ -12,14 +12,17 @@
 //   `sampleSpotChecks([session, range])` (consensus/spot-check.ts, tolerance by dtype), and writes
 //   a signed evidence record `round/e/<session>.<range>` (case `<session>:<start>-<end>`). The
 //   ledger slashes and excludes once two admitted verifiers confirm (consensus/ledger.ts).
-// - Only middle stages can be audited this way (the first stage's input is tokens, the last
-//   stage's output logits); the round owner audits every middle stage of its round's chains.
+// - A first stage (no predecessor) gets its inputs from the tokens the owner sends in the AUDIT
+//   (prompt + generated); a last stage (no successor) is audited only for greedy requests: the
+//   verifier's argmax must be the token the owner saw at each checked position (spotCheckGreedy,
+//   within the dtype tolerance). Seeded sampling is not audited on the last stage yet.
 // - Calibration CHALLENGE (node/consensus-judge.ts asks): answered with the stage this node serves
 //   now (the shard last handed to serve()), one at a time, only for that exact range and model.
 // Hidden bytes travel as little-endian float32 (Node on x86-64 / arm64).
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
 import { answerStageChallenge, fingerprint, recordData, recordId, sampleSpotChecks, spotCheck, type ConsensusRecord } from '../consensus/index.ts'
+import { spotCheckGreedy } from '../consensus/spot-check.ts'
 import { loadShard } from '../engine/index.ts'
 import type { Shard, StageInput } from '../engine/index.ts'
 import { fetchTrace, SpotResponse, type AuditRequest, type SpotStep, type SpotTrace } from '../protocols/consensus/spot-check.ts'
@@ -98,6 +101,37 @@ function floats (b: Uint8Array): Float32Array {
   return new Float32Array(copy.buffer, 0, copy.byteLength / 4)
 }
 
+function inputsOf (sent: SpotTrace): { inputs: StageInput[], rows: number } | undefined {
+  const inputs: StageInput[] = []
+  let rows = 0
+  for (const a of sent.steps) {
+    if (a.position !== rows || a.hidden.byteLength !== a.rows * sent.dim * 4) return undefined
+    inputs.push({ hidden: floats(a.hidden) })
+    rows += a.rows
+  }
+  return rows === 0 ? undefined : { inputs, rows }
+}
+
+/** A greedy last stage's checked positions: SPOT_POSITIONS of those with a known next token. */
+export function tokenPositions (seed: string[], expected: ReadonlyArray<number | undefined>): number[] {
+  const known = expected.flatMap((t, p) => t === undefined ? [] : [p])
+  return sampleSpotChecks(seed, known.length, SPOT_POSITIONS).map((i) => known[i])
+}
+
+/** A first stage's trace: its inputs are the session's tokens (the owner's), its outputs what its successor received. */
+export function traceFromTokens (tokens: readonly number[], received: SpotTrace): { inputs: StageInput[], fingerprints: Uint8Array[], rows: number } | undefined {
+  const inputs: StageInput[] = []
+  const fingerprints: Uint8Array[] = []
+  let rows = 0
+  for (const b of received.steps) {
+    if (b.position !== rows || b.position + b.rows > tokens.length || b.hidden.byteLength !== b.rows * received.dim * 4) return undefined
+    inputs.push({ tokens: tokens.slice(b.position, b.position + b.rows) })
+    fingerprints.push(fingerprint(floats(b.hidden), received.dim))
+    rows += b.rows
+  }
+  return rows === 0 ? undefined : { inputs, fingerprints, rows }
+}
+
 /** The subject's trace from its neighbours' records: inputs (predecessor's outputs) and fingerprints of its outputs (successor's inputs). */
 export function traceFromNeighbours (sent: SpotTrace, received: SpotTrace): { inputs: StageInput[], fingerprints: Uint8Array[], rows: number } | undefined {
   if (sent.steps.length === 0 || sent.steps.length !== received.steps.length) return undefined
@@ -155,15 +189,36 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
         const range = `${a.start}-${a.end}`
         try {
           const signal = AbortSignal.timeout(20_000)
+          const first = a.predecessor === ''
+          const last = a.successor === ''
+          const tokens = a.tokens ?? []
+          // inputs: the predecessor's sent states, or (a first stage) the owner's tokens; outputs:
+          // the successor's received states, or (a greedy last stage) the tokens it sampled
           const [sent, received] = await Promise.all([
-            fetchTrace(await open(a.predecessor, signal), a.sessionId, 'outputs', { signal }),
-            fetchTrace(await open(a.successor, signal), a.sessionId, 'inputs', { signal })
+            first ? undefined : fetchTrace(await open(a.predecessor, signal), a.sessionId, 'outputs', { signal }),
+            last ? undefined : fetchTrace(await open(a.successor, signal), a.sessionId, 'inputs', { signal })
           ])
-          const trace = sent !== undefined && received !== undefined && sent.end === a.start && received.start === a.end ? traceFromNeighbours(sent, received) : undefined
-          if (trace === undefined) { stats.skipped++; log.info({ event: 'spot-check-skipped', session: a.sessionId, subject: a.subject }, 'spot-check: the neighbours have no matching record'); continue }
-          const shard = await shardFor(a.start, a.end)
-          const positions = sampleSpotChecks([a.sessionId, range], trace.rows, SPOT_POSITIONS)
-          const result = spotCheck(shard, { inputs: trace.inputs, fingerprints: trace.fingerprints }, positions)
+          let result: { checked: number[], passed: boolean, mismatches: Array<{ position: number }> } | undefined
+          if (!last) {
+            const trace = received === undefined || received.start !== a.end
+              ? undefined
+              : first
+                ? (a.start === 0 ? traceFromTokens(tokens, received) : undefined)
+                : (sent !== undefined && sent.end === a.start ? traceFromNeighbours(sent, received) : undefined)
+            if (trace !== undefined) {
+              const shard = await shardFor(a.start, a.end)
+              result = spotCheck(shard, { inputs: trace.inputs, fingerprints: trace.fingerprints }, sampleSpotChecks([a.sessionId, range], trace.rows, SPOT_POSITIONS))
+            }
+          } else if (a.greedy === true && sent !== undefined && sent.end === a.start && a.end === opened?.source.config.nLayers) {
+            const inputs = inputsOf(sent)
+            if (inputs !== undefined) {
+              // the logits at position p chose tokens[p + 1], for every generated token
+              const expected = Array.from({ length: inputs.rows }, (_, p) => p + 1 >= (a.promptLength ?? 0) && p + 1 < tokens.length ? tokens[p + 1] : undefined)
+              const shard = await shardFor(a.start, a.end)
+              result = spotCheckGreedy(shard, inputs.inputs, expected, tokenPositions([a.sessionId, range], expected))
+            }
+          }
+          if (result === undefined) { stats.skipped++; log.info({ event: 'spot-check-skipped', session: a.sessionId, subject: a.subject }, 'spot-check: the neighbours have no matching record'); continue }
           const mismatched = [...new Set(result.mismatches.map((m) => m.position))].sort((x, y) => x - y)
           const rec: ConsensusRecord = { t: 'spot-check', id: `${a.sessionId}.${range}`, seq: lastSeq(() => state.rounds()) + 1, case: `${a.sessionId}:${range}`, subject: a.subject, model: a.model, start: a.start, end: a.end, checked: result.checked, mismatched, passed: result.passed }
           await state.recordRound(recordId(rec), recordData(rec) as never)

@@ -14,6 +14,9 @@ export interface SpotRequest {
     rows: number;
     input: Uint8Array<ArrayBuffer>;
     inputTokens: number[];
+    tokens: number[];
+    promptLength: number;
+    greedy: boolean;
 }
 export declare namespace SpotRequest {
     enum Kind {
@@ -81,9 +84,22 @@ export declare namespace SpotRequest {
         index: number;
         value: number;
     }
+    interface SpotRequestTokensFieldEvent {
+        field: '$.tokens[]';
+        index: number;
+        value: number;
+    }
+    interface SpotRequestPromptLengthFieldEvent {
+        field: '$.promptLength';
+        value: number;
+    }
+    interface SpotRequestGreedyFieldEvent {
+        field: '$.greedy';
+        value: boolean;
+    }
     function encode(obj: Partial<SpotRequest>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): SpotRequest;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): Generator<SpotRequestKindFieldEvent | SpotRequestSessionIdFieldEvent | SpotRequestSideFieldEvent | SpotRequestSubjectFieldEvent | SpotRequestStartFieldEvent | SpotRequestEndFieldEvent | SpotRequestPredecessorFieldEvent | SpotRequestSuccessorFieldEvent | SpotRequestModelFieldEvent | SpotRequestRowsFieldEvent | SpotRequestInputFieldEvent | SpotRequestInputTokensFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): Generator<SpotRequestKindFieldEvent | SpotRequestSessionIdFieldEvent | SpotRequestSideFieldEvent | SpotRequestSubjectFieldEvent | SpotRequestStartFieldEvent | SpotRequestEndFieldEvent | SpotRequestPredecessorFieldEvent | SpotRequestSuccessorFieldEvent | SpotRequestModelFieldEvent | SpotRequestRowsFieldEvent | SpotRequestInputFieldEvent | SpotRequestInputTokensFieldEvent | SpotRequestTokensFieldEvent | SpotRequestPromptLengthFieldEvent | SpotRequestGreedyFieldEvent>;
 }
 export interface SpotStep {
     position: number;

@@ -92,6 +92,20 @@ export var SpotRequest;
                         w.uint32(value);
                     }
                 }
+                if (obj.tokens != null && obj.tokens.length > 0) {
+                    for (const value of obj.tokens) {
+                        w.uint32(104);
+                        w.uint32(value);
+                    }
+                }
+                if ((obj.promptLength != null && obj.promptLength !== 0)) {
+                    w.uint32(112);
+                    w.uint32(obj.promptLength);
+                }
+                if ((obj.greedy != null && obj.greedy !== false)) {
+                    w.uint32(120);
+                    w.bool(obj.greedy);
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -108,7 +122,10 @@ export var SpotRequest;
                     model: '',
                     rows: 0,
                     input: uint8ArrayAlloc(0),
-                    inputTokens: []
+                    inputTokens: [],
+                    tokens: [],
+                    promptLength: 0,
+                    greedy: false
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -165,6 +182,21 @@ export var SpotRequest;
                             obj.inputTokens.push(reader.uint32());
                             break;
                         }
+                        case 13: {
+                            if (opts.limits?.tokens != null && obj.tokens.length === opts.limits.tokens) {
+                                throw new MaxLengthError('Decode error - repeated field "tokens" had too many elements');
+                            }
+                            obj.tokens.push(reader.uint32());
+                            break;
+                        }
+                        case 14: {
+                            obj.promptLength = reader.uint32();
+                            break;
+                        }
+                        case 15: {
+                            obj.greedy = reader.bool();
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -174,7 +206,8 @@ export var SpotRequest;
                 return obj;
             }, function* (reader, length, prefix, opts = {}) {
                 const obj = {
-                    inputTokens: 0
+                    inputTokens: 0,
+                    tokens: 0
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -267,6 +300,32 @@ export var SpotRequest;
                                 value: reader.uint32()
                             };
                             obj.inputTokens++;
+                            break;
+                        }
+                        case 13: {
+                            if (opts.limits?.tokens != null && obj.tokens === opts.limits.tokens) {
+                                throw new MaxLengthError('Streaming decode error - repeated field "tokens" had too many elements');
+                            }
+                            yield {
+                                field: `${prefix}.tokens[]`,
+                                index: obj.tokens,
+                                value: reader.uint32()
+                            };
+                            obj.tokens++;
+                            break;
+                        }
+                        case 14: {
+                            yield {
+                                field: `${prefix}.promptLength`,
+                                value: reader.uint32()
+                            };
+                            break;
+                        }
+                        case 15: {
+                            yield {
+                                field: `${prefix}.greedy`,
+                                value: reader.bool()
+                            };
                             break;
                         }
                         default: {

@@ -5,7 +5,9 @@
 //   AUDIT  owner → verifier:    spot-check `subject`'s layers [start, end) in a session, fetching
 //                               the subject's inputs from its predecessor (what it sent) and its
 //                               outputs from its successor (what it received) — never from the
-//                               subject itself; the verifier writes the evidence record later
+//                               subject itself; the verifier writes the evidence record later.
+//                               A first stage's inputs / a greedy last stage's outputs are the
+//                               session's tokens, which the owner sends (`tokens`)
 // Everything a peer sends is bounded before decoding (SPOT_MAX_FRAME_BYTES); answering reads only
 // what the node recorded anyway, so asking cannot grow the node's memory.
 import { pbStream } from '@libp2p/utils'
@@ -34,7 +36,15 @@ export function spotCheckProtocol (swarm: string): string {
 /** A recorded session side, as FETCH answers it. */
 export interface SpotTrace { start: number, end: number, dim: number, steps: SpotStep[] }
 
-export interface AuditRequest { sessionId: string, subject: string, start: number, end: number, predecessor: string, successor: string, model: string }
+/** Most tokens an AUDIT carries (a first or last stage's known tokens). */
+export const AUDIT_MAX_TOKENS = 16_384
+
+/**
+ * predecessor '' = a first stage (inputs: `tokens`), successor '' = a last stage (outputs: the
+ * greedy `tokens` it sampled, only with `greedy`). `tokens` = prompt + generated, `promptLength`
+ * of them the prompt.
+ */
+export interface AuditRequest { sessionId: string, subject: string, start: number, end: number, predecessor: string, successor: string, model: string, tokens?: number[], promptLength?: number, greedy?: boolean }
 
 /** A calibration challenge (CHALLENGE): run layers [start, end) of `model` on `input`. */
 export interface ChallengeRequest { model: string, start: number, end: number, rows: number, input: { tokens: number[] } | { hidden: Float32Array } }
@@ -87,8 +97,11 @@ export async function serveSpotCheck (stream: Stream, from: string, hooks: SpotC
         const trace = hooks.fetch?.(req.sessionId, req.side === SpotRequest.Side.OUTPUTS ? 'outputs' : 'inputs')
         status = trace === undefined ? SpotResponse.Status.NOT_FOUND : SpotResponse.Status.OK
         if (trace !== undefined) body = { ...EMPTY, ...trace }
-      } else if (req.end > req.start && req.subject !== '' && req.predecessor !== '' && req.successor !== '' && req.model !== '') {
-        status = hooks.audit?.({ sessionId: req.sessionId, subject: req.subject, start: req.start, end: req.end, predecessor: req.predecessor, successor: req.successor, model: req.model }, from) ?? SpotResponse.Status.REFUSED
+      } else if (req.end > req.start && req.subject !== '' && req.model !== '' && req.tokens.length <= AUDIT_MAX_TOKENS && req.promptLength <= req.tokens.length &&
+        // a first stage needs the tokens, a last stage the tokens and greedy sampling
+        (req.predecessor !== '' || (req.start === 0 && req.tokens.length > 0)) && (req.successor !== '' || (req.greedy && req.tokens.length > req.promptLength && req.promptLength > 0))) {
+        const known = req.tokens.length > 0 ? { tokens: [...req.tokens], promptLength: req.promptLength, greedy: req.greedy } : {}
+        status = hooks.audit?.({ sessionId: req.sessionId, subject: req.subject, start: req.start, end: req.end, predecessor: req.predecessor, successor: req.successor, model: req.model, ...known }, from) ?? SpotResponse.Status.REFUSED
       }
     }
     await pb.write({ status, ...body }, SpotResponse, { signal })
@@ -116,17 +129,18 @@ async function exchange (stream: Stream, req: SpotRequest, options: AbortOptions
 
 /** FETCH: a stage's recorded inputs or outputs of a session (undefined when it has none). */
 export async function fetchTrace (stream: Stream, sessionId: string, side: 'inputs' | 'outputs', options: AbortOptions = {}): Promise<SpotTrace | undefined> {
-  const res = await exchange(stream, { ...NO_CHALLENGE, kind: SpotRequest.Kind.FETCH, sessionId, side: side === 'outputs' ? SpotRequest.Side.OUTPUTS : SpotRequest.Side.INPUTS, subject: '', start: 0, end: 0, predecessor: '', successor: '', model: '' }, options)
+  const res = await exchange(stream, { ...NO_CHALLENGE, ...NO_TOKENS, kind: SpotRequest.Kind.FETCH, sessionId, side: side === 'outputs' ? SpotRequest.Side.OUTPUTS : SpotRequest.Side.INPUTS, subject: '', start: 0, end: 0, predecessor: '', successor: '', model: '' }, options)
   return res.status === SpotResponse.Status.OK ? { start: res.start, end: res.end, dim: res.dim, steps: res.steps } : undefined
 }
 
 /** AUDIT: asks a verifier to spot-check a stage; resolves with its answer (OK = queued). */
 export async function requestAudit (stream: Stream, audit: AuditRequest, options: AbortOptions = {}): Promise<SpotResponse.Status> {
-  const res = await exchange(stream, { ...NO_CHALLENGE, kind: SpotRequest.Kind.AUDIT, side: SpotRequest.Side.INPUTS, ...audit }, options)
+  const res = await exchange(stream, { ...NO_CHALLENGE, kind: SpotRequest.Kind.AUDIT, side: SpotRequest.Side.INPUTS, ...audit, tokens: audit.tokens ?? [], promptLength: audit.promptLength ?? 0, greedy: audit.greedy ?? false }, options)
   return res.status
 }
 
 const NO_CHALLENGE = { rows: 0, input: new Uint8Array(0), inputTokens: [] as number[] }
+const NO_TOKENS = { tokens: [] as number[], promptLength: 0, greedy: false }
 
 /** CHALLENGE: asks a newcomer to run its layers on challenge inputs; its outputs, or undefined when it refused. */
 export async function requestChallenge (stream: Stream, challenge: ChallengeRequest, options: AbortOptions = {}): Promise<ChallengeAnswer | undefined> {
@@ -134,7 +148,8 @@ export async function requestChallenge (stream: Stream, challenge: ChallengeRequ
   const res = await exchange(stream, {
     kind: SpotRequest.Kind.CHALLENGE, sessionId: '', side: SpotRequest.Side.INPUTS, subject: '', predecessor: '', successor: '', model: challenge.model, start: challenge.start, end: challenge.end, rows: challenge.rows,
     input: 'hidden' in input ? new Uint8Array(Float32Array.from(input.hidden).buffer) : new Uint8Array(0),
-    inputTokens: 'tokens' in input ? input.tokens : []
+    inputTokens: 'tokens' in input ? input.tokens : [],
+    ...NO_TOKENS
   }, options)
   if (res.status !== SpotResponse.Status.OK) return undefined
   if (res.tokens.length > 0) return { tokens: res.tokens }

@@ -13,7 +13,8 @@ import { auditSampled } from '../../client/consensus-audit.ts'
 import { sampleSpotChecks, spotCheck } from '../../consensus/index.ts'
 import { loadModel, type Shard } from '../../engine/index.ts'
 import { corruptHidden } from '../../node/spot-check-corrupt.ts'
-import { SpotRecorder, traceFromNeighbours } from '../../node/spot-check.ts'
+import { spotCheckGreedy } from '../../consensus/spot-check.ts'
+import { SpotRecorder, tokenPositions, traceFromNeighbours, traceFromTokens } from '../../node/spot-check.ts'
 import { fetchTrace, requestAudit, SpotCheckService, spotCheckProtocol, spotCheckService, SpotRequest, SpotResponse, type AuditRequest } from '../../protocols/consensus/spot-check.ts'
 import { seededRandom, testSeed } from '../seed.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
@@ -97,12 +98,25 @@ describe('/mycelium/<swarm>/spot-check/1.0.0', () => {
     for (const bytes of [new Uint8Array(8192).fill(7), Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2])]) {
       const stream = await open()
       const pb = pbStream(stream, { maxDataLength: 1 << 20 })
-      if (bytes.length > 4096) await pb.write({ kind: SpotRequest.Kind.FETCH, sessionId: 'x'.repeat(8000), side: SpotRequest.Side.INPUTS, subject: '', start: 0, end: 0, predecessor: '', successor: '', model: '' }, SpotRequest)
+      if (bytes.length > 4096) await pb.write({ kind: SpotRequest.Kind.FETCH, sessionId: 'x'.repeat(8000), side: SpotRequest.Side.INPUTS, subject: '', start: 0, end: 0, predecessor: '', successor: '', model: '', tokens: [], promptLength: 0, greedy: false }, SpotRequest)
       else await stream.send(bytes)
       const res = await pb.read(SpotResponse).catch(() => undefined)
       expect(res?.status ?? SpotResponse.Status.MALFORMED).toBe(SpotResponse.Status.MALFORMED)
     }
     expect(b.services.spot.stats.MALFORMED).toBeGreaterThanOrEqual(3)
+  })
+
+  it('AUDIT of a first or last stage carries the tokens; without them (or greedy sampling) it is MALFORMED', async () => {
+    const first: AuditRequest = { sessionId: 's1', subject: 'f', start: 0, end: 2, predecessor: '', successor: 'q', model: 'm', tokens: [1, 2, 3], promptLength: 2, greedy: false }
+    expect(await requestAudit(await open(), first)).toBe(SpotResponse.Status.OK)
+    expect(audits.at(-1)?.request).toEqual(first)
+    expect(await requestAudit(await open(), { ...first, tokens: [] })).toBe(SpotResponse.Status.MALFORMED)
+    expect(await requestAudit(await open(), { ...first, start: 1 })).toBe(SpotResponse.Status.MALFORMED) // no predecessor but not layer 0
+    const last: AuditRequest = { sessionId: 's1', subject: 'l', start: 4, end: 5, predecessor: 'p', successor: '', model: 'm', tokens: [1, 2, 3], promptLength: 2, greedy: true }
+    expect(await requestAudit(await open(), last)).toBe(SpotResponse.Status.OK)
+    expect(await requestAudit(await open(), { ...last, greedy: false })).toBe(SpotResponse.Status.MALFORMED) // seeded sampling: not audited
+    expect(await requestAudit(await open(), { ...last, promptLength: 3 })).toBe(SpotResponse.Status.MALFORMED) // nothing generated
+    expect(await requestAudit(await open(), { ...last, tokens: Array.from({ length: 20_000 }, () => 1) })).toBe(SpotResponse.Status.MALFORMED) // over AUDIT_MAX_TOKENS
   })
 })
 
@@ -141,6 +155,85 @@ describe('the verifier\'s check on real shards', () => {
     }
     // misaligned neighbours (a step missing on one side) give no trace
     expect(traceFromNeighbours({ start: 0, end: 2, dim, steps: [{ position: 0, rows: 1, hidden: new Uint8Array(dim * 4) }] }, { start: 4, end: 5, dim, steps: [] })).toBeUndefined()
+  })
+})
+
+describe('first and last stages on real shards', () => {
+  it('first stage: inputs are the owner\'s tokens, outputs its successor\'s record — honest passes, corrupting fails', async () => {
+    const load = async (start: number, end: number): Promise<Shard> => { const m = await loadModel(STORIES260K, { start, end, tokenizer: TOK512 }); shards.push(m.shard); return m.shard }
+    const stage = await load(0, 2)
+    const verifier = await load(0, 2)
+    const dim = stage.config.dim
+    const random = seededRandom(testSeed())
+    const tokens = [1, 20, 30, 40, 50, ...Array.from({ length: 15 }, (_, i) => 60 + i)]
+    for (const noise of [0, 0.1]) {
+      const succ = new SpotRecorder()
+      const ss = stage.openSession({ maxLength: 64 })
+      let position = 0
+      for (const T of [5, ...Array.from({ length: 14 }, () => 1)]) {
+        const out = ss.step({ tokens: tokens.slice(position, position + T) }).hidden as Float32Array
+        if (noise > 0) corruptHidden(out, dim, noise, random)
+        succ.tap({ sessionId: 's', position, T, start: 2, end: 4, input: { hidden: out }, output: { hidden: out } })
+        position += T
+      }
+      ss.close()
+      const received = succ.fetch('s', 'inputs')
+      expect(received).toBeDefined()
+      const trace = traceFromTokens(tokens, received ?? { start: 2, end: 4, dim, steps: [] })
+      expect(trace?.rows).toBe(position)
+      const result = spotCheck(verifier, { inputs: trace?.inputs ?? [], fingerprints: trace?.fingerprints ?? [] }, sampleSpotChecks(['s', '0-2'], position, 20))
+      expect(result.checked.length).toBeGreaterThan(0)
+      expect(result.passed).toBe(noise === 0)
+      // the tokens must cover the successor's record
+      expect(traceFromTokens(tokens.slice(0, 3), received ?? { start: 2, end: 4, dim, steps: [] })).toBeUndefined()
+    }
+  })
+
+  it('last stage (greedy): the verifier\'s argmax must be the sampled token — honest passes, wrong tokens fail', async () => {
+    const load = async (start: number, end: number): Promise<Shard> => { const m = await loadModel(STORIES260K, { start, end, tokenizer: TOK512 }); shards.push(m.shard); return m.shard }
+    const head = await load(0, 4)
+    const n = head.config.nLayers
+    const stage = await load(4, n)
+    const verifier = await load(4, n)
+    const prompt = [1, 20, 30, 40, 50]
+    // greedy generation through head → last stage; the predecessor records what it sent
+    const pred = new SpotRecorder()
+    const hs = head.openSession({ maxLength: 64 })
+    const ls = stage.openSession({ maxLength: 64 })
+    const seq = [...prompt]
+    let input = prompt
+    let position = 0
+    for (let i = 0; i < 16; i++) {
+      const h = hs.step({ tokens: input }).hidden as Float32Array
+      pred.tap({ sessionId: 's', position, T: input.length, start: 0, end: 4, input: { tokens: input }, output: { hidden: h } })
+      const logits = ls.step({ hidden: h }).logits as Float32Array
+      const V = stage.config.vocabSize
+      const row = logits.subarray(logits.length - V)
+      let best = 0
+      for (let j = 1; j < V; j++) if (row[j] > row[best]) best = j
+      position += input.length
+      seq.push(best)
+      input = [best]
+    }
+    hs.close()
+    ls.close()
+    const sent = pred.fetch('s', 'outputs')
+    expect(sent?.steps.length).toBe(16)
+    const inputs = (sent?.steps ?? []).map((st) => ({ hidden: new Float32Array(new Uint8Array(st.hidden).buffer) }))
+    const expectedOf = (tokens: number[]): Array<number | undefined> => Array.from({ length: position }, (_, p) => p + 1 >= prompt.length && p + 1 < tokens.length ? tokens[p + 1] : undefined)
+    const honest = expectedOf(seq)
+    const positions = tokenPositions(['s', `4-${n}`], honest)
+    expect(positions.length).toBe(16) // every generated token's position (fewer than SPOT_POSITIONS)
+    const ok = spotCheckGreedy(verifier, inputs, honest, positions)
+    expect(ok.checked).toEqual(positions)
+    expect(ok.passed).toBe(true)
+    // a last stage that returned other tokens (every third one replaced)
+    const random = seededRandom(testSeed())
+    const wrong = seq.map((t, i) => i >= prompt.length && (i - prompt.length) % 3 === 1 ? (t + 1 + Math.floor(random() * 100)) % verifier.config.vocabSize : t)
+    const bad = spotCheckGreedy(verifier, inputs, expectedOf(wrong), tokenPositions(['s', `4-${n}`], expectedOf(wrong)))
+    expect(bad.passed).toBe(false)
+    expect(bad.mismatches.length).toBeGreaterThanOrEqual(5)
+    expect(bad.mismatches.every((m) => m.claimed !== m.argmax)).toBe(true)
   })
 })
 
