@@ -11,16 +11,12 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { controlRequest } from '../../node/control.ts'
 import type { NodeRecord } from '../../crdt/index.ts'
 import { STORIES260K } from '../models.ts'
-import { cleanupDaemons, pollUntil, scratch, startDaemon, type Started } from './daemons.ts'
+import { cleanupDaemons, pollUntil, scratch, startDaemon, tcpAddr, type Started } from './daemons.ts'
 
 const SWARM = 'moves'
 const N_LAYERS = 5
 
 afterEach(cleanupDaemons)
-
-function addr (d: Started): string {
-  return (d.ready.listen as string[]).find((a) => a.includes('/tcp/') && !a.includes('/ws')) as string
-}
 
 /** Layers of [0, N_LAYERS) no range covers. */
 function holes (ranges: Array<{ start: number, end: number } | null>): number[] {
@@ -69,7 +65,7 @@ describe('--layers auto: staggered moves from served ranges', () => {
     })()
     try {
       for (const memory of memories) {
-        daemons.push(await startDaemon(scratch('mycelium-moves-'), ['--swarm', SWARM, '--model', STORIES260K, '--max-memory', memory, '--threads', '1', ...daemons.flatMap((d) => ['--bootstrap', addr(d)])]))
+        daemons.push(await startDaemon(scratch('mycelium-moves-'), ['--swarm', SWARM, '--model', STORIES260K, '--max-memory', memory, '--threads', '1', ...daemons.flatMap((d) => ['--bootstrap', tcpAddr(d)])]))
         // the next joins once this one serves what the allocation gives it (or nothing)
         await pollUntil('the daemon to serve its range', async () => (daemons.at(-1)?.events.some((e) => e.event === 'serving') === true ? true : undefined), 40_000)
       }

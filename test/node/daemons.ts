@@ -27,6 +27,16 @@ export function runCli (args: string[]): { status: number | null, stderr: string
 
 export interface Started { child: ChildProcess, ready: Record<string, unknown>, events: Array<Record<string, unknown>>, dir: string }
 
+/** The daemon's `ready` log record (`Started.ready` is the record it was started `until`). */
+export function readyRecord (d: Started): Record<string, unknown> {
+  return d.events.find((e) => e.event === 'ready') as Record<string, unknown>
+}
+
+/** The daemon's plain-TCP listen address from its ready line (ends in /p2p/<id>). */
+export function tcpAddr (d: Started): string {
+  return (readyRecord(d).listen as string[]).find((a) => a.includes('/tcp/') && !a.includes('/ws')) as string
+}
+
 /**
  * `mycelium node start` on loopback (no mDNS, no UPnP) with data directory `dir`; resolves on its
  * ready line, or on the first log line whose event is `until`. Every log record is kept in `events`.

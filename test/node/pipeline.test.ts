@@ -13,18 +13,14 @@ import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { openLlama2c } from '../../engine/formats/llama2c.ts'
-import { generate, sessionStepper } from '../../engine/generate.ts'
-import { createSampler } from '../../engine/sampler.ts'
-import { loadShard } from '../../engine/shard.ts'
-import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
 import { join } from 'node:path'
 import { nodeConfig } from '../../node/config.ts'
 import { controlRequest } from '../../node/control.ts'
 import type { NodeRecord } from '../../crdt/index.ts'
 import { chainRouter, inferenceProtocol, runInference, type ChainHop, type InferenceEvent, type InferenceRequest } from '../../protocols/index.ts'
-import { STORIES260K, TOK512 } from '../models.ts'
-import { cleanupDaemons, runCli, scratch, startDaemon, pollUntil, type Started } from './daemons.ts'
+import { STORIES260K } from '../models.ts'
+import { storiesReference } from '../reference.ts'
+import { cleanupDaemons, runCli, scratch, startDaemon, pollUntil, readyRecord, tcpAddr, type Started } from './daemons.ts'
 
 const SWARM = 'pipeline'
 const STEPS = 64
@@ -33,28 +29,14 @@ let expected: number[]
 let client: Libp2p
 
 beforeAll(async () => {
-  const source = await openLlama2c(STORIES260K)
-  prompt = (await Llama2cTokenizer.fromFile(TOK512, source.config.vocabSize)).encode('Once upon a time', { bos: true })
-  const whole = await loadShard(source)
-  const session = whole.openSession({ maxLength: STEPS })
-  expected = [prompt[0]] // generate yields the forced prompt tokens too
-  for await (const ev of generate(sessionStepper(session), { prompt, steps: STEPS, sampler: createSampler(), bosId: source.config.bosId })) {
-    if (ev.type === 'token') expected.push(ev.id)
-  }
-  await whole.close()
+  const ref = await storiesReference(STEPS)
+  prompt = ref.prompt
+  expected = ref.expected
+  await ref.whole.close()
   client = await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
 })
 afterAll(async () => { await client.stop() })
 afterEach(cleanupDaemons)
-
-/** The ready record (startDaemon resolved on the later `serving` line). */
-function ready (d: Started): Record<string, unknown> {
-  return d.events.find((e) => e.event === 'ready') as Record<string, unknown>
-}
-
-function addr (d: Started): string {
-  return (ready(d).listen as string[]).find((a) => a.includes('/tcp/') && !a.includes('/ws')) as string // ends in /p2p/<id>
-}
 
 /**
  * Starts one daemon per range (plus `extra` ranges, not in the chain); each bootstraps to the ones
@@ -64,11 +46,11 @@ async function chainOf (bounds: number[], extra: Array<[number, number]> = []): 
   const started: Started[] = []
   const ranges: Array<[number, number]> = [...bounds.slice(0, -1).map((b, i): [number, number] => [b, bounds[i + 1]]), ...extra]
   for (const [start, end] of ranges) {
-    const boot = started.map(addr)
+    const boot = started.map(tcpAddr)
     started.push(await startDaemon(scratch('mycelium-pipe-'), ['--swarm', SWARM, '--model', STORIES260K, '--layers', `${start}:${end}`, '--threads', '1', ...(boot.length > 0 ? ['--bootstrap', ...boot] : [])], 'serving'))
   }
-  for (const d of started) await client.dial(multiaddr(addr(d)))
-  const hops = started.map((d, i) => ({ peer: ready(d).peerId as string, start: ranges[i][0], end: ranges[i][1] }))
+  for (const d of started) await client.dial(multiaddr(tcpAddr(d)))
+  const hops = started.map((d, i) => ({ peer: readyRecord(d).peerId as string, start: ranges[i][0], end: ranges[i][1] }))
   return { chain: hops.slice(0, bounds.length - 1), daemons: started, spares: hops.slice(bounds.length - 1) }
 }
 
@@ -148,7 +130,7 @@ describe('node start --layers: daemons serve a chain of stages', () => {
 
   it('routing from the daemons\' replicated swarm state: the chain and, after kill -9 of its middle daemon, the replacement come from routeRequest', async () => {
     const { daemons } = await chainOf([0, 1, 4, 5], [[1, 4]])
-    const ids = daemons.map((d) => ready(d).peerId as string)
+    const ids = daemons.map((d) => readyRecord(d).peerId as string)
     // what daemon 0's replica holds: every daemon's record with its measured model figures and range
     type View = { nodes: Record<string, NodeRecord>, online: string[] }
     const view = await pollUntil('every record to carry the model and its range', async () => {
@@ -180,10 +162,10 @@ describe('node start --layers: daemons serve a chain of stages', () => {
     const started: Started[] = []
     for (let i = 0; i < 3; i++) {
       // 10 MiB each holds 2 of stories260K's 5 layers: the allocation must split the model over all three
-      started.push(await startDaemon(scratch('mycelium-pipe-'), ['--swarm', SWARM, '--model', STORIES260K, '--max-memory', '10M', '--threads', '1', ...(started.length > 0 ? ['--bootstrap', ...started.map(addr)] : [])]))
+      started.push(await startDaemon(scratch('mycelium-pipe-'), ['--swarm', SWARM, '--model', STORIES260K, '--max-memory', '10M', '--threads', '1', ...(started.length > 0 ? ['--bootstrap', ...started.map(tcpAddr)] : [])]))
     }
-    for (const d of started) await client.dial(multiaddr(addr(d)))
-    const ids = started.map((d) => ready(d).peerId as string)
+    for (const d of started) await client.dial(multiaddr(tcpAddr(d)))
+    const ids = started.map((d) => readyRecord(d).peerId as string)
     // wait until one covered allocation is what every daemon last announced serving
     const chain = await pollUntil('the daemons to serve one covered allocation', async () => {
       const a = (await controlRequest(join(started[0].dir, 'control.sock'), { cmd: 'allocation' })) as unknown as { allocation?: { covered: boolean, assignments: Array<{ peerId: string, start: number, end: number }> } }

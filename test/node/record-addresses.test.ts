@@ -11,18 +11,14 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { openLlama2c } from '../../engine/formats/llama2c.ts'
-import { generate, sessionStepper } from '../../engine/generate.ts'
-import { createSampler } from '../../engine/sampler.ts'
-import { loadShard } from '../../engine/shard.ts'
-import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
 import { controlRequest } from '../../node/control.ts'
 import { recordMultiaddrs } from '../../node/record-addresses.ts'
 import { RECORD_ADDRESSES_MAX } from '../../node/constants.ts'
 import { inferenceProtocol, runInference, type ChainHop } from '../../protocols/index.ts'
 import type { NodeRecord } from '../../crdt/index.ts'
-import { STORIES260K, TOK512 } from '../models.ts'
-import { cleanupDaemons, pollUntil, scratch, startDaemon, type Started } from './daemons.ts'
+import { STORIES260K } from '../models.ts'
+import { storiesReference } from '../reference.ts'
+import { cleanupDaemons, pollUntil, scratch, startDaemon, readyRecord, tcpAddr, type Started } from './daemons.ts'
 
 const SWARM = 'anchor-only'
 const STEPS = 48
@@ -31,28 +27,14 @@ let expected: number[]
 let client: Libp2p
 
 beforeAll(async () => {
-  const source = await openLlama2c(STORIES260K)
-  prompt = (await Llama2cTokenizer.fromFile(TOK512, source.config.vocabSize)).encode('Once upon a time', { bos: true })
-  const whole = await loadShard(source)
-  const session = whole.openSession({ maxLength: STEPS })
-  expected = [prompt[0]]
-  for await (const ev of generate(sessionStepper(session), { prompt, steps: STEPS, sampler: createSampler(), bosId: source.config.bosId })) {
-    if (ev.type === 'token') expected.push(ev.id)
-  }
-  await whole.close()
+  const ref = await storiesReference(STEPS)
+  prompt = ref.prompt
+  expected = ref.expected
+  await ref.whole.close()
   client = await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()] })
 })
 afterAll(async () => { await client.stop() })
 afterEach(cleanupDaemons)
-
-/** The ready record (startDaemon may have resolved on a later line). */
-function ready (d: Started): Record<string, unknown> {
-  return d.events.find((e) => e.event === 'ready') as Record<string, unknown>
-}
-
-function addr (d: Started): string {
-  return (ready(d).listen as string[]).find((a) => a.includes('/tcp/') && !a.includes('/ws')) as string
-}
 
 describe('node records teach the peer store', () => {
   it('parses at most RECORD_ADDRESSES_MAX addresses and skips malformed ones', () => {
@@ -66,9 +48,9 @@ describe('node records teach the peer store', () => {
     const ranges: Array<[number, number]> = [[0, 2], [2, 4], [4, 5]]
     const stages: Started[] = []
     for (const [start, end] of ranges) {
-      stages.push(await startDaemon(scratch('mycelium-anchor-'), ['--swarm', SWARM, '--model', STORIES260K, '--layers', `${start}:${end}`, '--threads', '1', '--bootstrap', addr(anchor)], 'serving'))
+      stages.push(await startDaemon(scratch('mycelium-anchor-'), ['--swarm', SWARM, '--model', STORIES260K, '--layers', `${start}:${end}`, '--threads', '1', '--bootstrap', tcpAddr(anchor)], 'serving'))
     }
-    const ids = stages.map((d) => ready(d).peerId as string)
+    const ids = stages.map((d) => readyRecord(d).peerId as string)
     // every stage's replica holds the others' records (through the anchor), addresses included
     for (const d of stages) {
       await pollUntil('the other stages\' records', async () => {
@@ -76,7 +58,7 @@ describe('node records teach the peer store', () => {
         return ids.every((id) => (view.nodes[id]?.addresses.length ?? 0) > 0 && (view.nodes[id]?.layers.length ?? 0) > 0) ? true : undefined
       }, 30_000)
     }
-    await client.dial(multiaddr(addr(stages[0])))
+    await client.dial(multiaddr(tcpAddr(stages[0])))
     const chain: ChainHop[] = ranges.map(([start, end], i) => ({ peer: ids[i], start, end }))
     const open = async (peer: ChainHop['peer'], protocol: string, o: { signal?: AbortSignal }): Promise<Stream> =>
       await client.dialProtocol(typeof peer === 'string' ? peerIdFromString(peer) : peer, protocol, o)

@@ -17,9 +17,7 @@ import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { SwarmState } from '../../crdt/index.ts'
 import { openLlama2c } from '../../engine/formats/llama2c.ts'
-import { generate, sessionStepper } from '../../engine/generate.ts'
 import type { ModelSource, Shard } from '../../engine/index.ts'
-import { createSampler } from '../../engine/sampler.ts'
 import { loadShard } from '../../engine/shard.ts'
 import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
 import { allChains, chainCost, CLIENT } from '../../sharding/index.ts'
@@ -29,6 +27,7 @@ import { FAILOVER_FIRST_TOKEN_TIMEOUT_MS, FAILOVER_TOKEN_TIMEOUT_FLOOR_MS } from
 import { frameChannel } from '../../protocols/inference/wire.ts'
 import { makeState, syncPair } from '../crdt/helpers.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
+import { greedyTokens } from '../reference.ts'
 import { seededRandom, testSeed } from '../seed.ts'
 
 const seed = testSeed()
@@ -191,10 +190,7 @@ beforeAll(async () => {
   prompt = (await Llama2cTokenizer.fromFile(TOK512, source.config.vocabSize)).encode('Once upon a time', { bos: true })
   const whole = await loadShard(source)
   shards.push(whole)
-  expected = [prompt[0]]
-  for await (const ev of generate(sessionStepper(whole.openSession({ maxLength: STEPS })), { prompt, steps: STEPS, sampler: createSampler(), bosId: source.config.bosId })) {
-    if (ev.type === 'token') expected.push(ev.id)
-  }
+  expected = await greedyTokens(whole, prompt, STEPS)
 })
 afterAll(async () => {
   await Promise.all(nodes.map(async (n) => { await n.stop() }))

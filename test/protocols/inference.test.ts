@@ -21,6 +21,7 @@ import { Llama2cTokenizer } from '../../engine/tokenizer-llama2c.ts'
 import { InferenceFrame, InferenceFailedError, InferenceStageService, inferenceProtocol, inferenceStageService, runInference, type ChainHop } from '../../protocols/index.ts'
 import { asError, frameChannel, isReset } from '../../protocols/inference/wire.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
+import { greedyTokens } from '../reference.ts'
 
 const SWARM = 'test'
 const STEPS = 64
@@ -78,12 +79,7 @@ beforeAll(async () => {
   prompt = tokenizer.encode('Once upon a time', { bos: true })
   const whole = await loadShard(source)
   shards.push(whole)
-  const session = whole.openSession({ maxLength: STEPS })
-  expected = [prompt[0]]
-  for await (const ev of generate(sessionStepper(session), { prompt, steps: STEPS, sampler: createSampler(), bosId: source.config.bosId })) {
-    if (ev.type === 'token') expected.push(ev.id)
-  }
-  session.close()
+  expected = await greedyTokens(whole, prompt, STEPS)
   expect(expected.length).toBeGreaterThan(prompt.length + 20) // a real generation, not an early BOS
 })
 
