@@ -95,7 +95,9 @@ function service (shard: Shard): InferenceStageService {
       }
     },
     logger: defaultLogger()
-  }, { swarm: 'fuzz', maxFrameBytes: 4096, openTimeoutMs: 200, idleTimeoutMs: 200, maxSessions: 4 })
+    // a fuzzed resumable open whose next hop fails is kept for a resume (span-only failover):
+    // a short keep lets the release check below also prove that kept sessions expire
+  }, { swarm: 'fuzz', maxFrameBytes: 4096, openTimeoutMs: 200, idleTimeoutMs: 200, suspendTimeoutMs: 200, maxSessions: 4 })
   s.serve({ shard, model: 'm' })
   return s
 }
