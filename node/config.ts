@@ -31,6 +31,8 @@ export interface NodeConfig {
   api?: { host: string, port: number }
   /** TEST ONLY (`--test-corrupt-output SCALE`, hidden): add SCALE × RMS Gaussian noise to every hidden state this node's stage sends (issue 7's corrupting node). */
   testCorruptOutput?: number
+  /** TEST ONLY (`--test-wrong-stage SCALE`, hidden): this node's stage answers everything wrongly, calibration challenges included (node/test-wrong-stage.ts). */
+  testWrongStage?: number
   /**
    * `--judge-model PATH` (without --model): hold this model for judging and calibrating newcomers
    * only, serving no layers (issue 7; a model-less anchor — `mycelium testnet`'s relay — can then
@@ -83,6 +85,7 @@ export interface NodeFlags {
   apiPort?: string
   apiHost?: string
   testCorruptOutput?: string
+  testWrongStage?: string
   judgeModel?: string
 }
 
@@ -197,11 +200,16 @@ function judgeModelConfig (flags: NodeFlags, dataDir: string): { judgeModel?: { 
 }
 
 /** `--test-corrupt-output SCALE` (test only): a positive finite number. */
-function testCorruptConfig (flags: NodeFlags): { testCorruptOutput?: number } {
-  if (flags.testCorruptOutput === undefined) return {}
-  const scale = Number(flags.testCorruptOutput)
-  if (!Number.isFinite(scale) || scale <= 0) throw new ConfigError(`--test-corrupt-output: must be a positive number, not ${JSON.stringify(flags.testCorruptOutput)}`)
-  return { testCorruptOutput: scale }
+function testCorruptConfig (flags: NodeFlags): { testCorruptOutput?: number, testWrongStage?: number } {
+  const scale = (flag: string, text: string): number => {
+    const x = Number(text)
+    if (!Number.isFinite(x) || x <= 0) throw new ConfigError(`${flag}: must be a positive number, not ${JSON.stringify(text)}`)
+    return x
+  }
+  return {
+    ...(flags.testCorruptOutput !== undefined ? { testCorruptOutput: scale('--test-corrupt-output', flags.testCorruptOutput) } : {}),
+    ...(flags.testWrongStage !== undefined ? { testWrongStage: scale('--test-wrong-stage', flags.testWrongStage) } : {})
+  }
 }
 
 /** `--api-port` (0–65535; 0 picks a free port) and `--api-host` (default 127.0.0.1, needs --api-port). */

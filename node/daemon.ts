@@ -119,6 +119,18 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   // spot-checks: the stage's tap (recorder) and the verifier (node/spot-check.ts); wraps serve() before any stage is served
   const { startSpotChecks } = await import('./spot-check.ts')
   const spots = startSpotChecks(host, opened, () => served?.model, ledger, log, config.model?.maxMemoryBytes)
+  if (config.testWrongStage !== undefined) {
+    // TEST ONLY (issue 7): wrong outputs everywhere, challenges included — outermost on serve(), so
+    // the spot-check service answers CHALLENGE with the wrong stage (node/test-wrong-stage.ts)
+    const { wrongStages } = await import('./test-wrong-stage.ts')
+    const w = wrongStages(config.testWrongStage)
+    const svc = host.services.inference
+    const serve = svc.serve.bind(svc)
+    const sessionsOn = svc.sessionsOn.bind(svc)
+    svc.serve = (stage) => { serve(w.wrap(stage)) }
+    svc.sessionsOn = (shard) => sessionsOn(w.unwrap(shard))
+    log.warn({ event: 'test-wrong-stage', scale: config.testWrongStage }, 'TEST ONLY: this stage answers everything wrongly')
+  }
   const stopNudge = startAutoNATNudge(host, log)
   const stopKeeper = startBootstrapKeeper(host, config.bootstrap, log)
   const control = await serveControl(config.controlSocket, async (request, signal) => {

@@ -56,6 +56,7 @@ export function registerStartCommand (program: Command): void {
     // test only (issue 7's integration test): a stage that corrupts its outputs; hidden from help
     .option('--judge-model <path>', 'without --model: hold this model only to judge consensus rounds and calibrate newcomers, serving no layers (e.g. an anchor or relay)')
     .addOption(new Option('--test-corrupt-output <scale>', 'TEST ONLY: add SCALE × RMS noise to the hidden states this stage sends').hideHelp())
+    .addOption(new Option('--test-wrong-stage <scale>', 'TEST ONLY: this stage answers everything (calibration challenges too) with SCALE × RMS noise').hideHelp())
     .action(async (raw: NodeFlags & { logLevel: string, config?: string }, command: Command) => {
       const { config, flags } = await settledConfig(command, raw)
       // loaded here, after cli.ts enabled the compile cache: libp2p is most of the start-up time
