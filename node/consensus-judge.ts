@@ -25,11 +25,12 @@ import type { Logger } from 'pino'
 import { commitBallot } from '../consensus/commit-reveal.ts'
 import { calibrationTasks, checkStageChallenge, greedyContinuation, knownPairs, meanLogProb, parseRecord, recordData, recordId, scheduleRound, shardLogits, stageChallenge, type ConsensusRecord, type StageChallengeResult } from '../consensus/index.ts'
 import { loadShard, sessionStepper, openTokenizer } from '../engine/index.ts'
-import type { Shard, Tokenizer } from '../engine/index.ts'
+import type { Shard, Tokenizer, WeightDType } from '../engine/index.ts'
 import type { ConsensusHost } from '../client/consensus.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { collectJudging } from '../protocols/index.ts'
 import { requestChallenge } from '../protocols/consensus/index.ts'
+import { layerCapacity, type ModelManifest } from '../sharding/index.ts'
 import type { MyceliumHost } from './host.ts'
 import type { NodeModel, OpenedModel } from './model-startup.ts'
 import type { LedgerService } from './reputation.ts'
@@ -45,6 +46,52 @@ export const SPOT_AUDIT_RATE = 0.1
 export const CALIBRATION_TASKS = 2
 const CALIBRATION_PROMPT_TOKENS = 4
 const CALIBRATION_TOKENS = 12
+
+/** Bytes of the whole model's weights in `dtype` (what the judge loads). */
+export function wholeModelBytes (manifest: ModelManifest, dtype: WeightDType): number {
+  return manifest.nLayers * manifest.layerBytes[dtype] + manifest.embeddingBytes + manifest.headBytes
+}
+
+/** The most a judge (or a spot-check verifier's copy) may take: JUDGE_MAX_MODEL_BYTES, and a quarter of --max-memory when set. */
+export function judgeBudgetBytes (maxMemoryBytes?: number): number {
+  return maxMemoryBytes === undefined ? JUDGE_MAX_MODEL_BYTES : Math.min(JUDGE_MAX_MODEL_BYTES, maxMemoryBytes / 4)
+}
+
+/** What consensus work holds in memory beside the layers a node serves, and what it advertises. */
+export interface ConsensusMemory {
+  /** Judging and calibrating newcomers are on (the reserve is held back). */
+  judging: boolean
+  /** The judge's whole-model copy (also the bound of the calibrator's temporary copy of a subject's range). */
+  judgeBytes: number
+  /** Bound of the spot-check verifier's cached copy of an audited range (node/spot-check.ts refuses bigger ones). */
+  verifierBytes: number
+  /** Held back from the budget when judging: judge + calibration copy + verifier copy (all can be resident at once). */
+  reserveBytes: number
+  /** The memory the node advertises for layers and KV (its record's `memoryBytes`): budget − reserve. */
+  advertisedBytes: number
+}
+
+/**
+ * A serving node's consensus memory (issue 7). Every node lazily loads a whole-model copy to judge
+ * (≤ the judge budget), a calibrator loads a temporary copy of the subject's range (≤ the whole
+ * model, one at a time), and a verifier caches one audited range (≤ the judge budget and ≤ the
+ * whole model). Layers first: judging is on only when the whole model fits the judge budget AND
+ * holding all three back from the budget costs the node no layer — the layers it pins
+ * (`servedLayers`, `--layers a:b`), else the layers its budget holds for the allocator
+ * (sharding's layerCapacity, KV reserve included). A node near its memory limit therefore
+ * serves its layers and does not judge, and a judging node advertises budget − reserve, so the
+ * allocator never counts the consensus copies as room for layers.
+ */
+export function consensusMemory (manifest: ModelManifest, dtype: WeightDType, options: { budgetBytes: number, maxMemoryBytes?: number, servedLayers?: number }): ConsensusMemory {
+  const judgeBytes = wholeModelBytes(manifest, dtype)
+  const budget = judgeBudgetBytes(options.maxMemoryBytes)
+  const verifierBytes = Math.min(judgeBytes, budget)
+  const reserveBytes = 2 * judgeBytes + verifierBytes
+  const capacity = (memoryBytes: number): number => layerCapacity(manifest, { decodeLayerMs: 1, prefillLayerMsPerToken: 1, memoryBytes: Math.max(0, memoryBytes) }, { dtype })
+  const held = options.servedLayers ?? capacity(options.budgetBytes)
+  const judging = judgeBytes <= budget && reserveBytes < options.budgetBytes && capacity(options.budgetBytes - reserveBytes) >= held
+  return { judging, judgeBytes, verifierBytes, reserveBytes: judging ? reserveBytes : 0, advertisedBytes: judging ? options.budgetBytes - reserveBytes : options.budgetBytes }
+}
 
 export interface ConsensusNode {
   /** The owner's host for the API's client (reputation, records). */
@@ -66,7 +113,7 @@ export function lastSeq (rounds: () => Array<{ id: string, data: unknown }>): nu
   return max
 }
 
-export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | undefined, model: NodeModel | undefined, ledger: LedgerService, options: { maxMemoryBytes?: number, log: Logger }): ConsensusNode {
+export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | undefined, model: NodeModel | undefined, ledger: LedgerService, options: { maxMemoryBytes?: number, judgeOnly?: boolean, log: Logger }): ConsensusNode {
   const { log } = options
   const self = host.peerId.toString()
   const state = host.services.swarmSync.state
@@ -74,12 +121,14 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
   const rounds = (): Array<{ id: string, data: unknown, writer: string }> => state.rounds().map((r) => ({ id: r.id, data: r.data, writer: r.writer }))
   let judgeModel: Promise<{ shard: Shard, tokenizer: Tokenizer }> | undefined
   let closed = false
+  // a serving node judges only when its start-up accounting reserved the copies (model.consensus,
+  // consensusMemory: not before its capability is measured); a judge-only node (--judge-model,
+  // no layers) when the whole model fits the judge budget
   const fits = (): boolean => {
     const m = model?.manifest
     if (opened === undefined || m === undefined) return false
-    const bytes = m.nLayers * m.layerBytes[model?.dtype ?? 'f32'] + m.embeddingBytes + m.headBytes
-    const budget = options.maxMemoryBytes === undefined ? JUDGE_MAX_MODEL_BYTES : Math.min(JUDGE_MAX_MODEL_BYTES, options.maxMemoryBytes / 4)
-    return bytes <= budget
+    if (options.judgeOnly !== true) return model?.consensus?.judging === true
+    return wholeModelBytes(m, model?.dtype ?? 'f32') <= judgeBudgetBytes(options.maxMemoryBytes)
   }
   const loadJudge = async (): Promise<{ shard: Shard, tokenizer: Tokenizer }> => {
     if (opened === undefined || !fits()) throw new Error('no judge model on this node (none, or too large)')
@@ -151,6 +200,7 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
       }
       const pairs = knownPairs(challenge, subject, tasks, references, shard.config.vocabSize)
       let right = 0
+      let unanswered = 0
       for (const [i, pair] of pairs.entries()) {
         const round = `calibration:${challenge}:${i}`
         const r = await collectJudging({
@@ -162,7 +212,8 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
         })
         const c = r.commitments[0]
         const v = r.reveals[0]
-        if (c === undefined || v === undefined || commitBallot(round, subject, v.votes, v.salt) !== c.commitment) continue
+        if (c === undefined) { unanswered++; continue } // it declined or did not answer: no verdict
+        if (v === undefined || commitBallot(round, subject, v.votes, v.salt) !== c.commitment) continue
         if (v.votes.length === 1 && v.votes[0].choice === pair.expected) right++
       }
       // proof of capability on the layers it serves: challenge inputs (from the challenge id) through
@@ -176,10 +227,19 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
           const rows = 'tokens' in input ? input.tokens.length : input.hidden.length / mine.config.dim
           const stream = await host.dialProtocol(peerIdFromString(subject), host.services.spotCheck.protocol)
           const answer = await requestChallenge(stream, { model: manifestId, start: range.start, end: range.end, rows, input }).catch(() => undefined)
-          stage = checkStageChallenge(mine, input, answer === undefined ? undefined : 'tokens' in answer ? answer : { hidden: answer.hidden })
+          // checked within the tolerance of the dtype the subject says it serves (its record)
+          stage = checkStageChallenge(mine, input, answer === undefined ? undefined : 'tokens' in answer ? answer : { hidden: answer.hidden }, subjectDtype(found.r.capabilities.dtype) ?? mine.dtype)
+          if (answer === undefined) unanswered++
         } finally {
           await mine.close()
         }
+      }
+      if (unanswered > 0) {
+        // no answer (it does not judge — no judge model or no memory for one —, its stage is not
+        // served yet, a timeout) is no verdict: nothing is recorded, the subject is retried later
+        // and stays unadmitted; only wrong answers make a failed record (`refused` in the ledger)
+        log.info({ event: 'calibration-incomplete', subject, unanswered, right, pairs: pairs.length, stage: { range, ...stage } }, `calibration of ${subject}: no answer, retried later`)
+        return
       }
       const passed = pairs.length > 0 && right === pairs.length && stage.passed
       // tasks: the stage challenge + the judging pairs; exact: those answered right
@@ -197,7 +257,8 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
   return {
     owner: {
       reputation: () => ledger.refresh().state,
-      excluded: (peer) => ledger.excluded(peer),
+      // excluded by a spot-check, or refused by calibration (wrong answers): neither is routed
+      excluded: (peer) => ledger.excluded(peer) || ledger.refused(peer),
       record: async (id, data) => { await state.recordRound(id, data as never) },
       lastSeq: () => lastSeq(rounds)
     },
@@ -210,6 +271,11 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
       await m?.shard.close()
     }
   }
+}
+
+/** A dtype named in a node record's capabilities, when it is one the engine serves. */
+function subjectDtype (x: unknown): WeightDType | undefined {
+  return x === 'f32' || x === 'f16' || x === 'q8_0' || x === 'q4_0' ? x : undefined
 }
 
 const running = new WeakMap<object, ConsensusNode>()

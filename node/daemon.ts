@@ -229,7 +229,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   const { startConsensusNode, registerConsensusNode } = await import('./consensus-judge.ts')
   // `--judge-model` (no --model): the model is held for judging and calibration only, no layers served
   const judgeOnly = opened === undefined && config.judgeModel !== undefined ? await openJudgeOnly(config.judgeModel, log) : undefined
-  const consensus = startConsensusNode(host, opened ?? judgeOnly?.opened, served?.model ?? judgeOnly?.model, ledger, { log, ...(config.model?.maxMemoryBytes !== undefined ? { maxMemoryBytes: config.model.maxMemoryBytes } : {}) })
+  const consensus = startConsensusNode(host, opened ?? judgeOnly?.opened, served?.model ?? judgeOnly?.model, ledger, { log, judgeOnly: judgeOnly !== undefined, ...(config.model?.maxMemoryBytes !== undefined ? { maxMemoryBytes: config.model.maxMemoryBytes } : {}) })
   registerConsensusNode(host, consensus)
   if (config.api !== undefined) {
     const { startDaemonApi } = await import('./api/daemon-api.ts')

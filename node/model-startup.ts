@@ -16,6 +16,8 @@ import type { LayerRange, ModelManifest, NodeCapability, StepTimer } from '../sh
 import { startAllocator } from './allocation.ts'
 import type { Allocator } from './allocation.ts'
 import type { CapabilityJob } from './capability-worker.ts'
+import { consensusMemory } from './consensus-judge.ts'
+import type { ConsensusMemory } from './consensus-judge.ts'
 import { SERVE_DTYPES } from './config.ts'
 import type { ModelConfig, NodeConfig, ServeDType } from './config.ts'
 import { ANNOUNCE_REFRESH_MS, ANNOUNCE_RETRY_MS } from './constants.ts'
@@ -80,6 +82,8 @@ export interface NodeModel {
   allocator?: Allocator
   /** `--layers auto`: the range the serving path has loaded and serves now (null: none); the record publishes this. */
   served?: LayerRange | null
+  /** Issue 7: whether this node judges and what its judge / calibration / verifier copies hold back (consensus-judge.ts consensusMemory); set with the capability. */
+  consensus?: ConsensusMemory
   announced: boolean
 }
 
@@ -143,15 +147,25 @@ export function startNodeModel (host: MyceliumHost, config: NodeConfig & { model
     model.phase = 'measuring'
     log.info({ event: 'measuring', model: manifest.id, dtype: opened.dtype, threads: config.model.threads }, 'measuring per-layer speed')
     t0 = performance.now()
-    const capability = await measureInWorker({
+    const measured = await measureInWorker({
       path: source.path,
       dtype: opened.dtype,
       threads: config.model.threads,
       ...(config.model.maxMemoryBytes !== undefined ? { maxMemoryBytes: config.model.maxMemoryBytes } : {})
     }, signal)
+    // issue 7: the judge's, the calibrator's and the verifier's copies are held back from the
+    // measured budget when this node judges (layers first: only when that costs no layer), so the
+    // allocator and the serving path see what is left for layers and KV (consensus-judge.ts)
+    const consensus = consensusMemory(manifest, opened.dtype, {
+      budgetBytes: measured.memoryBytes,
+      ...(config.model.maxMemoryBytes !== undefined ? { maxMemoryBytes: config.model.maxMemoryBytes } : {}),
+      ...(config.model.layers !== undefined ? { servedLayers: config.model.layers.end - config.model.layers.start } : {})
+    })
+    const capability: NodeCapability = { ...measured, memoryBytes: consensus.advertisedBytes }
+    model.consensus = consensus
     model.capability = capability
     model.stepTimer = createStepTimer(capability)
-    log.info({ event: 'capability', model: manifest.id, dtype: opened.dtype, threads: config.model.threads, ...capability, ms: Math.round(performance.now() - t0) }, 'capability measured')
+    log.info({ event: 'capability', model: manifest.id, dtype: opened.dtype, threads: config.model.threads, ...capability, budgetBytes: measured.memoryBytes, judging: consensus.judging, consensusReserveBytes: consensus.reserveBytes, ms: Math.round(performance.now() - t0) }, 'capability measured')
     record.setModel({ model: manifest.id, dtype: opened.dtype, decodeLayerMs: capability.decodeLayerMs, prefillLayerMsPerToken: capability.prefillLayerMsPerToken, memoryBytes: capability.memoryBytes })
     // Not awaited: with a known identity and an empty store the write waits for peers (as the node record does).
     state.putManifest(manifest.id, manifest as unknown as JsonValue, { signal }).catch((err: Error) => {

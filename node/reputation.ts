@@ -7,7 +7,7 @@
 // is the founding anchor and names itself. With one anchor every node agrees; swarms with several
 // anchors must give every node the same bootstrap list (documented in node/README.md).
 import { genesisFromBootstrap } from '../client/consensus.ts'
-import { deriveLedger, rawWeight, betaScore, type Ledger, type ReputationState, type StoredRecord } from '../consensus/index.ts'
+import { deriveLedger, parseRecord, rawWeight, betaScore, type Ledger, type ReputationState, type StoredRecord } from '../consensus/index.ts'
 
 /** The reads the ledger needs from a swarm-state replica (crdt's SwarmState has them). */
 export interface RoundsReader {
@@ -25,8 +25,14 @@ export interface LedgerService {
   state: () => ReputationState
   /** Excluded by a confirmed spot-check: not routed, not judging. */
   excluded: (peer: string) => boolean
-  /** Per node: admitted, excluded, evidence, Beta score and vote weight (for `status` / `swarm`). */
-  summary: () => Record<string, { admitted: boolean, excluded: boolean, positive: number, negative: number, score: number, weight: number }>
+  /**
+   * Refused: not admitted, and an admitted, non-excluded verifier wrote a failed calibration of it
+   * (it answered its known-answer pairs or its stage challenge wrongly). The API's rounds and
+   * requests do not route it (node/consensus-judge.ts); a later passed calibration admits it.
+   */
+  refused: (peer: string) => boolean
+  /** Per node: admitted, refused, excluded, evidence, Beta score and vote weight (for `status` / `swarm`). */
+  summary: () => Record<string, { admitted: boolean, refused: boolean, excluded: boolean, positive: number, negative: number, score: number, weight: number }>
   /** Re-derive now (tests and the round owner, before scheduling). */
   refresh: () => Ledger
   /** Listens for re-derivations. */
@@ -39,9 +45,12 @@ export const genesisOf = genesisFromBootstrap
 
 export function startLedger (state: RoundsReader, genesis: readonly string[], options: { debounceMs?: number } = {}): LedgerService {
   const listeners = new Set<(ledger: Ledger) => void>()
+  let refused: ReadonlySet<string> = new Set()
   const derive = (): Ledger => {
     const records: StoredRecord[] = state.rounds().map((r) => ({ id: r.id, data: r.data, writer: r.writer }))
-    return deriveLedger(records, { genesis })
+    const derived = deriveLedger(records, { genesis })
+    refused = refusedBy(records, derived.state)
+    return derived
   }
   let ledger = derive()
   let timer: NodeJS.Timeout | undefined
@@ -59,10 +68,13 @@ export function startLedger (state: RoundsReader, genesis: readonly string[], op
     current: () => ledger,
     state: () => ledger.state,
     excluded: (peer) => ledger.state.nodes.get(peer)?.excluded === true,
+    refused: (peer) => refused.has(peer),
     summary: () => {
       const out: ReturnType<LedgerService['summary']> = {}
-      for (const [id, rep] of [...ledger.state.nodes].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-        out[id] = { admitted: rep.admitted, excluded: rep.excluded, positive: round3(rep.positive), negative: round3(rep.negative), score: round3(betaScore(rep)), weight: round3(rawWeight(rep)) }
+      const ids = new Set([...ledger.state.nodes.keys(), ...refused])
+      for (const id of [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+        const rep = ledger.state.nodes.get(id) ?? { admitted: false, excluded: false, positive: 0, negative: 0 }
+        out[id] = { admitted: rep.admitted, refused: refused.has(id), excluded: rep.excluded, positive: round3(rep.positive), negative: round3(rep.negative), score: round3(betaScore(rep)), weight: round3(rawWeight(rep)) }
       }
       return out
     },
@@ -70,6 +82,24 @@ export function startLedger (state: RoundsReader, genesis: readonly string[], op
     onUpdate: (listener) => { listeners.add(listener); return () => { listeners.delete(listener) } },
     stop: () => { off(); if (timer !== undefined) clearTimeout(timer); timer = undefined }
   }
+}
+
+/** Subjects of failed calibrations by trusted (admitted, non-excluded) verifiers that are still not admitted. */
+export function refusedBy (records: readonly StoredRecord[], state: ReputationState): Set<string> {
+  const out = new Set<string>()
+  for (const r of records) {
+    let rec
+    try {
+      rec = parseRecord(r.id, r.data)
+    } catch {
+      continue // reason: a record that does not parse is ignored, as the ledger does
+    }
+    if (rec.t !== 'calibration' || rec.passed || r.writer === rec.subject) continue
+    const verifier = state.nodes.get(r.writer)
+    if (verifier?.admitted !== true || verifier.excluded) continue
+    if (state.nodes.get(rec.subject)?.admitted !== true) out.add(rec.subject)
+  }
+  return out
 }
 
 function round3 (x: number): number {
