@@ -68,6 +68,11 @@ export const FINGERPRINT_VALUE_TOLERANCE = 0.005
 export const FINGERPRINT_Q8_TOLERANCE = 0.05
 /** Fingerprint: claimed top-k positions that may fall outside the verifier's top 2k. */
 export const FINGERPRINT_INDEX_SLACK = 1
+/**
+ * Sampled last stages: a claimed token's coin interval is widened by this much beyond the dtype
+ * margin, for the f32 rounding of the sampler's probabilities and cumulative sums (≈ 1e-7).
+ */
+export const SAMPLED_COIN_SLACK = 1e-5
 
 /** Records: at most this many votes in one ballot, answers in one round. */
 export const MAX_BALLOT_VOTES = 512

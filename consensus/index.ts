@@ -120,6 +120,8 @@ export { fingerprint, fingerprintBytes, fingerprintTolerance, checkFingerprint, 
 export type { FingerprintCheck, FingerprintMismatch, FingerprintOptions } from './fingerprint.ts'
 export { sampleSpotChecks, spotCheck } from './spot-check.ts'
 export type { StageTrace, SpotCheckResult } from './spot-check.ts'
+export { spotCheckSampled, sampledInterval, sampledEta, samplingProbs } from './spot-check-sampled.ts'
+export type { SampledCheckParams, SampledSpotCheckResult, CoinInterval, DrawParams } from './spot-check-sampled.ts'
 export { calibrationTasks, greedyContinuation, knownPairs, gradeCalibration } from './calibration.ts'
 export type { CalibrationTask, ChallengeOptions, KnownPair, CalibrationResult } from './calibration.ts'
 export { likelihoodJudge, meanLogProb, shardLogits } from './likelihood-judge.ts'

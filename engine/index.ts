@@ -241,7 +241,9 @@ export interface BatchItem {
 
 export { DEFAULT_MAX_BATCH } from './constants.ts'
 export { openModel, openTokenizer } from './formats/open-model.ts'
-export { createSampler, argmax } from './sampler.ts'
+export { createSampler, argmax, createRng } from './sampler.ts'
+// the sampler's softmax, for replaying its draws (consensus/spot-check-sampled.ts)
+export { softmax } from './ops.ts'
 export type { Sampler, SamplerOptions } from './sampler.ts'
 export { encodeHidden, decodeHidden, encodedHiddenBytes, HIDDEN_CODECS } from './codecs.ts'
 export type { HiddenCodec } from './codecs.ts'
