@@ -76,10 +76,10 @@ export function samplingProbs (logits: Float32Array, temperature: number): Float
 }
 
 /**
- * How far an honest stage's log-probabilities may be from the verifier's, given the verifier's
- * logits `row`: each logit within delta = tolerance × max(1, max |logit|) of the stage's (the
- * scale spotCheckGreedy uses), so each logit / temperature within delta / temperature, the
- * log-sum-exp too, and each log-probability within 2 delta / temperature.
+ * How far an honest stage's log-odds may be from the verifier's, given the verifier's logits
+ * `row`: each logit within delta = tolerance × max(1, max |logit|) of the stage's (the scale
+ * spotCheckGreedy uses), so each logit / temperature within delta / temperature, and the log of
+ * any ratio of two masses (two tokens, a set against its complement) within 2 delta / temperature.
  */
 export function sampledEta (row: Float32Array, temperature: number, tolerance: number): number {
   let scale = 0
@@ -89,8 +89,8 @@ export function sampledEta (row: Float32Array, temperature: number, tolerance: n
 
 /**
  * The coin interval of `claimed` under the probabilities `probs` (samplingProbs of the verifier's
- * logits) for an honest stage whose log-probabilities may differ from these by at most `eta`
- * (each |Δ log p| ≤ eta). eta = 0 gives the engine sampler's exact interval (ties aside): the
+ * logits) for an honest stage whose log-odds may differ from these by at most `eta` (for any
+ * two disjoint sets of tokens, |Δ log(mass ratio)| ≤ eta; sampledEta). eta = 0 gives the engine sampler's exact interval (ties aside): the
  * sampler returns `claimed` iff its coin lies in [lo, hi). The interval is widened only by `eta`,
  * never by the coin slack (the caller adds it).
  */
@@ -98,11 +98,10 @@ export function sampledInterval (probs: Float32Array, claimed: number, params: D
   const V = probs.length
   if (!Number.isInteger(claimed) || claimed < 0 || claimed >= V) return { lo: 1, hi: 0 }
   const up = Math.exp(eta)
-  const down = Math.exp(-eta)
-  // bounds on the stage's mass of a FIXED set whose verifier mass is m: each probability within a
-  // factor e^±eta, and so is its complement's (both distributions sum to 1)
-  const massLo = (m: number): number => Math.max(0, m * down, 1 - (1 - m) * up)
-  const massHi = (m: number): number => Math.min(1, m * up, 1 - (1 - m) * down)
+  // bounds on the stage's mass of a FIXED set whose verifier mass is m: its odds m / (1 - m) move
+  // by a factor e^±eta at most (the set's logits up by eta / 2, the others down by eta / 2)
+  const massLo = (m: number): number => m / (m + (1 - m) * up)
+  const massHi = (m: number): number => m * up / (m * up + 1 - m)
   const pk = probs[claimed]
   const pkLo = massLo(pk)
   const pkHi = massHi(pk)
@@ -115,16 +114,16 @@ export function sampledInterval (probs: Float32Array, claimed: number, params: D
     return { lo: massLo(before), hi: claimed === V - 1 ? 1 : massHi(before + pk) }
   }
   // sorted draws: the tokens ahead of `claimed` are those with a larger probability (lower index
-  // on ties); for the stage, surely ahead when larger even after both moved by eta, perhaps ahead
-  // when not surely behind
+  // on ties); the ratio of two probabilities moves by a factor e^±eta at most, so for the stage a
+  // token is surely ahead when its ratio exceeds e^eta, perhaps ahead when it is not surely behind
   let sure = 0
   let surely = 0
   let maybe = 0
   for (let j = 0; j < V; j++) {
     if (j === claimed) continue
     const p = probs[j]
-    if (p * down > pk * up || (eta === 0 && p === pk && j < claimed)) { sure += p; surely++ }
-    if (p * up > pk * down || (p * up === pk * down && j < claimed)) maybe += p
+    if (p > pk * up || (eta === 0 && p === pk && j < claimed)) { sure += p; surely++ }
+    if (p * up > pk || (p * up === pk && j < claimed)) maybe += p
   }
   const beforeLo = massLo(sure)
   const beforeHi = massHi(maybe)
