@@ -157,6 +157,8 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
         return { ...swarmView(host, loads), reputation: ledger.summary() } // issue 7: the ledger beside the records
       case 'reputation':
         return { genesis: ledger.genesis, reputation: ledger.summary(), rounds: ledger.current().outcomes.length, spotChecks: spots.stats, recorded: spots.recorder.size }
+      case 'evidence': // issue 7: the spot-check records in the replica (node/reputation.ts)
+        return { evidence: ledger.evidence() }
       case 'allocation': {
         const allocator = served?.model.allocator
         if (allocator === undefined) {

@@ -15,6 +15,9 @@ export interface RoundsReader {
   onChange: (listener: (event: { kind: string }) => void) => () => void
 }
 
+/** One spot-check record: `id` is `<session>.<start>-<end>`, `writer` the verifier. */
+export interface Evidence { id: string, writer: string, subject: string, start: number, end: number, passed: boolean, checked: number, mismatched: number }
+
 /** Debounce between a round-record change and the re-derivation (ms). */
 export const LEDGER_DEBOUNCE_MS = 150
 
@@ -33,6 +36,8 @@ export interface LedgerService {
   refused: (peer: string) => boolean
   /** Per node: admitted, refused, excluded, evidence, Beta score and vote weight (for `status` / `swarm`). */
   summary: () => Record<string, { admitted: boolean, refused: boolean, excluded: boolean, positive: number, negative: number, score: number, weight: number }>
+  /** The spot-check evidence records in the replica, sorted by id then writer (`{"cmd":"evidence"}`). */
+  evidence: () => Evidence[]
   /** Re-derive now (tests and the round owner, before scheduling). */
   refresh: () => Ledger
   /** Listens for re-derivations. */
@@ -69,6 +74,7 @@ export function startLedger (state: RoundsReader, genesis: readonly string[], op
     state: () => ledger.state,
     excluded: (peer) => ledger.state.nodes.get(peer)?.excluded === true,
     refused: (peer) => refused.has(peer),
+    evidence: () => evidenceOf(state.rounds()),
     summary: () => {
       const out: ReturnType<LedgerService['summary']> = {}
       const ids = new Set([...ledger.state.nodes.keys(), ...refused])
@@ -82,6 +88,21 @@ export function startLedger (state: RoundsReader, genesis: readonly string[], op
     onUpdate: (listener) => { listeners.add(listener); return () => { listeners.delete(listener) } },
     stop: () => { off(); if (timer !== undefined) clearTimeout(timer); timer = undefined }
   }
+}
+
+/** The spot-check records among `rounds` (records that do not parse are skipped, as the ledger does). */
+export function evidenceOf (rounds: ReadonlyArray<{ id: string, data: unknown, writer: string }>): Evidence[] {
+  const out: Evidence[] = []
+  for (const r of rounds) {
+    let rec
+    try {
+      rec = parseRecord(r.id, r.data)
+    } catch {
+      continue // reason: a record that does not parse is ignored, as the ledger does
+    }
+    if (rec.t === 'spot-check') out.push({ id: rec.id, writer: r.writer, subject: rec.subject, start: rec.start, end: rec.end, passed: rec.passed, checked: rec.checked.length, mismatched: rec.mismatched.length })
+  }
+  return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.writer < b.writer ? -1 : a.writer > b.writer ? 1 : 0))
 }
 
 /** Subjects of failed calibrations by trusted (admitted, non-excluded) verifiers that are still not admitted. */

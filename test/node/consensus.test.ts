@@ -5,7 +5,8 @@
 // judge protocol) until every daemon's ledger admits all six. Then consensus rounds with k = 3
 // (through the OpenAI API and through the SDK's connect()) fan out to the three chains with
 // distinct nodes: {d0}, {d1}, {d2|d5, d3, d4}; the judges' likelihood votes rank the corrupting
-// pipeline's answer last; the spot-check of d3 by two admitted verifiers catches it, and every
+// pipeline's answer last; its first stage's audits (inputs: the round's tokens) run and pass (the
+// verifiers' `<session>.0-2` evidence records, `{"cmd":"evidence"}`); the spot-check of d3 by two admitted verifiers catches it, and every
 // daemon's ledger ends up excluding d3 (polled, no sleeps). Every child is killed after.
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -23,6 +24,7 @@ let ids: string[] = []
 let url = ''
 
 type Rep = Record<string, { admitted: boolean, excluded: boolean, positive: number, negative: number, weight: number }>
+type Evidence = { id: string, writer: string, subject: string, start: number, end: number, passed: boolean, checked: number, mismatched: number }
 async function reputation (d: Started): Promise<{ reputation: Rep, rounds: number, genesis: string[] }> {
   return await controlRequest(join(d.dir, 'control.sock'), { cmd: 'reputation' }) as unknown as { reputation: Rep, rounds: number, genesis: string[] }
 }
@@ -101,6 +103,25 @@ describe('consensus on a multi-process testnet with a corrupting stage (issue 7)
       expect(c?.judges.length).toBeGreaterThan(0)
       // the corrupting stage (a middle stage) is audited by two verifiers outside its chain
       expect(c?.audits.filter((a) => a.subject === ids[3] && a.status === 'OK').length).toBeGreaterThanOrEqual(2)
+      // so is the chain's first stage (d2 or d5, layers 0–2: its inputs are the round's tokens)
+      expect(c?.audits.filter((a) => a.subject === bad?.chain[0].peer && a.status === 'OK').length).toBeGreaterThanOrEqual(2)
+    }
+    // the first stages' audits ran and passed: two verifiers' evidence records `<session>.0-2`
+    // for each round's first stage, none failed (d2 and d5 are honest; d3 corrupts only what it sends)
+    const firsts = [api.consensus, sdk].map((c) => c?.answers.find((a) => a.chain.some((h) => h.peer === ids[3]))?.chain[0].peer)
+    const evidence = await pollUntil('two passed evidence records for each round\'s first stage', async () => {
+      const e = (await controlRequest(join(daemons[0].dir, 'control.sock'), { cmd: 'evidence' }) as unknown as { evidence: Evidence[] }).evidence
+      const first = e.filter((x) => x.start === 0 && x.end === 2)
+      const sessions = new Set(first.map((x) => x.id))
+      // one session per round (the API's and the SDK's), each checked by two verifiers
+      return sessions.size >= 2 && [...sessions].every((id) => first.filter((x) => x.id === id).length >= 2) ? first : undefined
+    }, 30_000, 250)
+    for (const x of evidence) {
+      expect(x.id).toMatch(/^[^.]+\.0-2$/) // `<session>.<start>-<end>`
+      expect(firsts).toContain(x.subject)
+      expect(x.writer).not.toBe(x.subject)
+      expect(x).toMatchObject({ passed: true, mismatched: 0 })
+      expect(x.checked).toBeGreaterThan(0)
     }
     const c = api.consensus
     expect(api.text).toBe(c.answers.find((a) => a.id === c.winner)?.text)
