@@ -11,13 +11,14 @@
 // own, which refuses it again. Every wait is a poll; every child is killed after.
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { nodeConfig } from '../../node/config.ts'
 import { controlRequest } from '../../node/control.ts'
 import { CALIBRATION_TASKS, wholeModelBytes } from '../../node/consensus-judge.ts'
 import { openModel } from '../../engine/index.ts'
 import { manifestFromSource } from '../../sharding/index.ts'
 import { STORIES260K } from '../models.ts'
 import { testSeed } from '../seed.ts'
-import { cleanupDaemons, pollUntil, readyRecord, scratch, startDaemon, stopDaemon, tcpAddr, type Started } from './daemons.ts'
+import { cleanupDaemons, pollUntil, readyRecord, runCli, scratch, startDaemon, stopDaemon, tcpAddr, type Started } from './daemons.ts'
 
 const SWARM = 'admission'
 const PROMPT = 'Once upon a time, there was a little girl'
@@ -147,5 +148,14 @@ describe(`admission by calibration on a multi-process swarm (issue 7, TEST_SEED=
       expect(cap.memoryBytes).toBe(cap.budgetBytes - 3 * whole)
       if (i !== 2) expect(view.nodes[readyRecord(d).peerId as string]?.capabilities.memoryBytes).toBe(cap.memoryBytes) // what the allocator reads
     }
+  })
+})
+
+describe('--test-wrong-stage', () => {
+  it('is a positive number, and hidden from help', () => {
+    expect(nodeConfig({ testWrongStage: '1' }).testWrongStage).toBe(1)
+    expect(nodeConfig({}).testWrongStage).toBeUndefined()
+    for (const bad of ['0', '-1', 'x', 'Infinity']) expect(() => nodeConfig({ testWrongStage: bad })).toThrow(/--test-wrong-stage/)
+    expect(runCli(['node', 'start', '--help']).stdout).not.toContain('wrong')
   })
 })
