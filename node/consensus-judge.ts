@@ -3,8 +3,10 @@
 //
 // - Judge model: the likelihood judge (consensus/likelihood-judge.ts) on a whole-model shard of the
 //   node's own model file, loaded lazily at the first judging request when its weights fit
-//   JUDGE_MAX_MODEL_BYTES (and a quarter of --max-memory when set); a bigger model declines
-//   (FAILED) — an LLM judge over the swarm is not wired yet.
+//   JUDGE_MAX_MODEL_BYTES (and a quarter of --max-memory when set) and, on a serving node, when its
+//   start-up accounting reserved the consensus copies (consensusMemory: layers first, the copies
+//   held back from the advertised memory); otherwise it declines (FAILED) — an LLM judge over the
+//   swarm is not wired yet.
 // - accept: the round's owner (its id prefix) is not excluded in this node's ledger (a light client
 //   may own a round; only an admitted owner's round record counts in the ledger), and the pairs asked are exactly this node's assignment in the schedule it recomputes from its
 //   own ledger with the answers' authors the owner sent (a disagreement — records in flight —
@@ -20,7 +22,10 @@
 //   serves: a stage challenge (consensus/stage-challenge.ts: tokens for a first stage, seeded
 //   hidden states otherwise, from the challenge id) sent over the spot-check protocol (CHALLENGE)
 //   and checked against this node's copy of the same layers (exact greedy tokens for a last stage,
-//   fingerprints within the dtype tolerance otherwise). Both must pass.
+//   fingerprints within the tolerance of the subject's published dtype otherwise). Both must pass.
+//   A wrong answer writes a failed record (the ledger then calls the subject `refused`, and the
+//   owner's host below does not route it); no answer (it declined judging, its stage is not served,
+//   a timeout) writes nothing and is retried after CALIBRATION_RETRY_MS.
 import type { Logger } from 'pino'
 import { commitBallot } from '../consensus/commit-reveal.ts'
 import { calibrationTasks, checkStageChallenge, greedyContinuation, knownPairs, meanLogProb, parseRecord, recordData, recordId, scheduleRound, shardLogits, stageChallenge, type ConsensusRecord, type StageChallengeResult } from '../consensus/index.ts'
