@@ -99,9 +99,10 @@ export function sampledInterval (probs: Float32Array, claimed: number, params: D
   if (!Number.isInteger(claimed) || claimed < 0 || claimed >= V) return { lo: 1, hi: 0 }
   const up = Math.exp(eta)
   // bounds on the stage's mass of a FIXED set whose verifier mass is m: its odds m / (1 - m) move
-  // by a factor e^±eta at most (the set's logits up by eta / 2, the others down by eta / 2)
-  const massLo = (m: number): number => m / (m + (1 - m) * up)
-  const massHi = (m: number): number => m * up / (m * up + 1 - m)
+  // by a factor e^±eta at most (the set's logits up by eta / 2, the others down by eta / 2); m is
+  // clamped to [0, 1] first (f32 probabilities may sum to 1 + 1e-7)
+  const massLo = (m: number): number => { const x = Math.min(1, Math.max(0, m)); return x / (x + (1 - x) * up) }
+  const massHi = (m: number): number => { const x = Math.min(1, Math.max(0, m)); return x * up / (x * up + 1 - x) }
   const pk = probs[claimed]
   const pkLo = massLo(pk)
   const pkHi = massHi(pk)

@@ -159,7 +159,7 @@ describe(`sampled last stages on real shards (TEST_SEED=${seed} npx vitest run t
             const likeliest = Array.from(own.keys()).sort((a, b) => own[b] - own[a]).slice(0, 8)
             for (const k of likeliest) {
               const exact = sampledInterval(own, k, draw, 0)
-              if (!(exact.lo < exact.hi)) continue
+              if (!(exact.lo < exact.hi && exact.lo < 1)) continue // never drawn (a coin is < 1)
               const w = sampledInterval(wide, k, draw, eta)
               expect(w.lo - SAMPLED_COIN_SLACK, `token ${k} at ${p}`).toBeLessThanOrEqual(exact.lo)
               expect(w.hi + SAMPLED_COIN_SLACK, `token ${k} at ${p}`).toBeGreaterThanOrEqual(exact.hi)
@@ -199,13 +199,13 @@ describe(`sampled last stages on real shards (TEST_SEED=${seed} npx vitest run t
   })
 
   // per run, the fewest positions caught (measured over 150 seeded runs each: replaced ≥ 11 / 28 / 12,
-  // other seed ≥ 12 / 11 / 4, greedy ≥ 5 / 7 / 1); the floors below leave a wide margin
+  // other seed ≥ 12 / 15 / 8, greedy ≥ 5 / 10 / 4); the floors below leave a wide margin
   const CHEATS: Array<{ pair: [WeightDType, WeightDType], draw: DrawParams, steps: number, floor: { replaced: number, seed: number, greedy: number } }> = [
     { pair: ['f32', 'f32'], draw: { temperature: 1, topP: 1, topK: 0 }, steps: 40, floor: { replaced: 8, seed: 5, greedy: 2 } },
     { pair: ['f16', 'f32'], draw: { temperature: 0.8, topP: 0.9, topK: 0 }, steps: 90, floor: { replaced: 20, seed: 4, greedy: 2 } },
     // a q8_0 stage against an f32 verifier: its honest logits move by up to 0.03 of their scale,
-    // so plausible substitutes are caught far less often (a greedy stage may pass: not asserted)
-    { pair: ['q8_0', 'f32'], draw: { temperature: 1, topP: 1, topK: 0 }, steps: 60, floor: { replaced: 8, seed: 1, greedy: 0 } }
+    // so plausible substitutes are caught far less often (at T ≤ 0.8 greedy tokens pass)
+    { pair: ['q8_0', 'f32'], draw: { temperature: 1, topP: 1, topK: 0 }, steps: 60, floor: { replaced: 8, seed: 3, greedy: 1 } }
   ]
   it('a stage that replaces every third token, samples with another seed or greedily while claiming a temperature fails', () => {
     const random = seededRandom(seed ^ 0x5eed)
@@ -235,7 +235,7 @@ describe(`sampled last stages on real shards (TEST_SEED=${seed} npx vitest run t
       // greedy tokens claimed as sampled ones
       const greedy = createSampler({ temperature: 0 })
       const lazy = check(generate(stage, prompt, steps, (row) => greedy.sample(row)))
-      if (floor.greedy > 0) expect(lazy.passed, `${label}: greedy`).toBe(false)
+      expect(lazy.passed, `${label}: greedy`).toBe(false)
       expect(lazy.mismatches.length, `${label}: greedy`).toBeGreaterThanOrEqual(floor.greedy)
       // and the honest run of the same settings passes
       const fair = createSampler(sampling)
