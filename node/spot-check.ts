@@ -1,51 +1,68 @@
-// Spot-checks of sharded execution on a daemon (issue 7), without changing the inference wire:
+// Spot-checks of sharded execution on a daemon (issue 7):
 // - Recorder: the StageTap handed to the stage service with serve({ shard, model, tap }) keeps, for
-//   the most recent sessions, the hidden states each step RECEIVED and the hidden states it SENT
-//   (copies). Bounded: at most SPOT_MAX_SESSIONS sessions, SPOT_MAX_SESSION_BYTES per session
-//   (a longer session stops being recorded) and SPOT_MAX_BYTES in all (oldest sessions evicted).
-//   Only stages feed it; a remote peer cannot grow it by asking (FETCH only reads).
-// - Verifier: an AUDIT (from anyone; one at a time, SPOT_MAX_QUEUE queued, else BUSY) names a
-//   session, a subject stage [start, end) and the stages around it. The verifier FETCHes what the
-//   predecessor SENT (= the subject's inputs) and what the successor RECEIVED (= the subject's
-//   true outputs), never trusting the subject; it replays the inputs through its own shard of the
-//   same layers (loaded from its model file when they fit the judge's budget, else REFUSED), compares the fingerprints at positions sampled by
+//   the most recent sessions, each step's frame as the stage RECEIVED it and as it SENT it: the
+//   exact payload (encoded hidden states or token ids), its signature and signer (inference frames
+//   are signed by their sender, protocols/inference/frame-signature.ts). Bounded: at most
+//   SPOT_MAX_SESSIONS sessions, SPOT_MAX_SESSION_BYTES per session (a longer session stops being
+//   recorded) and SPOT_MAX_BYTES in all (oldest sessions evicted). Only stages feed it.
+// - FETCH (what the recorder holds) is answered only to peers the ledger lists as admitted and not
+//   excluded, and to the session's opening client (the signer of its prompt, on a first stage);
+//   anyone else is REFUSED, and every peer is rate-limited (SPOT_FETCH_PER_WINDOW per
+//   SPOT_FETCH_WINDOW_MS, else BUSY). FETCH only reads: asking cannot grow the node's memory.
+// - Verifier: an AUDIT (one at a time, SPOT_MAX_QUEUE queued, else BUSY) names a session, a
+//   subject stage [start, end) and the stages around it. The verifier believes only signatures:
+//   the subject's inputs are frames signed by its predecessor (fetched from the predecessor, which
+//   sent them, and from the subject, which received them), or on a first stage the owner's signed
+//   prompt and the last stage's signed tokens (from the AUDIT or the subject's record); its outputs
+//   are frames signed by the subject itself (from the successor, and from the subject). A frame
+//   whose signature does not verify is dropped and counted (`stats.badSignatures`) — never evidence
+//   against the subject. Two different valid frames by one signer at one position are equivocation:
+//   an evidence record `round/q/…` (checked again by every node's ledger). It replays the inputs
+//   through its own shard of the same layers (loaded from its model file when they fit the judge's
+//   budget, else REFUSED), compares the fingerprints at positions sampled by
 //   `sampleSpotChecks([session, range])` (consensus/spot-check.ts, tolerance by dtype), and writes
-//   a signed evidence record `round/e/<session>.<range>` (case `<session>:<start>-<end>`). The
-//   ledger slashes and excludes once two admitted verifiers confirm (consensus/ledger.ts).
-// - A first stage (no predecessor) gets its inputs from the tokens the owner sends in the AUDIT
-//   (prompt + generated); a last stage (no successor) is audited only for greedy requests: the
-//   verifier's argmax must be the token the owner saw at each checked position (spotCheckGreedy,
-//   within the dtype tolerance). Seeded sampling is not audited on the last stage yet.
+//   a signed evidence record `round/e/<session>.<range>`. The ledger slashes and excludes once two
+//   admitted verifiers confirm (consensus/ledger.ts). A greedy last stage: the verifier's argmax
+//   must be the token the stage signed at each checked position (spotCheckGreedy). Seeded sampling
+//   is not audited on the last stage yet.
 // - Calibration CHALLENGE (node/consensus-judge.ts asks): answered with the stage this node serves
 //   now (the shard last handed to serve()), one at a time, only for that exact range and model.
-// Hidden bytes travel as little-endian float32 (Node on x86-64 / arm64).
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
-import { answerStageChallenge, fingerprint, recordData, recordId, sampleSpotChecks, spotCheck, type ConsensusRecord } from '../consensus/index.ts'
-import { spotCheckGreedy } from '../consensus/spot-check.ts'
+import { answerStageChallenge, recordData, recordId, type ConsensusRecord } from '../consensus/index.ts'
+import type { Equivocation } from '../consensus/signed-frames.ts'
 import { loadShard } from '../engine/index.ts'
-import type { Shard, StageInput } from '../engine/index.ts'
-import { fetchTrace, SpotResponse, type AuditRequest, type SpotStep, type SpotTrace } from '../protocols/consensus/spot-check.ts'
-import type { StageTap } from '../protocols/index.ts'
+import type { Shard } from '../engine/index.ts'
+import { fetchTrace, SpotResponse, type AuditRequest, type SpotCheckHooks, type SpotStep, type SpotTrace } from '../protocols/consensus/spot-check.ts'
+import type { StageTap, TapFrame } from '../protocols/index.ts'
 import type { MyceliumHost } from './host.ts'
 import type { NodeModel, OpenedModel } from './model-startup.ts'
 import type { LedgerService } from './reputation.ts'
 import { JUDGE_MAX_MODEL_BYTES, lastSeq } from './consensus-judge.ts'
+import { SPOT_POSITIONS, tokenPositions, traceFromNeighbours, traceFromTokens } from './spot-check-trace.ts'
+import { auditStage } from './spot-check-audit.ts'
+
+export { SPOT_POSITIONS, tokenPositions, traceFromNeighbours, traceFromTokens }
 
 export const SPOT_MAX_SESSIONS = 64
 export const SPOT_MAX_SESSION_BYTES = 4 << 20
 export const SPOT_MAX_BYTES = 32 << 20
 export const SPOT_MAX_QUEUE = 4
-/** Positions checked per audit. */
-export const SPOT_POSITIONS = 20
+/** FETCH requests one peer may make per window (ms), and the peers tracked at once. */
+export const SPOT_FETCH_PER_WINDOW = 32
+export const SPOT_FETCH_WINDOW_MS = 10_000
+const SPOT_FETCH_PEERS = 1024
+/** A recorded frame's bookkeeping bytes beyond its payload (signature, signer, fields). */
+const FRAME_OVERHEAD_BYTES = 160
 
-interface Recorded { start: number, end: number, dim: number, inputs: SpotStep[], outputs: SpotStep[], bytes: number, full: boolean }
+interface Recorded { start: number, end: number, dim: number, inputs: SpotStep[], outputs: SpotStep[], bytes: number, full: boolean, client?: string }
 
-function bytesOf (x: Float32Array): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(x.byteLength)
-  out.set(new Uint8Array(x.buffer, x.byteOffset, x.byteLength))
-  return out
+function recorded (f: TapFrame): SpotStep {
+  // copies: a received frame's bytes may share a buffer with the rest of its stream chunk
+  return { position: f.position, rows: f.rows, hidden: f.hidden === undefined ? new Uint8Array(0) : Uint8Array.from(f.hidden), codec: f.codec, tokens: f.tokens === undefined ? [] : [...f.tokens], signature: Uint8Array.from(f.signature), signer: f.signer, sampled: f.sampled === true }
 }
+
+const sizeOf = (f: TapFrame | undefined): number => f === undefined ? 0 : (f.hidden?.byteLength ?? 0) + 4 * (f.tokens?.length ?? 0) + FRAME_OVERHEAD_BYTES
 
 export class SpotRecorder {
   private readonly sessions = new Map<string, Recorded>()
@@ -60,20 +77,18 @@ export class SpotRecorder {
   get size (): { bytes: number, sessions: number } { return { bytes: this.total, sessions: this.sessions.size } }
 
   readonly tap: StageTap = (step) => {
-    const hiddenIn = 'hidden' in step.input ? step.input.hidden : undefined
-    const hiddenOut = step.output.hidden
-    if (hiddenIn === undefined && hiddenOut === undefined) return
-    const dim = (hiddenIn ?? hiddenOut as Float32Array).length / step.T
     let r = this.sessions.get(step.sessionId)
     if (r === undefined) {
-      r = { start: step.start, end: step.end, dim, inputs: [], outputs: [], bytes: 0, full: false }
+      r = { start: step.start, end: step.end, dim: step.dim, inputs: [], outputs: [], bytes: 0, full: false }
       this.sessions.set(step.sessionId, r)
     }
     if (r.full) return
-    const add = (hiddenIn?.byteLength ?? 0) + (hiddenOut?.byteLength ?? 0)
+    const add = sizeOf(step.input) + sizeOf(step.output)
     if (r.bytes + add > this.limits.sessionBytes) { r.full = true; return }
-    if (hiddenIn !== undefined) r.inputs.push({ position: step.position, rows: step.T, hidden: bytesOf(hiddenIn) })
-    if (hiddenOut !== undefined) r.outputs.push({ position: step.position, rows: step.T, hidden: bytesOf(hiddenOut) })
+    // a first stage's prompt is signed by the session's opening client
+    if (step.start === 0 && step.input.position === 0 && step.input.tokens !== undefined && !step.input.sampled) r.client = step.input.signer
+    r.inputs.push(recorded(step.input))
+    if (step.output !== undefined) r.outputs.push(recorded(step.output))
     r.bytes += add
     this.total += add
     this.evict()
@@ -88,6 +103,11 @@ export class SpotRecorder {
     }
   }
 
+  /** The session's opening client, when this node was its first stage and recorded the prompt. */
+  clientOf (sessionId: string): string | undefined {
+    return this.sessions.get(sessionId)?.client
+  }
+
   fetch (sessionId: string, side: 'inputs' | 'outputs'): SpotTrace | undefined {
     const r = this.sessions.get(sessionId)
     if (r === undefined || r.full) return undefined
@@ -96,63 +116,49 @@ export class SpotRecorder {
   }
 }
 
-function floats (b: Uint8Array): Float32Array {
-  const copy = new Uint8Array(b) // aligned
-  return new Float32Array(copy.buffer, 0, copy.byteLength / 4)
-}
-
-function inputsOf (sent: SpotTrace): { inputs: StageInput[], rows: number } | undefined {
-  const inputs: StageInput[] = []
-  let rows = 0
-  for (const a of sent.steps) {
-    if (a.position !== rows || a.hidden.byteLength !== a.rows * sent.dim * 4) return undefined
-    inputs.push({ hidden: floats(a.hidden) })
-    rows += a.rows
+/** Per-peer fixed-window request counter, bounded in peers (the oldest window is dropped first). */
+export class PeerRateLimit {
+  private readonly windows = new Map<string, { from: number, n: number }>()
+  private readonly limit: number
+  private readonly windowMs: number
+  private readonly now: () => number
+  constructor (limit = SPOT_FETCH_PER_WINDOW, windowMs = SPOT_FETCH_WINDOW_MS, now: () => number = Date.now) {
+    this.limit = limit
+    this.windowMs = windowMs
+    this.now = now
   }
-  return rows === 0 ? undefined : { inputs, rows }
-}
 
-/** A greedy last stage's checked positions: SPOT_POSITIONS of those with a known next token. */
-export function tokenPositions (seed: string[], expected: ReadonlyArray<number | undefined>): number[] {
-  const known = expected.flatMap((t, p) => t === undefined ? [] : [p])
-  return sampleSpotChecks(seed, known.length, SPOT_POSITIONS).map((i) => known[i])
-}
-
-/** A first stage's trace: its inputs are the session's tokens (the owner's), its outputs what its successor received. */
-export function traceFromTokens (tokens: readonly number[], received: SpotTrace): { inputs: StageInput[], fingerprints: Uint8Array[], rows: number } | undefined {
-  const inputs: StageInput[] = []
-  const fingerprints: Uint8Array[] = []
-  let rows = 0
-  for (const b of received.steps) {
-    if (b.position !== rows || b.position + b.rows > tokens.length || b.hidden.byteLength !== b.rows * received.dim * 4) return undefined
-    inputs.push({ tokens: tokens.slice(b.position, b.position + b.rows) })
-    fingerprints.push(fingerprint(floats(b.hidden), received.dim))
-    rows += b.rows
+  /** Counts one request of `peer`; false when it is over the limit in the current window. */
+  take (peer: string): boolean {
+    const t = this.now()
+    let w = this.windows.get(peer)
+    if (w === undefined || t - w.from >= this.windowMs) {
+      this.windows.delete(peer)
+      w = { from: t, n: 0 }
+      if (this.windows.size >= SPOT_FETCH_PEERS) this.windows.delete(this.windows.keys().next().value as string)
+      this.windows.set(peer, w)
+    }
+    w.n++
+    return w.n <= this.limit
   }
-  return rows === 0 ? undefined : { inputs, fingerprints, rows }
 }
 
-/** The subject's trace from its neighbours' records: inputs (predecessor's outputs) and fingerprints of its outputs (successor's inputs). */
-export function traceFromNeighbours (sent: SpotTrace, received: SpotTrace): { inputs: StageInput[], fingerprints: Uint8Array[], rows: number } | undefined {
-  if (sent.steps.length === 0 || sent.steps.length !== received.steps.length) return undefined
-  const inputs: StageInput[] = []
-  const fingerprints: Uint8Array[] = []
-  let rows = 0
-  for (let i = 0; i < sent.steps.length; i++) {
-    const a = sent.steps[i]
-    const b = received.steps[i]
-    if (a.position !== b.position || a.rows !== b.rows || a.hidden.byteLength !== a.rows * sent.dim * 4 || b.hidden.byteLength !== b.rows * received.dim * 4) return undefined
-    inputs.push({ hidden: floats(a.hidden) })
-    fingerprints.push(fingerprint(floats(b.hidden), received.dim))
-    rows += a.rows
+/**
+ * The FETCH hook: `recorder`'s answer only for members (admitted, not excluded: the verifiers an
+ * owner may ask) and the session's opening client; REFUSED for anyone else, BUSY past the per-peer rate.
+ */
+export function fetchGate (recorder: SpotRecorder, member: (peer: string) => boolean, stats: { fetchRefused: number, fetchBusy: number }, limit = new PeerRateLimit()): NonNullable<SpotCheckHooks['fetch']> {
+  return (sessionId, side, from) => {
+    if (!member(from) && recorder.clientOf(sessionId) !== from) { stats.fetchRefused++; return 'refused' }
+    if (!limit.take(from)) { stats.fetchBusy++; return 'busy' }
+    return recorder.fetch(sessionId, side)
   }
-  return { inputs, fingerprints, rows }
 }
 
 export interface SpotCheckNode {
   recorder: SpotRecorder
-  /** Audits finished, by outcome. */
-  stats: { passed: number, failed: number, skipped: number }
+  /** Audits finished, by outcome; recorded frames ignored for a bad signature; equivocations reported; FETCHes refused (not a member, rate). */
+  stats: { passed: number, failed: number, skipped: number, badSignatures: number, equivocations: number, fetchRefused: number, fetchBusy: number }
   stop: () => Promise<void>
 }
 
@@ -160,8 +166,8 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
   const self = host.peerId.toString()
   const state = host.services.swarmSync.state
   const recorder = new SpotRecorder()
-  const stats = { passed: 0, failed: 0, skipped: 0 }
-  const queue: AuditRequest[] = []
+  const stats = { passed: 0, failed: 0, skipped: 0, badSignatures: 0, equivocations: 0, fetchRefused: 0, fetchBusy: 0 }
+  const queue: Array<{ request: AuditRequest, owner: string }> = []
   const seen = new Set<string>()
   let running = false
   let closed = false
@@ -181,47 +187,30 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
     cached = { key, shard }
     return shard
   }
+  const fetchFrom = async (peer: string, side: 'inputs' | 'outputs', sessionId: string, signal: AbortSignal): Promise<SpotTrace | undefined> =>
+    peer === self ? recorder.fetch(sessionId, side) : await fetchTrace(await open(peer, signal), sessionId, side, { signal })
+  const record = async (rec: ConsensusRecord): Promise<void> => { await state.recordRound(recordId(rec), recordData(rec) as never) }
   const work = async (): Promise<void> => {
     if (running) return
     running = true
     try {
-      for (let a = queue.shift(); a !== undefined && !closed; a = queue.shift()) {
+      for (let job = queue.shift(); job !== undefined && !closed; job = queue.shift()) {
+        const { request: a, owner } = job
         const range = `${a.start}-${a.end}`
         try {
           const signal = AbortSignal.timeout(20_000)
-          const first = a.predecessor === ''
-          const last = a.successor === ''
-          const tokens = a.tokens ?? []
-          // inputs: the predecessor's sent states, or (a first stage) the owner's tokens; outputs:
-          // the successor's received states, or (a greedy last stage) the tokens it sampled
-          const [sent, received] = await Promise.all([
-            first ? undefined : fetchTrace(await open(a.predecessor, signal), a.sessionId, 'outputs', { signal }),
-            last ? undefined : fetchTrace(await open(a.successor, signal), a.sessionId, 'inputs', { signal })
-          ])
-          let result: { checked: number[], passed: boolean, mismatches: Array<{ position: number }> } | undefined
-          if (!last) {
-            const trace = received === undefined || received.start !== a.end
-              ? undefined
-              : first
-                ? (a.start === 0 ? traceFromTokens(tokens, received) : undefined)
-                : (sent !== undefined && sent.end === a.start ? traceFromNeighbours(sent, received) : undefined)
-            if (trace !== undefined) {
-              const shard = await shardFor(a.start, a.end)
-              result = spotCheck(shard, { inputs: trace.inputs, fingerprints: trace.fingerprints }, sampleSpotChecks([a.sessionId, range], trace.rows, SPOT_POSITIONS))
-            }
-          } else if (a.greedy === true && sent !== undefined && sent.end === a.start && a.end === opened?.source.config.nLayers) {
-            const inputs = inputsOf(sent)
-            if (inputs !== undefined) {
-              // the logits at position p chose tokens[p + 1], for every generated token
-              const expected = Array.from({ length: inputs.rows }, (_, p) => p + 1 >= (a.promptLength ?? 0) && p + 1 < tokens.length ? tokens[p + 1] : undefined)
-              const shard = await shardFor(a.start, a.end)
-              result = spotCheckGreedy(shard, inputs.inputs, expected, tokenPositions([a.sessionId, range], expected))
-            }
-          }
-          if (result === undefined) { stats.skipped++; log.info({ event: 'spot-check-skipped', session: a.sessionId, subject: a.subject }, 'spot-check: the neighbours have no matching record'); continue }
+          const out = await auditStage(a, owner, {
+            fetch: async (peer, side) => await fetchFrom(peer, side, a.sessionId, signal),
+            shardFor,
+            nLayers: opened?.source.config.nLayers ?? 0
+          })
+          stats.badSignatures += out.badSignatures
+          if (out.badSignatures > 0) log.info({ event: 'spot-check-bad-signatures', session: a.sessionId, subject: a.subject, frames: out.badSignatures }, 'spot-check: recorded frames whose signature does not verify were ignored')
+          for (const e of out.equivocations) await reportEquivocation(e)
+          const result = out.result
+          if (result === undefined) { stats.skipped++; log.info({ event: 'spot-check-skipped', session: a.sessionId, subject: a.subject }, `spot-check: ${out.skipped ?? 'nothing to check'}`); continue }
           const mismatched = [...new Set(result.mismatches.map((m) => m.position))].sort((x, y) => x - y)
-          const rec: ConsensusRecord = { t: 'spot-check', id: `${a.sessionId}.${range}`, seq: lastSeq(() => state.rounds()) + 1, case: `${a.sessionId}:${range}`, subject: a.subject, model: a.model, start: a.start, end: a.end, checked: result.checked, mismatched, passed: result.passed }
-          await state.recordRound(recordId(rec), recordData(rec) as never)
+          await record({ t: 'spot-check', id: `${a.sessionId}.${range}`, seq: lastSeq(() => state.rounds()) + 1, case: `${a.sessionId}:${range}`, subject: a.subject, model: a.model, start: a.start, end: a.end, checked: result.checked, mismatched, passed: result.passed })
           if (result.passed) stats.passed++
           else stats.failed++
           log.info({ event: 'spot-check', session: a.sessionId, subject: a.subject, start: a.start, end: a.end, passed: result.passed, mismatched: mismatched.length, checked: result.checked.length }, `spot-check of ${a.subject} [${a.start}, ${a.end}): ${result.passed ? 'passed' : 'FAILED'}`)
@@ -234,11 +223,16 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
       running = false
     }
   }
+  const reportEquivocation = async (e: Equivocation): Promise<void> => {
+    stats.equivocations++
+    log.warn({ event: 'equivocation', signer: e.signer, session: e.session, position: e.position, kind: e.kind }, `${e.signer} signed two different ${e.kind} frames at position ${e.position}`)
+    await record({ t: 'equivocation', seq: lastSeq(() => state.rounds()) + 1, ...e })
+  }
   // the stage this node serves now (the calibration CHALLENGE is answered with it)
   let current: { shard: Shard, model?: string } | undefined
   let challenging = false
   host.services.spotCheck.setHooks({
-    fetch: (sessionId, side) => recorder.fetch(sessionId, side),
+    fetch: fetchGate(recorder, (peer) => { const rep = ledger.state().nodes.get(peer); return rep?.admitted === true && !rep.excluded }, stats),
     challenge: async (request) => {
       const stage = current
       // one at a time; only the range and model this node serves
@@ -251,7 +245,7 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
         challenging = false
       }
     },
-    audit: (request) => {
+    audit: (request, from) => {
       const manifest = modelOf()?.manifest?.id
       const me = ledger.state().nodes.get(self)
       if (closed || opened === undefined || manifest === undefined || request.model !== manifest || request.subject === self || me?.admitted !== true || me.excluded) return SpotResponse.Status.REFUSED
@@ -265,7 +259,7 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
       if (queue.length >= SPOT_MAX_QUEUE) return SpotResponse.Status.BUSY
       if (seen.size > 4096) seen.clear()
       seen.add(key)
-      queue.push(request)
+      queue.push({ request, owner: from })
       void work()
       return SpotResponse.Status.OK
     }

@@ -27,7 +27,9 @@ export { ProbeFailedError } from './probe/errors.ts'
 
 // Distributed inference: stage service and client runner over /mycelium/<swarm>/inference/1.0.0 (issue 6, protocols/inference/).
 export { inferenceStageService, inferenceProtocol, InferenceStageService } from './inference/stage-service.ts'
-export type { InferenceStageInit, InferenceStageComponents, StageShard, StageTap } from './inference/stage-service.ts'
+export type { InferenceStageInit, InferenceStageComponents, StageShard, StageTap, TapFrame } from './inference/stage-service.ts'
+export { frameSigner } from './inference/frame-signature.ts'
+export type { FrameSigner } from './inference/frame-signature.ts'
 export { runInference } from './inference/client.ts'
 export type { ChainHop, FailoverOptions, InferenceRequest, InferenceEvent, OpenStream } from './inference/client.ts'
 export { chainRouter, routeGraphFromViews, routeSpan } from './inference/route-chain.ts'

@@ -3,5 +3,5 @@ export { consensusJudgeService, consensusJudgeProtocol, ConsensusJudgeService } 
 export type { ConsensusJudgeInit, JudgeHooks } from './judge-service.ts'
 export { collectJudging, serveJudging } from './judge-exchange.ts'
 export type { JudgeFn, JudgingResult, JudgingRound } from './judge-exchange.ts'
-export { spotCheckService, spotCheckProtocol, SpotCheckService, fetchTrace, requestAudit, requestChallenge, serveSpotCheck } from './spot-check.ts'
+export { spotCheckService, spotCheckProtocol, SpotCheckService, fetchAnswer, fetchTrace, requestAudit, requestChallenge, serveSpotCheck } from './spot-check.ts'
 export type { AuditRequest, ChallengeAnswer, ChallengeRequest, SpotCheckHooks, SpotTrace } from './spot-check.ts'

@@ -17,6 +17,9 @@ export interface SpotRequest {
     tokens: number[];
     promptLength: number;
     greedy: boolean;
+    promptSignature: Uint8Array<ArrayBuffer>;
+    tokenSignatures: Uint8Array<ArrayBuffer>[];
+    last: string;
 }
 export declare namespace SpotRequest {
     enum Kind {
@@ -97,14 +100,32 @@ export declare namespace SpotRequest {
         field: '$.greedy';
         value: boolean;
     }
+    interface SpotRequestPromptSignatureFieldEvent {
+        field: '$.promptSignature';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface SpotRequestTokenSignaturesFieldEvent {
+        field: '$.tokenSignatures[]';
+        index: number;
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface SpotRequestLastFieldEvent {
+        field: '$.last';
+        value: string;
+    }
     function encode(obj: Partial<SpotRequest>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): SpotRequest;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): Generator<SpotRequestKindFieldEvent | SpotRequestSessionIdFieldEvent | SpotRequestSideFieldEvent | SpotRequestSubjectFieldEvent | SpotRequestStartFieldEvent | SpotRequestEndFieldEvent | SpotRequestPredecessorFieldEvent | SpotRequestSuccessorFieldEvent | SpotRequestModelFieldEvent | SpotRequestRowsFieldEvent | SpotRequestInputFieldEvent | SpotRequestInputTokensFieldEvent | SpotRequestTokensFieldEvent | SpotRequestPromptLengthFieldEvent | SpotRequestGreedyFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): Generator<SpotRequestKindFieldEvent | SpotRequestSessionIdFieldEvent | SpotRequestSideFieldEvent | SpotRequestSubjectFieldEvent | SpotRequestStartFieldEvent | SpotRequestEndFieldEvent | SpotRequestPredecessorFieldEvent | SpotRequestSuccessorFieldEvent | SpotRequestModelFieldEvent | SpotRequestRowsFieldEvent | SpotRequestInputFieldEvent | SpotRequestInputTokensFieldEvent | SpotRequestTokensFieldEvent | SpotRequestPromptLengthFieldEvent | SpotRequestGreedyFieldEvent | SpotRequestPromptSignatureFieldEvent | SpotRequestTokenSignaturesFieldEvent | SpotRequestLastFieldEvent>;
 }
 export interface SpotStep {
     position: number;
     rows: number;
     hidden: Uint8Array<ArrayBuffer>;
+    codec: number;
+    tokens: number[];
+    signature: Uint8Array<ArrayBuffer>;
+    signer: string;
+    sampled: boolean;
 }
 export declare namespace SpotStep {
     const codec: () => Codec<SpotStep>;
@@ -120,9 +141,30 @@ export declare namespace SpotStep {
         field: '$.hidden';
         value: Uint8Array<ArrayBuffer>;
     }
+    interface SpotStepCodecFieldEvent {
+        field: '$.codec';
+        value: number;
+    }
+    interface SpotStepTokensFieldEvent {
+        field: '$.tokens[]';
+        index: number;
+        value: number;
+    }
+    interface SpotStepSignatureFieldEvent {
+        field: '$.signature';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface SpotStepSignerFieldEvent {
+        field: '$.signer';
+        value: string;
+    }
+    interface SpotStepSampledFieldEvent {
+        field: '$.sampled';
+        value: boolean;
+    }
     function encode(obj: Partial<SpotStep>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotStep>): SpotStep;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotStep>): Generator<SpotStepPositionFieldEvent | SpotStepRowsFieldEvent | SpotStepHiddenFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotStep>): Generator<SpotStepPositionFieldEvent | SpotStepRowsFieldEvent | SpotStepHiddenFieldEvent | SpotStepCodecFieldEvent | SpotStepTokensFieldEvent | SpotStepSignatureFieldEvent | SpotStepSignerFieldEvent | SpotStepSampledFieldEvent>;
 }
 export interface SpotResponse {
     status: SpotResponse.Status;
@@ -175,6 +217,31 @@ export declare namespace SpotResponse {
         value: Uint8Array<ArrayBuffer>;
         index: number;
     }
+    interface SpotResponseStepsCodecFieldEvent {
+        field: '$.steps[].codec';
+        value: number;
+        index: number;
+    }
+    interface SpotResponseStepsTokensFieldEvent {
+        field: '$.steps[].tokens[]';
+        index: number;
+        value: number;
+    }
+    interface SpotResponseStepsSignatureFieldEvent {
+        field: '$.steps[].signature';
+        value: Uint8Array<ArrayBuffer>;
+        index: number;
+    }
+    interface SpotResponseStepsSignerFieldEvent {
+        field: '$.steps[].signer';
+        value: string;
+        index: number;
+    }
+    interface SpotResponseStepsSampledFieldEvent {
+        field: '$.steps[].sampled';
+        value: boolean;
+        index: number;
+    }
     interface SpotResponseTokensFieldEvent {
         field: '$.tokens[]';
         index: number;
@@ -182,5 +249,5 @@ export declare namespace SpotResponse {
     }
     function encode(obj: Partial<SpotResponse>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotResponse>): SpotResponse;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotResponse>): Generator<SpotResponseStatusFieldEvent | SpotResponseStartFieldEvent | SpotResponseEndFieldEvent | SpotResponseDimFieldEvent | SpotResponseStepsPositionFieldEvent | SpotResponseStepsRowsFieldEvent | SpotResponseStepsHiddenFieldEvent | SpotResponseTokensFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotResponse>): Generator<SpotResponseStatusFieldEvent | SpotResponseStartFieldEvent | SpotResponseEndFieldEvent | SpotResponseDimFieldEvent | SpotResponseStepsPositionFieldEvent | SpotResponseStepsRowsFieldEvent | SpotResponseStepsHiddenFieldEvent | SpotResponseStepsCodecFieldEvent | SpotResponseStepsTokensFieldEvent | SpotResponseStepsSignatureFieldEvent | SpotResponseStepsSignerFieldEvent | SpotResponseStepsSampledFieldEvent | SpotResponseTokensFieldEvent>;
 }

@@ -106,6 +106,20 @@ export var SpotRequest;
                     w.uint32(120);
                     w.bool(obj.greedy);
                 }
+                if ((obj.promptSignature != null && obj.promptSignature.byteLength > 0)) {
+                    w.uint32(130);
+                    w.bytes(obj.promptSignature);
+                }
+                if (obj.tokenSignatures != null && obj.tokenSignatures.length > 0) {
+                    for (const value of obj.tokenSignatures) {
+                        w.uint32(138);
+                        w.bytes(value);
+                    }
+                }
+                if ((obj.last != null && obj.last !== '')) {
+                    w.uint32(146);
+                    w.string(obj.last);
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -125,7 +139,10 @@ export var SpotRequest;
                     inputTokens: [],
                     tokens: [],
                     promptLength: 0,
-                    greedy: false
+                    greedy: false,
+                    promptSignature: uint8ArrayAlloc(0),
+                    tokenSignatures: [],
+                    last: ''
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -197,6 +214,21 @@ export var SpotRequest;
                             obj.greedy = reader.bool();
                             break;
                         }
+                        case 16: {
+                            obj.promptSignature = reader.bytes();
+                            break;
+                        }
+                        case 17: {
+                            if (opts.limits?.tokenSignatures != null && obj.tokenSignatures.length === opts.limits.tokenSignatures) {
+                                throw new MaxLengthError('Decode error - repeated field "tokenSignatures" had too many elements');
+                            }
+                            obj.tokenSignatures.push(reader.bytes());
+                            break;
+                        }
+                        case 18: {
+                            obj.last = reader.string();
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -207,7 +239,8 @@ export var SpotRequest;
             }, function* (reader, length, prefix, opts = {}) {
                 const obj = {
                     inputTokens: 0,
-                    tokens: 0
+                    tokens: 0,
+                    tokenSignatures: 0
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -328,6 +361,32 @@ export var SpotRequest;
                             };
                             break;
                         }
+                        case 16: {
+                            yield {
+                                field: `${prefix}.promptSignature`,
+                                value: reader.bytes()
+                            };
+                            break;
+                        }
+                        case 17: {
+                            if (opts.limits?.tokenSignatures != null && obj.tokenSignatures === opts.limits.tokenSignatures) {
+                                throw new MaxLengthError('Streaming decode error - repeated field "tokenSignatures" had too many elements');
+                            }
+                            yield {
+                                field: `${prefix}.tokenSignatures[]`,
+                                index: obj.tokenSignatures,
+                                value: reader.bytes()
+                            };
+                            obj.tokenSignatures++;
+                            break;
+                        }
+                        case 18: {
+                            yield {
+                                field: `${prefix}.last`,
+                                value: reader.string()
+                            };
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -372,6 +431,28 @@ export var SpotStep;
                     w.uint32(26);
                     w.bytes(obj.hidden);
                 }
+                if ((obj.codec != null && obj.codec !== 0)) {
+                    w.uint32(32);
+                    w.uint32(obj.codec);
+                }
+                if (obj.tokens != null && obj.tokens.length > 0) {
+                    for (const value of obj.tokens) {
+                        w.uint32(40);
+                        w.uint32(value);
+                    }
+                }
+                if ((obj.signature != null && obj.signature.byteLength > 0)) {
+                    w.uint32(50);
+                    w.bytes(obj.signature);
+                }
+                if ((obj.signer != null && obj.signer !== '')) {
+                    w.uint32(58);
+                    w.string(obj.signer);
+                }
+                if ((obj.sampled != null && obj.sampled !== false)) {
+                    w.uint32(64);
+                    w.bool(obj.sampled);
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -379,7 +460,12 @@ export var SpotStep;
                 const obj = {
                     position: 0,
                     rows: 0,
-                    hidden: uint8ArrayAlloc(0)
+                    hidden: uint8ArrayAlloc(0),
+                    codec: 0,
+                    tokens: [],
+                    signature: uint8ArrayAlloc(0),
+                    signer: '',
+                    sampled: false
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -397,6 +483,29 @@ export var SpotStep;
                             obj.hidden = reader.bytes();
                             break;
                         }
+                        case 4: {
+                            obj.codec = reader.uint32();
+                            break;
+                        }
+                        case 5: {
+                            if (opts.limits?.tokens != null && obj.tokens.length === opts.limits.tokens) {
+                                throw new MaxLengthError('Decode error - repeated field "tokens" had too many elements');
+                            }
+                            obj.tokens.push(reader.uint32());
+                            break;
+                        }
+                        case 6: {
+                            obj.signature = reader.bytes();
+                            break;
+                        }
+                        case 7: {
+                            obj.signer = reader.string();
+                            break;
+                        }
+                        case 8: {
+                            obj.sampled = reader.bool();
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -405,6 +514,9 @@ export var SpotStep;
                 }
                 return obj;
             }, function* (reader, length, prefix, opts = {}) {
+                const obj = {
+                    tokens: 0
+                };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
                     const tag = reader.uint32();
@@ -427,6 +539,46 @@ export var SpotStep;
                             yield {
                                 field: `${prefix}.hidden`,
                                 value: reader.bytes()
+                            };
+                            break;
+                        }
+                        case 4: {
+                            yield {
+                                field: `${prefix}.codec`,
+                                value: reader.uint32()
+                            };
+                            break;
+                        }
+                        case 5: {
+                            if (opts.limits?.tokens != null && obj.tokens === opts.limits.tokens) {
+                                throw new MaxLengthError('Streaming decode error - repeated field "tokens" had too many elements');
+                            }
+                            yield {
+                                field: `${prefix}.tokens[]`,
+                                index: obj.tokens,
+                                value: reader.uint32()
+                            };
+                            obj.tokens++;
+                            break;
+                        }
+                        case 6: {
+                            yield {
+                                field: `${prefix}.signature`,
+                                value: reader.bytes()
+                            };
+                            break;
+                        }
+                        case 7: {
+                            yield {
+                                field: `${prefix}.signer`,
+                                value: reader.string()
+                            };
+                            break;
+                        }
+                        case 8: {
+                            yield {
+                                field: `${prefix}.sampled`,
+                                value: reader.bool()
                             };
                             break;
                         }

@@ -44,7 +44,23 @@ export const AUDIT_MAX_TOKENS = 16_384
  * greedy `tokens` it sampled, only with `greedy`). `tokens` = prompt + generated, `promptLength`
  * of them the prompt.
  */
-export interface AuditRequest { sessionId: string, subject: string, start: number, end: number, predecessor: string, successor: string, model: string, tokens?: number[], promptLength?: number, greedy?: boolean }
+export interface AuditRequest {
+  sessionId: string
+  subject: string
+  start: number
+  end: number
+  predecessor: string
+  successor: string
+  model: string
+  tokens?: number[]
+  promptLength?: number
+  greedy?: boolean
+  /** The proofs behind `tokens`: the owner's signature of its prompt step, the last stage's of each generated token. */
+  promptSignature?: Uint8Array<ArrayBuffer>
+  tokenSignatures?: Array<Uint8Array<ArrayBuffer>>
+  /** The chain's last stage (who signed the generated tokens). */
+  last?: string
+}
 
 /** A calibration challenge (CHALLENGE): run layers [start, end) of `model` on `input`. */
 export interface ChallengeRequest { model: string, start: number, end: number, rows: number, input: { tokens: number[] } | { hidden: Float32Array } }
@@ -54,8 +70,8 @@ export type ChallengeAnswer = { tokens: number[] } | { hidden: Float32Array, dim
 export interface SpotCheckHooks {
   /** Answer a calibration challenge with this node's own stage (undefined: not served here → REFUSED). */
   challenge?: (request: ChallengeRequest, from: string) => Promise<ChallengeAnswer | undefined>
-  /** What this node recorded of `sessionId` (undefined: nothing). */
-  fetch?: (sessionId: string, side: 'inputs' | 'outputs') => SpotTrace | undefined
+  /** What this node recorded of `sessionId` for `from` (undefined: nothing; 'refused': `from` may not see it; 'busy': `from` asks too often). */
+  fetch?: (sessionId: string, side: 'inputs' | 'outputs', from: string) => SpotTrace | 'refused' | 'busy' | undefined
   /** Queue an audit (resolve OK, BUSY or REFUSED; the work happens after the answer). */
   audit?: (request: AuditRequest, from: string) => SpotResponse.Status
 }
@@ -89,18 +105,21 @@ export async function serveSpotCheck (stream: Stream, from: string, hooks: SpotC
         if (answer !== undefined) {
           body = 'tokens' in answer
             ? { ...EMPTY, tokens: answer.tokens }
-            : { ...EMPTY, dim: answer.dim, steps: [{ position: 0, rows, hidden: new Uint8Array(Float32Array.from(answer.hidden).buffer) }] }
+            : { ...EMPTY, dim: answer.dim, steps: [{ position: 0, rows, hidden: new Uint8Array(Float32Array.from(answer.hidden).buffer), codec: 0, tokens: [], signature: new Uint8Array(0), signer: '', sampled: false }] }
         }
       }
     } else if (req !== undefined && req.sessionId !== '' && req.sessionId.length <= 128) {
       if (req.kind === SpotRequest.Kind.FETCH) {
-        const trace = hooks.fetch?.(req.sessionId, req.side === SpotRequest.Side.OUTPUTS ? 'outputs' : 'inputs')
-        status = trace === undefined ? SpotResponse.Status.NOT_FOUND : SpotResponse.Status.OK
-        if (trace !== undefined) body = { ...EMPTY, ...trace }
+        const trace = hooks.fetch?.(req.sessionId, req.side === SpotRequest.Side.OUTPUTS ? 'outputs' : 'inputs', from)
+        status = trace === undefined ? SpotResponse.Status.NOT_FOUND : trace === 'refused' ? SpotResponse.Status.REFUSED : trace === 'busy' ? SpotResponse.Status.BUSY : SpotResponse.Status.OK
+        if (typeof trace === 'object') body = { ...EMPTY, ...trace }
       } else if (req.end > req.start && req.subject !== '' && req.model !== '' && req.tokens.length <= AUDIT_MAX_TOKENS && req.promptLength <= req.tokens.length &&
         // a first stage needs the tokens, a last stage the tokens and greedy sampling
-        (req.predecessor !== '' || (req.start === 0 && req.tokens.length > 0)) && (req.successor !== '' || (req.greedy && req.tokens.length > req.promptLength && req.promptLength > 0))) {
-        const known = req.tokens.length > 0 ? { tokens: [...req.tokens], promptLength: req.promptLength, greedy: req.greedy } : {}
+        (req.predecessor !== '' || (req.start === 0 && req.tokens.length > 0)) && (req.successor !== '' || (req.greedy && req.tokens.length > req.promptLength && req.promptLength > 0)) &&
+        // at most one signature per generated token
+        req.tokenSignatures.length <= req.tokens.length - req.promptLength) {
+        const proofs = req.promptSignature.length > 0 || req.tokenSignatures.length > 0 || req.last !== '' ? { promptSignature: req.promptSignature, tokenSignatures: [...req.tokenSignatures], last: req.last } : {}
+        const known = req.tokens.length > 0 ? { tokens: [...req.tokens], promptLength: req.promptLength, greedy: req.greedy, ...proofs } : {}
         status = hooks.audit?.({ sessionId: req.sessionId, subject: req.subject, start: req.start, end: req.end, predecessor: req.predecessor, successor: req.successor, model: req.model, ...known }, from) ?? SpotResponse.Status.REFUSED
       }
     }
@@ -129,18 +148,23 @@ async function exchange (stream: Stream, req: SpotRequest, options: AbortOptions
 
 /** FETCH: a stage's recorded inputs or outputs of a session (undefined when it has none). */
 export async function fetchTrace (stream: Stream, sessionId: string, side: 'inputs' | 'outputs', options: AbortOptions = {}): Promise<SpotTrace | undefined> {
-  const res = await exchange(stream, { ...NO_CHALLENGE, ...NO_TOKENS, kind: SpotRequest.Kind.FETCH, sessionId, side: side === 'outputs' ? SpotRequest.Side.OUTPUTS : SpotRequest.Side.INPUTS, subject: '', start: 0, end: 0, predecessor: '', successor: '', model: '' }, options)
+  const res = await fetchAnswer(stream, sessionId, side, options)
   return res.status === SpotResponse.Status.OK ? { start: res.start, end: res.end, dim: res.dim, steps: res.steps } : undefined
+}
+
+/** FETCH with the answer's status (REFUSED: this peer may not see the session; BUSY: rate-limited). */
+export async function fetchAnswer (stream: Stream, sessionId: string, side: 'inputs' | 'outputs', options: AbortOptions = {}): Promise<SpotResponse> {
+  return await exchange(stream, { ...NO_CHALLENGE, ...NO_TOKENS, kind: SpotRequest.Kind.FETCH, sessionId, side: side === 'outputs' ? SpotRequest.Side.OUTPUTS : SpotRequest.Side.INPUTS, subject: '', start: 0, end: 0, predecessor: '', successor: '', model: '' }, options)
 }
 
 /** AUDIT: asks a verifier to spot-check a stage; resolves with its answer (OK = queued). */
 export async function requestAudit (stream: Stream, audit: AuditRequest, options: AbortOptions = {}): Promise<SpotResponse.Status> {
-  const res = await exchange(stream, { ...NO_CHALLENGE, kind: SpotRequest.Kind.AUDIT, side: SpotRequest.Side.INPUTS, ...audit, tokens: audit.tokens ?? [], promptLength: audit.promptLength ?? 0, greedy: audit.greedy ?? false }, options)
+  const res = await exchange(stream, { ...NO_CHALLENGE, kind: SpotRequest.Kind.AUDIT, side: SpotRequest.Side.INPUTS, ...audit, tokens: audit.tokens ?? [], promptLength: audit.promptLength ?? 0, greedy: audit.greedy ?? false, promptSignature: audit.promptSignature ?? new Uint8Array(0), tokenSignatures: audit.tokenSignatures ?? [], last: audit.last ?? '' }, options)
   return res.status
 }
 
 const NO_CHALLENGE = { rows: 0, input: new Uint8Array(0), inputTokens: [] as number[] }
-const NO_TOKENS = { tokens: [] as number[], promptLength: 0, greedy: false }
+const NO_TOKENS = { tokens: [] as number[], promptLength: 0, greedy: false, promptSignature: new Uint8Array(0), tokenSignatures: [] as Array<Uint8Array<ArrayBuffer>>, last: '' }
 
 /** CHALLENGE: asks a newcomer to run its layers on challenge inputs; its outputs, or undefined when it refused. */
 export async function requestChallenge (stream: Stream, challenge: ChallengeRequest, options: AbortOptions = {}): Promise<ChallengeAnswer | undefined> {

@@ -13,6 +13,8 @@ import {
 import { InferenceFailedError } from './errors.ts'
 import { Status } from './inference.pb.js'
 import type { Frame } from './inference.pb.js'
+import { stepMessage } from './frame-signature.ts'
+import type { FrameSigner } from './frame-signature.ts'
 import { asError, frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
 
 /** One stage of a chain: who serves it and its layer range [start, end). */
@@ -54,6 +56,8 @@ export interface InferenceRequest extends AbortOptions {
    * seeded sampling too (the last stage skips the PRNG draws already made).
    */
   failover?: FailoverOptions
+  /** Signs the prompt step (the owner's word on the session's inputs; issue 7's audits). Default unsigned. */
+  signer?: FrameSigner
 }
 
 export interface FailoverOptions {
@@ -76,7 +80,8 @@ export interface FailoverOptions {
 
 export type InferenceEvent =
   | { type: 'open', sessionId: string, ms: number }
-  | { type: 'token', id: number, position: number }
+  /** `signature`: the last stage's over (session, position, token) (empty when unsigned). */
+  | { type: 'token', id: number, position: number, signature: Uint8Array }
   /**
    * The chain failed (`status`; STALLED when no token came within the deadline) and was
    * repaired: `replaced` hop indices (of the failed chain), `replayed` tokens to re-prefill,
@@ -89,7 +94,11 @@ export type InferenceEvent =
   | { type: 'retry', attempt: number, status: string, replaced: number[], replayed: number, detectMs: number, probeMs: number, culprit: 'named' | 'probed' }
   /** The first token after a repair: `ms` since the failure was detected. */
   | { type: 'resumed', attempt: number, ms: number }
-  | { type: 'done', reason: 'steps' | 'bos', tokens: number }
+  /**
+   * `receipt`: the last stage's signature over every token it sampled in the session, the first from
+   * the logits at `first` (frame-signature.ts receiptMessage; empty when unsigned).
+   */
+  | { type: 'done', reason: 'steps' | 'bos', tokens: number, receipt: Uint8Array, first: number, sessionId: string }
 
 /** Opens a stream to a peer for a protocol (libp2p's `dialProtocol` or a connection manager's `openStream`). */
 export type OpenStream = (peer: PeerId | string, protocol: string, options: AbortOptions) => Promise<Stream>
@@ -346,7 +355,9 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
     }
     pace.openMs = performance.now() - t0
     yield { type: 'open', sessionId, ms: pace.openMs }
-    await ch.write({ step: { sessionId, position: 0, tokens: prompt, hidden: new Uint8Array(0), dtype: wireCodec('f32'), shape: [] } })
+    const dtype = wireCodec('f32')
+    const signature = request.signer?.sign(stepMessage(sessionId, 0, { tokens: prompt, dtype, shape: [] })) ?? new Uint8Array(0)
+    await ch.write({ step: { sessionId, position: 0, tokens: prompt, hidden: new Uint8Array(0), dtype, shape: [], signature } })
     let tokens = 0
     for (;;) {
       const frame = await read(tokens === 0)
@@ -356,11 +367,11 @@ async function * runSession (openStream: OpenStream, protocol: string, request: 
       watch?.token()
       if (!token.bos) {
         tokens++
-        yield { type: 'token', id: token.token, position: token.position }
+        yield { type: 'token', id: token.token, position: token.position, signature: token.signature }
       }
       if (token.done) {
         finished = true
-        yield { type: 'done', reason: token.bos ? 'bos' : 'steps', tokens }
+        yield { type: 'done', reason: token.bos ? 'bos' : 'steps', tokens, receipt: token.receipt, first: token.first, sessionId }
         return
       }
     }

@@ -194,6 +194,7 @@ export interface Step {
     hidden: Uint8Array<ArrayBuffer>;
     dtype: HiddenCodec;
     shape: number[];
+    signature: Uint8Array<ArrayBuffer>;
 }
 export declare namespace Step {
     const codec: () => Codec<Step>;
@@ -223,9 +224,13 @@ export declare namespace Step {
         index: number;
         value: number;
     }
+    interface StepSignatureFieldEvent {
+        field: '$.signature';
+        value: Uint8Array<ArrayBuffer>;
+    }
     function encode(obj: Partial<Step>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Step>): Step;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Step>): Generator<StepSessionIdFieldEvent | StepPositionFieldEvent | StepTokensFieldEvent | StepHiddenFieldEvent | StepDtypeFieldEvent | StepShapeFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Step>): Generator<StepSessionIdFieldEvent | StepPositionFieldEvent | StepTokensFieldEvent | StepHiddenFieldEvent | StepDtypeFieldEvent | StepShapeFieldEvent | StepSignatureFieldEvent>;
 }
 export interface Token {
     sessionId: string;
@@ -233,6 +238,9 @@ export interface Token {
     position: number;
     done: boolean;
     bos: boolean;
+    signature: Uint8Array<ArrayBuffer>;
+    receipt: Uint8Array<ArrayBuffer>;
+    first: number;
 }
 export declare namespace Token {
     const codec: () => Codec<Token>;
@@ -256,9 +264,21 @@ export declare namespace Token {
         field: '$.bos';
         value: boolean;
     }
+    interface TokenSignatureFieldEvent {
+        field: '$.signature';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface TokenReceiptFieldEvent {
+        field: '$.receipt';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface TokenFirstFieldEvent {
+        field: '$.first';
+        value: number;
+    }
     function encode(obj: Partial<Token>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Token>): Token;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Token>): Generator<TokenSessionIdFieldEvent | TokenTokenFieldEvent | TokenPositionFieldEvent | TokenDoneFieldEvent | TokenBosFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Token>): Generator<TokenSessionIdFieldEvent | TokenTokenFieldEvent | TokenPositionFieldEvent | TokenDoneFieldEvent | TokenBosFieldEvent | TokenSignatureFieldEvent | TokenReceiptFieldEvent | TokenFirstFieldEvent>;
 }
 export interface Attach {
     sessionId: string;
@@ -430,6 +450,10 @@ export declare namespace Frame {
         index: number;
         value: number;
     }
+    interface FrameStepSignatureFieldEvent {
+        field: '$.step.signature';
+        value: Uint8Array<ArrayBuffer>;
+    }
     interface FrameTokenSessionIdFieldEvent {
         field: '$.token.sessionId';
         value: string;
@@ -449,6 +473,18 @@ export declare namespace Frame {
     interface FrameTokenBosFieldEvent {
         field: '$.token.bos';
         value: boolean;
+    }
+    interface FrameTokenSignatureFieldEvent {
+        field: '$.token.signature';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface FrameTokenReceiptFieldEvent {
+        field: '$.token.receipt';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface FrameTokenFirstFieldEvent {
+        field: '$.token.first';
+        value: number;
     }
     interface FrameAttachSessionIdFieldEvent {
         field: '$.attach.sessionId';
@@ -480,5 +516,5 @@ export declare namespace Frame {
     }
     function encode(obj: Partial<Frame>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Frame;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FrameOpenSessionIdFieldEvent | FrameOpenModelFieldEvent | FrameOpenStartFieldEvent | FrameOpenEndFieldEvent | FrameOpenMaxLengthFieldEvent | FrameOpenCodecFieldEvent | FrameOpenChainPeerFieldEvent | FrameOpenChainStartFieldEvent | FrameOpenChainEndFieldEvent | FrameOpenOriginFieldEvent | FrameOpenSamplingTemperatureFieldEvent | FrameOpenSamplingTopPFieldEvent | FrameOpenSamplingTopKFieldEvent | FrameOpenSamplingSeedFieldEvent | FrameOpenSamplingMaxTokensFieldEvent | FrameOpenSamplingSkipDrawsFieldEvent | FrameOpenResumableFieldEvent | FrameOpenResumeFieldEvent | FrameOpenResumeToFieldEvent | FrameStepSessionIdFieldEvent | FrameStepPositionFieldEvent | FrameStepTokensFieldEvent | FrameStepHiddenFieldEvent | FrameStepDtypeFieldEvent | FrameStepShapeFieldEvent | FrameTokenSessionIdFieldEvent | FrameTokenTokenFieldEvent | FrameTokenPositionFieldEvent | FrameTokenDoneFieldEvent | FrameTokenBosFieldEvent | FrameAttachSessionIdFieldEvent | FrameResultStatusFieldEvent | FrameResultSessionIdFieldEvent | FrameResultDetailFieldEvent | FrameResultPeerFieldEvent | FrameResultPositionFieldEvent | FrameCloseFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Frame>): Generator<FrameOpenSessionIdFieldEvent | FrameOpenModelFieldEvent | FrameOpenStartFieldEvent | FrameOpenEndFieldEvent | FrameOpenMaxLengthFieldEvent | FrameOpenCodecFieldEvent | FrameOpenChainPeerFieldEvent | FrameOpenChainStartFieldEvent | FrameOpenChainEndFieldEvent | FrameOpenOriginFieldEvent | FrameOpenSamplingTemperatureFieldEvent | FrameOpenSamplingTopPFieldEvent | FrameOpenSamplingTopKFieldEvent | FrameOpenSamplingSeedFieldEvent | FrameOpenSamplingMaxTokensFieldEvent | FrameOpenSamplingSkipDrawsFieldEvent | FrameOpenResumableFieldEvent | FrameOpenResumeFieldEvent | FrameOpenResumeToFieldEvent | FrameStepSessionIdFieldEvent | FrameStepPositionFieldEvent | FrameStepTokensFieldEvent | FrameStepHiddenFieldEvent | FrameStepDtypeFieldEvent | FrameStepShapeFieldEvent | FrameStepSignatureFieldEvent | FrameTokenSessionIdFieldEvent | FrameTokenTokenFieldEvent | FrameTokenPositionFieldEvent | FrameTokenDoneFieldEvent | FrameTokenBosFieldEvent | FrameTokenSignatureFieldEvent | FrameTokenReceiptFieldEvent | FrameTokenFirstFieldEvent | FrameAttachSessionIdFieldEvent | FrameResultStatusFieldEvent | FrameResultSessionIdFieldEvent | FrameResultDetailFieldEvent | FrameResultPeerFieldEvent | FrameResultPositionFieldEvent | FrameCloseFieldEvent>;
 }

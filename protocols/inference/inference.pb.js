@@ -606,6 +606,10 @@ export var Step;
                         w.uint32(value);
                     }
                 }
+                if ((obj.signature != null && obj.signature.byteLength > 0)) {
+                    w.uint32(58);
+                    w.bytes(obj.signature);
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -616,7 +620,8 @@ export var Step;
                     tokens: [],
                     hidden: uint8ArrayAlloc(0),
                     dtype: HiddenCodec.F32,
-                    shape: []
+                    shape: [],
+                    signature: uint8ArrayAlloc(0)
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -650,6 +655,10 @@ export var Step;
                                 throw new MaxLengthError('Decode error - repeated field "shape" had too many elements');
                             }
                             obj.shape.push(reader.uint32());
+                            break;
+                        }
+                        case 7: {
+                            obj.signature = reader.bytes();
                             break;
                         }
                         default: {
@@ -720,6 +729,13 @@ export var Step;
                             obj.shape++;
                             break;
                         }
+                        case 7: {
+                            yield {
+                                field: `${prefix}.signature`,
+                                value: reader.bytes()
+                            };
+                            break;
+                        }
                         default: {
                             reader.skipType(tag & 7);
                             break;
@@ -772,6 +788,18 @@ export var Token;
                     w.uint32(40);
                     w.bool(obj.bos);
                 }
+                if ((obj.signature != null && obj.signature.byteLength > 0)) {
+                    w.uint32(50);
+                    w.bytes(obj.signature);
+                }
+                if ((obj.receipt != null && obj.receipt.byteLength > 0)) {
+                    w.uint32(58);
+                    w.bytes(obj.receipt);
+                }
+                if ((obj.first != null && obj.first !== 0)) {
+                    w.uint32(64);
+                    w.uint32(obj.first);
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -781,7 +809,10 @@ export var Token;
                     token: 0,
                     position: 0,
                     done: false,
-                    bos: false
+                    bos: false,
+                    signature: uint8ArrayAlloc(0),
+                    receipt: uint8ArrayAlloc(0),
+                    first: 0
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -805,6 +836,18 @@ export var Token;
                         }
                         case 5: {
                             obj.bos = reader.bool();
+                            break;
+                        }
+                        case 6: {
+                            obj.signature = reader.bytes();
+                            break;
+                        }
+                        case 7: {
+                            obj.receipt = reader.bytes();
+                            break;
+                        }
+                        case 8: {
+                            obj.first = reader.uint32();
                             break;
                         }
                         default: {
@@ -851,6 +894,27 @@ export var Token;
                             yield {
                                 field: `${prefix}.bos`,
                                 value: reader.bool()
+                            };
+                            break;
+                        }
+                        case 6: {
+                            yield {
+                                field: `${prefix}.signature`,
+                                value: reader.bytes()
+                            };
+                            break;
+                        }
+                        case 7: {
+                            yield {
+                                field: `${prefix}.receipt`,
+                                value: reader.bytes()
+                            };
+                            break;
+                        }
+                        case 8: {
+                            yield {
+                                field: `${prefix}.first`,
+                                value: reader.uint32()
                             };
                             break;
                         }

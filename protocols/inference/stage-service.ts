@@ -22,10 +22,12 @@ import {
 } from './constants.ts'
 import { Status } from './inference.pb.js'
 import type { Frame, OpenSession, Step, Token } from './inference.pb.js'
+import { codecNumber, frameSigner, verifyStep, verifyToken } from './frame-signature.ts'
+import type { FrameSigner } from './frame-signature.ts'
 import { checkOpen, checkStep, kvBytesFor, Refusal } from './stage-checks.ts'
 import { StageScheduler } from './stage-scheduler.ts'
-import { connectOnward, culprit, nextHopEnd, passOn, stageSession } from './stage-session.ts'
-import type { SentFrame, StageSession } from './stage-session.ts'
+import { connectOnward, culprit, nextHopEnd, passOn, signedStep, stageSession } from './stage-session.ts'
+import type { SentFrame, SentOutput, StageSession } from './stage-session.ts'
 import type { InferenceStageComponents, InferenceStageInit, StageShard, StageStats } from './stage-types.ts'
 import { asError, engineCodec, frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
 import type { FrameChannel } from './wire.ts'
@@ -38,11 +40,19 @@ export function inferenceProtocol (swarm?: string): string {
 export type { InferenceRegistrar, InferenceStageComponents, InferenceStageInit, StageShard, StageStats } from './stage-types.ts'
 
 /**
- * An optional observer of a served stage's steps (issue 7's spot-checks, node/spot-check.ts): called
- * after each engine step, before its output is passed on, with the input the stage received and the
- * output it sends. Observation only: it must copy what it keeps, and an exception is ignored.
+ * A frame as a stage received or sent it, with its signature (issue 7): a step's exact payload
+ * (token ids, or encoded hidden states in `codec`), or a sampled token (`sampled`: `tokens` is the
+ * one token the last stage sampled from the logits at position − 1, `signature` that Token's).
  */
-export type StageTap = (step: { sessionId: string, position: number, T: number, input: StageInput, output: StageOutput, start: number, end: number, prevPeer?: string, nextPeer?: string }) => void
+export interface TapFrame { position: number, rows: number, hidden?: Uint8Array, codec: number, tokens?: number[], signature: Uint8Array, signer: string, sampled?: boolean }
+
+/**
+ * An optional observer of a served stage's steps (issue 7's spot-checks, node/spot-check.ts): called
+ * after each engine step, once its output was passed on, with the frame the stage received and the
+ * frame it sent (none on a last stage replaying known tokens). Observation only: the frames'
+ * buffers are not reused by the stage, and an exception is ignored.
+ */
+export type StageTap = (step: { sessionId: string, start: number, end: number, dim: number, input: TapFrame, output?: TapFrame, prevPeer?: string, nextPeer?: string }) => void
 
 /** A failed resumable session kept for a resume: its engine session (KV) and the frames it passed on. */
 interface Suspended {
@@ -74,6 +84,10 @@ export class InferenceStageService implements Startable {
   private readonly taps = new WeakMap<StageSession, StageTap>()
   private reservedBytes = 0
   private shutdown = new AbortController()
+  /** Signs the frames this stage sends (its libp2p identity key). */
+  readonly signer: FrameSigner | undefined
+  /** Received frames whose signature did not verify (the session was ended, naming the sender). */
+  badSignatures = 0
 
   readonly [Symbol.toStringTag] = 'mycelium/inference'
 
@@ -83,6 +97,7 @@ export class InferenceStageService implements Startable {
     this.protocol = inferenceProtocol(init.swarm)
     this.log = components.logger.forComponent('mycelium:protocols:inference')
     this.scheduler = new StageScheduler({ maxQueued: init.maxQueuedSteps })
+    this.signer = frameSigner(components.privateKey, components.peerId.toString())
   }
 
   /** Sessions opened and refused, engine steps run, tokens relayed; and the batching counters. */
@@ -220,6 +235,7 @@ export class InferenceStageService implements Startable {
       return
     }
     const s = stageSession(open, shard, session, upstream)
+    if (this.signer !== undefined) s.signer = this.signer
     s.reservedBytes += sentBytes
     // span-only failover: keep the positions before the history's end (the last stage one fewer: it
     // must run a row to sample), and before that only whole frames passed on (a replacement after
@@ -257,7 +273,8 @@ export class InferenceStageService implements Startable {
       // feed it (a fresh replacement needs them all), what we run from here on follows
       if (s.adopted && s.downstream !== undefined) {
         for (const f of s.sent ?? []) {
-          if (f.position + f.T > needs) await s.downstream.write({ step: { sessionId: s.id, position: f.position, tokens: [], hidden: f.hidden as Uint8Array<ArrayBuffer>, dtype: wireCodec(s.codec), shape: [f.T, shard.config.dim] } })
+          // signed again: the kept frames were signed under the failed session's id
+          if (f.position + f.T > needs) await s.downstream.write({ step: signedStep(s, f.position, f.T, f.hidden as Uint8Array<ArrayBuffer>) })
         }
       }
       await upstream.write({ result: { status: Status.OK, sessionId: s.id, detail: '', peer: '', position: s.adopted ? s.session.position : 0 } })
@@ -350,8 +367,11 @@ export class InferenceStageService implements Startable {
     }
   }
 
-  /** Runs one step (through the batching scheduler) and passes its output on; false when the session ended. */
-  private async step (s: StageSession, step: Step): Promise<boolean> {
+  /**
+   * Runs one step (through the batching scheduler) and passes its output on; false when the session
+   * ended. `fed`: the Token a first stage runs (the last stage's signature covers the token, not the step).
+   */
+  private async step (s: StageSession, step: Step, fed?: Token): Promise<boolean> {
     const shard = s.shard
     const { dim } = shard.config
     let T: number
@@ -387,20 +407,50 @@ export class InferenceStageService implements Startable {
       return false
     }
     if (s.closed) return false
-    try {
-      this.taps.get(s)?.({ sessionId: s.id, position, T, input, output: out, start: shard.start, end: shard.end, ...(s.prevPeer !== undefined ? { prevPeer: s.prevPeer } : {}), ...(s.nextPeer !== undefined ? { nextPeer: s.nextPeer } : {}) })
-    } catch {
-      // reason: an observer never breaks the stage
-    }
     this.counters.steps++
-    let token: Token | undefined
+    let passed: { token?: Token, sent?: SentOutput }
     try {
-      token = await passOn(s, position, T, out)
+      passed = await passOn(s, position, T, out)
     } catch (err) {
       await this.teardown(s, Status.DOWNSTREAM, `forwarding failed: ${asError(err).message}`, s.nextPeer ?? s.origin ?? '')
       return false
     }
-    return token === undefined || await this.onToken(s, token)
+    // who signed what we ran: the previous stage, the client (its prompt) or the last stage (a fed-back token)
+    const self = this.components.peerId.toString()
+    const signer = fed !== undefined ? (s.lastPeer ?? self) : shard.isFirst ? (s.client ?? '') : (s.prevPeer ?? '')
+    const tap = this.taps.get(s)
+    if (tap !== undefined) this.observe(tap, s, step, fed, signer, { position, T }, passed.sent)
+    // the received frame's signature, checked once its output is on its way (off the per-hop path):
+    // a stage's frames must be signed; a client's prompt may be unsigned (a client without a key)
+    if (this.init.verifyFrames !== false && signer !== self && !(shard.isFirst && fed === undefined && step.signature.length === 0)) {
+      const ok = fed !== undefined
+        ? verifyToken(signer, s.id, fed.position, fed.token, fed.signature)
+        : verifyStep(signer, s.id, step.position, shard.isFirst ? { tokens: step.tokens, dtype: step.dtype, shape: step.shape } : { hidden: step.hidden, dtype: step.dtype, shape: step.shape }, step.signature)
+      if (!ok) {
+        this.badSignatures++
+        await this.teardown(s, Status.MALFORMED, `a frame whose signature is not its sender's at position ${step.position}`, shard.isFirst && fed === undefined ? '' : signer)
+        return false
+      }
+    }
+    return passed.token === undefined || await this.onToken(s, passed.token)
+  }
+
+  /** Hands the StageTap what the stage received and sent for one step (an exception is ignored). */
+  private observe (tap: StageTap, s: StageSession, step: Step, fed: Token | undefined, signer: string, ran: { position: number, T: number }, sent: SentOutput | undefined): void {
+    const shard = s.shard
+    const self = this.components.peerId.toString()
+    const rows = step.tokens.length > 0 ? step.tokens.length : (step.shape[0] ?? 0)
+    const input: TapFrame = fed !== undefined
+      ? { position: step.position, rows: 1, codec: codecNumber(step.dtype), tokens: [fed.token], signature: fed.signature, signer, sampled: true }
+      : { position: step.position, rows, codec: codecNumber(step.dtype), ...(step.tokens.length > 0 ? { tokens: [...step.tokens] } : { hidden: step.hidden }), signature: step.signature, signer }
+    let output: TapFrame | undefined
+    if (sent?.token !== undefined) output = { position: sent.token.position + 1, rows: 1, codec: codecNumber(sent.codec), tokens: [sent.token.token], signature: sent.signature, signer: self, sampled: true }
+    else if (sent?.hidden !== undefined) output = { position: ran.position, rows: ran.T, codec: codecNumber(sent.codec), hidden: sent.hidden, signature: sent.signature, signer: self }
+    try {
+      tap({ sessionId: s.id, start: shard.start, end: shard.end, dim: shard.config.dim, input, ...(output !== undefined ? { output } : {}), ...(s.prevPeer !== undefined ? { prevPeer: s.prevPeer } : {}), ...(s.nextPeer !== undefined ? { nextPeer: s.nextPeer } : {}) })
+    } catch {
+      // reason: an observer never breaks the stage
+    }
   }
 
   /** One engine step of `s` through the scheduler; engine and queue errors become Refusals. */
@@ -430,7 +480,7 @@ export class InferenceStageService implements Startable {
     // the scheduler runs the step on a later turn of the event loop, with the other sessions'
     // ready steps: a one-stage ring does not recurse synchronously, and I/O gets in between tokens
     if (s.closed) return false
-    return await this.step(s, { sessionId: s.id, position: token.position + 1, tokens: [token.token], hidden: new Uint8Array(0), dtype: wireCodec(s.codec), shape: [] })
+    return await this.step(s, { sessionId: s.id, position: token.position + 1, tokens: [token.token], hidden: new Uint8Array(0), dtype: wireCodec(s.codec), shape: [], signature: new Uint8Array(0) }, token)
   }
 
   /** Reads the next hop's stream: any Result or end there ends the session (DOWNSTREAM naming the hop, or whom its Result names). */

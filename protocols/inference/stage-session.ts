@@ -12,7 +12,9 @@ import type { Session, Shard, StageOutput } from '../../engine/index.ts'
 import { createSampler } from '../../engine/sampler.ts'
 import type { Sampler } from '../../engine/sampler.ts'
 import { Status } from './inference.pb.js'
-import type { Frame, OpenSession, Token } from './inference.pb.js'
+import type { Frame, HiddenCodec, OpenSession, Token } from './inference.pb.js'
+import { receiptMessage, stepMessage, tokenMessage } from './frame-signature.ts'
+import type { FrameSigner } from './frame-signature.ts'
 import { kvBytesFor, Refusal } from './stage-checks.ts'
 import { asError, engineCodec, frameChannel, isEndOfStream, isReset, wireCodec } from './wire.ts'
 import type { FrameChannel } from './wire.ts'
@@ -54,6 +56,11 @@ export interface StageSession {
   running?: Promise<unknown>
   /** First stage: the peer that opened the session (the client). */
   client?: string
+  /** Signs the frames this stage sends (absent: they go unsigned). */
+  signer?: FrameSigner
+  /** Last stage: the tokens sampled in this session (for the done token's receipt) and the position of the first. */
+  sampled: number[]
+  firstSampled: number
   /** First stage: resolves when the last stage's token stream attaches. */
   attached: Promise<void>
   onAttach: () => void
@@ -97,7 +104,9 @@ export function stageSession (open: OpenSession, shard: Shard, session: Session,
     done: new AbortController(),
     resumable: open.resumable === true,
     replayTo: (open.resume ?? '') !== '' ? (open.resumeTo ?? 0) : 0,
-    adopted: false
+    adopted: false,
+    sampled: [],
+    firstSampled: 0
   }
   if (open.resumable === true && !shard.isLast) s.sent = []
   if (!shard.isLast && open.chain.length > 0) s.nextPeer = open.chain[0].peer
@@ -119,6 +128,25 @@ export interface SentFrame {
   position: number
   T: number
   hidden: Uint8Array
+}
+
+/** What a stage sent for one step (the StageTap's output): a step frame, or a sampled token. */
+export interface SentOutput {
+  /** Encoded hidden states (a step frame), with the wire codec. */
+  hidden?: Uint8Array
+  codec: HiddenCodec
+  /** A last stage's sampled token (its Token frame). */
+  token?: Token
+  /** The frame's signature ('' bytes: unsigned). */
+  signature: Uint8Array
+}
+
+/** A step frame to the next hop, signed by `s`'s signer. */
+export function signedStep (s: StageSession, position: number, T: number, hidden: Uint8Array<ArrayBuffer>): NonNullable<Frame['step']> {
+  const dtype = wireCodec(s.codec)
+  const shape = [T, s.shard.config.dim]
+  const signature = s.signer?.sign(stepMessage(s.id, position, { hidden, dtype, shape })) ?? new Uint8Array(0)
+  return { sessionId: s.id, position, tokens: [], hidden, dtype, shape, signature }
 }
 
 export interface OnwardDeps {
@@ -189,26 +217,34 @@ async function raceAbort (promise: Promise<void>, signal: AbortSignal): Promise<
  * and sends it back to the first stage — or, when this stage is also the first (a one-stage
  * ring), returns it for the caller to run. Throws when a write fails.
  */
-export async function passOn (s: StageSession, position: number, T: number, out: StageOutput): Promise<Token | undefined> {
-  const { dim, bosId } = s.shard.config
+export async function passOn (s: StageSession, position: number, T: number, out: StageOutput): Promise<{ token?: Token, sent?: SentOutput }> {
+  const { bosId } = s.shard.config
   if (s.downstream !== undefined) {
     const hidden = encodeHidden(s.codec, out.hidden as Float32Array) as Uint8Array<ArrayBuffer>
     s.sent?.push({ position, T, hidden })
-    await s.downstream.write({ step: { sessionId: s.id, position, tokens: [], hidden, dtype: wireCodec(s.codec), shape: [T, dim] } })
-    return undefined
+    const step = signedStep(s, position, T, hidden)
+    await s.downstream.write({ step })
+    return { sent: { hidden, codec: step.dtype, signature: step.signature } }
   }
   const last = position + T - 1
   // a resumed session's replay: the tokens up to the history's end are known already
-  if (s.replayTo > 0 && last < s.replayTo - 1) return undefined
+  if (s.replayTo > 0 && last < s.replayTo - 1) return {}
   s.replayTo = 0
   const token = (s.sampler as Sampler).sample(out.logits as Float32Array)
   s.generated++
   const bos = token === bosId
   const done = bos || last + 1 >= s.maxLength || (s.maxTokens > 0 && s.generated >= s.maxTokens)
-  const event: Token = { sessionId: s.id, token, position: last, done, bos }
-  if (s.shard.isFirst) return event
+  if (s.sampled.length === 0) s.firstSampled = last
+  if (s.sampled.length < s.maxLength) s.sampled.push(token)
+  const none = new Uint8Array(0)
+  const signature = s.signer?.sign(tokenMessage(s.id, last, token)) ?? none
+  // the done token carries the receipt over every token sampled in the session (the answer's proof of authorship)
+  const receipt = done ? (s.signer?.sign(receiptMessage(s.id, s.firstSampled, s.sampled)) ?? none) : none
+  const event: Token = { sessionId: s.id, token, position: last, done, bos, signature, receipt, first: done ? s.firstSampled : 0 }
+  const sent: SentOutput = { codec: wireCodec(s.codec), token: event, signature }
+  if (s.shard.isFirst) return { token: event, sent }
   await (s.back as FrameChannel).write({ token: event })
-  return undefined
+  return { sent }
 }
 
 /**

@@ -23,6 +23,11 @@ export interface InferenceStageInit {
   maxInboundStreams?: number
   /** Engine steps queued for the batching scheduler at once (default INFERENCE_MAX_QUEUED_STEPS). */
   maxQueuedSteps?: number
+  /**
+   * Check each received frame's signature (after its step's output was passed on): a stage's frame
+   * or token must carry its sender's, a client's prompt may be unsigned. Default true.
+   */
+  verifyFrames?: boolean
 }
 
 /** The part of libp2p's registrar the service uses. */
@@ -33,6 +38,8 @@ export interface InferenceRegistrar {
 
 export interface InferenceStageComponents {
   peerId: PeerId
+  /** The node's identity key (libp2p passes it): the stage signs the frames it sends with it. */
+  privateKey?: { type: string, raw: Uint8Array }
   registrar: InferenceRegistrar
   connectionManager: Pick<ConnectionManager, 'openStream'>
   logger: ComponentLogger

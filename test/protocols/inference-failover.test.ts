@@ -346,7 +346,7 @@ describe('stall deadline', () => {
       const open = (await ch.read()).open
       await ch.write({ result: { status: InferenceStatus.OK, sessionId: open?.sessionId ?? '', detail: '', peer: '' } })
       await ch.read() // the prompt
-      for (let i = 0; i < 10; i++) await ch.write({ token: { sessionId: open?.sessionId ?? '', token: expected[prompt.length + i], position: prompt.length - 1 + i, done: false, bos: false } })
+      for (let i = 0; i < 10; i++) await ch.write({ token: { sessionId: open?.sessionId ?? '', token: expected[prompt.length + i], position: prompt.length - 1 + i, done: false, bos: false, signature: new Uint8Array(0), receipt: new Uint8Array(0), first: 0 } })
       await silent.unhandle(protocol)
     })
     for (const n of [real, silent]) await client.dial(n.getMultiaddrs()[0])

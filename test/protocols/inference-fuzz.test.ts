@@ -50,9 +50,9 @@ function randomFrame (rand: () => number): Partial<InferenceFrame> {
     case 1: {
       const T = pick([0, 1, 2, 3])
       const bytes = pick([0, T * 64 * 4, T * 64 * 2, int(2000)])
-      return { step: { sessionId: id, position: pick([0, 0, 0, 1, 5, 63, 64, 1000]), tokens: pick([[], PROMPT, [int(600)], Array.from({ length: int(8) }, () => int(600))]), hidden: new Uint8Array(bytes).map(() => int(256)), dtype: codec, shape: pick([[], [T, 64], [T, 64], [T, 63], [T, 64, 1]]) } }
+      return { step: { sessionId: id, position: pick([0, 0, 0, 1, 5, 63, 64, 1000]), tokens: pick([[], PROMPT, [int(600)], Array.from({ length: int(8) }, () => int(600))]), hidden: new Uint8Array(bytes).map(() => int(256)), dtype: codec, shape: pick([[], [T, 64], [T, 64], [T, 63], [T, 64, 1]]), signature: new Uint8Array(pick([0, 64, 64, 3])).map(() => int(256)) } }
     }
-    case 2: return { token: { sessionId: id, token: int(600), position: int(70), done: rand() < 0.3, bos: rand() < 0.1 } }
+    case 2: return { token: { sessionId: id, token: int(600), position: int(70), done: rand() < 0.3, bos: rand() < 0.1, signature: new Uint8Array(pick([0, 64])).map(() => int(256)), receipt: new Uint8Array(0), first: int(70) } }
     case 3: return { attach: { sessionId: id } }
     case 4: return { result: { status: pick(['OK', 'FULL', 'MALFORMED', 'DOWNSTREAM']) as never, sessionId: id, detail: 'x', peer: pick(['', PEER, 'bad']), position: int(70) } }
     case 5: return { close: id }

@@ -343,14 +343,17 @@ describe('inference over a ring of stages (stories260K, greedy, 64 positions)', 
   })
 })
 
-/** A stage service with fake components, driven over in-memory stream pairs. */
+/**
+ * A stage service with fake components, driven over in-memory stream pairs. Its fake neighbours
+ * have no keys: frame signatures are not checked unless `init.verifyFrames` says so.
+ */
 function bare (shard: Shard, init: ConstructorParameters<typeof InferenceStageService>[1] = {}): InferenceStageService {
   const service = new InferenceStageService({
     peerId: peerIdFromString('12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'),
     registrar: { handle: async () => {}, unhandle: async () => {} },
     connectionManager: { openStream: async () => { throw new Error('no network in this test') } },
     logger: defaultLogger()
-  }, { swarm: SWARM, ...init })
+  }, { swarm: SWARM, verifyFrames: false, ...init })
   service.serve({ shard, model: 'stories260K' })
   return service
 }
@@ -385,7 +388,7 @@ const open = (over: Partial<InferenceFrame['open'] & object> = {}): Partial<Infe
   open: { sessionId: over.sessionId ?? 's1', model: 'stories260K', start: 0, end: 5, maxLength: STEPS, codec: 'F32' as never, chain: [], origin: '', sampling: { temperature: 0, topP: 1, topK: 0, seed: 1, maxTokens: 0, skipDraws: 0 }, ...over }
 })
 const step = (over: Partial<InferenceFrame['step'] & object> = {}): Partial<InferenceFrame> => ({
-  step: { sessionId: 's1', position: 0, tokens: prompt, hidden: new Uint8Array(0), dtype: 'F32' as never, shape: [], ...over }
+  step: { sessionId: 's1', position: 0, tokens: prompt, hidden: new Uint8Array(0), dtype: 'F32' as never, shape: [], signature: new Uint8Array(0), ...over }
 })
 const status = (frames: InferenceFrame[]): string | undefined => frames.find((f) => f.result !== undefined && f.result.status !== 'OK')?.result?.status
 
@@ -443,7 +446,7 @@ describe('inference stage refusals (in-memory streams)', () => {
       registrar: { handle: async () => {}, unhandle: async () => {} },
       connectionManager: { openStream: async () => toNext },
       logger: defaultLogger()
-    }, { swarm: SWARM, ...init })
+    }, { swarm: SWARM, verifyFrames: false, ...init })
     service.serve({ shard: middle })
     return service
   }
@@ -513,7 +516,7 @@ describe('failures name the failed peer (Result.peer); liveness probes are quiet
         }
       },
       logger: defaultLogger()
-    }, { swarm: SWARM })
+    }, { swarm: SWARM, verifyFrames: false })
     service.serve({ shard: middle })
     return service
   }
@@ -558,7 +561,7 @@ describe('failures name the failed peer (Result.peer); liveness probes are quiet
         }
       },
       logger: defaultLogger()
-    }, { swarm: SWARM })
+    }, { swarm: SWARM, verifyFrames: false })
     service.serve({ shard: last })
     const [a, b] = await streamPair()
     void service.handle(b, PREV)
@@ -602,7 +605,7 @@ describe('failures name the failed peer (Result.peer); liveness probes are quiet
         }
       },
       logger: defaultLogger()
-    }, { swarm: SWARM })
+    }, { swarm: SWARM, verifyFrames: false })
     service.serve({ shard: first })
     const chain = [{ peer: NEXT, start: 2, end: 5 }]
     const failed = await exchange(service, [open({ sessionId: 'a', end: 2, chain, resumable: true }), step({ sessionId: 'a' })], 2)
