@@ -8,7 +8,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createTextStream } from '../engine/index.ts'
 import type { Tokenizer } from '../engine/index.ts'
 import { InferenceFailedError, chainRouter, inferenceProtocol, runInference } from '../protocols/index.ts'
-import type { ChainHop } from '../protocols/index.ts'
+import type { ChainHop, FrameSigner } from '../protocols/index.ts'
 import { ShardUnavailableError } from '../sharding/index.ts'
 import { AbortError, ConsensusNotImplementedError, InvalidRequestError, ModelNotFoundError, NoRouteError, TokenizerUnavailableError } from './errors.ts'
 import { check, checkOptions } from './options.ts'
@@ -32,6 +32,8 @@ function abortError (signal: AbortSignal | undefined, cause?: unknown): AbortErr
 /** A client over an existing libp2p node and swarm-state replica. */
 export function createClient (init: ClientInit): MyceliumClient {
   const { libp2p, swarm, state } = init
+  // the owner's signature on its prompts: ours, or the daemon's stage service's (same identity key)
+  const signer = init.signer ?? (libp2p as { services?: { inference?: { signer?: FrameSigner } } }).services?.inference?.signer
   const protocol = inferenceProtocol(swarm)
   const online = init.online ?? (() => state.online())
   const routeWaitMs = init.routeWaitMs ?? DEFAULT_ROUTE_WAIT_MS
@@ -170,6 +172,7 @@ export function createClient (init: ClientInit): MyceliumClient {
         sampling: { temperature: options.temperature ?? 1, topP: options.topP ?? 1, topK: options.topK ?? 0 },
         codecBytes: 4,
         host: init.consensus,
+        ...(signer !== undefined ? { signer } : {}),
         signal
       }, { ...(consensus.k ?? consensus.replicas) !== undefined ? { k: consensus.k ?? consensus.replicas } : {}, ...(consensus.deadlineMs !== undefined ? { deadlineMs: consensus.deadlineMs } : {}) })
       const withMeta = (ev: GenerateEvent): GenerateEvent => (ev.type === 'done' ? { ...ev, consensus: meta } : ev)
@@ -216,6 +219,7 @@ export function createClient (init: ClientInit): MyceliumClient {
           maxLength: prompt.length + maxTokens - 1,
           model: info.id,
           signal,
+          ...(signer !== undefined ? { signer } : {}),
           ...(options.codec !== undefined ? { codec: options.codec } : {}),
           sampling: { temperature: options.temperature ?? 1, topP: options.topP ?? 1, topK: options.topK ?? 0, seed, maxTokens },
           // keep `chain` what the session runs on: record replacements, apply them at the retry

@@ -4,11 +4,12 @@
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import type { PeerDiscovery } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createLibp2p } from 'libp2p'
 import type { Libp2pOptions, ServiceFactoryMap } from 'libp2p'
 import { openModel, openTokenizer } from '../engine/index.ts'
 import type { ModelConfig, ModelSource, Tokenizer } from '../engine/index.ts'
-import { DEFAULT_SWARM, swarmStack, swarmSync, validateSwarmName } from '../protocols/index.ts'
+import { DEFAULT_SWARM, frameSigner, swarmStack, swarmSync, validateSwarmName } from '../protocols/index.ts'
 import type { SwarmSync } from '../protocols/index.ts'
 import type { ModelManifest } from '../sharding/index.ts'
 import { createClient } from './client.ts'
@@ -63,7 +64,10 @@ export async function connect (options: ConnectOptions): Promise<MyceliumClient>
   if (!Array.isArray(options.bootstrap) || options.bootstrap.length === 0) throw new ConnectFailedError('connect needs at least one bootstrap address')
   const anchors = options.bootstrap.map((a) => multiaddr(a))
   const stack = swarmStack({ swarm, bootstrap: options.bootstrap, dhtClientMode: true })
+  // our own key, so the client can sign its prompts (issue 7); libp2p would make one just the same
+  const privateKey = await generateKeyPair('Ed25519')
   const node = await createLibp2p<LightServices>({
+    privateKey,
     addresses: { listen: [] },
     transports: [...stack.transports, circuitRelayTransport()],
     connectionEncrypters: stack.connectionEncrypters,
@@ -104,6 +108,7 @@ export async function connect (options: ConnectOptions): Promise<MyceliumClient>
     ...(tokenizer !== undefined ? { tokenizer } : {}),
     // consensus rounds schedule with the reputation this replica derives (it writes no records)
     consensus: replicaConsensusHost(state, genesisFromBootstrap(options.bootstrap, node.peerId.toString())),
+    signer: frameSigner(privateKey, node.peerId.toString()),
     onClose: async () => { await node.stop() }
   })
   signal?.addEventListener('abort', () => { void client.close() }, { once: true })

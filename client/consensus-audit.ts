@@ -13,7 +13,9 @@ import type { AbortOptions, Stream } from '@libp2p/interface'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
 import type { ReputationState } from '../consensus/index.ts'
 import { requestAudit, spotCheckProtocol } from '../protocols/index.ts'
-import type { ChainHop } from '../protocols/index.ts'
+import type { ChainHop, FrameSigner } from '../protocols/index.ts'
+import { stepMessage } from '../protocols/inference/frame-signature.ts'
+import { HiddenCodec } from '../protocols/inference/inference.pb.js'
 import type { SwarmReader } from './route.ts'
 
 /** Verifiers asked per audited stage (two must confirm a failure). */
@@ -37,11 +39,17 @@ export async function requestAudits (options: {
   online: () => string[]
   reputation: ReputationState
   /** Each chain's session, and its generated tokens (with `prompt`: first stages are audited too). */
-  chains: Array<{ chain: ChainHop[], sessionId?: string, tokens?: number[] }>
+  chains: Array<{ chain: ChainHop[], sessionId?: string, tokens?: number[], signatures?: Array<Uint8Array<ArrayBuffer>> }>
   /** The request's prompt tokens. */
   prompt?: number[]
   /** The request sampled greedily: last stages are audited too (their argmax against the tokens). */
   greedy?: boolean
+  /**
+   * The owner's signer: its prompt signature (recomputed: Ed25519 is deterministic) goes with the
+   * tokens, and each chain's `signatures` (the last stage's, per generated token), so verifiers
+   * trust no one's say-so about a first or last stage's inputs and outputs.
+   */
+  signer?: FrameSigner
   openStream: (peer: string, protocol: string, options: AbortOptions) => Promise<Stream>
   signal?: AbortSignal
 }): Promise<AuditOutcome[]> {
@@ -50,11 +58,18 @@ export async function requestAudits (options: {
     .filter((id) => { const rep = options.reputation.nodes.get(id); return rep?.admitted === true && !rep.excluded })
   const out: AuditOutcome[] = []
   const jobs: Array<Promise<void>> = []
-  for (const { chain, sessionId, tokens } of options.chains) {
+  for (const { chain, sessionId, tokens, signatures } of options.chains) {
     if (sessionId === undefined || chain.length < 2) continue
     const peers = chain.map((h) => String(h.peer))
     const known = options.prompt !== undefined && tokens !== undefined && options.prompt.length > 0 ? [...options.prompt, ...tokens] : undefined
     const promptLength = options.prompt?.length ?? 0
+    const proofs = known === undefined
+      ? {}
+      : {
+          ...(options.signer !== undefined ? { promptSignature: options.signer.sign(stepMessage(sessionId, 0, { tokens: known.slice(0, promptLength), dtype: HiddenCodec.F32, shape: [] })) } : {}),
+          ...(signatures !== undefined ? { tokenSignatures: signatures.slice(0, known.length - promptLength) } : {}),
+          last: peers[peers.length - 1]
+        }
     for (let i = 0; i < chain.length; i++) {
       const first = i === 0
       const last = i === chain.length - 1
@@ -70,7 +85,7 @@ export async function requestAudits (options: {
           try {
             const signal = AbortSignal.any([AbortSignal.timeout(10_000), ...(options.signal !== undefined ? [options.signal] : [])])
             const stream = await options.openStream(verifier, spotCheckProtocol(options.swarm), { signal })
-            status = await requestAudit(stream, { sessionId, subject, start: chain[i].start, end: chain[i].end, predecessor: first ? '' : peers[i - 1], successor: last ? '' : peers[i + 1], model: options.model, ...(first || last ? { tokens: known, promptLength, greedy: options.greedy === true } : {}) }, { signal })
+            status = await requestAudit(stream, { sessionId, subject, start: chain[i].start, end: chain[i].end, predecessor: first ? '' : peers[i - 1], successor: last ? '' : peers[i + 1], model: options.model, ...(first || last ? { tokens: known, promptLength, greedy: options.greedy === true, ...proofs } : {}) }, { signal })
           } catch (err) {
             status = `error: ${(err as Error).message}`
           }

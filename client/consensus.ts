@@ -12,9 +12,10 @@ import type { AbortOptions, Stream } from '@libp2p/interface'
 import { createTextStream } from '../engine/index.ts'
 import type { Tokenizer } from '../engine/index.ts'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
+import { tokensHash } from '../consensus/signed-frames.ts'
 import { deriveLedger, rawWeight, recordData, recordId, scheduleRound, settleRound, type Answer, type ConsensusRecord, type ReputationState } from '../consensus/index.ts'
 import { chainRouter, collectJudging, consensusJudgeProtocol, runInference } from '../protocols/index.ts'
-import type { ChainHop } from '../protocols/index.ts'
+import type { ChainHop, FrameSigner } from '../protocols/index.ts'
 import { ShardUnavailableError } from '../sharding/index.ts'
 import { InvalidRequestError, NoRouteError } from './errors.ts'
 import type { ModelInfo, SwarmReader } from './route.ts'
@@ -90,8 +91,13 @@ export interface ConsensusRun {
   sampling: { temperature: number, topP: number, topK: number }
   codecBytes: number
   host: ConsensusHost
+  /** Signs the prompts (the owner's proof of each session's inputs for first-stage audits). */
+  signer?: FrameSigner
   signal: AbortSignal
 }
+
+/** A last stage's receipt: its signature over the tokens it sampled in `session`, the first from the logits at `first`. */
+interface Receipt { session: string, first: number, signature: Uint8Array }
 
 /** Chains with pairwise distinct peers: each routed with the earlier chains' peers excluded. */
 export function disjointChains (views: { nodes: SwarmReader['nodes'], online: () => string[] }, k: number, options: { model: { id: string, nLayers: number }, hiddenBytesPerToken: number, self?: string, exclude?: (peer: string) => boolean }): ChainHop[][] {
@@ -129,6 +135,9 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
   const answerSignal = AbortSignal.any([run.signal, AbortSignal.timeout(deadlineMs)])
   const outputs = await Promise.all(chains.map(async (chain, i) => {
     const tokens: number[] = []
+    // the last stage's signature of each token and its receipt over all of them (the answer's proof of authorship)
+    const signatures: Array<Uint8Array<ArrayBuffer>> = []
+    let receipt: Receipt | undefined
     let sessionId: string | undefined
     try {
       for await (const ev of runInference(async (peer, proto, options) => await run.openStream(String(peer), proto, options), run.inferenceProtocol, {
@@ -137,25 +146,29 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
         maxLength: run.prompt.length + run.maxTokens - 1,
         model: run.info.id,
         signal: answerSignal,
+        ...(run.signer !== undefined ? { signer: run.signer } : {}),
         sampling: { ...run.sampling, seed: run.seed + i, maxTokens: run.maxTokens }
       })) {
         if (ev.type === 'open') sessionId = ev.sessionId
-        if (ev.type === 'token') tokens.push(ev.id)
-        if (ev.type === 'done' || tokens.length >= run.maxTokens) return { chain, tokens, seed: run.seed + i, sessionId }
+        if (ev.type === 'token') { tokens.push(ev.id); signatures.push(ev.signature as Uint8Array<ArrayBuffer>) }
+        if (ev.type === 'done') receipt = { session: ev.sessionId, first: ev.first, signature: ev.receipt }
+        // the stages stop at maxTokens (the done token carries the receipt); this bounds one that does not
+        if (ev.type === 'done' || tokens.length > run.maxTokens) return { chain, tokens: tokens.slice(0, run.maxTokens), signatures, receipt, seed: run.seed + i, sessionId }
       }
-      return { chain, tokens, seed: run.seed + i, sessionId }
+      return { chain, tokens, signatures, receipt, seed: run.seed + i, sessionId }
     } catch {
       return undefined // reason: a chain that failed or missed the deadline gives no answer
     }
   }))
   if (run.signal.aborted) throw run.signal.reason
-  const done = outputs.filter((o) => o !== undefined && o.tokens.length > 0) as Array<{ chain: ChainHop[], tokens: number[], seed: number, sessionId?: string }>
+  const done = outputs.filter((o) => o !== undefined && o.tokens.length > 0) as Array<{ chain: ChainHop[], tokens: number[], signatures: Array<Uint8Array<ArrayBuffer>>, receipt?: Receipt, seed: number, sessionId?: string }>
   if (done.length === 0) throw new NoRouteError('no chain of the consensus round answered before the deadline')
   const round = `${run.self}:${Date.now()}-${toHex(digestFields([run.promptText, String(run.seed), String(Math.random())])).slice(0, 8)}`
   const texts = new Map<string, string>()
   const authors = new Map<string, string[]>()
   const answers: Answer[] = []
   const meta: ConsensusAnswer[] = []
+  const receipts: string[][] = []
   for (const o of done) {
     const stream = createTextStream(run.tokenizer)
     let prev = run.prompt[run.prompt.length - 1]
@@ -163,8 +176,12 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     for (const t of o.tokens) { text += stream.push(prev, t); prev = t }
     text += stream.flush()
     const peers = o.chain.map((h) => String(h.peer))
-    const id = toHex(digestFields([round, String(o.seed), text])).slice(0, 16)
+    // the answer id covers the tokens its author signed (the receipt's hash), not only the text
+    const signed = tokensHash(o.tokens)
+    const id = toHex(digestFields([round, String(o.seed), text, signed])).slice(0, 16)
     const author = peers[peers.length - 1]
+    // the receipt proves the chain's last stage sampled exactly these tokens (the ledger checks it)
+    if (o.receipt !== undefined && o.receipt.signature.length > 0) receipts.push([id, o.receipt.session, String(o.receipt.first), toHex(signed), Buffer.from(o.receipt.signature).toString('base64')])
     const coauthors = peers.slice(0, -1)
     texts.set(id, text)
     authors.set(id, [author, ...coauthors])
@@ -206,13 +223,14 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
       answers: answers.map((a) => [a.id, a.author, ...(a.coauthors ?? [])]),
       reveals: judged.reveals.map((r) => [r.judge, r.at] as [string, number]),
       winner: settled.outcome.winner,
-      ranking: settled.outcome.ranking
+      ranking: settled.outcome.ranking,
+      receipts
     }
     await run.host.record(recordId(rec), recordData(rec))
     recorded = true
   }
   // spot-checks of every stage of the chains that answered (first stages with the tokens, last stages of greedy requests) (client/consensus-audit.ts)
-  const audits = await requestAudits({ round, swarm: run.swarm, model: run.info.id, self: run.self, state: run.state, online: run.online, reputation: state, chains: done, prompt: run.prompt, greedy: run.sampling.temperature === 0, openStream: run.openStream, signal: run.signal })
+  const audits = await requestAudits({ round, swarm: run.swarm, model: run.info.id, self: run.self, state: run.state, online: run.online, reputation: state, chains: done, prompt: run.prompt, greedy: run.sampling.temperature === 0, openStream: run.openStream, ...(run.signer !== undefined ? { signer: run.signer } : {}), signal: run.signal })
   const order = new Map(settled.outcome.ranking.map((id, i) => [id, i]))
   meta.sort((a, b) => (order.get(a.id) ?? 1e9) - (order.get(b.id) ?? 1e9) || compareText(a.id, b.id))
   return {

@@ -2,7 +2,7 @@
 import type { AbortOptions, PeerId, PeerStore, Stream } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { HiddenCodec, Tokenizer } from '../engine/index.ts'
-import type { ChainHop } from '../protocols/index.ts'
+import type { ChainHop, FrameSigner } from '../protocols/index.ts'
 import type { ModelManifest } from '../sharding/index.ts'
 import type { ChatMessage } from './chat.ts'
 import type { ModelInfo, SwarmReader } from './route.ts'
@@ -40,6 +40,12 @@ export interface ClientInit {
   consensus?: ConsensusHost
   /** Called once by close() (connect() stops its own node here). */
   onClose?: () => Promise<void>
+  /**
+   * Signs the prompt step of every session this client opens (issue 7: the owner's word on a
+   * session's inputs, checked by spot-checks). Default: the stage service's signer when `libp2p`
+   * runs one (a daemon), else prompts go unsigned.
+   */
+  signer?: FrameSigner
 }
 
 export interface GenerateOptions {

@@ -5,12 +5,17 @@
 // admitted, non-excluded verifiers (a failure slashes only once SPOT_FAIL_CONFIRMATIONS verifiers
 // report the same case failed, outnumbering those who passed it), and rounds from admitted owners,
 // each settled again from the judges' own commit and reveal records — the owner's declared winner
-// is checked, not trusted.
+// is checked, not trusted. The win goes to the winning answer's author only when the round record
+// carries the author's receipt for it (its signature over the tokens it sampled in a session, each
+// session crediting one answer ever): an owner cannot attribute a win to a peer that did not
+// produce an answer. Equivocation records (two different frames one peer signed at one position)
+// are checked cryptographically and slash the signer like a confirmed failed spot-check.
 import { SPOT_FAIL_CONFIRMATIONS } from './constants.ts'
 import { compareText } from './digest.ts'
 import { InvalidConsensusRecordError } from './errors.ts'
-import { parseRecord, type CalibrationRecord, type RoundRecord, type SpotCheckRecord } from './records.ts'
-import { applyCalibration, applyPenalty, applySpotCheck, DEFAULT_REPUTATION_PARAMS, initialReputation, reputationOf, type ReputationParams } from './reputation.ts'
+import { parseRecord, type CalibrationRecord, type EquivocationRecord, type RoundRecord, type SpotCheckRecord } from './records.ts'
+import { applyCalibration, applyPenalty, applyRound, applySpotCheck, DEFAULT_REPUTATION_PARAMS, initialReputation, reputationOf, type ReputationParams } from './reputation.ts'
+import { checkEquivocation, signedMessage, verifyPeer } from './signed-frames.ts'
 import { settleRound } from './round.ts'
 import type { Answer, Commitment, ReputationState, Reveal, RoundOutcome } from './index.ts'
 
@@ -24,6 +29,11 @@ export interface LedgerOptions {
   spotFailConfirmations?: number
   /** Negative evidence for an owner whose declared winner or ranking differs. Default the reveal penalty. */
   ownerPenalty?: number
+  /**
+   * Credit a round's win only when its author signed a receipt for the answer (default true;
+   * false: the owner's attribution stands, as before signed answers).
+   */
+  requireReceipts?: boolean
 }
 
 export interface Ledger {
@@ -32,12 +42,17 @@ export interface Ledger {
   /** Records that did not parse, and rounds whose owner declared a different outcome. */
   invalid: number
   ownerMismatches: string[]
+  /** Rounds whose winner got no credit: no valid receipt by its author. */
+  unsignedWins: string[]
+  /** Peers slashed for a proven equivocation. */
+  equivocators: string[]
 }
 
 type Event =
   | { seq: number, kind: 0, key: string, writer: string, record: CalibrationRecord }
   | { seq: number, kind: 1, key: string, writer: string, record: SpotCheckRecord }
   | { seq: number, kind: 2, key: string, writer: string, record: RoundRecord }
+  | { seq: number, kind: 3, key: string, writer: string, record: EquivocationRecord }
 
 export function deriveLedger (records: readonly StoredRecord[], options: LedgerOptions = {}): Ledger {
   const params = options.params ?? DEFAULT_REPUTATION_PARAMS
@@ -71,6 +86,7 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
       }
       case 'calibration': events.push({ seq: r.seq, kind: 0, key: id, writer, record: r }); break
       case 'spot-check': events.push({ seq: r.seq, kind: 1, key: id, writer, record: r }); break
+      case 'equivocation': events.push({ seq: r.seq, kind: 3, key: id, writer, record: r }); break
       case 'round':
         // A round id starts with its owner's id, so two owners can never claim one round.
         if (r.round.startsWith(`${writer}:`)) events.push({ seq: r.seq, kind: 2, key: id, writer, record: r })
@@ -85,10 +101,22 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
   const confirmations = options.spotFailConfirmations ?? SPOT_FAIL_CONFIRMATIONS
   const outcomes: RoundOutcome[] = []
   const ownerMismatches: string[] = []
+  const unsignedWins: string[] = []
+  const equivocators = new Set<string>()
+  // receipts already credited (author, session): a session's answer wins at most once
+  const credited = new Set<string>()
+  const requireReceipts = options.requireReceipts ?? true
   const trusted = (id: string): boolean => { const r = reputationOf(state, id); return r.admitted && !r.excluded }
   for (const e of events) {
     if (!trusted(e.writer)) continue
-    if (e.kind === 0) {
+    if (e.kind === 3) {
+      // a proof anyone can check: slash the signer once
+      const r = e.record
+      if (!equivocators.has(r.signer) && checkEquivocation(r)) {
+        equivocators.add(r.signer)
+        state = applySpotCheck(state, r.signer, false, params)
+      }
+    } else if (e.kind === 0) {
       if (e.record.passed && e.record.tasksExact === e.record.tasks && e.record.tasks > 0) state = applyCalibration(state, e.record.subject, params)
     } else if (e.kind === 1) {
       const r = e.record
@@ -127,7 +155,18 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
         deadline: r.deadline,
         ...(options.judgesPerPair !== undefined ? { judgesPerPair: options.judgesPerPair } : {})
       }, { params })
-      state = settled.state
+      // the win is credited only to an author that signed a receipt for this answer
+      const winner = roundAnswers.find((a) => a.id === settled.outcome.winner)
+      const receipt = winner === undefined ? undefined : validReceipt(r, winner.id, winner.author, credited)
+      if (requireReceipts && winner !== undefined && receipt === undefined) {
+        unsignedWins.push(r.round)
+        const uncredited = { ...settled.outcome }
+        delete uncredited.winnerAuthor
+        state = applyRound(state, uncredited, params)
+      } else {
+        state = settled.state
+        if (receipt !== undefined) credited.add(receipt)
+      }
       outcomes.push(settled.outcome)
       if (settled.outcome.winner !== r.winner || settled.outcome.ranking.join('\u0000') !== r.ranking.join('\u0000')) {
         ownerMismatches.push(r.round)
@@ -135,5 +174,16 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
       }
     }
   }
-  return { state, outcomes, invalid, ownerMismatches }
+  return { state, outcomes, invalid, ownerMismatches, unsignedWins, equivocators: [...equivocators].sort(compareText) }
+}
+
+/** The (author, session) key of `answer`'s receipt in round `r` when it is `author`'s valid signature, not credited before. */
+function validReceipt (r: RoundRecord, answer: string, author: string, credited: ReadonlySet<string>): string | undefined {
+  const entry = r.receipts?.find((x) => x[0] === answer)
+  if (entry === undefined || entry.length !== 5) return undefined
+  const [, session, first, hash, signature] = entry
+  const position = Number(first)
+  const key = `${author}\u0000${session}`
+  if (!Number.isSafeInteger(position) || position < 0 || !/^[0-9a-f]{64}$/.test(hash) || credited.has(key)) return undefined
+  return verifyPeer(author, signedMessage('receipt', session, position, Buffer.from(hash, 'hex')), Buffer.from(signature, 'base64')) ? key : undefined
 }

@@ -9,10 +9,13 @@
 //                                      times, deadline, declared winner and ranking
 //   e/<id>           SpotCheckRecord   by a verifier: evidence of a passed or failed spot-check of a case
 //   k/<subject>/<challenge> CalibrationRecord by an admitted verifier
+//   q/<signer>/<kind>.<position>.<session> EquivocationRecord by whoever found two different frames
+//                                      one peer signed at one position (checked by every ledger)
 // Parsing bounds every field; a record that does not parse is ignored by every node alike.
 import { MAX_BALLOT_VOTES, MAX_COAUTHORS, MAX_ROUND_ANSWERS } from './constants.ts'
 import { InvalidConsensusRecordError } from './errors.ts'
 import type { Choice, Vote } from './index.ts'
+import type { SignedKind } from './signed-frames.ts'
 
 export interface AnswerRecord { t: 'answer', round: string, digest: string }
 export interface CommitRecord { t: 'commit', round: string, commitment: string }
@@ -29,6 +32,12 @@ export interface RoundRecord {
   reveals: Array<[string, number]>
   winner: string
   ranking: string[]
+  /**
+   * Per answer, its last stage's receipt: [answer digest, session, first position, tokens hash
+   * (hex), signature (base64)] — the author's signature over the tokens it sampled in that session
+   * (consensus/signed-frames.ts). The ledger credits a win only to an answer with a valid one.
+   */
+  receipts?: string[][]
 }
 export interface SpotCheckRecord {
   t: 'spot-check'
@@ -60,7 +69,19 @@ export interface CalibrationRecord {
   pairsRight: number
   passed: boolean
 }
-export type ConsensusRecord = AnswerRecord | CommitRecord | RevealRecord | RoundRecord | SpotCheckRecord | CalibrationRecord
+/** Two different frames one peer signed at one (kind, session, position): proof it equivocated. */
+export interface EquivocationRecord {
+  t: 'equivocation'
+  seq: number
+  signer: string
+  kind: SignedKind
+  session: string
+  position: number
+  /** Content hashes (hex) and signatures (base64), in code-unit order of the hashes. */
+  contents: [string, string]
+  signatures: [string, string]
+}
+export type ConsensusRecord = AnswerRecord | CommitRecord | RevealRecord | RoundRecord | SpotCheckRecord | CalibrationRecord | EquivocationRecord
 
 const MAX_ID = 128
 const CHOICE_CODE: Record<Choice, string> = { first: 'A', second: 'B', tie: 'U' }
@@ -75,6 +96,7 @@ export function recordId (r: ConsensusRecord): string {
     case 'round': return `o/${r.round}`
     case 'spot-check': return `e/${r.id}`
     case 'calibration': return `k/${r.subject}/${r.challenge}`
+    case 'equivocation': return `q/${r.signer}/${r.kind}.${r.position}.${r.session}`
   }
 }
 
@@ -120,7 +142,8 @@ export function parseRecord (id: string, data: unknown): ConsensusRecord {
       }),
       reveals: list(d.reveals, MAX_BALLOT_VOTES, 'reveals').map((a) => { const [x, y] = list(a, 2, 'reveal'); return [str(x, 'judge'), num(y, 'at')] as [string, number] }),
       winner: str(d.winner, 'winner'),
-      ranking: list(d.ranking, MAX_ROUND_ANSWERS, 'ranking').map((x) => str(x, 'ranking entry'))
+      ranking: list(d.ranking, MAX_ROUND_ANSWERS, 'ranking').map((x) => str(x, 'ranking entry')),
+      ...(d.receipts === undefined ? {} : { receipts: list(d.receipts, MAX_ROUND_ANSWERS, 'receipts').map((x) => list(x, 5, 'receipt').map((y) => str(y, 'receipt field'))) })
     }; break
     case 'spot-check': r = {
       t: 'spot-check',
@@ -147,6 +170,12 @@ export function parseRecord (id: string, data: unknown): ConsensusRecord {
       pairsRight: nat(d.pairsRight, 'pairsRight'),
       passed: bool(d.passed, 'passed')
     }; break
+    case 'equivocation': {
+      const kind = d.kind === 'step' || d.kind === 'token' || d.kind === 'receipt' ? d.kind : fail('kind must be step, token or receipt')
+      const pair = (x: unknown, what: string): [string, string] => { const [a, b] = list(x, 2, what).map((y) => str(y, what)); return a !== undefined && b !== undefined ? [a, b] : fail(`${what} must be two strings`) }
+      r = { t: 'equivocation', seq: nat(d.seq, 'seq'), signer: str(d.signer, 'signer'), kind, session: str(d.session, 'session'), position: nat(d.position, 'position'), contents: pair(d.contents, 'contents'), signatures: pair(d.signatures, 'signatures') }
+      break
+    }
     default: return fail(`unknown record type ${JSON.stringify(d.t)}`)
   }
   if (recordId(r) !== id) fail(`record of type ${r.t} stored under ${id}, expected ${recordId(r)}`)

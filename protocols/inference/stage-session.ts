@@ -235,7 +235,8 @@ export async function passOn (s: StageSession, position: number, T: number, out:
   const bos = token === bosId
   const done = bos || last + 1 >= s.maxLength || (s.maxTokens > 0 && s.generated >= s.maxTokens)
   if (s.sampled.length === 0) s.firstSampled = last
-  if (s.sampled.length < s.maxLength) s.sampled.push(token)
+  // the receipt covers the output tokens (a BOS that ends the session is not one)
+  if (!bos && s.sampled.length < s.maxLength) s.sampled.push(token)
   const none = new Uint8Array(0)
   const signature = s.signer?.sign(tokenMessage(s.id, last, token)) ?? none
   // the done token carries the receipt over every token sampled in the session (the answer's proof of authorship)
