@@ -21,8 +21,9 @@
 //   subject's judging on known pairs, computed with its model, AND its own outputs on the layers it
 //   serves: a stage challenge (consensus/stage-challenge.ts: tokens for a first stage, seeded
 //   hidden states otherwise, from the challenge id) sent over the spot-check protocol (CHALLENGE)
-//   and checked against this node's copy of the same layers (exact greedy tokens for a last stage,
-//   fingerprints within the tolerance of the subject's published dtype otherwise). Both must pass.
+//   and checked against this node's copy of the same layers, loaded in the dtype the subject's
+//   record names (exact greedy tokens for a last stage, fingerprints within the dtype tolerance
+//   otherwise; an f32 reference refuses an honest q4_0 last stage most of the time). Both must pass.
 //   A wrong answer writes a failed record (the ledger then calls the subject `refused`, and the
 //   owner's host below does not route it); no answer (it declined judging, its stage is not served,
 //   a timeout) writes nothing and is retried after CALIBRATION_RETRY_MS.
@@ -66,11 +67,13 @@ export function judgeBudgetBytes (maxMemoryBytes?: number): number {
 export interface ConsensusMemory {
   /** Judging and calibrating newcomers are on (the reserve is held back). */
   judging: boolean
-  /** The judge's whole-model copy (also the bound of the calibrator's temporary copy of a subject's range). */
+  /** The judge's whole-model copy. */
   judgeBytes: number
+  /** Bound of the calibrator's temporary copy of a subject's range: the whole model in f32 (the copy is loaded in the subject's dtype, f32 the largest). */
+  calibrationBytes: number
   /** Bound of the spot-check verifier's cached copy of an audited range (node/spot-check.ts refuses bigger ones). */
   verifierBytes: number
-  /** Held back from the budget when judging: judge + calibration copy + verifier copy (all can be resident at once). */
+  /** Held back from the budget when judging: judge + calibration + verifier copies (all can be resident at once). */
   reserveBytes: number
   /** The memory the node advertises for layers and KV (its record's `memoryBytes`): budget − reserve. */
   advertisedBytes: number
@@ -78,9 +81,9 @@ export interface ConsensusMemory {
 
 /**
  * A serving node's consensus memory (issue 7). Every node lazily loads a whole-model copy to judge
- * (≤ the judge budget), a calibrator loads a temporary copy of the subject's range (≤ the whole
- * model, one at a time), and a verifier caches one audited range (≤ the judge budget and ≤ the
- * whole model). Layers first: judging is on only when the whole model fits the judge budget AND
+ * (≤ the judge budget), a calibrator loads a temporary copy of the subject's range in the subject's
+ * dtype (≤ the whole model in f32, one at a time), and a verifier caches one audited range (≤ the
+ * judge budget and ≤ the whole model). Layers first: judging is on only when the whole model fits the judge budget AND
  * holding all three back from the budget costs the node no layer — the layers it pins
  * (`servedLayers`, `--layers a:b`), else the layers its budget holds for the allocator
  * (sharding's layerCapacity, KV reserve included). A node near its memory limit therefore
@@ -91,11 +94,12 @@ export function consensusMemory (manifest: ModelManifest, dtype: WeightDType, op
   const judgeBytes = wholeModelBytes(manifest, dtype)
   const budget = judgeBudgetBytes(options.maxMemoryBytes)
   const verifierBytes = Math.min(judgeBytes, budget)
-  const reserveBytes = 2 * judgeBytes + verifierBytes
+  const calibrationBytes = wholeModelBytes(manifest, 'f32')
+  const reserveBytes = judgeBytes + calibrationBytes + verifierBytes
   const capacity = (memoryBytes: number): number => layerCapacity(manifest, { decodeLayerMs: 1, prefillLayerMsPerToken: 1, memoryBytes: Math.max(0, memoryBytes) }, { dtype })
   const held = options.servedLayers ?? capacity(options.budgetBytes)
   const judging = judgeBytes <= budget && reserveBytes < options.budgetBytes && capacity(options.budgetBytes - reserveBytes) >= held
-  return { judging, judgeBytes, verifierBytes, reserveBytes: judging ? reserveBytes : 0, advertisedBytes: judging ? options.budgetBytes - reserveBytes : options.budgetBytes }
+  return { judging, judgeBytes, calibrationBytes, verifierBytes, reserveBytes: judging ? reserveBytes : 0, advertisedBytes: judging ? options.budgetBytes - reserveBytes : options.budgetBytes }
 }
 
 export interface ConsensusNode {
@@ -226,14 +230,15 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
       // own copy of the same layers (consensus/stage-challenge.ts)
       let stage: StageChallengeResult = { passed: false, rows: 0, rowsExact: 0, reason: 'no served range' }
       if (range !== undefined && opened !== undefined) {
-        const mine = await loadShard(opened.source, { start: range.start, end: range.end, dtype: opened.dtype, threads: 1 })
+        // this node's copy of those layers in the dtype the subject says it serves (its record), so
+        // an honest stage of another dtype matches exactly (a last stage's greedy tokens too)
+        const mine = await loadShard(opened.source, { start: range.start, end: range.end, dtype: subjectDtype(found.r.capabilities.dtype) ?? opened.dtype, threads: 1 })
         try {
           const input = stageChallenge({ challenge, candidate: subject, start: range.start, end: range.end, dim: mine.config.dim, vocab: mine.config.vocabSize })
           const rows = 'tokens' in input ? input.tokens.length : input.hidden.length / mine.config.dim
           const stream = await host.dialProtocol(peerIdFromString(subject), host.services.spotCheck.protocol)
           const answer = await requestChallenge(stream, { model: manifestId, start: range.start, end: range.end, rows, input }).catch(() => undefined)
-          // checked within the tolerance of the dtype the subject says it serves (its record)
-          stage = checkStageChallenge(mine, input, answer === undefined ? undefined : 'tokens' in answer ? answer : { hidden: answer.hidden }, subjectDtype(found.r.capabilities.dtype) ?? mine.dtype)
+          stage = checkStageChallenge(mine, input, answer === undefined ? undefined : 'tokens' in answer ? answer : { hidden: answer.hidden })
           if (answer === undefined) unanswered++
         } finally {
           await mine.close()

@@ -1,6 +1,7 @@
 // Issue 7's admission on a real multi-process swarm (stories260K, real `mycelium node start`
 // daemons): d0 is the anchor (genesis, the API) and serves the whole model; three newcomers join —
-// d1 (whole model) and d3 (layers 2–4) honest, d2 (layers 0–1) started with the test-only
+// d1 (whole model) and d3 (layers 2–4 in q4_0, checked against a q4_0 copy: an f32 reference
+// refuses an honest q4_0 last stage most of the time) honest, d2 (layers 0–1) started with the test-only
 // `--test-wrong-stage 1`, whose stage answers EVERYTHING with 1 × RMS noise, the calibration
 // challenge included (unlike `--test-corrupt-output`, which behaves while calibrated). The admitted
 // nodes calibrate the newcomers (known-answer judging pairs + a stage challenge on the layers each
@@ -47,7 +48,8 @@ async function ledgers (watch: string[]): Promise<Rep[]> {
 beforeAll(async () => {
   const start = async (layers: string, extra: string[] = []): Promise<Started> => await startDaemon(scratch('mycelium-admission-'), ['--swarm', SWARM, '--model', STORIES260K, '--layers', layers, '--threads', '1', ...(daemons.length > 0 ? ['--bootstrap', tcpAddr(daemons[0])] : []), ...extra], 'serving')
   daemons.push(await start('0:5', ['--api-port', '0']))
-  daemons.push(...await Promise.all([start('0:5'), start('0:2', ['--test-wrong-stage', '1']), start('2:5')]))
+  // d3 serves q4_0 (its calibrators serve f32): its stage must be checked against a q4_0 copy
+  daemons.push(...await Promise.all([start('0:5'), start('0:2', ['--test-wrong-stage', '1']), start('2:5', ['--dtype', 'q4_0'])]))
   ids = daemons.map((d) => readyRecord(d).peerId as string)
   url = (await pollUntil('the api event', async () => daemons[0].events.find((e) => e.event === 'api'), 10_000)).url as string
 }, 60_000)
@@ -139,13 +141,15 @@ describe(`admission by calibration on a multi-process swarm (issue 7, TEST_SEED=
 
   it('the judge\'s copies are counted: a judging node advertises its budget less the judge, calibration and verifier copies of the real model', async () => {
     const manifest = await manifestFromSource(await openModel(STORIES260K))
-    const whole = wholeModelBytes(manifest, 'f32')
     const view = await controlRequest(join(daemons[0].dir, 'control.sock'), { cmd: 'swarm' }) as unknown as { nodes: Record<string, { capabilities: { memoryBytes: number } }> }
     for (const [i, d] of daemons.entries()) {
-      const cap = d.events.find((e) => e.event === 'capability') as { memoryBytes: number, budgetBytes: number, judging: boolean, consensusReserveBytes: number }
+      const cap = d.events.find((e) => e.event === 'capability') as { dtype: 'f32' | 'q4_0', memoryBytes: number, budgetBytes: number, judging: boolean, consensusReserveBytes: number }
       expect(cap.judging).toBe(true) // no --max-memory: 80 % of free memory holds every layer and the copies
-      expect(cap.consensusReserveBytes).toBe(3 * whole) // judge + calibration copy + verifier copy (each ≤ the whole model)
-      expect(cap.memoryBytes).toBe(cap.budgetBytes - 3 * whole)
+      // judge + verifier copies in the node's dtype, the calibration copy at most f32 (a subject's dtype)
+      const reserve = 2 * wholeModelBytes(manifest, cap.dtype) + wholeModelBytes(manifest, 'f32')
+      expect(cap.dtype).toBe(i === 3 ? 'q4_0' : 'f32')
+      expect(cap.consensusReserveBytes).toBe(reserve)
+      expect(cap.memoryBytes).toBe(cap.budgetBytes - reserve)
       if (i !== 2) expect(view.nodes[readyRecord(d).peerId as string]?.capabilities.memoryBytes).toBe(cap.memoryBytes) // what the allocator reads
     }
   })

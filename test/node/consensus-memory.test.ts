@@ -33,8 +33,15 @@ describe('consensusMemory (issue 7): the judge, calibration and verifier copies 
   it('a roomy node judges and advertises its budget less 3 copies (judge + calibration + verifier), keeping every layer', () => {
     const whole = wholeModelBytes(manifest, 'f32')
     const m = consensusMemory(manifest, 'f32', { budgetBytes: 256 * MiB })
-    expect(m).toEqual({ judging: true, judgeBytes: whole, verifierBytes: whole, reserveBytes: 3 * whole, advertisedBytes: 256 * MiB - 3 * whole })
+    expect(m).toEqual({ judging: true, judgeBytes: whole, calibrationBytes: whole, verifierBytes: whole, reserveBytes: 3 * whole, advertisedBytes: 256 * MiB - 3 * whole })
     expect(capacity(m.advertisedBytes)).toBe(manifest.nLayers)
+  })
+
+  it('a q4_0 node: judge and verifier copies in q4_0, the calibration copy up to f32 (it is loaded in the subject\'s dtype)', () => {
+    const q4 = wholeModelBytes(manifest, 'q4_0')
+    const m = consensusMemory(manifest, 'q4_0', { budgetBytes: 256 * MiB })
+    expect(m).toMatchObject({ judging: true, judgeBytes: q4, calibrationBytes: wholeModelBytes(manifest, 'f32'), verifierBytes: q4 })
+    expect(m.reserveBytes).toBe(2 * q4 + wholeModelBytes(manifest, 'f32'))
   })
 
   it('near its memory limit a node keeps its layers and does not judge (10 MiB: 2 layers either way; the copies would cost one)', () => {
