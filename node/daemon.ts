@@ -118,7 +118,10 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   const ledger = startLedger(state, genesisOf(config.bootstrap.map(String), host.peerId.toString()))
   // spot-checks: the stage's tap (recorder) and the verifier (node/spot-check.ts); wraps serve() before any stage is served
   const { startSpotChecks } = await import('./spot-check.ts')
-  const spots = startSpotChecks(host, opened, () => served?.model, ledger, log, config.model?.maxMemoryBytes)
+  // a verifier loads its own copy of the audited layers: only a node whose start-up accounting held
+  // that copy back (it judges, node/consensus-judge.ts consensusMemory) shows the verifier its model;
+  // one near its memory limit refuses audits instead of over-committing
+  const spots = startSpotChecks(host, opened, () => (served?.model.consensus?.judging === true ? served.model : undefined), ledger, log, config.model?.maxMemoryBytes)
   if (config.testWrongStage !== undefined) {
     // TEST ONLY (issue 7): wrong outputs everywhere, challenges included — outermost on serve(), so
     // the spot-check service answers CHALLENGE with the wrong stage (node/test-wrong-stage.ts)

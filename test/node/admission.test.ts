@@ -9,7 +9,9 @@
 // answers, d3 judges); d2 is refused — never admitted in any ledger, no judging assignment, not
 // routed (its would-be chain d2 → d3 gives no answer). d2 then whitewashes (restarts with a fresh
 // identity, same wrong stage): the new identity is not admitted before a full calibration of its
-// own, which refuses it again. Every wait is a poll; every child is killed after.
+// own, which refuses it again. d4 (layers 3–4, --max-memory 10M) is near its memory limit: it
+// does not judge, advertises its whole budget, and stays neither admitted nor refused (it cannot
+// answer the judging pairs, which is no verdict). Every wait is a poll; every child is killed after.
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { nodeConfig } from '../../node/config.ts'
@@ -49,7 +51,8 @@ beforeAll(async () => {
   const start = async (layers: string, extra: string[] = []): Promise<Started> => await startDaemon(scratch('mycelium-admission-'), ['--swarm', SWARM, '--model', STORIES260K, '--layers', layers, '--threads', '1', ...(daemons.length > 0 ? ['--bootstrap', tcpAddr(daemons[0])] : []), ...extra], 'serving')
   daemons.push(await start('0:5', ['--api-port', '0']))
   // d3 serves q4_0 (its calibrators serve f32): its stage must be checked against a q4_0 copy
-  daemons.push(...await Promise.all([start('0:5'), start('0:2', ['--test-wrong-stage', '1']), start('2:5', ['--dtype', 'q4_0'])]))
+  // d4 is near its memory limit: 10 MiB holds its 2 layers, not the consensus copies beside them
+  daemons.push(...await Promise.all([start('0:5'), start('0:2', ['--test-wrong-stage', '1']), start('2:5', ['--dtype', 'q4_0']), start('3:5', ['--max-memory', '10M'])]))
   ids = daemons.map((d) => readyRecord(d).peerId as string)
   url = (await pollUntil('the api event', async () => daemons[0].events.find((e) => e.event === 'api'), 10_000)).url as string
 }, 60_000)
@@ -139,10 +142,20 @@ describe(`admission by calibration on a multi-process swarm (issue 7, TEST_SEED=
     expect(admittedSeen.get(id)).toBeUndefined()
   }, 60_000)
 
-  it('the judge\'s copies are counted: a judging node advertises its budget less the judge, calibration and verifier copies of the real model', async () => {
+  it('the judge\'s copies are counted: a judging node advertises its budget less the judge, calibration and verifier copies of the real model; a node near its limit does not judge', async () => {
     const manifest = await manifestFromSource(await openModel(STORIES260K))
     const view = await controlRequest(join(daemons[0].dir, 'control.sock'), { cmd: 'swarm' }) as unknown as { nodes: Record<string, { capabilities: { memoryBytes: number } }> }
+    // d4, near its limit (10 MiB: 2 layers with their KV reserve; the copies would leave room for 1)
+    const tight = daemons[4].events.find((e) => e.event === 'capability') as { memoryBytes: number, budgetBytes: number, judging: boolean, consensusReserveBytes: number }
+    expect(tight).toMatchObject({ judging: false, consensusReserveBytes: 0, budgetBytes: 10 * 1024 ** 2, memoryBytes: 10 * 1024 ** 2 })
+    expect(view.nodes[ids[4]]?.capabilities.memoryBytes).toBe(10 * 1024 ** 2)
+    // it declined the judging pairs of its calibrations: no verdict, so neither admitted nor refused
+    await pollUntil('a calibration of d4 without an answer', async () => daemons.some((d) => d.events.some((e) => e.event === 'calibration-incomplete' && e.subject === ids[4])) ? true : undefined, 20_000, 200)
+    expect(calibrations(ids[4])).toEqual([])
+    for (const r of await ledgers([ids[4]])) expect(r[ids[4]]?.admitted ?? false).toBe(false)
+    for (const r of await ledgers([])) expect(r[ids[4]]?.refused ?? false).toBe(false)
     for (const [i, d] of daemons.entries()) {
+      if (i === 4) continue
       const cap = d.events.find((e) => e.event === 'capability') as { dtype: 'f32' | 'q4_0', memoryBytes: number, budgetBytes: number, judging: boolean, consensusReserveBytes: number }
       expect(cap.judging).toBe(true) // no --max-memory: 80 % of free memory holds every layer and the copies
       // judge + verifier copies in the node's dtype, the calibration copy at most f32 (a subject's dtype)
