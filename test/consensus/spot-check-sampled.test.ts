@@ -125,6 +125,44 @@ describe(`sampled last stages on real shards (TEST_SEED=${seed} npx vitest run t
     }
   })
 
+  it('the margin is a bound: logits moved by up to delta in the worst patterns (±delta, a prefix up and the rest down, the likeliest up) keep every interval inside the widened one', () => {
+    const random = seededRandom(seed ^ 0xb0d)
+    let intervals = 0
+    for (let trial = 0; trial < 600; trial++) {
+      const V = [5, 32, 512][trial % 3]
+      const spread = [1, 5, 20][Math.floor(random() * 3)]
+      const z = Float32Array.from({ length: V }, () => (random() * 2 - 1) * spread)
+      const draw = SAMPLINGS[Math.floor(random() * SAMPLINGS.length)]
+      const delta = [0.01, 0.1, 0.5][Math.floor(random() * 3)]
+      const cut = Math.floor(random() * V)
+      const order = Array.from(z.keys()).sort((a, b) => z[b] - z[a])
+      const top = new Set(order.slice(0, 1 + Math.floor(random() * 3)))
+      const pattern = [
+        (): number => (random() * 2 - 1) * delta,
+        (): number => (random() < 0.5 ? -delta : delta),
+        (i: number): number => (i < cut ? delta : -delta),
+        (i: number): number => (top.has(i) ? delta : -delta),
+        (i: number): number => (top.has(i) ? -delta : delta)
+      ][trial % 5]
+      // the stage's logits: within delta of the verifier's, as f32 (the f32 rounding is the slack's)
+      const stage = Float32Array.from(z, (x, i) => x + pattern(i) * 0.999)
+      const eta = 2 * delta / draw.temperature
+      const own = samplingProbs(stage, draw.temperature)
+      const wide = samplingProbs(z, draw.temperature)
+      const tokens = V <= 32 ? Array.from(own.keys()) : Array.from(own.keys()).sort((a, b) => own[b] - own[a]).slice(0, 8)
+      for (const k of tokens) {
+        const exact = sampledInterval(own, k, draw, 0)
+        if (!(exact.lo < exact.hi && exact.lo < 1)) continue
+        const w = sampledInterval(wide, k, draw, eta)
+        const label = JSON.stringify({ trial, V, draw, delta, k, exact, w })
+        expect(w.lo - SAMPLED_COIN_SLACK, label).toBeLessThanOrEqual(exact.lo)
+        expect(w.hi + SAMPLED_COIN_SLACK, label).toBeGreaterThanOrEqual(Math.min(1, exact.hi))
+        intervals++
+      }
+    }
+    expect(intervals).toBeGreaterThan(3000)
+  })
+
   it('honest stages pass: f32, f16 and q8_0 against f32 and the reverse, a sweep of seeds and sampling settings; any coin in the stage\'s own interval is accepted', () => {
     const random = seededRandom(seed)
     let positions = 0
