@@ -26,7 +26,8 @@
 //   otherwise; an f32 reference refuses an honest q4_0 last stage most of the time). Both must pass.
 //   A wrong answer writes a failed record (the ledger then calls the subject `refused`, and the
 //   owner's host below does not route it); no answer (it declined judging, its stage is not served,
-//   a timeout) writes nothing and is retried after CALIBRATION_RETRY_MS.
+//   a timeout) writes nothing and is retried after CALIBRATION_RETRY_MS; a subject that answered
+//   wrongly is retried after a doubling wait (calibrationRetryMs, at most an hour).
 import type { Logger } from 'pino'
 import { commitBallot } from '../consensus/commit-reveal.ts'
 import { calibrationTasks, checkStageChallenge, greedyContinuation, knownPairs, meanLogProb, parseRecord, recordData, recordId, scheduleRound, shardLogits, stageChallenge, type ConsensusRecord, type StageChallengeResult } from '../consensus/index.ts'
@@ -46,6 +47,20 @@ export const JUDGE_MAX_MODEL_BYTES = 256 * 1024 * 1024
 /** How often the calibration loop looks for unadmitted members (ms), and how long before a subject is retried. */
 export const CALIBRATION_POLL_MS = 1000
 export const CALIBRATION_RETRY_MS = 30_000
+/** Longest wait before a subject that answered wrongly is calibrated again (ms; doubling from CALIBRATION_RETRY_MS). */
+export const CALIBRATION_MAX_RETRY_MS = 60 * 60_000
+
+/** Subjects remembered for the backoff before entries older than CALIBRATION_MAX_RETRY_MS are dropped. */
+const CALIBRATION_MAX_TRIED = 4096
+
+/**
+ * Wait before this node calibrates a subject again after `failures` failed verdicts of its own:
+ * CALIBRATION_RETRY_MS doubled per failure, at most CALIBRATION_MAX_RETRY_MS — a node that keeps
+ * answering wrongly costs each calibrator a record per hour at most, not one per 30 s.
+ */
+export function calibrationRetryMs (failures: number): number {
+  return Math.min(CALIBRATION_MAX_RETRY_MS, CALIBRATION_RETRY_MS * 2 ** Math.min(failures, 20))
+}
 /** Fraction of the API's plain requests whose middle stages are spot-checked (client/consensus-audit.ts). */
 export const SPOT_AUDIT_RATE = 0.1
 /** Known-answer pairs per calibration, prompt tokens and greedy tokens per task. */
@@ -182,7 +197,8 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
   })
 
   // Calibration of newcomers by admitted nodes.
-  const tried = new Map<string, number>()
+  // per subject: when this node last tried it and how many failed verdicts it gave it (backoff)
+  const tried = new Map<string, { at: number, failures: number }>()
   let busy = false
   const calibrateOne = async (): Promise<void> => {
     const manifestId = model?.manifest?.id
@@ -192,12 +208,14 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
     const online = new Set(state.online())
     const now = Date.now()
     const found = [...state.nodes()].map(([id, r]) => ({ id, r })).sort((a, b) => (a.id < b.id ? -1 : 1)).find(({ id, r }) =>
-      id !== self && online.has(id) && ledger.state().nodes.get(id)?.admitted !== true && now - (tried.get(id) ?? 0) > CALIBRATION_RETRY_MS && r.layers.some((l) => l.model === manifestId))
+      id !== self && online.has(id) && ledger.state().nodes.get(id)?.admitted !== true && now - (tried.get(id)?.at ?? 0) > calibrationRetryMs(tried.get(id)?.failures ?? 0) && r.layers.some((l) => l.model === manifestId))
     if (found === undefined) return
     const subject = found.id
     const range = found.r.layers.find((l) => l.model === manifestId && l.end > l.start && l.end <= (opened?.source.config.nLayers ?? 0))
     busy = true
-    tried.set(subject, now)
+    const failures = tried.get(subject)?.failures ?? 0
+    if (tried.size > CALIBRATION_MAX_TRIED) for (const [id, t] of tried) if (now - t.at > CALIBRATION_MAX_RETRY_MS) tried.delete(id) // a stream of identities does not grow it
+    tried.set(subject, { at: now, failures })
     try {
       const { shard, tokenizer } = await loadJudge()
       const challenge = `${now}-${Math.floor(Math.random() * 2 ** 31).toString(36)}`
@@ -252,6 +270,7 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
         return
       }
       const passed = pairs.length > 0 && right === pairs.length && stage.passed
+      if (!passed) tried.set(subject, { at: now, failures: failures + 1 })
       // tasks: the stage challenge + the judging pairs; exact: those answered right
       await write({ t: 'calibration', seq: lastSeq(rounds) + 1, subject, model: manifestId, challenge, tasks: pairs.length + 1, tasksExact: right + (stage.passed ? 1 : 0), pairs: pairs.length, pairsRight: right, passed })
       log.info({ event: 'calibration', subject, passed, right, pairs: pairs.length, stage: { range, ...stage } }, `calibrated ${subject}: ${passed ? 'passed' : 'failed'}`)

@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { nodeConfig } from '../../node/config.ts'
 import { controlRequest } from '../../node/control.ts'
-import { CALIBRATION_TASKS, wholeModelBytes } from '../../node/consensus-judge.ts'
+import { CALIBRATION_MAX_RETRY_MS, CALIBRATION_RETRY_MS, CALIBRATION_TASKS, calibrationRetryMs, wholeModelBytes } from '../../node/consensus-judge.ts'
 import { openModel } from '../../engine/index.ts'
 import { manifestFromSource } from '../../sharding/index.ts'
 import { STORIES260K } from '../models.ts'
@@ -174,5 +174,13 @@ describe('--test-wrong-stage', () => {
     expect(nodeConfig({}).testWrongStage).toBeUndefined()
     for (const bad of ['0', '-1', 'x', 'Infinity']) expect(() => nodeConfig({ testWrongStage: bad })).toThrow(/--test-wrong-stage/)
     expect(runCli(['node', 'start', '--help']).stdout).not.toContain('wrong')
+  })
+})
+
+describe('calibrationRetryMs', () => {
+  it('a subject that keeps answering wrongly is calibrated again after a doubling wait, at most an hour', () => {
+    expect([0, 1, 2, 3].map(calibrationRetryMs)).toEqual([1, 2, 4, 8].map((x) => x * CALIBRATION_RETRY_MS))
+    expect(calibrationRetryMs(7)).toBe(CALIBRATION_MAX_RETRY_MS)
+    expect(calibrationRetryMs(1e6)).toBe(CALIBRATION_MAX_RETRY_MS)
   })
 })
