@@ -22,12 +22,15 @@ import {
 } from './constants.ts'
 import { Status } from './inference.pb.js'
 import type { Frame, OpenSession, Step, Token } from './inference.pb.js'
-import { codecNumber, frameSigner, verifyStep, verifyToken } from './frame-signature.ts'
+import { frameSigner } from './frame-signature.ts'
 import type { FrameSigner } from './frame-signature.ts'
 import { checkOpen, checkStep, kvBytesFor, Refusal } from './stage-checks.ts'
 import { StageScheduler } from './stage-scheduler.ts'
 import { connectOnward, culprit, nextHopEnd, passOn, signedStep, stageSession } from './stage-session.ts'
-import type { SentFrame, SentOutput, StageSession } from './stage-session.ts'
+import type { SentOutput, StageSession } from './stage-session.ts'
+import { SuspendedSessions } from './stage-suspend.ts'
+import { observe, receivedSignatureOk, signerOf } from './stage-frames.ts'
+import type { StageTap } from './stage-frames.ts'
 import type { InferenceStageComponents, InferenceStageInit, StageShard, StageStats } from './stage-types.ts'
 import { asError, engineCodec, frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
 import type { FrameChannel } from './wire.ts'
@@ -38,43 +41,14 @@ export function inferenceProtocol (swarm?: string): string {
 }
 
 export type { InferenceRegistrar, InferenceStageComponents, InferenceStageInit, StageShard, StageStats } from './stage-types.ts'
-
-/**
- * A frame as a stage received or sent it, with its signature (issue 7): a step's exact payload
- * (token ids, or encoded hidden states in `codec`), or a sampled token (`sampled`: `tokens` is the
- * one token the last stage sampled from the logits at position − 1, `signature` that Token's).
- */
-export interface TapFrame { position: number, rows: number, hidden?: Uint8Array, codec: number, tokens?: number[], signature: Uint8Array, signer: string, sampled?: boolean }
-
-/**
- * An optional observer of a served stage's steps (issue 7's spot-checks, node/spot-check.ts): called
- * after each engine step, once its output was passed on, with the frame the stage received and the
- * frame it sent (none on a last stage replaying known tokens). Observation only: the frames'
- * buffers are not reused by the stage, and an exception is ignored.
- */
-export type StageTap = (step: { sessionId: string, start: number, end: number, dim: number, input: TapFrame, output?: TapFrame, prevPeer?: string, nextPeer?: string }) => void
-
-/** A failed resumable session kept for a resume: its engine session (KV) and the frames it passed on. */
-interface Suspended {
-  shard: Shard
-  session: Session
-  codec: EngineCodec
-  maxLength: number
-  sent?: SentFrame[]
-  reservedBytes: number
-  timer: ReturnType<typeof setTimeout>
-  /** Settles when the failed session's last engine step is done (it may still run when it fails). */
-  idle: Promise<unknown>
-  /** First stage: the client that opened it (only it may resume it). */
-  client?: string
-}
+export type { StageTap, TapFrame } from './stage-frames.ts'
 
 export class InferenceStageService implements Startable {
   readonly protocol: string
   private readonly scheduler: StageScheduler
   private readonly counters = { opened: 0, refused: 0, steps: 0, tokens: 0, resumed: 0, keptRows: 0 }
-  /** Failed resumable sessions kept for a resume, by their id (span-only failover). */
-  private readonly suspended = new Map<string, Suspended>()
+  /** Failed resumable sessions kept for a resume, by their id (span-only failover; stage-suspend.ts). */
+  private readonly suspended = new SuspendedSessions((bytes) => { this.reservedBytes -= bytes })
   private readonly components: InferenceStageComponents
   private readonly init: InferenceStageInit
   private readonly log: Logger
@@ -124,7 +98,7 @@ export class InferenceStageService implements Startable {
   get usage (): { sessions: number, reservedBytes: number, kvBytes: number } {
     let kvBytes = 0
     for (const s of this.sessions.values()) kvBytes += s.session.kvBytes
-    for (const k of this.suspended.values()) kvBytes += k.session.kvBytes
+    kvBytes += this.suspended.kvBytes
     // a suspended session holds its memory like a live one
     return { sessions: this.sessions.size + this.suspended.size, reservedBytes: this.reservedBytes, kvBytes }
   }
@@ -144,33 +118,7 @@ export class InferenceStageService implements Startable {
     this.shutdown.abort()
     await this.components.registrar.unhandle(this.protocol)
     await Promise.all([...this.sessions.values()].map(async (s) => { await this.teardown(s, Status.INTERNAL, 'stage stopping') }))
-    for (const id of [...this.suspended.keys()]) this.release(id)
-  }
-
-  /** Frees a suspended session's KV cache and reservation. */
-  private release (id: string): void {
-    const k = this.suspended.get(id)
-    if (k === undefined) return
-    this.suspended.delete(id)
-    clearTimeout(k.timer)
-    this.reservedBytes -= k.reservedBytes
-    k.session.close()
-  }
-
-  /**
-   * A suspended session `open` may adopt: same shard and codec, room for the new max length. It
-   * leaves the suspended map (its reservation freed: the new session reserves its own).
-   */
-  private adopt (open: OpenSession, shard: Shard, remotePeer: string): Suspended | undefined {
-    const id = open.resume ?? ''
-    const k = id === '' ? undefined : this.suspended.get(id)
-    // anything that does not fit stays kept until its deadline (the rightful resume may still come)
-    if (k === undefined || k.shard !== shard || k.codec !== engineCodec(open.codec) || k.maxLength < open.maxLength || (open.resumeTo ?? 0) === 0) return undefined
-    if (k.client !== undefined && k.client !== remotePeer) return undefined
-    this.suspended.delete(id)
-    clearTimeout(k.timer)
-    this.reservedBytes -= k.reservedBytes
-    return k
+    this.suspended.releaseAll()
   }
 
   /** Serves one inbound stream (exported through the service for in-memory stream tests). */
@@ -219,7 +167,7 @@ export class InferenceStageService implements Startable {
       return
     }
     // the frames a resumable session passes on are kept: reserved with its KV
-    const kept = this.adopt(open, shard, remotePeer)
+    const kept = this.suspended.adopt(open, shard, remotePeer)
     await kept?.idle
     const sentBytes = open.resumable === true && !shard.isLast ? open.maxLength * encodedHiddenBytes(engineCodec(open.codec) as EngineCodec, shard.config.dim) : 0
     if (this.reservedBytes + kvBytesFor(shard, open.maxLength) + sentBytes > (this.init.maxKvBytes ?? INFERENCE_MAX_KV_BYTES)) {
@@ -415,42 +363,17 @@ export class InferenceStageService implements Startable {
       await this.teardown(s, Status.DOWNSTREAM, `forwarding failed: ${asError(err).message}`, s.nextPeer ?? s.origin ?? '')
       return false
     }
-    // who signed what we ran: the previous stage, the client (its prompt) or the last stage (a fed-back token)
     const self = this.components.peerId.toString()
-    const signer = fed !== undefined ? (s.lastPeer ?? self) : shard.isFirst ? (s.client ?? '') : (s.prevPeer ?? '')
+    const signer = signerOf(s, fed, self)
     const tap = this.taps.get(s)
-    if (tap !== undefined) this.observe(tap, s, step, fed, signer, { position, T }, passed.sent)
-    // the received frame's signature, checked once its output is on its way (off the per-hop path):
-    // a stage's frames must be signed; a client's prompt may be unsigned (a client without a key)
-    if (this.init.verifyFrames !== false && signer !== self && !(shard.isFirst && fed === undefined && step.signature.length === 0)) {
-      const ok = fed !== undefined
-        ? verifyToken(signer, s.id, fed.position, fed.token, fed.signature)
-        : verifyStep(signer, s.id, step.position, shard.isFirst ? { tokens: step.tokens, dtype: step.dtype, shape: step.shape } : { hidden: step.hidden, dtype: step.dtype, shape: step.shape }, step.signature)
-      if (!ok) {
-        this.badSignatures++
-        await this.teardown(s, Status.MALFORMED, `a frame whose signature is not its sender's at position ${step.position}`, shard.isFirst && fed === undefined ? '' : signer)
-        return false
-      }
+    if (tap !== undefined) observe(tap, s, step, fed, signer, self, { position, T }, passed.sent)
+    // the received frame's signature, checked once its output is on its way (off the per-hop path)
+    if (this.init.verifyFrames !== false && !receivedSignatureOk(s, step, fed, signer, self)) {
+      this.badSignatures++
+      await this.teardown(s, Status.MALFORMED, `a frame whose signature is not its sender's at position ${step.position}`, shard.isFirst && fed === undefined ? '' : signer)
+      return false
     }
     return passed.token === undefined || await this.onToken(s, passed.token)
-  }
-
-  /** Hands the StageTap what the stage received and sent for one step (an exception is ignored). */
-  private observe (tap: StageTap, s: StageSession, step: Step, fed: Token | undefined, signer: string, ran: { position: number, T: number }, sent: SentOutput | undefined): void {
-    const shard = s.shard
-    const self = this.components.peerId.toString()
-    const rows = step.tokens.length > 0 ? step.tokens.length : (step.shape[0] ?? 0)
-    const input: TapFrame = fed !== undefined
-      ? { position: step.position, rows: 1, codec: codecNumber(step.dtype), tokens: [fed.token], signature: fed.signature, signer, sampled: true }
-      : { position: step.position, rows, codec: codecNumber(step.dtype), ...(step.tokens.length > 0 ? { tokens: [...step.tokens] } : { hidden: step.hidden }), signature: step.signature, signer }
-    let output: TapFrame | undefined
-    if (sent?.token !== undefined) output = { position: sent.token.position + 1, rows: 1, codec: codecNumber(sent.codec), tokens: [sent.token.token], signature: sent.signature, signer: self, sampled: true }
-    else if (sent?.hidden !== undefined) output = { position: ran.position, rows: ran.T, codec: codecNumber(sent.codec), hidden: sent.hidden, signature: sent.signature, signer: self }
-    try {
-      tap({ sessionId: s.id, start: shard.start, end: shard.end, dim: shard.config.dim, input, ...(output !== undefined ? { output } : {}), ...(s.prevPeer !== undefined ? { prevPeer: s.prevPeer } : {}), ...(s.nextPeer !== undefined ? { nextPeer: s.nextPeer } : {}) })
-    } catch {
-      // reason: an observer never breaks the stage
-    }
   }
 
   /** One engine step of `s` through the scheduler; engine and queue errors become Refusals. */
@@ -506,8 +429,7 @@ export class InferenceStageService implements Startable {
     // (only for another stage's failure: DOWNSTREAM, or INTERNAL — its engine failed or it is stopping;
     // a refusal of the client's input or an expiry is no reason to keep anything)
     if (s.resumable && (status === Status.DOWNSTREAM || status === Status.INTERNAL) && peer !== '' && peer !== this.components.peerId.toString() && !this.shutdown.signal.aborted && !this.suspended.has(s.id)) {
-      const timer = setTimeout(() => { this.release(s.id) }, this.init.suspendTimeoutMs ?? INFERENCE_SUSPEND_TIMEOUT_MS)
-      this.suspended.set(s.id, { shard: s.shard, session: s.session, codec: s.codec, maxLength: s.maxLength, sent: s.sent, reservedBytes: s.reservedBytes, timer, idle: s.running ?? Promise.resolve(), ...(s.shard.isFirst && s.client !== undefined ? { client: s.client } : {}) })
+      this.suspended.keep(s, this.init.suspendTimeoutMs ?? INFERENCE_SUSPEND_TIMEOUT_MS)
     } else {
       this.reservedBytes -= s.reservedBytes
       s.session.close()
