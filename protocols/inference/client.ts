@@ -1,107 +1,22 @@
 // The client side of `/mycelium/<swarm>/inference/1.0.0`: open a session on a chain of stages
 // (the first stage opens the rest, hop by hop), send the prompt once, and read the tokens the
 // first stage relays from the ring of stages, as an async generator of typed events; with
-// `failover`, repair the chain when it fails or stalls and continue where it stopped.
+// `failover`, repair the chain when it fails or stalls and continue where it stopped
+// (client-failover.ts: the stall deadline, probes, splicing replacements).
 //
 //   for await (const ev of runInference(openStream, protocol, { chain, prompt, maxLength: 64 })) …
-import type { AbortOptions, PeerId, Stream } from '@libp2p/interface'
-import type { HiddenCodec as EngineCodec } from '../../engine/codecs.ts'
-import {
-  FAILOVER_FIRST_TOKEN_TIMEOUT_MS, FAILOVER_GAP_WINDOW, FAILOVER_MAX_ATTEMPTS, FAILOVER_PROBE_TIMEOUT_FACTOR, FAILOVER_PROBE_TIMEOUT_FLOOR_MS,
-  FAILOVER_TOKEN_TIMEOUT_FACTOR, FAILOVER_TOKEN_TIMEOUT_FLOOR_MS, FAILOVER_TOKEN_TIMEOUT_MIN_SAMPLES, INFERENCE_MAX_FRAME_BYTES, INFERENCE_PROBE_MAX_FRAME_BYTES
-} from './constants.ts'
+import type { Stream } from '@libp2p/interface'
+import { FAILOVER_MAX_ATTEMPTS, FAILOVER_PROBE_TIMEOUT_FACTOR, FAILOVER_PROBE_TIMEOUT_FLOOR_MS, INFERENCE_MAX_FRAME_BYTES } from './constants.ts'
 import { InferenceFailedError } from './errors.ts'
 import { Status } from './inference.pb.js'
 import type { Frame } from './inference.pb.js'
 import { stepMessage } from './frame-signature.ts'
-import type { FrameSigner } from './frame-signature.ts'
+import { Pace, reachable, splice } from './client-failover.ts'
+import type { StallWatch } from './client-failover.ts'
+import type { InferenceEvent, InferenceRequest, OpenStream } from './client-types.ts'
 import { asError, frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
 
-/** One stage of a chain: who serves it and its layer range [start, end). */
-export interface ChainHop {
-  peer: PeerId | string
-  start: number
-  end: number
-}
-
-export interface InferenceRequest extends AbortOptions {
-  /** Stages in order; their ranges must tile the model's layers. */
-  chain: ChainHop[]
-  /** Prompt token ids, BOS first. */
-  prompt: number[]
-  /** Positions to run, prompt included (llama2.c's steps). */
-  maxLength: number
-  /** Session id (default: random). */
-  sessionId?: string
-  /** Manifest id the stages must serve ('' skips the check). */
-  model?: string
-  /** Hidden-state codec between stages (default f32). */
-  codec?: EngineCodec
-  sampling?: {
-    temperature?: number
-    topP?: number
-    topK?: number
-    /** An integer in [0, 2^53) (the wire's range; the engine's sampler takes it as is); default 1. */
-    seed?: number | bigint
-    maxTokens?: number
-    /** PRNG draws to skip (failover sets it to the tokens already sampled; default 0). */
-    skipDraws?: number
-  }
-  /**
-   * Failover: when the session fails or stalls (no token within the deadline), every hop is
-   * probed (in parallel, with a deadline); hops that do not answer are replaced by
-   * `replace(hop, index)` (e.g. `chainRouter(views).replace`) and the history (prompt and tokens
-   * so far) is replayed as one prefill on the repaired chain, so generation continues where it
-   * stopped. The tokens equal a run without failure: greedy, and
-   * seeded sampling too (the last stage skips the PRNG draws already made).
-   */
-  failover?: FailoverOptions
-  /** Signs the prompt step (the owner's word on the session's inputs; issue 7's audits). Default unsigned. */
-  signer?: FrameSigner
-}
-
-export interface FailoverOptions {
-  /**
-   * A replacement for a dead hop: one hop with its layers, several tiling them, or hops tiling a
-   * wider span that starts and ends on hop boundaries of the chain (they replace every hop inside
-   * it, e.g. a whole new chain); undefined gives up.
-   */
-  replace: (hop: ChainHop, index: number) => Promise<ChainHop | ChainHop[] | undefined>
-  /** Repairs before the failure is final (default FAILOVER_MAX_ATTEMPTS). */
-  maxAttempts?: number
-  /** Deadline of a hop's liveness probe (default max(500 ms, 2 × the chain's open time)). */
-  probeTimeoutMs?: number
-  /**
-   * A token later than this after the previous one is a stall: the chain counts as failed
-   * (default max(2 s, 10 × the median decode gap); see constants.ts).
-   */
-  tokenTimeoutMs?: number
-}
-
-export type InferenceEvent =
-  | { type: 'open', sessionId: string, ms: number }
-  /** `signature`: the last stage's over (session, position, token) (empty when unsigned). */
-  | { type: 'token', id: number, position: number, signature: Uint8Array }
-  /**
-   * The chain failed (`status`; STALLED when no token came within the deadline) and was
-   * repaired: `replaced` hop indices (of the failed chain), `replayed` tokens to re-prefill,
-   * `detectMs` from the last token (or the session's start) to the failure's detection,
-   * `probeMs` from detection to the repaired chain (probes and replacements), `culprit` how the
-   * failed hops were found: `named` by the stages' Result (`peer`), else `probed`. Client-side statuses
-   * besides the wire's: DIAL (first stage unreachable), CLOSED (stream ended), RESET (stream or
-   * connection reset), STALLED, CANCELLED.
-   */
-  | { type: 'retry', attempt: number, status: string, replaced: number[], replayed: number, detectMs: number, probeMs: number, culprit: 'named' | 'probed' }
-  /** The first token after a repair: `ms` since the failure was detected. */
-  | { type: 'resumed', attempt: number, ms: number }
-  /**
-   * `receipt`: the last stage's signature over every token it sampled in the session, the first from
-   * the logits at `first` (frame-signature.ts receiptMessage; empty when unsigned).
-   */
-  | { type: 'done', reason: 'steps' | 'bos', tokens: number, receipt: Uint8Array, first: number, sessionId: string }
-
-/** Opens a stream to a peer for a protocol (libp2p's `dialProtocol` or a connection manager's `openStream`). */
-export type OpenStream = (peer: PeerId | string, protocol: string, options: AbortOptions) => Promise<Stream>
+export type { ChainHop, FailoverOptions, InferenceEvent, InferenceRequest, OpenStream } from './client-types.ts'
 
 /**
  * Refusals the first stage gives for itself when a session opens (a refusal further down arrives
@@ -112,31 +27,6 @@ const FIRST_STAGE_REFUSALS: ReadonlySet<string> = new Set([Status.WRONG_LAYERS, 
 
 /** Errors of sessions whose first stage refused the open for itself (see FIRST_STAGE_REFUSALS). */
 const refusedByFirstStage = new WeakSet<Error>()
-
-/** Decode pace of one request: when the last token came, and the recent gaps between tokens. */
-class Pace {
-  last = performance.now()
-  openMs = 0
-  private readonly gaps: number[] = []
-  private next = 0
-  /** A token arrived; `decode` when it followed another token of the same session. */
-  token (decode: boolean): void {
-    const now = performance.now()
-    if (decode) {
-      this.gaps[this.next] = now - this.last
-      this.next = (this.next + 1) % FAILOVER_GAP_WINDOW
-    }
-    this.last = now
-  }
-
-  /** The per-token deadline: `fixed`, else max(floor, factor × median gap) once enough gaps were seen. */
-  deadline (fixed: number | undefined, first: boolean): number {
-    if (fixed !== undefined) return first ? Math.max(fixed, FAILOVER_FIRST_TOKEN_TIMEOUT_MS) : fixed
-    if (first || this.gaps.length < FAILOVER_TOKEN_TIMEOUT_MIN_SAMPLES) return FAILOVER_FIRST_TOKEN_TIMEOUT_MS
-    const sorted = [...this.gaps].sort((a, b) => a - b)
-    return Math.max(FAILOVER_TOKEN_TIMEOUT_FLOOR_MS, FAILOVER_TOKEN_TIMEOUT_FACTOR * sorted[sorted.length >> 1])
-  }
-}
 
 /**
  * Runs one generation over a chain of stages; yields the session's open, each token, and done
@@ -217,59 +107,11 @@ export async function * runInference (openStream: OpenStream, protocol: string, 
   }
 }
 
-/**
- * Puts `hops` into `chain` in place of the hops they cover: they must be contiguous and span
- * `[a, b)` ⊇ the failed hop's layers, with a and b on hop boundaries of the chain (one hop
- * replaced by several, or a wider span — the whole chain when the router re-routed it). False
- * when they do not fit.
- */
-function splice (chain: ChainHop[], failed: ChainHop, hops: ChainHop[]): boolean {
-  for (let k = 1; k < hops.length; k++) if (hops[k].start !== hops[k - 1].end) return false
-  const a = hops[0].start
-  const b = hops[hops.length - 1].end
-  const from = chain.findIndex((h) => h.start === a)
-  const to = chain.findIndex((h) => h.end === b)
-  if (a > failed.start || b < failed.end || from < 0 || to < from) return false
-  chain.splice(from, to - from + 1, ...hops)
-  return true
-}
-
 /** The seed as the wire carries it: a safe non-negative integer (RangeError otherwise). */
 function wireSeed (seed: number | bigint): number {
   const n = Number(seed)
   if (!Number.isSafeInteger(n) || n < 0 || BigInt(n) !== BigInt(seed)) throw new RangeError(`seed must be an integer in [0, 2^53), got ${seed}`)
   return n
-}
-
-/**
- * True when the hop answers a liveness probe within the deadline: a stream of the protocol carrying
- * one `probe` frame, answered by the stage's handler (a Result; any frame counts) — the stage's
- * event loop runs and it serves the protocol. The stream then closes gracefully (a probe is no
- * error on the stage and is not logged).
- */
-async function reachable (openStream: OpenStream, protocol: string, hop: ChainHop, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
-  const deadline = AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal !== undefined ? [signal] : [])])
-  let stream: Stream | undefined
-  try {
-    stream = await openStream(hop.peer, protocol, { signal: deadline })
-    const ch = frameChannel(stream, INFERENCE_PROBE_MAX_FRAME_BYTES)
-    await ch.write({ probe: {} })
-    await ch.read({ signal: deadline })
-    void ch.end()
-    return true
-  } catch (err) {
-    // reason: no answer within the deadline (dead, unreachable or stalled) means the hop must be replaced
-    stream?.abort(asError(err))
-    return false
-  }
-}
-
-/** Stall watch of a session: the deadline for the next token, and hooks when it is half gone and when a token came. */
-interface StallWatch {
-  deadline: (first: boolean) => number
-  slow: () => void
-  token: () => void
-  culprit: () => string | undefined
 }
 
 /**
