@@ -97,7 +97,13 @@ export interface ConsensusRun {
 }
 
 /** A last stage's receipt: its signature over the tokens it sampled in `session`, the first from the logits at `first`. */
-interface Receipt { session: string, first: number, signature: Uint8Array }
+export interface Receipt { session: string, first: number, signature: Uint8Array }
+
+/** A round record's receipt entry for answer `id` (consensus/records.ts RoundRecord.receipts); undefined when unsigned. */
+export function receiptEntry (id: string, tokens: readonly number[], receipt: Receipt | undefined): string[] | undefined {
+  if (receipt === undefined || receipt.signature.length === 0) return undefined
+  return [id, receipt.session, String(receipt.first), toHex(tokensHash(tokens)), Buffer.from(receipt.signature).toString('base64')]
+}
 
 /** Chains with pairwise distinct peers: each routed with the earlier chains' peers excluded. */
 export function disjointChains (views: { nodes: SwarmReader['nodes'], online: () => string[] }, k: number, options: { model: { id: string, nLayers: number }, hiddenBytesPerToken: number, self?: string, exclude?: (peer: string) => boolean }): ChainHop[][] {
@@ -177,11 +183,11 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     text += stream.flush()
     const peers = o.chain.map((h) => String(h.peer))
     // the answer id covers the tokens its author signed (the receipt's hash), not only the text
-    const signed = tokensHash(o.tokens)
-    const id = toHex(digestFields([round, String(o.seed), text, signed])).slice(0, 16)
+    const id = toHex(digestFields([round, String(o.seed), text, tokensHash(o.tokens)])).slice(0, 16)
     const author = peers[peers.length - 1]
     // the receipt proves the chain's last stage sampled exactly these tokens (the ledger checks it)
-    if (o.receipt !== undefined && o.receipt.signature.length > 0) receipts.push([id, o.receipt.session, String(o.receipt.first), toHex(signed), Buffer.from(o.receipt.signature).toString('base64')])
+    const entry = receiptEntry(id, o.tokens, o.receipt)
+    if (entry !== undefined) receipts.push(entry)
     const coauthors = peers.slice(0, -1)
     texts.set(id, text)
     authors.set(id, [author, ...coauthors])

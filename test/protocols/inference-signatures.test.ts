@@ -16,7 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openLlama2c } from '../../engine/formats/llama2c.ts'
 import type { ModelSource, Shard } from '../../engine/index.ts'
 import { loadShard } from '../../engine/shard.ts'
-import { checkEquivocation, peerPublicKey, tokensHash } from '../../consensus/signed-frames.ts'
+import { checkEquivocation, peerPublicKey, signedMessage, tokensHash } from '../../consensus/signed-frames.ts'
+import { receiptEntry } from '../../client/consensus.ts'
 import { frameSigner, receiptMessage, stepContentHash, stepMessage, tokenMessage, verifyPeer, verifyStep, verifyToken } from '../../protocols/inference/frame-signature.ts'
 import { HiddenCodec } from '../../protocols/inference/inference.pb.js'
 import { InferenceFrame, InferenceStageService, inferenceStageService, runInference, type ChainHop, type StageTap, type TapFrame } from '../../protocols/index.ts'
@@ -117,6 +118,11 @@ describe('signed frames on a ring of libp2p nodes', () => {
     for (const t of tokens) expect(verifyToken(last, session, t.position, t.id, t.signature)).toBe(true)
     expect(verifyPeer(last, receiptMessage(session, done?.first ?? 0, tokens.map((t) => t.id)), done?.receipt)).toBe(true)
     expect(verifyPeer(last, receiptMessage(session, done?.first ?? 0, tokens.map((t) => t.id).reverse()), done?.receipt)).toBe(false)
+    // as a consensus round records it (client/consensus.ts), the ledger's check holds: the answer is its last stage's
+    const entry = receiptEntry('answer', tokens.map((t) => t.id), done === undefined ? undefined : { session: done.sessionId, first: done.first, signature: done.receipt }) ?? []
+    expect(entry.slice(0, 3)).toEqual(['answer', session, String(done?.first)])
+    expect(verifyPeer(last, signedMessage('receipt', entry[1], Number(entry[2]), Buffer.from(entry[3], 'hex')), Buffer.from(entry[4], 'base64'))).toBe(true)
+    expect(verifyPeer(stages[1].peerId.toString(), signedMessage('receipt', entry[1], Number(entry[2]), Buffer.from(entry[3], 'hex')), Buffer.from(entry[4], 'base64'))).toBe(false)
     // the tap: what each stage received and sent, signed by whoever sent it
     const ids = stages.map((s) => s.peerId.toString())
     const check = (f: TapFrame, dim: number): boolean => f.sampled === true
