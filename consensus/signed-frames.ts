@@ -89,6 +89,23 @@ export function verifyPeer (peer: string, message: Uint8Array, signature: Uint8A
   }
 }
 
+/**
+ * `verifyPeer` on libuv's thread pool (node:crypto's callback form): the calling thread goes on
+ * while the signature is checked (a stage checks every frame it receives this way).
+ */
+export async function verifyPeerAsync (peer: string, message: Uint8Array, signature: Uint8Array | undefined): Promise<boolean> {
+  if (signature?.length !== SIGNATURE_BYTES) return false
+  const key = keyOf(peer)
+  if (key === undefined) return false
+  return await new Promise<boolean>((resolve) => {
+    try {
+      verify(null, message, key, signature, (err, ok) => { resolve(err === null && ok) })
+    } catch {
+      resolve(false) // reason: a malformed signature is simply not valid
+    }
+  })
+}
+
 /** Two signed statements by one peer on one (kind, session, position) with different contents. */
 export interface Equivocation {
   signer: string

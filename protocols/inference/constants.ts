@@ -34,6 +34,8 @@ export const INFERENCE_CLOSE_TIMEOUT_MS = 1000
  * passed on) this long for the client's repaired chain to adopt (span-only replay), then frees it.
  */
 export const INFERENCE_SUSPEND_TIMEOUT_MS = 15_000
+/** Signature checks of received frames one session may have on the thread pool before its next step waits for one. */
+export const INFERENCE_MAX_PENDING_CHECKS = 8
 
 /** Largest frame a liveness probe accepts back (a Result: status, ids, short detail). */
 export const INFERENCE_PROBE_MAX_FRAME_BYTES = 4096

@@ -18,7 +18,7 @@ import type { Session, Shard, StageInput, StageOutput } from '../../engine/index
 import { protocolId } from '../swarm.ts'
 import {
   INFERENCE_IDLE_TIMEOUT_MS, INFERENCE_MAX_FRAME_BYTES, INFERENCE_MAX_ID_LENGTH, INFERENCE_MAX_INBOUND_STREAMS,
-  INFERENCE_MAX_KV_BYTES, INFERENCE_MAX_SESSIONS, INFERENCE_OPEN_TIMEOUT_MS, INFERENCE_PROTOCOL_NAME, INFERENCE_PROTOCOL_VERSION, INFERENCE_SESSION_TIMEOUT_MS, INFERENCE_SUSPEND_TIMEOUT_MS
+  INFERENCE_MAX_KV_BYTES, INFERENCE_MAX_PENDING_CHECKS, INFERENCE_MAX_SESSIONS, INFERENCE_OPEN_TIMEOUT_MS, INFERENCE_PROTOCOL_NAME, INFERENCE_PROTOCOL_VERSION, INFERENCE_SESSION_TIMEOUT_MS, INFERENCE_SUSPEND_TIMEOUT_MS
 } from './constants.ts'
 import { Status } from './inference.pb.js'
 import type { Frame, OpenSession, Step, Token } from './inference.pb.js'
@@ -367,11 +367,15 @@ export class InferenceStageService implements Startable {
     const signer = signerOf(s, fed, self)
     const tap = this.taps.get(s)
     if (tap !== undefined) observe(tap, s, step, fed, signer, self, { position, T }, passed.sent)
-    // the received frame's signature, checked once its output is on its way (off the per-hop path)
-    if (this.init.verifyFrames !== false && !receivedSignatureOk(s, step, fed, signer, self)) {
-      this.badSignatures++
-      await this.teardown(s, Status.MALFORMED, `a frame whose signature is not its sender's at position ${step.position}`, shard.isFirst && fed === undefined ? '' : signer)
-      return false
+    // the received frame's signature, checked on the thread pool once its output is on its way
+    // (off the per-hop path); a session has at most INFERENCE_MAX_PENDING_CHECKS in flight (past
+    // that its next step waits), and it ends OK only after all of them (onToken)
+    if (this.init.verifyFrames !== false) {
+      const check = this.checkFrame(s, step, fed, signer, self)
+      s.checks.add(check)
+      void check.then(() => s.checks.delete(check))
+      if (s.checks.size > INFERENCE_MAX_PENDING_CHECKS) await Promise.race(s.checks)
+      if (s.closed) return false
     }
     return passed.token === undefined || await this.onToken(s, passed.token)
   }
@@ -389,10 +393,20 @@ export class InferenceStageService implements Startable {
     }
   }
 
+  /** Checks a received frame's signature; a bad one ends the session MALFORMED, naming its sender. Never rejects. */
+  private async checkFrame (s: StageSession, step: Step, fed: Token | undefined, signer: string, self: string): Promise<void> {
+    if (await receivedSignatureOk(s, step, fed, signer, self) || s.closed) return
+    this.badSignatures++
+    await this.teardown(s, Status.MALFORMED, `a frame whose signature is not its sender's at position ${step.position}`, s.shard.isFirst && fed === undefined ? '' : signer).catch(() => {})
+  }
+
   /** First stage: a sampled token came back; tell the client, then run it. False when the session ended. */
   private async onToken (s: StageSession, token: Token): Promise<boolean> {
     this.counters.tokens++
     if (token.done) {
+      // a session ends OK only once every frame it ran was found validly signed
+      await Promise.all(s.checks)
+      if (s.closed) return false
       await s.upstream.end({ token })
       await this.teardown(s, Status.OK, 'done')
       return false

@@ -54,6 +54,8 @@ export interface StageSession {
   expectIn?: number
   /** The session's engine step in flight, if any (settles, never rejects). */
   running?: Promise<unknown>
+  /** Signature checks of received frames still on the thread pool (settle, never reject). */
+  checks: Set<Promise<void>>
   /** First stage: the peer that opened the session (the client). */
   client?: string
   /** Signs the frames this stage sends (absent: they go unsigned). */
@@ -105,6 +107,7 @@ export function stageSession (open: OpenSession, shard: Shard, session: Session,
     resumable: open.resumable === true,
     replayTo: (open.resume ?? '') !== '' ? (open.resumeTo ?? 0) : 0,
     adopted: false,
+    checks: new Set(),
     sampled: [],
     firstSampled: 0
   }
