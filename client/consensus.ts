@@ -13,6 +13,7 @@ import { createTextStream } from '../engine/index.ts'
 import type { Tokenizer } from '../engine/index.ts'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
 import { tokensHash } from '../consensus/signed-frames.ts'
+import { receiptContent, receiptSampling } from '../protocols/inference/frame-signature.ts'
 import { deriveLedger, rawWeight, recordData, recordId, scheduleRound, settleRound, type Answer, type ConsensusRecord, type ReputationState } from '../consensus/index.ts'
 import { chainRouter, collectJudging, consensusJudgeProtocol, runInference } from '../protocols/index.ts'
 import type { ChainHop, FrameSigner } from '../protocols/index.ts'
@@ -99,10 +100,10 @@ export interface ConsensusRun {
 /** A last stage's receipt: its signature over the tokens it sampled in `session`, the first from the logits at `first`. */
 export interface Receipt { session: string, first: number, signature: Uint8Array }
 
-/** A round record's receipt entry for answer `id` (consensus/records.ts RoundRecord.receipts); undefined when unsigned. */
-export function receiptEntry (id: string, tokens: readonly number[], receipt: Receipt | undefined): string[] | undefined {
+/** A round record's receipt entry for answer `id` (consensus/records.ts RoundRecord.receipts; its content hash binds the tokens and the chain's `sampling`); undefined when unsigned. */
+export function receiptEntry (id: string, tokens: readonly number[], receipt: Receipt | undefined, sampling: { temperature: number, topP: number, topK: number, seed: number }): string[] | undefined {
   if (receipt === undefined || receipt.signature.length === 0) return undefined
-  return [id, receipt.session, String(receipt.first), toHex(tokensHash(tokens)), Buffer.from(receipt.signature).toString('base64')]
+  return [id, receipt.session, String(receipt.first), toHex(receiptContent(tokens, receiptSampling(sampling))), Buffer.from(receipt.signature).toString('base64')]
 }
 
 /** Chains with pairwise distinct peers: each routed with the earlier chains' peers excluded. */
@@ -186,7 +187,7 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     const id = toHex(digestFields([round, String(o.seed), text, tokensHash(o.tokens)])).slice(0, 16)
     const author = peers[peers.length - 1]
     // the receipt proves the chain's last stage sampled exactly these tokens (the ledger checks it)
-    const entry = receiptEntry(id, o.tokens, o.receipt)
+    const entry = receiptEntry(id, o.tokens, o.receipt, { ...run.sampling, seed: o.seed })
     if (entry !== undefined) receipts.push(entry)
     const coauthors = peers.slice(0, -1)
     texts.set(id, text)

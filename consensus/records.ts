@@ -33,9 +33,11 @@ export interface RoundRecord {
   winner: string
   ranking: string[]
   /**
-   * Per answer, its last stage's receipt: [answer digest, session, first position, tokens hash
-   * (hex), signature (base64)] — the author's signature over the tokens it sampled in that session
-   * (consensus/signed-frames.ts). The ledger credits a win only to an answer with a valid one.
+   * Per answer, its last stage's receipt: [answer digest, session, first position, receipt content
+   * hash (hex: the sampled tokens and the sampling they were drawn with,
+   * protocols/inference/frame-signature.ts receiptContent), signature (base64)] — the author's
+   * signature over the tokens it sampled in that session (consensus/signed-frames.ts). The ledger
+   * credits a win only to an answer with a valid one.
    */
   receipts?: string[][]
 }

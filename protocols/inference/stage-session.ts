@@ -13,7 +13,8 @@ import { createSampler } from '../../engine/sampler.ts'
 import type { Sampler } from '../../engine/sampler.ts'
 import { Status } from './inference.pb.js'
 import type { Frame, HiddenCodec, OpenSession, Token } from './inference.pb.js'
-import { receiptMessage, stepMessage, tokenMessage } from './frame-signature.ts'
+import { receiptMessage, receiptSampling, stepMessage, tokenMessage } from './frame-signature.ts'
+import type { ReceiptSampling } from './frame-signature.ts'
 import type { FrameSigner } from './frame-signature.ts'
 import { kvBytesFor, Refusal } from './stage-checks.ts'
 import { asError, engineCodec, frameChannel, isEndOfStream, isReset, wireCodec } from './wire.ts'
@@ -63,6 +64,8 @@ export interface StageSession {
   /** Last stage: the tokens sampled in this session (for the done token's receipt) and the position of the first. */
   sampled: number[]
   firstSampled: number
+  /** Last stage: the sampling its sampler draws with (the receipt binds it). */
+  sampling?: ReceiptSampling
   /** First stage: resolves when the last stage's token stream attaches. */
   attached: Promise<void>
   onAttach: () => void
@@ -116,6 +119,7 @@ export function stageSession (open: OpenSession, shard: Shard, session: Session,
   if (shard.isLast && !shard.isFirst) s.origin = open.origin
   if (shard.isLast) {
     const p = open.sampling
+    s.sampling = receiptSampling(p)
     s.sampler = createSampler({ temperature: p?.temperature ?? 0, topP: p?.topP === 0 ? 1 : (p?.topP ?? 1), topK: p?.topK ?? 0, seed: p?.seed ?? 1 })
     // a failover replay continues the PRNG where the failed session left it: every non-greedy
     // sample draws exactly one coin, whatever the logits, so a one-logit sample advances it by one
@@ -243,7 +247,7 @@ export async function passOn (s: StageSession, position: number, T: number, out:
   const none = new Uint8Array(0)
   const signature = s.signer?.sign(tokenMessage(s.id, last, token)) ?? none
   // the done token carries the receipt over every token sampled in the session (the answer's proof of authorship)
-  const receipt = done ? (s.signer?.sign(receiptMessage(s.id, s.firstSampled, s.sampled)) ?? none) : none
+  const receipt = done ? (s.signer?.sign(receiptMessage(s.id, s.firstSampled, s.sampled, s.sampling ?? receiptSampling(undefined))) ?? none) : none
   const event: Token = { sessionId: s.id, token, position: last, done, bos, signature, receipt, first: done ? s.firstSampled : 0 }
   const sent: SentOutput = { codec: wireCodec(s.codec), token: event, signature }
   if (s.shard.isFirst) return { token: event, sent }

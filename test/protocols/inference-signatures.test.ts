@@ -18,7 +18,7 @@ import type { ModelSource, Shard } from '../../engine/index.ts'
 import { loadShard } from '../../engine/shard.ts'
 import { checkEquivocation, peerPublicKey, signedMessage, tokensHash } from '../../consensus/signed-frames.ts'
 import { receiptEntry } from '../../client/consensus.ts'
-import { frameSigner, receiptMessage, stepContentHash, stepMessage, tokenMessage, verifyPeer, verifyStep, verifyToken } from '../../protocols/inference/frame-signature.ts'
+import { frameSigner, receiptMessage, receiptSampling, stepContentHash, stepMessage, tokenMessage, verifyPeer, verifyStep, verifyToken } from '../../protocols/inference/frame-signature.ts'
 import { HiddenCodec } from '../../protocols/inference/inference.pb.js'
 import { InferenceFrame, InferenceStageService, inferenceStageService, runInference, type ChainHop, type StageTap, type TapFrame } from '../../protocols/index.ts'
 import { STORIES260K } from '../models.ts'
@@ -116,10 +116,14 @@ describe('signed frames on a ring of libp2p nodes', () => {
     expect(done).toBeDefined()
     const session = done?.sessionId ?? ''
     for (const t of tokens) expect(verifyToken(last, session, t.position, t.id, t.signature)).toBe(true)
-    expect(verifyPeer(last, receiptMessage(session, done?.first ?? 0, tokens.map((t) => t.id)), done?.receipt)).toBe(true)
-    expect(verifyPeer(last, receiptMessage(session, done?.first ?? 0, tokens.map((t) => t.id).reverse()), done?.receipt)).toBe(false)
+    // the receipt binds the tokens and the sampling they were drawn with (here the defaults: greedy, seed 1)
+    const sampling = receiptSampling({ temperature: 0, topP: 1, topK: 0, seed: 1 })
+    expect(verifyPeer(last, receiptMessage(session, done?.first ?? 0, tokens.map((t) => t.id), sampling), done?.receipt)).toBe(true)
+    expect(verifyPeer(last, receiptMessage(session, done?.first ?? 0, tokens.map((t) => t.id).reverse(), sampling), done?.receipt)).toBe(false)
+    expect(verifyPeer(last, receiptMessage(session, done?.first ?? 0, tokens.map((t) => t.id), { ...sampling, seed: 2 }), done?.receipt)).toBe(false)
+    expect(verifyPeer(last, receiptMessage(session, done?.first ?? 0, tokens.map((t) => t.id), { ...sampling, temperature: 0.5 }), done?.receipt)).toBe(false)
     // as a consensus round records it (client/consensus.ts), the ledger's check holds: the answer is its last stage's
-    const entry = receiptEntry('answer', tokens.map((t) => t.id), done === undefined ? undefined : { session: done.sessionId, first: done.first, signature: done.receipt }) ?? []
+    const entry = receiptEntry('answer', tokens.map((t) => t.id), done === undefined ? undefined : { session: done.sessionId, first: done.first, signature: done.receipt }, { temperature: 0, topP: 1, topK: 0, seed: 1 }) ?? []
     expect(entry.slice(0, 3)).toEqual(['answer', session, String(done?.first)])
     expect(verifyPeer(last, signedMessage('receipt', entry[1], Number(entry[2]), Buffer.from(entry[3], 'hex')), Buffer.from(entry[4], 'base64'))).toBe(true)
     expect(verifyPeer(stages[1].peerId.toString(), signedMessage('receipt', entry[1], Number(entry[2]), Buffer.from(entry[3], 'hex')), Buffer.from(entry[4], 'base64'))).toBe(false)
