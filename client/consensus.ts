@@ -1,6 +1,8 @@
 // generate({ consensus }) (issue 7): the round owner's side of a consensus round.
-//  1. k chains with pairwise distinct peers (the shared router, each next chain excluding the
-//     peers of the earlier ones and every node the ledger excludes), seeds seed + i;
+//  1. up to k chains with pairwise distinct peers (the shared router, each next chain excluding the
+//     peers of the earlier ones, every node the ledger excludes and every node it does not admit:
+//     a newcomer authors answers only once calibrated), seeds seed + i; fewer chains when the
+//     admitted nodes do not make k (at least 2, else NoRouteError);
 //  2. every chain runs to the end or the deadline; what finished is an answer, authored by the
 //     chain's last stage with the other stages as coauthors (none of them judges it);
 //  3. the schedule (consensus/round.ts) from the owner's reputation view, the commit–reveal
@@ -126,19 +128,35 @@ export function disjointChains (views: { nodes: SwarmReader['nodes'], online: ()
   return chains
 }
 
+/**
+ * The round's chains: at most k, pairwise disjoint, only through nodes the owner's ledger admits
+ * (issue 7: a new identity enters rounds only after passing calibration; a pending newcomer still
+ * serves plain requests) and does not exclude. Fewer than k when the admitted nodes do not cover k
+ * chains: `k` is an upper bound, the round runs with the chains there are (at least 2, else the
+ * caller's NoRouteError).
+ */
+export function roundChains (run: Pick<ConsensusRun, 'state' | 'online' | 'info' | 'codecBytes' | 'self' | 'host'>, k: number): ChainHop[][] {
+  const rep = run.host.reputation()
+  const excluded = run.host.excluded
+  return disjointChains({ nodes: () => run.state.nodes(), online: run.online }, k, {
+    model: { id: run.info.id, nLayers: run.info.manifest.nLayers },
+    hiddenBytesPerToken: run.info.manifest.dim * run.codecBytes,
+    self: run.self,
+    exclude: (p) => excluded?.(p) === true || rep.nodes.get(p)?.admitted !== true
+  })
+}
+
 /** Runs the round; resolves with the ranking (the winner first). */
 export async function runConsensusRound (run: ConsensusRun, request: ConsensusRequest): Promise<ConsensusMeta> {
   const k = request.k ?? CONSENSUS_DEFAULT_K
   if (!Number.isInteger(k) || k < 2 || k > CONSENSUS_MAX_K) throw new InvalidRequestError(`consensus.k must be an integer in [2, ${CONSENSUS_MAX_K}]`, 'consensus')
   const deadlineMs = request.deadlineMs ?? CONSENSUS_DEFAULT_DEADLINE_MS
   if (!Number.isFinite(deadlineMs) || deadlineMs <= 0) throw new InvalidRequestError('consensus.deadline_ms must be a positive number', 'consensus')
-  const chains = disjointChains({ nodes: () => run.state.nodes(), online: run.online }, k, {
-    model: { id: run.info.id, nLayers: run.info.manifest.nLayers },
-    hiddenBytesPerToken: run.info.manifest.dim * run.codecBytes,
-    self: run.self,
-    ...(run.host.excluded !== undefined ? { exclude: run.host.excluded } : {})
-  })
-  if (chains.length < 2) throw new NoRouteError(`consensus needs at least 2 chains with distinct nodes; the swarm has ${chains.length} for model ${run.info.id.slice(0, 12)}`)
+  const chains = roundChains(run, k)
+  if (chains.length < 2) {
+    const pending = run.online().filter((p) => run.host.reputation().nodes.get(p)?.admitted !== true).length
+    throw new NoRouteError(`consensus needs at least 2 chains with distinct admitted nodes; the swarm has ${chains.length} for model ${run.info.id.slice(0, 12)}${pending > 0 ? ` (${pending} online node${pending === 1 ? ' is' : 's are'} not admitted yet)` : ''}`)
+  }
   const answerSignal = AbortSignal.any([run.signal, AbortSignal.timeout(deadlineMs)])
   const outputs = await Promise.all(chains.map(async (chain, i) => {
     const tokens: number[] = []
@@ -237,7 +255,7 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     recorded = true
   }
   // spot-checks of every stage of the chains that answered (first stages with the tokens, last stages of greedy requests) (client/consensus-audit.ts)
-  const audits = await requestAudits({ round, swarm: run.swarm, model: run.info.id, self: run.self, state: run.state, online: run.online, reputation: state, chains: done, prompt: run.prompt, greedy: run.sampling.temperature === 0, openStream: run.openStream, ...(run.signer !== undefined ? { signer: run.signer } : {}), signal: run.signal })
+  const audits = await requestAudits({ round, swarm: run.swarm, model: run.info.id, self: run.self, state: run.state, online: run.online, reputation: state, chains: done, prompt: run.prompt, greedy: run.sampling.temperature === 0, sampling: run.sampling, openStream: run.openStream, ...(run.signer !== undefined ? { signer: run.signer } : {}), signal: run.signal })
   const order = new Map(settled.outcome.ranking.map((id, i) => [id, i]))
   meta.sort((a, b) => (order.get(a.id) ?? 1e9) - (order.get(b.id) ?? 1e9) || compareText(a.id, b.id))
   return {
