@@ -13,8 +13,12 @@ export const BT_MAX_ITERATIONS = 5000
 /** Bradley–Terry: stop when no strength moved by more than this fraction in one iteration. */
 export const BT_TOLERANCE = 1e-10
 
-/** Pair schedule: judges per unordered pair (each judges both orders). */
-export const JUDGES_PER_PAIR = 5
+/**
+ * Pair schedule: judges per unordered pair (each judges both orders). 10, not 5: the coordination
+ * term needs the votes (with 5 its rounds drown in noise and honest nodes pay for false alarms;
+ * README.md, "Camouflage"); it doubles judging work per round.
+ */
+export const JUDGES_PER_PAIR = 10
 
 /** Reputation: evidence kept per round (forgetting factor). */
 export const REPUTATION_DECAY = 0.97
@@ -35,6 +39,16 @@ export const UNASSIGNED_PENALTY = 10
  * founders captured it in 2 of 8 simulated runs; with it in none (README.md).
  */
 export const PEER_EVIDENCE = 0.25
+/**
+ * Reputation: weight of the coordination term — evidence charged, per round, in proportion to how
+ * much the round's judges together deviated from their pairs beyond their own records, times the
+ * judge's own excess (reputation.ts, coordinate()). Chosen on 16 simulated swarms (README.md).
+ */
+export const COORDINATION_EVIDENCE = 300
+/** Reputation: squared z-score a round's excess deviation must reach before the term applies. */
+export const COORDINATION_Z2 = 4
+/** Reputation: pseudo-votes at the round's deviation level in a judge's expected deviation. */
+export const COORDINATION_PRIOR_VOTES = 2
 /** Reputation: positive evidence for the author of the winning answer. */
 export const WIN_REWARD = 1
 /** Reputation: positive evidence for a spot-check the node passed. */

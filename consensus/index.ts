@@ -83,8 +83,17 @@ export interface RoundOutcome {
   weights: Array<[string, number]>
   /** Evidence each judge with accepted votes earned. */
   agreement: Map<string, { agree: number, disagree: number }>
+  /**
+   * Per judge: `agreement` as above, and its peer part alone, unweighted (per vote, the share of
+   * the other judges of the same pair who voted alike / otherwise). Read by the coordination term
+   * of the reputation update (reputation.ts); absent in hand-built outcomes.
+   */
+  evidence?: Map<string, JudgeEvidence>
   flags: JudgeFlag[]
 }
+
+/** One judge's evidence from one round (see RoundOutcome.evidence). */
+export interface JudgeEvidence { agree: number, disagree: number, peerAgree: number, peerDisagree: number }
 
 /** Beta evidence about one node. */
 export interface NodeReputation {
@@ -94,6 +103,12 @@ export interface NodeReputation {
   admitted: boolean
   /** Caught by a spot-check: no weight, no routing. */
   excluded: boolean
+  /**
+   * Decayed sums of the node's judged votes and of its deviations on them (the coordination term's
+   * record of how much this judge usually deviates; reputation.ts). Absent until it judges.
+   */
+  votes?: number
+  deviations?: number
 }
 
 export interface ReputationState {
@@ -126,7 +141,8 @@ export { calibrationTasks, greedyContinuation, knownPairs, gradeCalibration } fr
 export type { CalibrationTask, ChallengeOptions, KnownPair, CalibrationResult } from './calibration.ts'
 export { likelihoodJudge, meanLogProb, shardLogits } from './likelihood-judge.ts'
 export type { LogitsOf, LikelihoodJudgeOptions } from './likelihood-judge.ts'
-export { judgePrompt, parseVerdict, llmJudge } from './llm-judge.ts'
+export { judgePrompt, parseVerdict, llmJudge, verdictTag } from './llm-judge.ts'
+export type { VerdictContext } from './llm-judge.ts'
 export type { LlmJudgeOptions } from './llm-judge.ts'
 export { stageChallenge, answerStageChallenge, checkStageChallenge, STAGE_CHALLENGE_ROWS } from './stage-challenge.ts'
 export type { StageChallengeOptions, StageChallengeAnswer, StageChallengeInput, StageChallengeResult } from './stage-challenge.ts'

@@ -2,9 +2,9 @@
 // turned into a judging weight by a lower-confidence transform and capped per round. Every node
 // derives it identically by folding the same signed records in the same order (reputation-log.ts);
 // nothing here reads a clock or a PRNG. Why this model and not EigenTrust: README.md.
-import { CALIBRATION_REWARD, PEER_EVIDENCE, REPUTATION_CONFIDENCE, REPUTATION_DECAY, REPUTATION_MAX_SHARE, REVEAL_PENALTY, SPOT_FAIL_PENALTY, SPOT_PASS_REWARD, UNASSIGNED_PENALTY, WIN_REWARD } from './constants.ts'
+import { CALIBRATION_REWARD, COORDINATION_EVIDENCE, COORDINATION_PRIOR_VOTES, COORDINATION_Z2, PEER_EVIDENCE, REPUTATION_CONFIDENCE, REPUTATION_DECAY, REPUTATION_MAX_SHARE, REVEAL_PENALTY, SPOT_FAIL_PENALTY, SPOT_PASS_REWARD, UNASSIGNED_PENALTY, WIN_REWARD } from './constants.ts'
 import { compareText } from './digest.ts'
-import type { JudgeFlag, NodeReputation, ReputationState, RoundOutcome } from './index.ts'
+import type { JudgeEvidence, JudgeFlag, NodeReputation, ReputationState, RoundOutcome } from './index.ts'
 
 export interface ReputationParams {
   decay: number
@@ -17,6 +17,10 @@ export interface ReputationParams {
   spotPassReward: number
   spotFailPenalty: number
   calibrationReward: number
+  /** Weight of the coordination term (see coordinate()); 0 turns it off. */
+  coordination: number
+  /** Square of the z-score a round's excess deviation must reach for the term to apply. */
+  coordinationZ2: number
 }
 
 export const DEFAULT_REPUTATION_PARAMS: Readonly<ReputationParams> = Object.freeze({
@@ -29,7 +33,9 @@ export const DEFAULT_REPUTATION_PARAMS: Readonly<ReputationParams> = Object.free
   winReward: WIN_REWARD,
   spotPassReward: SPOT_PASS_REWARD,
   spotFailPenalty: SPOT_FAIL_PENALTY,
-  calibrationReward: CALIBRATION_REWARD
+  calibrationReward: CALIBRATION_REWARD,
+  coordination: COORDINATION_EVIDENCE,
+  coordinationZ2: COORDINATION_Z2
 })
 
 const FRESH: NodeReputation = Object.freeze({ positive: 0, negative: 0, admitted: false, excluded: false })
@@ -92,7 +98,7 @@ function edit (nodes: Map<string, NodeReputation>, id: string, positive: number,
 
 function decayed (state: ReputationState, params: ReputationParams): Map<string, NodeReputation> {
   const nodes = new Map<string, NodeReputation>()
-  for (const [id, rep] of state.nodes) nodes.set(id, { ...rep, positive: rep.positive * params.decay, negative: rep.negative * params.decay })
+  for (const [id, rep] of state.nodes) nodes.set(id, { ...rep, positive: rep.positive * params.decay, negative: rep.negative * params.decay, ...(rep.votes !== undefined ? { votes: rep.votes * params.decay, deviations: (rep.deviations ?? 0) * params.decay } : {}) })
   return nodes
 }
 
@@ -104,9 +110,63 @@ function decayed (state: ReputationState, params: ReputationParams): Map<string,
 export function applyRound (state: ReputationState, outcome: RoundOutcome, params: ReputationParams = DEFAULT_REPUTATION_PARAMS): ReputationState {
   const nodes = decayed(state, params)
   for (const [judge, { agree, disagree }] of outcome.agreement) edit(nodes, judge, agree, disagree)
+  if (outcome.evidence !== undefined) coordinate(nodes, outcome.evidence, params)
   if (outcome.winnerAuthor !== undefined) edit(nodes, outcome.winnerAuthor, params.winReward, 0)
   for (const flag of outcome.flags) edit(nodes, flag.judge, 0, penalty(flag, params))
   return { rounds: state.rounds + 1, nodes }
+}
+
+/**
+ * The coordination term: what a camouflaged coalition does that an honest but weak judge never
+ * does is deviate *together*, in the same rounds. Per judge, its deviation this round — the share
+ * of the other judges of the same pair who voted otherwise, summed over its votes (weight-free, so
+ * a coalition that captured the outcome cannot turn it against the honest majority) — beyond what
+ * its own record predicts (`deviations / votes`, decayed like evidence, shrunk towards the round's
+ * level by COORDINATION_PRIOR_VOTES pseudo-votes). Per round, c = the judges' summed excess over
+ * their votes: ≈ 0 when everyone deviates as usual (honest errors are independent), positive when
+ * a group deviates at once; it counts only when it stands out of the noise of that many votes
+ * (z ≥ 2, COORDINATION_Z2). Then each judge gets `coordination × c × excess` as negative
+ * evidence (positive evidence when its excess is negative: it held to the pair's majority while
+ * others broke away). Only + − × ÷ over judges in sorted order; state: two numbers per node.
+ */
+function coordinate (nodes: Map<string, NodeReputation>, evidence: ReadonlyMap<string, JudgeEvidence>, params: ReputationParams): void {
+  const judges = [...evidence.keys()].sort(compareText)
+  const d: number[] = []
+  const n: number[] = []
+  let sumD = 0
+  let sumN = 0
+  for (const judge of judges) {
+    const e = evidence.get(judge) as JudgeEvidence
+    d.push(e.peerDisagree)
+    n.push(e.peerAgree + e.peerDisagree)
+    sumD += e.peerDisagree
+    sumN += e.peerAgree + e.peerDisagree
+  }
+  if (sumN === 0) return
+  const level = sumD / sumN
+  const excess: number[] = []
+  let sumX = 0
+  for (let i = 0; i < judges.length; i++) {
+    const rep = nodes.get(judges[i]) ?? FRESH
+    const expected = ((rep.deviations ?? 0) + COORDINATION_PRIOR_VOTES * level) / ((rep.votes ?? 0) + COORDINATION_PRIOR_VOTES)
+    excess.push(d[i] - expected * n[i])
+    sumX += excess[i]
+  }
+  // Only a round whose excess stands out of the binomial noise of its sumN votes counts:
+  // c > 0 and c² · sumN ≥ z² · level · (1 − level) (z = 2; no square root needed).
+  const excessShare = sumX / sumN
+  const c = excessShare > 0 && excessShare * excessShare * sumN >= params.coordinationZ2 * level * (1 - level) ? excessShare : 0
+  for (let i = 0; i < judges.length; i++) {
+    const rep = nodes.get(judges[i]) ?? FRESH
+    const k = c > 0 ? params.coordination * c * excess[i] : 0
+    nodes.set(judges[i], {
+      ...rep,
+      positive: k < 0 ? rep.positive - k : rep.positive,
+      negative: k > 0 ? rep.negative + k : rep.negative,
+      votes: (rep.votes ?? 0) + n[i],
+      deviations: (rep.deviations ?? 0) + d[i]
+    })
+  }
 }
 
 function penalty (flag: JudgeFlag, params: ReputationParams): number {
@@ -136,7 +196,7 @@ export function applyCalibration (state: ReputationState, subject: string, param
 /** Canonical bytes of a state (sorted), for cross-node determinism checks. */
 export function encodeReputation (state: ReputationState): Uint8Array {
   const ids = [...state.nodes.keys()].sort(compareText)
-  const buf = new ArrayBuffer(8 + ids.length * 18)
+  const buf = new ArrayBuffer(8 + ids.length * 34)
   const view = new DataView(buf)
   view.setFloat64(0, state.rounds)
   const parts: Uint8Array[] = [new Uint8Array(buf, 0, 8)]
@@ -148,8 +208,10 @@ export function encodeReputation (state: ReputationState): Uint8Array {
     view.setFloat64(off + 8, rep.negative)
     view.setUint8(off + 16, rep.admitted ? 1 : 0)
     view.setUint8(off + 17, rep.excluded ? 1 : 0)
-    parts.push(enc.encode(id), new Uint8Array(buf, off, 18))
-    off += 18
+    view.setFloat64(off + 18, rep.votes ?? 0)
+    view.setFloat64(off + 26, rep.deviations ?? 0)
+    parts.push(enc.encode(id), new Uint8Array(buf, off, 34))
+    off += 34
   }
   return Buffer.concat(parts)
 }

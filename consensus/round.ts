@@ -8,7 +8,7 @@ import { compareText } from './digest.ts'
 import { ConsensusInputError } from './errors.ts'
 import { schedulePairs } from './pair-schedule.ts'
 import { applyRound, DEFAULT_REPUTATION_PARAMS, reputationOf, roundWeights, type ReputationParams } from './reputation.ts'
-import type { Answer, Comparison, PairSchedule, ReputationState, RoundInput, RoundOutcome, Vote } from './index.ts'
+import type { Answer, Comparison, JudgeEvidence, PairSchedule, ReputationState, RoundInput, RoundOutcome, Vote } from './index.ts'
 
 export interface SettleOptions {
   params?: ReputationParams
@@ -94,11 +94,15 @@ export function settleRound (state: ReputationState, input: RoundInput, options:
   // who voted alike. The outcome term is sharp but depends on the current weights, so a coalition
   // that wins the first rounds of a young swarm would earn the weight that keeps it winning; the
   // peer term does not depend on weights, so an honest majority of judges keeps earning evidence.
+  // `evidence` keeps the peer part apart (unweighted) for the coordination term (reputation.ts).
   const peers = peerScores(accepted)
   const agreement = new Map<string, { agree: number, disagree: number }>()
+  const parts = new Map<string, JudgeEvidence>()
   for (const [judge, votes] of accepted) {
     let agree = 0
     let disagree = 0
+    let peerAgree = 0
+    let peerDisagree = 0
     for (const v of votes) {
       const pf = strength.get(v.first) as number
       const ps = strength.get(v.second) as number
@@ -117,8 +121,11 @@ export function settleRound (state: ReputationState, input: RoundInput, options:
       if (n > 0) {
         agree += params.peerEvidence * alike / n
         disagree += params.peerEvidence * (n - alike) / n
+        peerAgree += alike / n
+        peerDisagree += (n - alike) / n
       }
     }
+    parts.set(judge, { agree, disagree, peerAgree, peerDisagree })
     agreement.set(judge, { agree, disagree })
   }
   const winner = bt.ranking[0]
@@ -131,6 +138,7 @@ export function settleRound (state: ReputationState, input: RoundInput, options:
     strengths: bt.items.map((id, i) => [id, bt.strengths[i]]),
     weights: [...weights].sort((a, b) => compareText(a[0], b[0])),
     agreement,
+    evidence: parts,
     flags
   }
   return { schedule, outcome, state: applyRound(state, outcome, params) }

@@ -7,15 +7,18 @@
 // over the options, unweighted Bradley–Terry (uniform schedule and weights, same commit–reveal),
 // reputation-weighted Bradley–Terry on that same pool ('pooled': the aggregation alone), and the
 // best single node (the node with the highest hidden accuracy answering alone).
+// Camouflaged nodes are honest in 90% of rounds and attack together (as a ring) in the other 10%;
+// 'camouflaged-solo' nodes each defect on their own in 10% of rounds (inverted votes, a wrong
+// answer), the variant no synchronisation signal can see.
 import { commitBallot } from '../commit-reveal.ts'
-import { applyCalibration, betaScore, DEFAULT_REPUTATION_PARAMS, initialReputation, reputationOf, roundWeights, type ReputationParams } from '../reputation.ts'
+import { applyCalibration, betaScore, DEFAULT_REPUTATION_PARAMS, initialReputation, rawWeight, reputationOf, roundWeights, type ReputationParams } from '../reputation.ts'
 import { JUDGES_PER_PAIR, SCHEDULE_WEIGHT_FLOOR } from '../constants.ts'
 import { eligibleJudges, scheduleRound, settleRound } from '../round.ts'
 import { createRng, normal } from '../../sharding/sim/random.ts'
 import type { Answer, Choice, Commitment, ReputationState, Reveal, Vote } from '../index.ts'
 
-export type AdversaryKind = 'none' | 'random' | 'inverted' | 'always-a' | 'self-promoting' | 'colluding' | 'sybil' | 'camouflaged' | 'copy-cat'
-export const ADVERSARY_KINDS: readonly AdversaryKind[] = ['random', 'inverted', 'always-a', 'self-promoting', 'colluding', 'sybil', 'camouflaged', 'copy-cat']
+export type AdversaryKind = 'none' | 'random' | 'inverted' | 'always-a' | 'self-promoting' | 'colluding' | 'sybil' | 'camouflaged' | 'camouflaged-solo' | 'copy-cat'
+export const ADVERSARY_KINDS: readonly AdversaryKind[] = ['random', 'inverted', 'always-a', 'self-promoting', 'colluding', 'sybil', 'camouflaged', 'camouflaged-solo', 'copy-cat']
 
 export interface SimOptions {
   seed: number
@@ -87,6 +90,16 @@ export interface SimResult {
    * rounds" (founding adversaries: counted from round 0, history rounds included).
    */
   aucByRound: number[]
+  /**
+   * Camouflaged adversaries: the AUC a detector TOLD which rounds were attack rounds would reach
+   * after 50 rounds, scoring every node (ours) by its share of outcome-agreeing evidence in those
+   * rounds only — an upper bound for any signal built on agreement — and how many adversaries left
+   * any footprint (a vote or an answer) in an attack round within those 50 rounds. NaN otherwise.
+   */
+  attackOracleAuc: number
+  footprint: { adversaries: number, withFootprint: number }
+  /** Honest nodes' judging weight (ours, uncapped rawWeight) and Beta score at the end. */
+  honest: { weights: number[], scores: number[] }
 }
 
 const OPTIONS = 4
@@ -117,7 +130,7 @@ export function runSwarm (o: SimOptions): SimResult {
     nodes.push({
       id: `n${String(i).padStart(3, '0')}`,
       kind,
-      answerAccuracy: bad && kind !== 'camouflaged' ? 0.1 + 0.2 * rng() : 0.3 + 0.4 * rng(),
+      answerAccuracy: bad && kind !== 'camouflaged' && kind !== 'camouflaged-solo' ? 0.1 + 0.2 * rng() : 0.3 + 0.4 * rng(),
       judgeAccuracy: 0.65 + 0.25 * rng(),
       positionBias: 0.15 * rng(),
       joins: !bad || o.founding === true ? 0 : kind === 'sybil' ? history + Math.floor(o.rounds / 3) : history
@@ -131,6 +144,9 @@ export function runSwarm (o: SimOptions): SimResult {
   const aucByRound: number[] = []
   const isBad = (n: SimNode): boolean => n.kind !== 'honest'
   const lastJoin = Math.max(0, ...nodes.filter(isBad).map((n) => n.joins))
+  // Attack-round evidence per judge (ours) and who left a footprint in an attack round.
+  const attackEvidence = new Map<string, { agree: number, disagree: number }>()
+  const marked = new Set<string>()
   for (let round = 0; round < history + o.rounds; round++) {
     const measured = round >= history
     const roundId = `sim:${o.seed}:${round}`
@@ -141,6 +157,10 @@ export function runSwarm (o: SimOptions): SimResult {
     const active = nodes.filter((n) => n.joins <= round)
     // Camouflaged nodes attack together in 10% of rounds.
     const attacking = rng() < 0.1
+    // Solo camouflaged nodes each defect on their own in 10% of rounds (own PRNG: the shared draws
+    // of every other kind stay as they were).
+    const soloRng = createRng((o.seed ^ Math.imul(round + 1, 0x85ebca6b) ^ 0x27d4eb2f) >>> 0)
+    const defecting = new Set(active.filter((n) => n.kind === 'camouflaged-solo' && soloRng() < 0.1).map((n) => n.id))
     const ringNow = (n: SimNode): boolean => n.kind === 'colluding' || n.kind === 'sybil' || (n.kind === 'camouflaged' && attacking)
     // Answers from k distinct authors: drawn uniformly for the baselines, and routed by reputation
     // (the same floored weights as judging; unadmitted and excluded nodes get no requests) for ours.
@@ -155,7 +175,7 @@ export function runSwarm (o: SimOptions): SimResult {
         for (let i = 0; i < pool.length; i++) { x -= weightOf(pool[i]); if (x < 0) { pick = i; break } }
         const author = pool.splice(pick, 1)[0]
         const ring = ringNow(author)
-        const right = !ring && rng() < author.answerAccuracy
+        const right = !ring && !defecting.has(author.id) && rng() < author.answerAccuracy
         const option = right ? 0 : ring ? RING_OPTION : 1 + Math.floor(rng() * (OPTIONS - 1))
         answers.push({ id: `${roundId}:a${k}`, author, option, quality: (right ? 1 : 0) + 0.3 * normal(rng), ring })
       }
@@ -182,11 +202,19 @@ export function runSwarm (o: SimOptions): SimResult {
       const byId = new Map(answers.map((a) => [a.id, a]))
       const voteRng = createRng((o.seed ^ Math.imul(round + 1, 0x9e3779b1) ^ Math.imul(METHODS.indexOf(method) + 1, 0x5bd1e995)) >>> 0)
       const t0 = performance.now()
-      const input = buildRound(states[method], params, method, roundId, answers, byId, bySim, voteRng, judgesPerPair, commitReveal, ringNow, o.honestJudging === true)
+      const input = buildRound(states[method], params, method, roundId, answers, byId, bySim, voteRng, judgesPerPair, commitReveal, ringNow, defecting, o.honestJudging === true)
       const settled = settleRound(states[method], input.round, { params, ...(method === 'unweighted' ? { weighting: 'uniform' as const } : {}) })
       if (o.timing === true && method === 'ours' && measured) ms.push(performance.now() - t0 - input.generationMs)
       states[method] = settled.state
       if (measured) correct[method].push(byId.get(settled.outcome.winner)?.option === 0)
+      if (method === 'ours' && attacking && round >= lastJoin && round < lastJoin + 50) {
+        for (const [judge, e] of settled.outcome.evidence ?? []) {
+          const t = attackEvidence.get(judge) ?? { agree: 0, disagree: 0 }
+          attackEvidence.set(judge, { agree: t.agree + e.agree, disagree: t.disagree + e.disagree })
+          marked.add(judge)
+        }
+        for (const a of answers) marked.add(a.author.id)
+      }
     }
     if (round < lastJoin) continue
     const scores = (bad: boolean): number[] => active.filter((n) => isBad(n) === bad).map((n) => betaScore(reputationOf(states.ours, n.id)))
@@ -207,7 +235,23 @@ export function runSwarm (o: SimOptions): SimResult {
     majority: summarize(correct.majority, NaN),
     best: summarize(correct.best, NaN),
     oracle: summarize(correct.oracle, NaN),
-    aucByRound
+    aucByRound,
+    honest: {
+      weights: nodes.filter((n) => !isBad(n)).map((n) => rawWeight(reputationOf(states.ours, n.id), params)),
+      scores: nodes.filter((n) => !isBad(n)).map((n) => betaScore(reputationOf(states.ours, n.id)))
+    },
+    ...attackOracle(nodes, attackEvidence, marked, o.adversary === 'camouflaged')
+  }
+}
+
+function attackOracle (nodes: readonly SimNode[], evidence: ReadonlyMap<string, { agree: number, disagree: number }>, marked: ReadonlySet<string>, applies: boolean): Pick<SimResult, 'attackOracleAuc' | 'footprint'> {
+  const bad = nodes.filter((n) => n.kind !== 'honest')
+  if (!applies) return { attackOracleAuc: NaN, footprint: { adversaries: bad.length, withFootprint: NaN } }
+  // Agreement share in attack rounds; a node without attack-round votes scores as the prior (0.5).
+  const score = (n: SimNode): number => { const e = evidence.get(n.id); return e === undefined ? 0.5 : (e.agree + 1) / (e.agree + e.disagree + 2) }
+  return {
+    attackOracleAuc: rocAuc(nodes.filter((n) => n.kind === 'honest').map(score), bad.map(score)),
+    footprint: { adversaries: bad.length, withFootprint: bad.filter((n) => marked.has(n.id)).length }
   }
 }
 
@@ -224,7 +268,7 @@ function honestChoice (judge: SimNode, first: SimAnswer, second: SimAnswer, rng:
 
 const flip = (c: Choice): Choice => (c === 'first' ? 'second' : c === 'second' ? 'first' : 'tie')
 
-function buildRound (state: ReputationState, params: ReputationParams, method: Method, roundId: string, answers: SimAnswer[], byId: Map<string, SimAnswer>, nodes: Map<string, SimNode>, rng: () => number, judgesPerPair: number, commitReveal: boolean, ringNow: (n: SimNode) => boolean, honestJudging: boolean): { round: Parameters<typeof settleRound>[1], generationMs: number } {
+function buildRound (state: ReputationState, params: ReputationParams, method: Method, roundId: string, answers: SimAnswer[], byId: Map<string, SimAnswer>, nodes: Map<string, SimNode>, rng: () => number, judgesPerPair: number, commitReveal: boolean, ringNow: (n: SimNode) => boolean, defecting: ReadonlySet<string>, honestJudging: boolean): { round: Parameters<typeof settleRound>[1], generationMs: number } {
   // The schedule is the one settleRound will derive (same state, same round id).
   const g0 = performance.now()
   const list: Answer[] = answers.map((a) => ({ id: a.id, author: a.author.id }))
@@ -239,9 +283,9 @@ function buildRound (state: ReputationState, params: ReputationParams, method: M
     const second = byId.get(a.second) as SimAnswer
     let choice: Choice
     const honest = honestChoice(judge, first, second, rng)
-    if (judge.kind === 'honest' || judge.kind === 'self-promoting' || (judge.kind === 'camouflaged' && !ringNow(judge))) choice = honest
+    if (judge.kind === 'honest' || judge.kind === 'self-promoting' || (judge.kind === 'camouflaged' && !ringNow(judge)) || (judge.kind === 'camouflaged-solo' && !defecting.has(judge.id))) choice = honest
     else if (judge.kind === 'random' || judge.kind === 'copy-cat') choice = rng() < 0.5 ? 'first' : 'second'
-    else if (judge.kind === 'inverted') choice = flip(honest)
+    else if (judge.kind === 'inverted' || judge.kind === 'camouflaged-solo') choice = flip(honest)
     else if (judge.kind === 'always-a') choice = 'first'
     else {
       // Ring: push ring answers, otherwise vote against the better answer.
