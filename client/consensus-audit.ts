@@ -1,6 +1,8 @@
 // Spot-check requests (issue 7). After a consensus round its owner audits every stage of every
-// answering chain — a first stage with the tokens it knows as inputs, a last stage only when the
-// request was greedy (its outputs are the tokens) — as it did middle stages before: every middle stage of every
+// answering chain — a first stage with the tokens it knows as inputs, a last stage with the tokens
+// it signed as outputs: greedy, or seeded (temperature > 0) with the chain's sampling (the round's
+// temperature / top-p / top-k, the chain's seed) and the stage's receipt that binds them — as it
+// did middle stages before: every middle stage of every
 // answering chain (a stage with a predecessor and a successor) is audited by SPOT_VERIFIERS
 // verifiers — admitted, not excluded, online, holding layers of the same model, outside the chain,
 // not the owner — chosen deterministically by SHA-256(round, session, subject, verifier). Each
@@ -39,11 +41,16 @@ export async function requestAudits (options: {
   online: () => string[]
   reputation: ReputationState
   /** Each chain's session, and its generated tokens (with `prompt`: first stages are audited too). */
-  chains: Array<{ chain: ChainHop[], sessionId?: string, tokens?: number[], signatures?: Array<Uint8Array<ArrayBuffer>> }>
+  chains: Array<{ chain: ChainHop[], sessionId?: string, tokens?: number[], signatures?: Array<Uint8Array<ArrayBuffer>>, seed?: number, receipt?: { session: string, first: number, signature: Uint8Array } }>
   /** The request's prompt tokens. */
   prompt?: number[]
   /** The request sampled greedily: last stages are audited too (their argmax against the tokens). */
   greedy?: boolean
+  /**
+   * The request's sampling when it was seeded (temperature > 0): last stages are audited against
+   * the coins of their chain's `seed`, when the chain carries its last stage's `receipt`.
+   */
+  sampling?: { temperature: number, topP: number, topK: number }
   /**
    * The owner's signer: its prompt signature (recomputed: Ed25519 is deterministic) goes with the
    * tokens, and each chain's `signatures` (the last stage's, per generated token), so verifiers
@@ -58,7 +65,7 @@ export async function requestAudits (options: {
     .filter((id) => { const rep = options.reputation.nodes.get(id); return rep?.admitted === true && !rep.excluded })
   const out: AuditOutcome[] = []
   const jobs: Array<Promise<void>> = []
-  for (const { chain, sessionId, tokens, signatures } of options.chains) {
+  for (const { chain, sessionId, tokens, signatures, seed, receipt } of options.chains) {
     if (sessionId === undefined || chain.length < 2) continue
     const peers = chain.map((h) => String(h.peer))
     const known = options.prompt !== undefined && tokens !== undefined && options.prompt.length > 0 ? [...options.prompt, ...tokens] : undefined
@@ -70,12 +77,17 @@ export async function requestAudits (options: {
           ...(signatures !== undefined ? { tokenSignatures: signatures.slice(0, known.length - promptLength) } : {}),
           last: peers[peers.length - 1]
         }
+    // a seeded last stage: the sampling its receipt binds (the round's own session: no skipped draws)
+    const t = options.sampling?.temperature ?? 0
+    const seeded = options.greedy !== true && t > 0 && seed !== undefined && receipt !== undefined && receipt.session === sessionId && receipt.signature.length > 0
+      ? { sampling: { temperature: t, topP: options.sampling?.topP ?? 1, topK: options.sampling?.topK ?? 0, seed, skipDraws: 0 }, receipt: { signature: Uint8Array.from(receipt.signature), first: receipt.first } }
+      : undefined
     for (let i = 0; i < chain.length; i++) {
       const first = i === 0
       const last = i === chain.length - 1
       // a first stage needs the tokens; a last stage the tokens, at least one generated, and greedy sampling
       if ((first || last) && known === undefined) continue
-      if (last && (options.greedy !== true || (tokens?.length ?? 0) === 0)) continue
+      if (last && ((tokens?.length ?? 0) === 0 || (options.greedy !== true && seeded === undefined))) continue
       const subject = peers[i]
       const rank = (v: string): string => toHex(digestFields(['mycelium/consensus/audit/1', options.round, sessionId, subject, v]))
       const verifiers = holders.filter((v) => !peers.includes(v)).map((v) => ({ v, k: rank(v) })).sort((a, b) => compareText(a.k, b.k)).slice(0, SPOT_VERIFIERS).map((x) => x.v)
@@ -85,7 +97,7 @@ export async function requestAudits (options: {
           try {
             const signal = AbortSignal.any([AbortSignal.timeout(10_000), ...(options.signal !== undefined ? [options.signal] : [])])
             const stream = await options.openStream(verifier, spotCheckProtocol(options.swarm), { signal })
-            status = await requestAudit(stream, { sessionId, subject, start: chain[i].start, end: chain[i].end, predecessor: first ? '' : peers[i - 1], successor: last ? '' : peers[i + 1], model: options.model, ...(first || last ? { tokens: known, promptLength, greedy: options.greedy === true, ...proofs } : {}) }, { signal })
+            status = await requestAudit(stream, { sessionId, subject, start: chain[i].start, end: chain[i].end, predecessor: first ? '' : peers[i - 1], successor: last ? '' : peers[i + 1], model: options.model, ...(first || last ? { tokens: known, promptLength, greedy: options.greedy === true, ...proofs } : {}), ...(last && options.greedy !== true ? seeded : {}) }, { signal })
           } catch (err) {
             status = `error: ${(err as Error).message}`
           }

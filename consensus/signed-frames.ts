@@ -6,6 +6,10 @@
 //
 //   message = "mycelium/frame/<kind>/1" ‖ 0x00 ‖ u16 len ‖ session (UTF-8) ‖ u32 position ‖ content (32 bytes)
 //
+// A receipt's content is receiptContent(tokens, sampling): the tokens' hash AND the sampling they
+// were drawn with (temperature, top-p, top-k, seed, skipped draws), so a seeded last stage's
+// tokens can be replayed against the seed it signed, never one an owner names.
+//
 // Ed25519 (a peer's libp2p identity key), checked with node:crypto against the public key the peer
 // id embeds (identity multihash); no libp2p import, deterministic on every node.
 import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
@@ -45,6 +49,43 @@ export function tokensHash (tokens: ArrayLike<number>): Uint8Array {
   view.setUint32(0, tokens.length, true)
   for (let i = 0; i < tokens.length; i++) view.setUint32(4 + 4 * i, tokens[i] >>> 0, true)
   return new Uint8Array(createHash('sha256').update(b).digest())
+}
+
+/**
+ * The sampling a last stage drew its tokens with, as its receipt binds it (the session's
+ * Open.sampling as the stage's sampler got it): temperature and top-p as the wire's float32,
+ * top-p 0 read as 1 (off), the seed, and the PRNG draws a failover replay skipped.
+ */
+export interface ReceiptSampling {
+  temperature: number
+  topP: number
+  topK: number
+  seed: number
+  skipDraws: number
+}
+
+/** Open.sampling (or an owner's request) → what a receipt binds: exactly the values the stage's sampler used. */
+export function receiptSampling (p: { temperature?: number, topP?: number, topK?: number, seed?: number, skipDraws?: number } | undefined): ReceiptSampling {
+  const topP = Math.fround(p?.topP ?? 1)
+  return { temperature: Math.fround(p?.temperature ?? 0), topP: topP === 0 ? 1 : topP, topK: (p?.topK ?? 0) >>> 0, seed: p?.seed ?? 1, skipDraws: (p?.skipDraws ?? 0) >>> 0 }
+}
+
+const RECEIPT_CONTENT_DOMAIN = encoder.encode('mycelium/receipt-content/1\u0000')
+
+/**
+ * What a receipt's signature covers: SHA-256 of the sampled tokens' hash and the sampling they were
+ * drawn with (f32 temperature, f32 top-p, u32 top-k, u64 seed, u32 skip draws, little-endian), so
+ * nobody can hand a verifier another seed or temperature in the stage's name.
+ */
+export function receiptContent (tokens: ArrayLike<number>, sampling: ReceiptSampling): Uint8Array {
+  const b = new Uint8Array(24)
+  const view = new DataView(b.buffer)
+  view.setFloat32(0, sampling.temperature, true)
+  view.setFloat32(4, sampling.topP, true)
+  view.setUint32(8, sampling.topK >>> 0, true)
+  view.setBigUint64(12, BigInt(Math.max(0, Math.trunc(sampling.seed))) & 0xffffffffffffffffn, true)
+  view.setUint32(20, sampling.skipDraws >>> 0, true)
+  return new Uint8Array(createHash('sha256').update(RECEIPT_CONTENT_DOMAIN).update(tokensHash(tokens)).update(b).digest())
 }
 
 // DER prefix of an Ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows it.

@@ -4,12 +4,21 @@
 // the inputs, the successor's RECEIVED and the subject's SENT frames for the outputs — so a
 // neighbour that withholds or lies cannot frame the subject (a forged frame fails its signature)
 // and the subject cannot hide behind a silent successor (its own signature binds its record).
+//
+// A last stage is checked on the tokens it signed: greedy, each must be the verifier's argmax
+// (spotCheckGreedy); seeded (temperature > 0), each must lie in its CDF interval at the coin the
+// seed replays (spotCheckSampled), with the sampling taken from the AUDIT only when the subject's
+// receipt binds it to those tokens — an owner that names another seed or temperature gets its
+// request skipped (a bad signature), never the stage convicted. Every comparison uses the
+// tolerance of the SUBJECT's dtype (its record; the node loads the verifier's copy in it).
 import { sampleSpotChecks, spotCheck } from '../consensus/index.ts'
 import { spotCheckGreedy } from '../consensus/spot-check.ts'
+import { spotCheckSampled } from '../consensus/spot-check-sampled.ts'
+import { ConsensusInputError } from '../consensus/errors.ts'
 import { verifyPeer, type Equivocation } from '../consensus/signed-frames.ts'
-import type { Shard } from '../engine/index.ts'
+import type { Shard, WeightDType } from '../engine/index.ts'
 import type { AuditRequest, SpotTrace } from '../protocols/consensus/spot-check.ts'
-import { tokenMessage } from '../protocols/inference/frame-signature.ts'
+import { receiptMessage, receiptSampling, tokenMessage } from '../protocols/inference/frame-signature.ts'
 import { equivocations, inputsOf, longer, signedSteps, signedTokens, SPOT_POSITIONS, tokenPositions, traceFromNeighbours, traceFromTokens } from './spot-check-trace.ts'
 
 export interface AuditOutcome {
@@ -26,8 +35,10 @@ export interface AuditOutcome {
 export interface AuditDeps {
   /** FETCH `side` of `peer`'s record of the session (undefined: none, refused or unreachable). */
   fetch: (peer: string, side: 'inputs' | 'outputs') => Promise<SpotTrace | undefined>
-  /** The verifier's own shard of [start, end). */
-  shardFor: (start: number, end: number) => Promise<Shard>
+  /** The verifier's own shard of [start, end), in `dtype` (the subject's) when given. */
+  shardFor: (start: number, end: number, dtype?: WeightDType) => Promise<Shard>
+  /** The dtype the subject's record says it serves (default: the verifier shard's own). */
+  stageDtype?: WeightDType
   /** The model's layer count (a last stage ends there). */
   nLayers: number
 }
@@ -47,7 +58,9 @@ export async function auditStage (a: AuditRequest, owner: string, deps: AuditDep
   ])
   const fits = (t: SpotTrace | undefined, start: number, end: number): SpotTrace | undefined => t !== undefined && t.start === start && t.end === end ? t : undefined
   const session = a.sessionId
+  const shard = async (): Promise<Shard> => await deps.shardFor(a.start, a.end, deps.stageDtype)
   let badSignatures = 0
+  let skipped: string | undefined
   const found: Equivocation[] = []
   const verified = (t: SpotTrace | undefined, signer: (st: SpotTrace['steps'][number]) => string): SpotTrace['steps'] => {
     const v = signedSteps(t, session, signer)
@@ -66,7 +79,7 @@ export async function auditStage (a: AuditRequest, owner: string, deps: AuditDep
     const known = a.start === 0 ? signedTokens(a, owner, a.last ?? '', fits(subjIn, a.start, a.end)) : undefined
     if (known?.received !== undefined) found.push(...equivocations(known.frames, known.received, session, dim))
     const trace = known === undefined ? undefined : traceFromTokens(known.tokens, outputs, dim)
-    if (trace !== undefined) result = spotCheck(await deps.shardFor(a.start, a.end), { inputs: trace.inputs, fingerprints: trace.fingerprints }, sampleSpotChecks([session, range], trace.rows, SPOT_POSITIONS))
+    if (trace !== undefined) result = spotCheck(await shard(), { inputs: trace.inputs, fingerprints: trace.fingerprints }, sampleSpotChecks([session, range], trace.rows, SPOT_POSITIONS), undefined, {}, deps.stageDtype)
   } else {
     // inputs: frames the predecessor signed (it recorded sending them, the subject receiving them)
     const fromPred = verified(predSent, () => a.predecessor)
@@ -75,8 +88,8 @@ export async function auditStage (a: AuditRequest, owner: string, deps: AuditDep
     const inputs = longer(fromPred, received)
     if (!last) {
       const trace = traceFromNeighbours(inputs, outputs, { in: dim, out: dim })
-      if (trace !== undefined) result = spotCheck(await deps.shardFor(a.start, a.end), { inputs: trace.inputs, fingerprints: trace.fingerprints }, sampleSpotChecks([session, range], trace.rows, SPOT_POSITIONS))
-    } else if (a.greedy === true && a.end === deps.nLayers) {
+      if (trace !== undefined) result = spotCheck(await shard(), { inputs: trace.inputs, fingerprints: trace.fingerprints }, sampleSpotChecks([session, range], trace.rows, SPOT_POSITIONS), undefined, {}, deps.stageDtype)
+    } else if (a.end === deps.nLayers && a.greedy === true) {
       // the tokens the subject signed: from the AUDIT (relayed to the owner) or its own record
       const sampled = new Map<number, number>()
       for (const st of outputs) if (st.sampled) sampled.set(st.position, st.tokens[0])
@@ -90,9 +103,30 @@ export async function auditStage (a: AuditRequest, owner: string, deps: AuditDep
       if (x !== undefined && sampled.size > 0) {
         // the logits at position p chose the token at p + 1
         const expected = Array.from({ length: x.rows }, (_, p) => sampled.get(p + 1))
-        result = spotCheckGreedy(await deps.shardFor(a.start, a.end), x.inputs, expected, tokenPositions([session, range], expected))
+        result = spotCheckGreedy(await shard(), x.inputs, expected, tokenPositions([session, range], expected), deps.stageDtype)
+      }
+    } else if (a.end === deps.nLayers && a.sampling !== undefined && a.receipt !== undefined) {
+      // seeded: the subject's receipt must bind the AUDIT's generated tokens to the AUDIT's sampling
+      const tokens = a.tokens ?? []
+      const from = a.receipt.first + 1 // the first receipted token; its coin is skipDraws
+      const sampling = receiptSampling(a.sampling)
+      if (from < (a.promptLength ?? 0) || from >= tokens.length || !verifyPeer(a.subject, receiptMessage(session, a.receipt.first, tokens.slice(from), sampling), a.receipt.signature)) {
+        badSignatures++
+        skipped = 'the sampling and tokens are not bound by the subject\'s receipt'
+      } else {
+        const x = inputsOf(inputs, dim)
+        if (x !== undefined) {
+          // the logits at position p drew the token at p + 1
+          const expected = Array.from({ length: x.rows }, (_, p) => p + 1 >= from ? tokens[p + 1] : undefined)
+          try {
+            result = spotCheckSampled(await shard(), x.inputs, expected, tokenPositions([session, range], expected), { temperature: sampling.temperature, topP: sampling.topP, topK: sampling.topK, seed: sampling.seed, promptLength: from, skipDraws: sampling.skipDraws }, deps.stageDtype)
+          } catch (err) {
+            if (!(err instanceof ConsensusInputError)) throw err
+            skipped = `not checkable: ${err.message}`
+          }
+        }
       }
     }
   }
-  return { ...(result !== undefined ? { result } : { skipped: 'no signed record of the subject\'s inputs and outputs' }), equivocations: found, badSignatures }
+  return { ...(result !== undefined ? { result } : { skipped: skipped ?? 'no signed record of the subject\'s inputs and outputs' }), equivocations: found, badSignatures }
 }

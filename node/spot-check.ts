@@ -23,8 +23,12 @@
 //   `sampleSpotChecks([session, range])` (consensus/spot-check.ts, tolerance by dtype), and writes
 //   a signed evidence record `round/e/<session>.<range>`. The ledger slashes and excludes once two
 //   admitted verifiers confirm (consensus/ledger.ts). A greedy last stage: the verifier's argmax
-//   must be the token the stage signed at each checked position (spotCheckGreedy). Seeded sampling
-//   is not audited on the last stage yet.
+//   must be the token the stage signed at each checked position (spotCheckGreedy). A seeded last
+//   stage (temperature > 0): the coin replayed from the seed must fall in the signed token's CDF
+//   interval (spotCheckSampled), the sampling believed only when the stage's receipt binds it.
+//   The verifier's copy is loaded in the dtype the subject's record names (as calibration does),
+//   and compared within that dtype's tolerance: an honest q8_0 stage's logits are ~0.03 of their
+//   scale off f32, six times the f32 tolerance, and a q8_0 copy replays it exactly.
 // - Calibration CHALLENGE (node/consensus-judge.ts asks): answered with the stage this node serves
 //   now (the shard last handed to serve()), one at a time, only for that exact range and model.
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -32,7 +36,7 @@ import type { Logger } from 'pino'
 import { answerStageChallenge, recordData, recordId, type ConsensusRecord } from '../consensus/index.ts'
 import type { Equivocation } from '../consensus/signed-frames.ts'
 import { loadShard } from '../engine/index.ts'
-import type { Shard } from '../engine/index.ts'
+import type { Shard, WeightDType } from '../engine/index.ts'
 import { fetchTrace, SpotResponse, type AuditRequest, type SpotCheckHooks, type SpotStep, type SpotTrace } from '../protocols/consensus/spot-check.ts'
 import type { StageTap, TapFrame } from '../protocols/index.ts'
 import type { MyceliumHost } from './host.ts'
@@ -177,18 +181,24 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
     const id = peerIdFromString(peer)
     return await host.dialProtocol(id, host.services.spotCheck.protocol, { signal })
   }
-  const shardFor = async (start: number, end: number): Promise<Shard> => {
-    const key = `${start}:${end}`
-    if (cached?.key === key) return cached.shard
+  const shardFor = async (start: number, end: number, dtype?: WeightDType): Promise<Shard> => {
     if (opened === undefined) throw new Error('no model')
+    const as = dtype ?? opened.dtype
+    const key = `${start}:${end}:${as}`
+    if (cached?.key === key) return cached.shard
     await cached?.shard.close()
     cached = undefined
-    const shard = await loadShard(opened.source, { start, end, dtype: opened.dtype, threads: 1 })
+    const shard = await loadShard(opened.source, { start, end, dtype: as, threads: 1 })
     cached = { key, shard }
     return shard
   }
   const fetchFrom = async (peer: string, side: 'inputs' | 'outputs', sessionId: string, signal: AbortSignal): Promise<SpotTrace | undefined> =>
     peer === self ? recorder.fetch(sessionId, side) : await fetchTrace(await open(peer, signal), sessionId, side, { signal })
+  // the dtype a subject's record says it serves (the verifier's copy is loaded in it)
+  const dtypeOf = (peer: string): WeightDType | undefined => {
+    const d = state.nodes().get(peer)?.capabilities.dtype
+    return d === 'f32' || d === 'f16' || d === 'q8_0' || d === 'q4_0' ? d : undefined
+  }
   const record = async (rec: ConsensusRecord): Promise<void> => { await state.recordRound(recordId(rec), recordData(rec) as never) }
   const work = async (): Promise<void> => {
     if (running) return
@@ -199,9 +209,11 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
         const range = `${a.start}-${a.end}`
         try {
           const signal = AbortSignal.timeout(20_000)
+          const stageDtype = dtypeOf(a.subject)
           const out = await auditStage(a, owner, {
             fetch: async (peer, side) => await fetchFrom(peer, side, a.sessionId, signal),
             shardFor,
+            ...(stageDtype !== undefined ? { stageDtype } : {}),
             nLayers: opened?.source.config.nLayers ?? 0
           })
           stats.badSignatures += out.badSignatures
@@ -252,7 +264,7 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
       if (request.end > opened.source.config.nLayers) return SpotResponse.Status.REFUSED
       // the verifier loads its own copy of those layers: only when they fit the judge's budget
       const m = modelOf()?.manifest
-      const bytes = m === undefined ? Infinity : (request.end - request.start) * m.layerBytes[modelOf()?.dtype ?? 'f32'] + (request.start === 0 ? m.embeddingBytes : 0) + (request.end === m.nLayers ? m.headBytes : 0)
+      const bytes = m === undefined ? Infinity : (request.end - request.start) * m.layerBytes[dtypeOf(request.subject) ?? modelOf()?.dtype ?? 'f32'] + (request.start === 0 ? m.embeddingBytes : 0) + (request.end === m.nLayers ? m.headBytes : 0)
       if (bytes > (maxMemoryBytes === undefined ? JUDGE_MAX_MODEL_BYTES : Math.min(JUDGE_MAX_MODEL_BYTES, maxMemoryBytes / 4))) return SpotResponse.Status.REFUSED
       const key = `${request.sessionId}:${request.start}-${request.end}`
       if (seen.has(key)) return SpotResponse.Status.OK

@@ -20,6 +20,13 @@ export interface SpotRequest {
     promptSignature: Uint8Array<ArrayBuffer>;
     tokenSignatures: Uint8Array<ArrayBuffer>[];
     last: string;
+    temperature: number;
+    topP: number;
+    topK: number;
+    seed: number;
+    skipDraws: number;
+    receipt: Uint8Array<ArrayBuffer>;
+    receiptFirst: number;
 }
 export declare namespace SpotRequest {
     enum Kind {
@@ -113,9 +120,37 @@ export declare namespace SpotRequest {
         field: '$.last';
         value: string;
     }
+    interface SpotRequestTemperatureFieldEvent {
+        field: '$.temperature';
+        value: number;
+    }
+    interface SpotRequestTopPFieldEvent {
+        field: '$.topP';
+        value: number;
+    }
+    interface SpotRequestTopKFieldEvent {
+        field: '$.topK';
+        value: number;
+    }
+    interface SpotRequestSeedFieldEvent {
+        field: '$.seed';
+        value: number;
+    }
+    interface SpotRequestSkipDrawsFieldEvent {
+        field: '$.skipDraws';
+        value: number;
+    }
+    interface SpotRequestReceiptFieldEvent {
+        field: '$.receipt';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface SpotRequestReceiptFirstFieldEvent {
+        field: '$.receiptFirst';
+        value: number;
+    }
     function encode(obj: Partial<SpotRequest>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): SpotRequest;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): Generator<SpotRequestKindFieldEvent | SpotRequestSessionIdFieldEvent | SpotRequestSideFieldEvent | SpotRequestSubjectFieldEvent | SpotRequestStartFieldEvent | SpotRequestEndFieldEvent | SpotRequestPredecessorFieldEvent | SpotRequestSuccessorFieldEvent | SpotRequestModelFieldEvent | SpotRequestRowsFieldEvent | SpotRequestInputFieldEvent | SpotRequestInputTokensFieldEvent | SpotRequestTokensFieldEvent | SpotRequestPromptLengthFieldEvent | SpotRequestGreedyFieldEvent | SpotRequestPromptSignatureFieldEvent | SpotRequestTokenSignaturesFieldEvent | SpotRequestLastFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<SpotRequest>): Generator<SpotRequestKindFieldEvent | SpotRequestSessionIdFieldEvent | SpotRequestSideFieldEvent | SpotRequestSubjectFieldEvent | SpotRequestStartFieldEvent | SpotRequestEndFieldEvent | SpotRequestPredecessorFieldEvent | SpotRequestSuccessorFieldEvent | SpotRequestModelFieldEvent | SpotRequestRowsFieldEvent | SpotRequestInputFieldEvent | SpotRequestInputTokensFieldEvent | SpotRequestTokensFieldEvent | SpotRequestPromptLengthFieldEvent | SpotRequestGreedyFieldEvent | SpotRequestPromptSignatureFieldEvent | SpotRequestTokenSignaturesFieldEvent | SpotRequestLastFieldEvent | SpotRequestTemperatureFieldEvent | SpotRequestTopPFieldEvent | SpotRequestTopKFieldEvent | SpotRequestSeedFieldEvent | SpotRequestSkipDrawsFieldEvent | SpotRequestReceiptFieldEvent | SpotRequestReceiptFirstFieldEvent>;
 }
 export interface SpotStep {
     position: number;

@@ -120,6 +120,34 @@ export var SpotRequest;
                     w.uint32(146);
                     w.string(obj.last);
                 }
+                if ((obj.temperature != null && obj.temperature !== 0)) {
+                    w.uint32(157);
+                    w.float(obj.temperature);
+                }
+                if ((obj.topP != null && obj.topP !== 0)) {
+                    w.uint32(165);
+                    w.float(obj.topP);
+                }
+                if ((obj.topK != null && obj.topK !== 0)) {
+                    w.uint32(168);
+                    w.uint32(obj.topK);
+                }
+                if ((obj.seed != null && obj.seed !== 0)) {
+                    w.uint32(176);
+                    w.uint64Number(obj.seed);
+                }
+                if ((obj.skipDraws != null && obj.skipDraws !== 0)) {
+                    w.uint32(184);
+                    w.uint32(obj.skipDraws);
+                }
+                if ((obj.receipt != null && obj.receipt.byteLength > 0)) {
+                    w.uint32(194);
+                    w.bytes(obj.receipt);
+                }
+                if ((obj.receiptFirst != null && obj.receiptFirst !== 0)) {
+                    w.uint32(200);
+                    w.uint32(obj.receiptFirst);
+                }
                 if (opts.lengthDelimited !== false) {
                     w.ldelim();
                 }
@@ -142,7 +170,14 @@ export var SpotRequest;
                     greedy: false,
                     promptSignature: uint8ArrayAlloc(0),
                     tokenSignatures: [],
-                    last: ''
+                    last: '',
+                    temperature: 0,
+                    topP: 0,
+                    topK: 0,
+                    seed: 0,
+                    skipDraws: 0,
+                    receipt: uint8ArrayAlloc(0),
+                    receiptFirst: 0
                 };
                 const end = length == null ? reader.len : reader.pos + length;
                 while (reader.pos < end) {
@@ -227,6 +262,34 @@ export var SpotRequest;
                         }
                         case 18: {
                             obj.last = reader.string();
+                            break;
+                        }
+                        case 19: {
+                            obj.temperature = reader.float();
+                            break;
+                        }
+                        case 20: {
+                            obj.topP = reader.float();
+                            break;
+                        }
+                        case 21: {
+                            obj.topK = reader.uint32();
+                            break;
+                        }
+                        case 22: {
+                            obj.seed = reader.uint64Number();
+                            break;
+                        }
+                        case 23: {
+                            obj.skipDraws = reader.uint32();
+                            break;
+                        }
+                        case 24: {
+                            obj.receipt = reader.bytes();
+                            break;
+                        }
+                        case 25: {
+                            obj.receiptFirst = reader.uint32();
                             break;
                         }
                         default: {
@@ -384,6 +447,55 @@ export var SpotRequest;
                             yield {
                                 field: `${prefix}.last`,
                                 value: reader.string()
+                            };
+                            break;
+                        }
+                        case 19: {
+                            yield {
+                                field: `${prefix}.temperature`,
+                                value: reader.float()
+                            };
+                            break;
+                        }
+                        case 20: {
+                            yield {
+                                field: `${prefix}.topP`,
+                                value: reader.float()
+                            };
+                            break;
+                        }
+                        case 21: {
+                            yield {
+                                field: `${prefix}.topK`,
+                                value: reader.uint32()
+                            };
+                            break;
+                        }
+                        case 22: {
+                            yield {
+                                field: `${prefix}.seed`,
+                                value: reader.uint64Number()
+                            };
+                            break;
+                        }
+                        case 23: {
+                            yield {
+                                field: `${prefix}.skipDraws`,
+                                value: reader.uint32()
+                            };
+                            break;
+                        }
+                        case 24: {
+                            yield {
+                                field: `${prefix}.receipt`,
+                                value: reader.bytes()
+                            };
+                            break;
+                        }
+                        case 25: {
+                            yield {
+                                field: `${prefix}.receiptFirst`,
+                                value: reader.uint32()
                             };
                             break;
                         }

@@ -6,8 +6,10 @@
 //                               the subject's inputs from its predecessor (what it sent) and its
 //                               outputs from its successor (what it received) — never from the
 //                               subject itself; the verifier writes the evidence record later.
-//                               A first stage's inputs / a greedy last stage's outputs are the
-//                               session's tokens, which the owner sends (`tokens`)
+//                               A first stage's inputs / a last stage's outputs are the
+//                               session's tokens, which the owner sends (`tokens`); a last stage
+//                               that sampled with temperature > 0 comes with its sampling and
+//                               the receipt that binds it (`sampling`, `receipt`)
 // Everything a peer sends is bounded before decoding (SPOT_MAX_FRAME_BYTES); answering reads only
 // what the node recorded anyway, so asking cannot grow the node's memory.
 import { pbStream } from '@libp2p/utils'
@@ -41,8 +43,8 @@ export const AUDIT_MAX_TOKENS = 16_384
 
 /**
  * predecessor '' = a first stage (inputs: `tokens`), successor '' = a last stage (outputs: the
- * greedy `tokens` it sampled, only with `greedy`). `tokens` = prompt + generated, `promptLength`
- * of them the prompt.
+ * `tokens` it sampled: `greedy`, or seeded with `sampling` and its `receipt`). `tokens` = prompt +
+ * generated, `promptLength` of them the prompt.
  */
 export interface AuditRequest {
   sessionId: string
@@ -60,6 +62,19 @@ export interface AuditRequest {
   tokenSignatures?: Array<Uint8Array<ArrayBuffer>>
   /** The chain's last stage (who signed the generated tokens). */
   last?: string
+  /** A last stage that sampled (temperature > 0): the sampling it was asked for (skipDraws 0 for a round's own session). */
+  sampling?: AuditSampling
+  /** Its done token's receipt: the signature over the generated tokens and `sampling`, the first from the logits at `first`. */
+  receipt?: { signature: Uint8Array<ArrayBuffer>, first: number }
+}
+
+/** The sampling an AUDIT names for a seeded last stage (temperature and topP travel as float32). */
+export interface AuditSampling { temperature: number, topP: number, topK: number, seed: number, skipDraws: number }
+
+/** Whether an AUDIT's seeded sampling is one a verifier can replay (temperature finite > 0, top-p in [0, 1], fewer skipped draws than prompt tokens, a 64-byte receipt). */
+function sampledOk (req: SpotRequest): boolean {
+  return Number.isFinite(req.temperature) && req.temperature > 0 && req.topP >= 0 && req.topP <= 1 && Number.isSafeInteger(req.seed) && req.seed >= 0 &&
+    req.skipDraws < req.promptLength && req.receipt.length === 64
 }
 
 /** A calibration challenge (CHALLENGE): run layers [start, end) of `model` on `input`. */
@@ -115,11 +130,14 @@ export async function serveSpotCheck (stream: Stream, from: string, hooks: SpotC
         if (typeof trace === 'object') body = { ...EMPTY, ...trace }
       } else if (req.end > req.start && req.subject !== '' && req.model !== '' && req.tokens.length <= AUDIT_MAX_TOKENS && req.promptLength <= req.tokens.length &&
         // a first stage needs the tokens, a last stage the tokens and greedy sampling
-        (req.predecessor !== '' || (req.start === 0 && req.tokens.length > 0)) && (req.successor !== '' || (req.greedy && req.tokens.length > req.promptLength && req.promptLength > 0)) &&
+        (req.predecessor !== '' || (req.start === 0 && req.tokens.length > 0)) && (req.successor !== '' || ((req.greedy || sampledOk(req)) && req.tokens.length > req.promptLength && req.promptLength > 0)) &&
         // at most one signature per generated token
         req.tokenSignatures.length <= req.tokens.length - req.promptLength) {
         const proofs = req.promptSignature.length > 0 || req.tokenSignatures.length > 0 || req.last !== '' ? { promptSignature: req.promptSignature, tokenSignatures: [...req.tokenSignatures], last: req.last } : {}
-        const known = req.tokens.length > 0 ? { tokens: [...req.tokens], promptLength: req.promptLength, greedy: req.greedy, ...proofs } : {}
+        const sampled = req.successor === '' && !req.greedy
+          ? { sampling: { temperature: req.temperature, topP: req.topP, topK: req.topK, seed: req.seed, skipDraws: req.skipDraws }, receipt: { signature: req.receipt, first: req.receiptFirst } }
+          : {}
+        const known = req.tokens.length > 0 ? { tokens: [...req.tokens], promptLength: req.promptLength, greedy: req.greedy, ...proofs, ...sampled } : {}
         status = hooks.audit?.({ sessionId: req.sessionId, subject: req.subject, start: req.start, end: req.end, predecessor: req.predecessor, successor: req.successor, model: req.model, ...known }, from) ?? SpotResponse.Status.REFUSED
       }
     }
@@ -159,12 +177,27 @@ export async function fetchAnswer (stream: Stream, sessionId: string, side: 'inp
 
 /** AUDIT: asks a verifier to spot-check a stage; resolves with its answer (OK = queued). */
 export async function requestAudit (stream: Stream, audit: AuditRequest, options: AbortOptions = {}): Promise<SpotResponse.Status> {
-  const res = await exchange(stream, { ...NO_CHALLENGE, kind: SpotRequest.Kind.AUDIT, side: SpotRequest.Side.INPUTS, ...audit, tokens: audit.tokens ?? [], promptLength: audit.promptLength ?? 0, greedy: audit.greedy ?? false, promptSignature: audit.promptSignature ?? new Uint8Array(0), tokenSignatures: audit.tokenSignatures ?? [], last: audit.last ?? '' }, options)
+  const { sampling, receipt, ...rest } = audit
+  const res = await exchange(stream, {
+    ...NO_CHALLENGE,
+    ...NO_TOKENS,
+    kind: SpotRequest.Kind.AUDIT,
+    side: SpotRequest.Side.INPUTS,
+    ...rest,
+    tokens: audit.tokens ?? [],
+    promptLength: audit.promptLength ?? 0,
+    greedy: audit.greedy ?? false,
+    promptSignature: audit.promptSignature ?? new Uint8Array(0),
+    tokenSignatures: audit.tokenSignatures ?? [],
+    last: audit.last ?? '',
+    ...(sampling !== undefined ? sampling : {}),
+    ...(receipt !== undefined ? { receipt: receipt.signature, receiptFirst: receipt.first } : {})
+  }, options)
   return res.status
 }
 
 const NO_CHALLENGE = { rows: 0, input: new Uint8Array(0), inputTokens: [] as number[] }
-const NO_TOKENS = { tokens: [] as number[], promptLength: 0, greedy: false, promptSignature: new Uint8Array(0), tokenSignatures: [] as Array<Uint8Array<ArrayBuffer>>, last: '' }
+const NO_TOKENS = { tokens: [] as number[], promptLength: 0, greedy: false, promptSignature: new Uint8Array(0), tokenSignatures: [] as Array<Uint8Array<ArrayBuffer>>, last: '', temperature: 0, topP: 0, topK: 0, seed: 0, skipDraws: 0, receipt: new Uint8Array(0), receiptFirst: 0 }
 
 /** CHALLENGE: asks a newcomer to run its layers on challenge inputs; its outputs, or undefined when it refused. */
 export async function requestChallenge (stream: Stream, challenge: ChallengeRequest, options: AbortOptions = {}): Promise<ChallengeAnswer | undefined> {

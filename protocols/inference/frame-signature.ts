@@ -10,11 +10,12 @@
 // ~60–140 µs (a loaded 2-core machine), so stages check a received frame only after its step's
 // output has been passed on (off the per-hop path); see stage-service.ts.
 import { createHash, createPrivateKey, sign, type KeyObject } from 'node:crypto'
-import { signedMessage, tokensHash, verifyPeer } from '../../consensus/signed-frames.ts'
-import type { SignedKind } from '../../consensus/signed-frames.ts'
+import { receiptContent, receiptSampling, signedMessage, tokensHash, verifyPeer } from '../../consensus/signed-frames.ts'
+import type { ReceiptSampling, SignedKind } from '../../consensus/signed-frames.ts'
 import { HiddenCodec } from './inference.pb.js'
 
-export { signedMessage, tokensHash, verifyPeer }
+export { receiptContent, receiptSampling, signedMessage, tokensHash, verifyPeer }
+export type { ReceiptSampling }
 
 const CODEC_NUMBER: Record<HiddenCodec, number> = { [HiddenCodec.F32]: 0, [HiddenCodec.F16]: 1, [HiddenCodec.INT8]: 2 }
 const NUMBER_CODEC: readonly HiddenCodec[] = [HiddenCodec.F32, HiddenCodec.F16, HiddenCodec.INT8]
@@ -63,43 +64,6 @@ export function stepMessage (session: string, position: number, step: StepConten
 /** The message a Token's signature signs: the token sampled from the logits at `position`. */
 export function tokenMessage (session: string, position: number, token: number): Uint8Array {
   return signedMessage('token', session, position, tokensHash([token]))
-}
-
-/**
- * The sampling a last stage drew its tokens with, as its receipt binds it (the session's
- * Open.sampling as the stage's sampler got it): temperature and top-p as the wire's float32,
- * top-p 0 read as 1 (off), the seed, and the PRNG draws a failover replay skipped.
- */
-export interface ReceiptSampling {
-  temperature: number
-  topP: number
-  topK: number
-  seed: number
-  skipDraws: number
-}
-
-/** Open.sampling (or an owner's request) → what a receipt binds: exactly the values the stage's sampler used. */
-export function receiptSampling (p: { temperature?: number, topP?: number, topK?: number, seed?: number, skipDraws?: number } | undefined): ReceiptSampling {
-  const topP = Math.fround(p?.topP ?? 1)
-  return { temperature: Math.fround(p?.temperature ?? 0), topP: topP === 0 ? 1 : topP, topK: (p?.topK ?? 0) >>> 0, seed: p?.seed ?? 1, skipDraws: (p?.skipDraws ?? 0) >>> 0 }
-}
-
-const RECEIPT_CONTENT_DOMAIN = new TextEncoder().encode('mycelium/receipt-content/1\u0000')
-
-/**
- * What a receipt's signature covers: SHA-256 of the sampled tokens' hash and the sampling they were
- * drawn with (f32 temperature, f32 top-p, u32 top-k, u64 seed, u32 skip draws, little-endian), so
- * nobody can hand a verifier another seed or temperature in the stage's name.
- */
-export function receiptContent (tokens: ArrayLike<number>, sampling: ReceiptSampling): Uint8Array {
-  const b = new Uint8Array(24)
-  const view = new DataView(b.buffer)
-  view.setFloat32(0, sampling.temperature, true)
-  view.setFloat32(4, sampling.topP, true)
-  view.setUint32(8, sampling.topK >>> 0, true)
-  view.setBigUint64(12, BigInt(Math.max(0, Math.trunc(sampling.seed))) & 0xffffffffffffffffn, true)
-  view.setUint32(20, sampling.skipDraws >>> 0, true)
-  return new Uint8Array(createHash('sha256').update(RECEIPT_CONTENT_DOMAIN).update(tokensHash(tokens)).update(b).digest())
 }
 
 /**

@@ -183,7 +183,15 @@ describe('/mycelium/<swarm>/spot-check/1.0.0', () => {
     expect(await requestAudit(await open(), { ...first, start: 1 })).toBe(SpotResponse.Status.MALFORMED) // no predecessor but not layer 0
     const last: AuditRequest = { sessionId: 's1', subject: 'l', start: 4, end: 5, predecessor: 'p', successor: '', model: 'm', tokens: [1, 2, 3], promptLength: 2, greedy: true }
     expect(await requestAudit(await open(), last)).toBe(SpotResponse.Status.OK)
-    expect(await requestAudit(await open(), { ...last, greedy: false })).toBe(SpotResponse.Status.MALFORMED) // seeded sampling: not audited
+    expect(await requestAudit(await open(), { ...last, greedy: false })).toBe(SpotResponse.Status.MALFORMED) // seeded: needs its sampling and receipt
+    const seeded: AuditRequest = { ...last, greedy: false, sampling: { temperature: 0.8, topP: 0.9, topK: 0, seed: 7, skipDraws: 0 }, receipt: { signature: new Uint8Array(64).fill(1), first: 1 } }
+    expect(await requestAudit(await open(), seeded)).toBe(SpotResponse.Status.OK)
+    // the sampling travels as float32 (as the inference wire's Open.sampling)
+    expect(audits.at(-1)?.request).toMatchObject({ sampling: { temperature: Math.fround(0.8), topP: Math.fround(0.9), topK: 0, seed: 7, skipDraws: 0 }, receipt: { first: 1 } })
+    for (const bad of [{ temperature: 0 }, { temperature: Number.NaN }, { temperature: Infinity }, { topP: 1.5 }, { skipDraws: 2 }]) {
+      expect(await requestAudit(await open(), { ...seeded, sampling: { ...seeded.sampling as NonNullable<AuditRequest['sampling']>, ...bad } }), JSON.stringify(bad)).toBe(SpotResponse.Status.MALFORMED)
+    }
+    expect(await requestAudit(await open(), { ...seeded, receipt: { signature: new Uint8Array(10), first: 1 } })).toBe(SpotResponse.Status.MALFORMED) // not a signature
     expect(await requestAudit(await open(), { ...last, promptLength: 3 })).toBe(SpotResponse.Status.MALFORMED) // nothing generated
     expect(await requestAudit(await open(), { ...last, tokens: Array.from({ length: 20_000 }, () => 1) })).toBe(SpotResponse.Status.MALFORMED) // over AUDIT_MAX_TOKENS
   })
