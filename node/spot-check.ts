@@ -51,7 +51,8 @@ export { SPOT_POSITIONS, tokenPositions, traceFromNeighbours, traceFromTokens }
 export const SPOT_MAX_SESSIONS = 64
 export const SPOT_MAX_SESSION_BYTES = 4 << 20
 export const SPOT_MAX_BYTES = 32 << 20
-export const SPOT_MAX_QUEUE = 4
+/** AUDITs queued at once: a round asks a verifier for every stage it is outside of (first, middle, last), two rounds at once 6. */
+export const SPOT_MAX_QUEUE = 8
 /** FETCH requests one peer may make per window (ms), and the peers tracked at once. */
 export const SPOT_FETCH_PER_WINDOW = 32
 export const SPOT_FETCH_WINDOW_MS = 10_000

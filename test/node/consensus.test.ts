@@ -6,7 +6,10 @@
 // (through the OpenAI API and through the SDK's connect()) fan out to the three chains with
 // distinct nodes: {d0}, {d1}, {d2|d5, d3, d4}; the judges' likelihood votes rank the corrupting
 // pipeline's answer last; its first stage's audits (inputs: the round's tokens) run and pass (the
-// verifiers' `<session>.0-2` evidence records, `{"cmd":"evidence"}`); the spot-check of d3 by two admitted verifiers catches it, and every
+// verifiers' `<session>.0-2` evidence records, `{"cmd":"evidence"}`), and so do its last stage's:
+// the rounds sample with temperature 0.4, so d4's tokens are checked against the coins of the
+// chain's seed, which d4's receipt binds (`<session>.4-5`; d4 is honest on the corrupted hidden
+// states d3 sent it); the spot-check of d3 by two admitted verifiers catches it, and every
 // daemon's ledger ends up excluding d3 (polled, no sleeps). Every child is killed after.
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -105,6 +108,9 @@ describe('consensus on a multi-process testnet with a corrupting stage (issue 7)
       expect(c?.audits.filter((a) => a.subject === ids[3] && a.status === 'OK').length).toBeGreaterThanOrEqual(2)
       // so is the chain's first stage (d2 or d5, layers 0–2: its inputs are the round's tokens)
       expect(c?.audits.filter((a) => a.subject === bad?.chain[0].peer && a.status === 'OK').length).toBeGreaterThanOrEqual(2)
+      // and its seeded last stage (d4, layers 4–5: its outputs are the tokens it sampled at temperature 0.4)
+      expect(bad?.chain.at(-1)?.peer).toBe(ids[4])
+      expect(c?.audits.filter((a) => a.subject === ids[4] && a.status === 'OK').length).toBeGreaterThanOrEqual(2)
     }
     // the first stages' audits ran and passed: two verifiers' evidence records `<session>.0-2`
     // for each round's first stage, none failed (d2 and d5 are honest; d3 corrupts only what it sends)
@@ -122,6 +128,21 @@ describe('consensus on a multi-process testnet with a corrupting stage (issue 7)
       expect(x.writer).not.toBe(x.subject)
       expect(x).toMatchObject({ passed: true, mismatched: 0 })
       expect(x.checked).toBeGreaterThan(0)
+    }
+    // the seeded last stages' audits ran and passed: two verifiers' `<session>.4-5` records per round,
+    // each checking the sampled tokens' coins at up to 20 positions (39 tokens after the prompt's last)
+    const lasts = await pollUntil('two passed evidence records for each round\'s seeded last stage', async () => {
+      const e = (await controlRequest(join(daemons[0].dir, 'control.sock'), { cmd: 'evidence' }) as unknown as { evidence: Evidence[] }).evidence
+      const last = e.filter((x) => x.start === 4 && x.end === 5)
+      const sessions = new Set(last.map((x) => x.id))
+      return sessions.size >= 2 && [...sessions].every((id) => last.filter((x) => x.id === id).length >= 2) ? last : undefined
+    }, 30_000, 250)
+    for (const x of lasts) {
+      expect(x.id).toMatch(/^[^.]+\.4-5$/)
+      expect(x.subject).toBe(ids[4])
+      expect(x.writer).not.toBe(x.subject)
+      expect(x).toMatchObject({ passed: true, mismatched: 0 })
+      expect(x.checked).toBeGreaterThanOrEqual(10)
     }
     const c = api.consensus
     expect(api.text).toBe(c.answers.find((a) => a.id === c.winner)?.text)
