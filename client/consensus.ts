@@ -3,19 +3,20 @@
 //     peers of the earlier ones, every node the ledger excludes and every node it does not admit:
 //     a newcomer authors answers only once calibrated), seeds seed + i; fewer chains when the
 //     admitted nodes do not make k (at least 2, else NoRouteError);
-//  2. every chain runs to the end or the deadline; what finished is an answer, authored by the
-//     chain's last stage with the other stages as coauthors (none of them judges it);
+//  2. every chain runs to the end or the deadline; what finished with the last stage's receipt is
+//     an answer, authored by the chain's last stage with the other stages as coauthors (none of
+//     them judges it); its id is the receipt's (consensus/answer-receipts.ts) and the judges get
+//     its tokens and receipt with the text, check them and judge their own decoding;
 //  3. the schedule (consensus/round.ts) from the owner's reputation view, the commit–reveal
 //     judging exchange with the scheduled judges (protocols/consensus), settlement;
 //  4. the round record written into the swarm state when the owner is a member (a daemon); a
 //     light client runs the round the same way but records nothing (it is not a writer).
 // The winner's text is then streamed as the request's tokens; `done.consensus` carries the ranking.
 import type { AbortOptions, Stream } from '@libp2p/interface'
-import { createTextStream } from '../engine/index.ts'
 import type { Tokenizer } from '../engine/index.ts'
+import { decodeAnswer, receiptAnswerId } from '../consensus/answer-receipts.ts'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
-import { tokensHash } from '../consensus/signed-frames.ts'
-import { receiptContent, receiptSampling } from '../protocols/inference/frame-signature.ts'
+import { receiptContent, receiptSampling, type ReceiptSampling } from '../protocols/inference/frame-signature.ts'
 import { deriveLedger, rawWeight, recordData, recordId, scheduleRound, settleRound, type Answer, type ConsensusRecord, type ReputationState } from '../consensus/index.ts'
 import { chainRouter, collectJudging, consensusJudgeProtocol, runInference } from '../protocols/index.ts'
 import type { ChainHop, FrameSigner } from '../protocols/index.ts'
@@ -186,23 +187,27 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     }
   }))
   if (run.signal.aborted) throw run.signal.reason
-  const done = outputs.filter((o) => o !== undefined && o.tokens.length > 0) as Array<{ chain: ChainHop[], tokens: number[], signatures: Array<Uint8Array<ArrayBuffer>>, receipt?: Receipt, seed: number, sessionId?: string }>
-  if (done.length === 0) throw new NoRouteError('no chain of the consensus round answered before the deadline')
+  const finished = outputs.filter((o) => o !== undefined && o.tokens.length > 0) as Array<{ chain: ChainHop[], tokens: number[], signatures: Array<Uint8Array<ArrayBuffer>>, receipt?: Receipt, seed: number, sessionId?: string }>
+  // an answer is what its last stage signed: one without a receipt (a last stage without a key) is
+  // no answer of the round (judges refuse it, and no ledger could credit it)
+  const done = finished.filter((o) => o.receipt !== undefined && o.receipt.signature.length > 0) as Array<(typeof finished)[number] & { receipt: Receipt }>
+  if (done.length === 0) throw new NoRouteError(finished.length === 0 ? 'no chain of the consensus round answered before the deadline' : 'no chain of the consensus round answered with its last stage\'s receipt')
   const round = `${run.self}:${Date.now()}-${toHex(digestFields([run.promptText, String(run.seed), String(Math.random())])).slice(0, 8)}`
   const texts = new Map<string, string>()
   const authors = new Map<string, string[]>()
   const answers: Answer[] = []
   const meta: ConsensusAnswer[] = []
   const receipts: string[][] = []
+  const signed = new Map<string, { tokens: number[], session: string, first: number, sampling: ReceiptSampling, signature: Uint8Array }>()
   for (const o of done) {
-    const stream = createTextStream(run.tokenizer)
-    let prev = run.prompt[run.prompt.length - 1]
-    let text = ''
-    for (const t of o.tokens) { text += stream.push(prev, t); prev = t }
-    text += stream.flush()
+    const text = decodeAnswer(run.tokenizer, run.prompt[run.prompt.length - 1], o.tokens)
     const peers = o.chain.map((h) => String(h.peer))
-    // the answer id covers the tokens its author signed (the receipt's hash), not only the text
-    const id = toHex(digestFields([round, String(o.seed), text, tokensHash(o.tokens)])).slice(0, 16)
+    // the answer id is its receipt's (session, content: the tokens and their sampling): a judge's
+    // vote on it is a vote on the tokens the author signed, which every ledger checks
+    // (consensus/answer-receipts.ts); the judges get the receipt and check it
+    const sampling = receiptSampling({ ...run.sampling, seed: o.seed })
+    const id = receiptAnswerId(round, o.receipt.session, toHex(receiptContent(o.tokens, sampling)))
+    signed.set(id, { tokens: o.tokens, session: o.receipt.session, first: o.receipt.first, sampling, signature: o.receipt.signature })
     const author = peers[peers.length - 1]
     // the receipt proves the chain's last stage sampled exactly these tokens (the ledger checks it)
     const entry = receiptEntry(id, o.tokens, o.receipt, { ...run.sampling, seed: o.seed })
@@ -224,6 +229,7 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
       round,
       prompt: run.promptText,
       answers: texts,
+      receipts: signed,
       authors,
       assignments: schedule.assignments,
       open: async (judge, options) => await run.openStream(judge, consensusJudgeProtocol(run.swarm), options)

@@ -8,7 +8,11 @@
 // is checked, not trusted. The win goes to the winning answer's author only when the round record
 // carries the author's receipt for it (its signature over the tokens it sampled in a session, each
 // session crediting one answer ever): an owner cannot attribute a win to a peer that did not
-// produce an answer. Equivocation records (two different frames one peer signed at one position)
+// produce an answer. The receipt's content hash must also give the winning answer's id
+// (consensus/answer-receipts.ts receiptAnswerId): judges voted on ids whose receipts they checked
+// against the tokens they decoded, so the credited tokens are the judged ones. A win is credited
+// only when it was decided — the winner strictly stronger than every other answer — so a round
+// whose judges all refused (or a one-answer round) credits nobody. Equivocation records (two different frames one peer signed at one position)
 // are checked cryptographically and slash the signer like a confirmed failed spot-check.
 import { SPOT_FAIL_CONFIRMATIONS } from './constants.ts'
 import { compareText } from './digest.ts'
@@ -16,6 +20,7 @@ import { InvalidConsensusRecordError } from './errors.ts'
 import { parseRecord, type CalibrationRecord, type EquivocationRecord, type RoundRecord, type SpotCheckRecord } from './records.ts'
 import { applyCalibration, applyPenalty, applyRound, applySpotCheck, DEFAULT_REPUTATION_PARAMS, initialReputation, reputationOf, type ReputationParams } from './reputation.ts'
 import { checkEquivocation, signedMessage, verifyPeer } from './signed-frames.ts'
+import { receiptAnswerId } from './answer-receipts.ts'
 import { settleRound } from './round.ts'
 import type { Answer, Commitment, ReputationState, Reveal, RoundOutcome } from './index.ts'
 
@@ -44,6 +49,8 @@ export interface Ledger {
   ownerMismatches: string[]
   /** Rounds whose winner got no credit: no valid receipt by its author. */
   unsignedWins: string[]
+  /** Rounds whose winner got no credit: not decided (no other answer, or one as strong: no judge's votes told them apart). */
+  undecidedWins: string[]
   /** Peers slashed for a proven equivocation. */
   equivocators: string[]
 }
@@ -102,6 +109,7 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
   const outcomes: RoundOutcome[] = []
   const ownerMismatches: string[] = []
   const unsignedWins: string[] = []
+  const undecidedWins: string[] = []
   const equivocators = new Set<string>()
   // receipts already credited (author, session): a session's answer wins at most once
   const credited = new Set<string>()
@@ -158,8 +166,11 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
       // the win is credited only to an author that signed a receipt for this answer
       const winner = roundAnswers.find((a) => a.id === settled.outcome.winner)
       const receipt = winner === undefined ? undefined : validReceipt(r, winner.id, winner.author, credited)
-      if (requireReceipts && winner !== undefined && receipt === undefined) {
-        unsignedWins.push(r.round)
+      const unsigned = requireReceipts && winner !== undefined && receipt === undefined
+      const undecided = requireReceipts && winner !== undefined && !decided(settled.outcome)
+      if (unsigned || undecided) {
+        if (unsigned) unsignedWins.push(r.round)
+        else undecidedWins.push(r.round)
         const uncredited = { ...settled.outcome }
         delete uncredited.winnerAuthor
         state = applyRound(state, uncredited, params)
@@ -174,7 +185,14 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
       }
     }
   }
-  return { state, outcomes, invalid, ownerMismatches, unsignedWins, equivocators: [...equivocators].sort(compareText) }
+  return { state, outcomes, invalid, ownerMismatches, unsignedWins, undecidedWins, equivocators: [...equivocators].sort(compareText) }
+}
+
+/** Whether the round's winner is strictly stronger than every other answer (its judges told them apart). */
+function decided (outcome: RoundOutcome): boolean {
+  const best = outcome.strengths.find(([id]) => id === outcome.winner)?.[1]
+  const others = outcome.strengths.filter(([id]) => id !== outcome.winner)
+  return best !== undefined && others.length > 0 && others.every(([, s]) => s < best)
 }
 
 /** The (author, session) key of `answer`'s receipt in round `r` when it is `author`'s valid signature, not credited before. */
@@ -185,5 +203,7 @@ function validReceipt (r: RoundRecord, answer: string, author: string, credited:
   const position = Number(first)
   const key = `${author}\u0000${session}`
   if (!Number.isSafeInteger(position) || position < 0 || !/^[0-9a-f]{64}$/.test(hash) || credited.has(key)) return undefined
+  // the id the judges voted on is the one this receipt's session and tokens give
+  if (answer !== receiptAnswerId(r.round, session, hash)) return undefined
   return verifyPeer(author, signedMessage('receipt', session, position, Buffer.from(hash, 'hex')), Buffer.from(signature, 'base64')) ? key : undefined
 }

@@ -11,6 +11,10 @@
 //   may own a round; only an admitted owner's round record counts in the ledger), and the pairs asked are exactly this node's assignment in the schedule it recomputes from its
 //   own ledger with the answers' authors the owner sent (a disagreement — records in flight —
 //   refuses; the ledger would otherwise fine a vote on an unassigned pair).
+// - answerText: an answer is judged only with its author's receipt (the last stage's signature over
+//   the tokens it sampled; the answer id is the receipt's) and as this judge's own decoding of those
+//   tokens; a request with an answer that fails either is refused UNVERIFIED (issue 7: the text
+//   judged is the text the last stage signed; protocols/consensus/answer-check.ts).
 // - commit and reveal are written as signed records in this node's namespace (`round/c|r/<round>`).
 // - Calibration (admission): every admitted node with a judge model calibrates, one at a time,
 //   each online member whose record names the same model and that its ledger does not admit:
@@ -37,6 +41,7 @@ import type { ConsensusHost } from '../client/consensus.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { collectJudging } from '../protocols/index.ts'
 import { requestChallenge } from '../protocols/consensus/index.ts'
+import { verifiedAnswerText } from '../protocols/consensus/answer-check.ts'
 import { layerCapacity, type ModelManifest } from '../sharding/index.ts'
 import type { MyceliumHost } from './host.ts'
 import type { NodeModel, OpenedModel } from './model-startup.ts'
@@ -175,6 +180,15 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
       const a = meanLogProb(logitsOf, shard.config.vocabSize, p, tokenizer.encode(first).slice(0, room))
       const b = meanLogProb(logitsOf, shard.config.vocabSize, p, tokenizer.encode(second).slice(0, room))
       return a > b ? 'first' : b > a ? 'second' : 'tie'
+    },
+    // the text judged is the text the author signed: each answer's receipt must check (its id is the
+    // receipt's, the author signed the tokens) and the text sent must be this judge's own decoding
+    // of the tokens; otherwise the request is refused UNVERIFIED (protocols/consensus/answer-check.ts).
+    // Calibration pairs are the calibrator's known-answer texts (no receipts).
+    answerText: async ({ round, prompt }, a) => {
+      if (round.startsWith('calibration:')) return a.text
+      const { tokenizer } = await loadJudge()
+      return verifiedAnswerText(tokenizer, round, prompt, { id: a.id, author: a.authors[0] ?? '', tokens: a.tokens, session: a.session, first: a.first, ...(a.sampling !== undefined ? { sampling: a.sampling } : {}), receipt: a.receipt, text: a.text })
     },
     accept: (round, pairs, answers) => {
       if (round.startsWith('calibration:')) return true

@@ -5,6 +5,11 @@ export interface Candidate {
     id: string;
     text: string;
     authors: string[];
+    tokens: number[];
+    session: string;
+    first: number;
+    receipt: Uint8Array<ArrayBuffer>;
+    sampling?: ReceiptSampling;
 }
 export declare namespace Candidate {
     const codec: () => Codec<Candidate>;
@@ -21,9 +26,79 @@ export declare namespace Candidate {
         index: number;
         value: string;
     }
+    interface CandidateTokensFieldEvent {
+        field: '$.tokens[]';
+        index: number;
+        value: number;
+    }
+    interface CandidateSessionFieldEvent {
+        field: '$.session';
+        value: string;
+    }
+    interface CandidateFirstFieldEvent {
+        field: '$.first';
+        value: number;
+    }
+    interface CandidateReceiptFieldEvent {
+        field: '$.receipt';
+        value: Uint8Array<ArrayBuffer>;
+    }
+    interface CandidateSamplingTemperatureFieldEvent {
+        field: '$.sampling.temperature';
+        value: number;
+    }
+    interface CandidateSamplingTopPFieldEvent {
+        field: '$.sampling.topP';
+        value: number;
+    }
+    interface CandidateSamplingTopKFieldEvent {
+        field: '$.sampling.topK';
+        value: number;
+    }
+    interface CandidateSamplingSeedFieldEvent {
+        field: '$.sampling.seed';
+        value: number;
+    }
+    interface CandidateSamplingSkipDrawsFieldEvent {
+        field: '$.sampling.skipDraws';
+        value: number;
+    }
     function encode(obj: Partial<Candidate>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Candidate>): Candidate;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Candidate>): Generator<CandidateIdFieldEvent | CandidateTextFieldEvent | CandidateAuthorsFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<Candidate>): Generator<CandidateIdFieldEvent | CandidateTextFieldEvent | CandidateAuthorsFieldEvent | CandidateTokensFieldEvent | CandidateSessionFieldEvent | CandidateFirstFieldEvent | CandidateReceiptFieldEvent | CandidateSamplingTemperatureFieldEvent | CandidateSamplingTopPFieldEvent | CandidateSamplingTopKFieldEvent | CandidateSamplingSeedFieldEvent | CandidateSamplingSkipDrawsFieldEvent>;
+}
+export interface ReceiptSampling {
+    temperature: number;
+    topP: number;
+    topK: number;
+    seed: number;
+    skipDraws: number;
+}
+export declare namespace ReceiptSampling {
+    const codec: () => Codec<ReceiptSampling>;
+    interface ReceiptSamplingTemperatureFieldEvent {
+        field: '$.temperature';
+        value: number;
+    }
+    interface ReceiptSamplingTopPFieldEvent {
+        field: '$.topP';
+        value: number;
+    }
+    interface ReceiptSamplingTopKFieldEvent {
+        field: '$.topK';
+        value: number;
+    }
+    interface ReceiptSamplingSeedFieldEvent {
+        field: '$.seed';
+        value: number;
+    }
+    interface ReceiptSamplingSkipDrawsFieldEvent {
+        field: '$.skipDraws';
+        value: number;
+    }
+    function encode(obj: Partial<ReceiptSampling>): Uint8Array<ArrayBuffer>;
+    function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ReceiptSampling>): ReceiptSampling;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<ReceiptSampling>): Generator<ReceiptSamplingTemperatureFieldEvent | ReceiptSamplingTopPFieldEvent | ReceiptSamplingTopKFieldEvent | ReceiptSamplingSeedFieldEvent | ReceiptSamplingSkipDrawsFieldEvent>;
 }
 export interface Pair {
     first: string;
@@ -74,6 +149,51 @@ export declare namespace JudgeRequest {
         index: number;
         value: string;
     }
+    interface JudgeRequestAnswersTokensFieldEvent {
+        field: '$.answers[].tokens[]';
+        index: number;
+        value: number;
+    }
+    interface JudgeRequestAnswersSessionFieldEvent {
+        field: '$.answers[].session';
+        value: string;
+        index: number;
+    }
+    interface JudgeRequestAnswersFirstFieldEvent {
+        field: '$.answers[].first';
+        value: number;
+        index: number;
+    }
+    interface JudgeRequestAnswersReceiptFieldEvent {
+        field: '$.answers[].receipt';
+        value: Uint8Array<ArrayBuffer>;
+        index: number;
+    }
+    interface JudgeRequestAnswersSamplingTemperatureFieldEvent {
+        field: '$.answers[].sampling.temperature';
+        value: number;
+        index: number;
+    }
+    interface JudgeRequestAnswersSamplingTopPFieldEvent {
+        field: '$.answers[].sampling.topP';
+        value: number;
+        index: number;
+    }
+    interface JudgeRequestAnswersSamplingTopKFieldEvent {
+        field: '$.answers[].sampling.topK';
+        value: number;
+        index: number;
+    }
+    interface JudgeRequestAnswersSamplingSeedFieldEvent {
+        field: '$.answers[].sampling.seed';
+        value: number;
+        index: number;
+    }
+    interface JudgeRequestAnswersSamplingSkipDrawsFieldEvent {
+        field: '$.answers[].sampling.skipDraws';
+        value: number;
+        index: number;
+    }
     interface JudgeRequestPairsFirstFieldEvent {
         field: '$.pairs[].first';
         value: string;
@@ -86,7 +206,7 @@ export declare namespace JudgeRequest {
     }
     function encode(obj: Partial<JudgeRequest>): Uint8Array<ArrayBuffer>;
     function decode(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<JudgeRequest>): JudgeRequest;
-    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<JudgeRequest>): Generator<JudgeRequestRoundFieldEvent | JudgeRequestPromptFieldEvent | JudgeRequestAnswersIdFieldEvent | JudgeRequestAnswersTextFieldEvent | JudgeRequestAnswersAuthorsFieldEvent | JudgeRequestPairsFirstFieldEvent | JudgeRequestPairsSecondFieldEvent>;
+    function stream(buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<JudgeRequest>): Generator<JudgeRequestRoundFieldEvent | JudgeRequestPromptFieldEvent | JudgeRequestAnswersIdFieldEvent | JudgeRequestAnswersTextFieldEvent | JudgeRequestAnswersAuthorsFieldEvent | JudgeRequestAnswersTokensFieldEvent | JudgeRequestAnswersSessionFieldEvent | JudgeRequestAnswersFirstFieldEvent | JudgeRequestAnswersReceiptFieldEvent | JudgeRequestAnswersSamplingTemperatureFieldEvent | JudgeRequestAnswersSamplingTopPFieldEvent | JudgeRequestAnswersSamplingTopKFieldEvent | JudgeRequestAnswersSamplingSeedFieldEvent | JudgeRequestAnswersSamplingSkipDrawsFieldEvent | JudgeRequestPairsFirstFieldEvent | JudgeRequestPairsSecondFieldEvent>;
 }
 export interface JudgeCommit {
     status: JudgeCommit.Status;
@@ -98,7 +218,8 @@ export declare namespace JudgeCommit {
         MALFORMED = "MALFORMED",
         TOO_LARGE = "TOO_LARGE",
         REFUSED = "REFUSED",
-        FAILED = "FAILED"
+        FAILED = "FAILED",
+        UNVERIFIED = "UNVERIFIED"
     }
     namespace Status {
         const codec: () => Codec<Status>;

@@ -7,6 +7,8 @@
 //
 // The judge bounds the frame before decoding, checks every pair names an answer it was sent and
 // (through `accept`) that the pairs are its own assignment, and answers bad input with a status.
+// Each answer carries its author's receipt (the tokens, session, first position, signature); the
+// judge's `answerText` checks it and gives the text it judges (UNVERIFIED when an answer fails).
 // The owner never trusts the reveal: consensus/commit-reveal.ts checks it against the commitment.
 import { pbStream } from '@libp2p/utils'
 import type { AbortOptions, Stream } from '@libp2p/interface'
@@ -21,6 +23,20 @@ export { Choice, JudgeCommit, JudgeRequest, JudgeReveal, RevealRequest }
 const TO_WIRE: Record<VoteChoice, Choice> = { first: Choice.FIRST, second: Choice.SECOND, tie: Choice.TIE }
 const FROM_WIRE: Record<Choice, VoteChoice> = { [Choice.FIRST]: 'first', [Choice.SECOND]: 'second', [Choice.TIE]: 'tie' }
 
+/** An answer as a judge receives it. */
+export interface JudgeCandidate {
+  id: string
+  text: string
+  authors: string[]
+  /** The author's receipt: the tokens it sampled in `session` (the first from the logits at `first`) and its signature (empty: none). */
+  tokens: number[]
+  session: string
+  first: number
+  /** The sampling the receipt binds (temperature, top-p, top-k, seed, skipped draws). */
+  sampling?: { temperature: number, topP: number, topK: number, seed: number, skipDraws: number }
+  receipt: Uint8Array
+}
+
 /** The judge's model: which of two answers to `prompt` is better. */
 export type JudgeFn = (prompt: string, first: string, second: string, options: AbortOptions) => Promise<VoteChoice>
 
@@ -30,6 +46,12 @@ export interface ServeJudgingOptions extends AbortOptions {
   judgeFn: JudgeFn
   /** Whether `pairs` are this judge's assignment in `round` (default: accept); `answers` as the owner sent them (id, authors). */
   accept?: (round: string, pairs: Array<{ first: string, second: string }>, answers: Array<{ id: string, authors: string[] }>) => boolean
+  /**
+   * The text to judge for `answer` (default: the text sent); undefined refuses the request
+   * UNVERIFIED (a consensus judge: the receipt does not check or the text is not its tokens,
+   * consensus/answer-receipts.ts verifiedAnswerText). Throwing declines it (FAILED).
+   */
+  answerText?: (request: { round: string, prompt: string }, answer: JudgeCandidate) => string | undefined | Promise<string | undefined>
   /** Called with the commitment before it is sent (phase 2: write the commit record). */
   onCommit?: (commitment: Commitment) => void | Promise<void>
   /** Called with the ballot before it is revealed (phase 2: write the reveal record). */
@@ -63,11 +85,21 @@ export async function serveJudging (stream: Stream, options: ServeJudgingOptions
     return await refuse(JudgeCommit.Status.MALFORMED)
   }
   if (req.answers.length > CONSENSUS_MAX_ANSWERS || req.pairs.length > CONSENSUS_MAX_PAIRS) return await refuse(JudgeCommit.Status.TOO_LARGE)
-  const texts = new Map(req.answers.map((a) => [a.id, a.text]))
+  const ids = new Set(req.answers.map((a) => a.id))
   const pairs = req.pairs.map((p) => ({ first: p.first, second: p.second }))
   const keys = new Set(pairs.map((p) => `${p.first}\u0000${p.second}`))
-  if (req.round === '' || pairs.length === 0 || keys.size !== pairs.length || pairs.some((p) => p.first === p.second || !texts.has(p.first) || !texts.has(p.second))) return await refuse(JudgeCommit.Status.MALFORMED)
+  if (req.round === '' || pairs.length === 0 || keys.size !== pairs.length || ids.size !== req.answers.length || pairs.some((p) => p.first === p.second || !ids.has(p.first) || !ids.has(p.second))) return await refuse(JudgeCommit.Status.MALFORMED)
   if (options.accept !== undefined && !options.accept(req.round, pairs, req.answers.map((a) => ({ id: a.id, authors: a.authors })))) return await refuse(JudgeCommit.Status.REFUSED)
+  const texts = new Map<string, string>()
+  try {
+    for (const a of req.answers) {
+      const text = options.answerText === undefined ? a.text : await options.answerText({ round: req.round, prompt: req.prompt }, a)
+      if (text === undefined) return await refuse(JudgeCommit.Status.UNVERIFIED)
+      texts.set(a.id, text)
+    }
+  } catch {
+    return await refuse(JudgeCommit.Status.FAILED)
+  }
   const votes: BallotVote[] = []
   try {
     for (const p of pairs) votes.push({ ...p, choice: await options.judgeFn(req.prompt, texts.get(p.first) as string, texts.get(p.second) as string, { signal }) })
@@ -96,6 +128,8 @@ export interface JudgingRound {
   prompt: string
   /** Answer id → text. */
   answers: ReadonlyMap<string, string>
+  /** Answer id → its author's receipt (sent with the text; a consensus judge refuses an answer without one). */
+  receipts?: ReadonlyMap<string, { tokens: readonly number[], session: string, first: number, sampling: { temperature: number, topP: number, topK: number, seed: number, skipDraws: number }, signature: Uint8Array }>
   /** Answer id → its author then coauthors (sent so the judge can recompute the schedule). */
   authors?: ReadonlyMap<string, readonly string[]>
   /** The schedule's assignments (consensus/pair-schedule.ts). */
@@ -134,7 +168,7 @@ export async function collectJudging (r: JudgingRound, options: AbortOptions = {
       stream = await r.open(judge, { signal })
       const pb = pbStream(stream, { maxDataLength: CONSENSUS_MAX_FRAME_BYTES })
       const ids = new Set(pairs.flatMap((p) => [p.first, p.second]))
-      await pb.write({ round: r.round, prompt: r.prompt, answers: [...ids].sort().map((id) => ({ id, text: r.answers.get(id) ?? '', authors: [...(r.authors?.get(id) ?? [])] })), pairs }, JudgeRequest, { signal })
+      await pb.write({ round: r.round, prompt: r.prompt, answers: [...ids].sort().map((id) => { const rc = r.receipts?.get(id); return { id, text: r.answers.get(id) ?? '', authors: [...(r.authors?.get(id) ?? [])], tokens: [...(rc?.tokens ?? [])], session: rc?.session ?? '', first: rc?.first ?? 0, receipt: Uint8Array.from(rc?.signature ?? []), ...(rc !== undefined ? { sampling: rc.sampling } : {}) } }), pairs }, JudgeRequest, { signal })
       const commit = await pb.read(JudgeCommit, { signal })
       if (commit.status !== JudgeCommit.Status.OK) throw new JudgingFailedError(`judge answered ${commit.status}`)
       return { judge, stream, pb, commitment: commit.commitment }

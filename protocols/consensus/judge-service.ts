@@ -9,7 +9,7 @@ import { JudgingFailedError } from './errors.ts'
 import { serveJudging, type ServeJudgingOptions, type ServeJudgingResult } from './judge-exchange.ts'
 
 /** What judges: the model function and the checks and record writes around it (`setJudge`). */
-export type JudgeHooks = Pick<ServeJudgingOptions, 'judgeFn' | 'accept' | 'onCommit' | 'onReveal'>
+export type JudgeHooks = Pick<ServeJudgingOptions, 'judgeFn' | 'accept' | 'answerText' | 'onCommit' | 'onReveal'>
 
 export interface ConsensusJudgeInit extends Partial<JudgeHooks>, Pick<ServeJudgingOptions, 'timeoutMs'> {
   swarm: string
@@ -64,6 +64,7 @@ export class ConsensusJudgeService implements Startable {
         judgeFn: h.judgeFn ?? (async () => { throw new JudgingFailedError('this node has no judge model') }),
         signal: this.shutdown.signal,
         ...(h.accept !== undefined ? { accept: h.accept } : {}),
+        ...(h.answerText !== undefined ? { answerText: h.answerText } : {}),
         ...(h.onCommit !== undefined ? { onCommit: h.onCommit } : {}),
         ...(h.onReveal !== undefined ? { onReveal: h.onReveal } : {}),
         ...(this.init.timeoutMs !== undefined ? { timeoutMs: this.init.timeoutMs } : {})

@@ -14,6 +14,8 @@ import { Choice, JudgeCommit, JudgeRequest, JudgeReveal, RevealRequest, collectJ
 import { ConsensusJudgeService, consensusJudgeProtocol, consensusJudgeService } from '../../protocols/consensus/judge-service.ts'
 
 const SWARM = 'test'
+/** A candidate without a receipt (these judges take the text as sent). */
+const NO_RECEIPT = { tokens: [], session: '', first: 0, receipt: new Uint8Array(0) }
 const PROTOCOL = consensusJudgeProtocol(SWARM)
 type Node = Libp2p<{ judge: ConsensusJudgeService }>
 const nodes: Array<Libp2p<Record<string, unknown>>> = []
@@ -105,10 +107,10 @@ describe('consensus judging over libp2p', () => {
       await stream.close().catch(() => {})
       return commit.status
     }
-    expect(await ask({ round: 'r', prompt: 'p', answers: [{ id: 'x', text: 'x', authors: [] }], pairs: [{ first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.MALFORMED)
-    expect(await ask({ round: 'r', prompt: 'p', answers: [{ id: 'x', text: 'x', authors: [] }, { id: 'y', text: 'yy', authors: [] }], pairs: [{ first: 'x', second: 'y' }, { first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.MALFORMED)
-    expect(await ask({ round: 'refuse:1', prompt: 'p', answers: [{ id: 'x', text: 'x', authors: [] }, { id: 'y', text: 'yy', authors: [] }], pairs: [{ first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.REFUSED)
-    expect(await ask({ round: 'r', prompt: 'p', answers: Array.from({ length: 65 }, (_, i) => ({ id: `a${i}`, text: '', authors: [] })), pairs: [{ first: 'a0', second: 'a1' }] })).toBe(JudgeCommit.Status.TOO_LARGE)
+    expect(await ask({ round: 'r', prompt: 'p', answers: [{ id: 'x', text: 'x', authors: [], ...NO_RECEIPT }], pairs: [{ first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.MALFORMED)
+    expect(await ask({ round: 'r', prompt: 'p', answers: [{ id: 'x', text: 'x', authors: [], ...NO_RECEIPT }, { id: 'y', text: 'yy', authors: [], ...NO_RECEIPT }], pairs: [{ first: 'x', second: 'y' }, { first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.MALFORMED)
+    expect(await ask({ round: 'refuse:1', prompt: 'p', answers: [{ id: 'x', text: 'x', authors: [], ...NO_RECEIPT }, { id: 'y', text: 'yy', authors: [], ...NO_RECEIPT }], pairs: [{ first: 'x', second: 'y' }] })).toBe(JudgeCommit.Status.REFUSED)
+    expect(await ask({ round: 'r', prompt: 'p', answers: Array.from({ length: 65 }, (_, i) => ({ id: `a${i}`, text: '', authors: [], ...NO_RECEIPT })), pairs: [{ first: 'a0', second: 'a1' }] })).toBe(JudgeCommit.Status.TOO_LARGE)
     // Garbage bytes.
     const stream = await owner.dialProtocol(judge.peerId, PROTOCOL)
     stream.send(Uint8Array.from([4, 0xff, 0xff, 0xff, 0x0f])) // one 4-byte frame that is not protobuf
