@@ -61,7 +61,8 @@ export async function requestAudits (options: {
   signal?: AbortSignal
 }): Promise<AuditOutcome[]> {
   const online = new Set(options.online())
-  const holders = [...options.state.nodes()].filter(([id, r]) => id !== options.self && online.has(id) && r.layers.some((l) => l.model === options.model)).map(([id]) => id)
+  // verifiers hold the model: its layers, or the whole model for judging (a judge-only node's `judgeModel`)
+  const holders = [...options.state.nodes()].filter(([id, r]) => id !== options.self && online.has(id) && (r.layers.some((l) => l.model === options.model) || r.capabilities.judgeModel === options.model)).map(([id]) => id)
     .filter((id) => { const rep = options.reputation.nodes.get(id); return rep?.admitted === true && !rep.excluded })
   const out: AuditOutcome[] = []
   const jobs: Array<Promise<void>> = []
