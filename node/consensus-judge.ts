@@ -28,6 +28,8 @@
 //   and checked against this node's copy of the same layers, loaded in the dtype the subject's
 //   record names (exact greedy tokens for a last stage, fingerprints within the dtype tolerance
 //   otherwise; an f32 reference refuses an honest q4_0 last stage most of the time). Both must pass.
+//   A judge-only member (--judge-model: no layers; its record's `judgeModel` names the model) has
+//   no stage: it is calibrated on the judging pairs alone.
 //   A wrong answer writes a failed record (the ledger then calls the subject `refused`, and the
 //   owner's host below does not route it); no answer (it declined judging, its stage is not served,
 //   a timeout) writes nothing and is retried after CALIBRATION_RETRY_MS; a subject that answered
@@ -222,7 +224,7 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
     const online = new Set(state.online())
     const now = Date.now()
     const found = [...state.nodes()].map(([id, r]) => ({ id, r })).sort((a, b) => (a.id < b.id ? -1 : 1)).find(({ id, r }) =>
-      id !== self && online.has(id) && ledger.state().nodes.get(id)?.admitted !== true && now - (tried.get(id)?.at ?? 0) > calibrationRetryMs(tried.get(id)?.failures ?? 0) && r.layers.some((l) => l.model === manifestId))
+      id !== self && online.has(id) && ledger.state().nodes.get(id)?.admitted !== true && now - (tried.get(id)?.at ?? 0) > calibrationRetryMs(tried.get(id)?.failures ?? 0) && (r.layers.some((l) => l.model === manifestId) || (r.layers.length === 0 && r.capabilities.judgeModel === manifestId)))
     if (found === undefined) return
     const subject = found.id
     const range = found.r.layers.find((l) => l.model === manifestId && l.end > l.start && l.end <= (opened?.source.config.nLayers ?? 0))
@@ -260,6 +262,9 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
       // proof of capability on the layers it serves: challenge inputs (from the challenge id) through
       // its stage over the spot-check protocol (CHALLENGE), its outputs checked against this node's
       // own copy of the same layers (consensus/stage-challenge.ts)
+      // a judge-only subject (--judge-model: no layers, its record's judgeModel) has no stage to
+      // check: it is calibrated on the judging pairs alone (what it does: judge and verify)
+      const judgeOnlySubject = found.r.layers.length === 0
       let stage: StageChallengeResult = { passed: false, rows: 0, rowsExact: 0, reason: 'no served range' }
       if (range !== undefined && opened !== undefined) {
         // this node's copy of those layers in the dtype the subject says it serves (its record), so
@@ -283,10 +288,10 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
         log.info({ event: 'calibration-incomplete', subject, unanswered, right, pairs: pairs.length, stage: { range, ...stage } }, `calibration of ${subject}: no answer, retried later`)
         return
       }
-      const passed = pairs.length > 0 && right === pairs.length && stage.passed
+      const passed = pairs.length > 0 && right === pairs.length && (stage.passed || judgeOnlySubject)
       if (!passed) tried.set(subject, { at: now, failures: failures + 1 })
       // tasks: the stage challenge + the judging pairs; exact: those answered right
-      await write({ t: 'calibration', seq: lastSeq(rounds) + 1, subject, model: manifestId, challenge, tasks: pairs.length + 1, tasksExact: right + (stage.passed ? 1 : 0), pairs: pairs.length, pairsRight: right, passed })
+      await write({ t: 'calibration', seq: lastSeq(rounds) + 1, subject, model: manifestId, challenge, tasks: pairs.length + (judgeOnlySubject ? 0 : 1), tasksExact: right + (stage.passed && !judgeOnlySubject ? 1 : 0), pairs: pairs.length, pairsRight: right, passed })
       log.info({ event: 'calibration', subject, passed, right, pairs: pairs.length, stage: { range, ...stage } }, `calibrated ${subject}: ${passed ? 'passed' : 'failed'}`)
     } catch (err) {
       log.warn({ event: 'calibration-failed', subject, err: (err as Error).message }, 'calibration did not complete')

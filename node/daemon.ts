@@ -116,12 +116,17 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   // issue 7: the reputation ledger, derived from the replicated round records (node/reputation.ts)
   const { startLedger, genesisOf } = await import('./reputation.ts')
   const ledger = startLedger(state, genesisOf(config.bootstrap.map(String), host.peerId.toString()))
+  // `--judge-model` (no --model): the model is held for judging, calibration and spot-check audits
+  // only, no layers served (headers opened now; the manifest is hashed in the background and then
+  // published as the record's `judgeModel` capability, so round owners ask it to verify stages)
+  const judgeOnly = opened === undefined && config.judgeModel !== undefined ? await openJudgeOnly(config.judgeModel, log, (id) => { record.setJudgeModel(id) }) : undefined
   // spot-checks: the stage's tap (recorder) and the verifier (node/spot-check.ts); wraps serve() before any stage is served
   const { startSpotChecks } = await import('./spot-check.ts')
   // a verifier loads its own copy of the audited layers: only a node whose start-up accounting held
   // that copy back (it judges, node/consensus-judge.ts consensusMemory) shows the verifier its model;
-  // one near its memory limit refuses audits instead of over-committing
-  const spots = startSpotChecks(host, opened, () => (served?.model.consensus?.judging === true ? served.model : undefined), ledger, log, config.model?.maxMemoryBytes)
+  // one near its memory limit refuses audits instead of over-committing. A judge-only node shows
+  // its judge model (no layers of its own: its audit copies are within the judge budget)
+  const spots = startSpotChecks(host, opened ?? judgeOnly?.opened, () => (served?.model.consensus?.judging === true ? served.model : judgeOnly?.model), ledger, log, config.model?.maxMemoryBytes)
   if (config.testWrongStage !== undefined) {
     // TEST ONLY (issue 7): wrong outputs everywhere, challenges included — outermost on serve(), so
     // the spot-check service answers CHALLENGE with the wrong stage (node/test-wrong-stage.ts)
@@ -232,8 +237,6 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     : undefined
   // issue 7: the judge and the calibration of newcomers (node/consensus-judge.ts)
   const { startConsensusNode, registerConsensusNode } = await import('./consensus-judge.ts')
-  // `--judge-model` (no --model): the model is held for judging and calibration only, no layers served
-  const judgeOnly = opened === undefined && config.judgeModel !== undefined ? await openJudgeOnly(config.judgeModel, log) : undefined
   const consensus = startConsensusNode(host, opened ?? judgeOnly?.opened, served?.model ?? judgeOnly?.model, ledger, { log, judgeOnly: judgeOnly !== undefined, ...(config.model?.maxMemoryBytes !== undefined ? { maxMemoryBytes: config.model.maxMemoryBytes } : {}) })
   registerConsensusNode(host, consensus)
   if (config.api !== undefined) {
@@ -270,8 +273,8 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   }
 }
 
-/** `--judge-model`: the model opened (headers only) and its manifest hashed in the background (calibration waits for it). */
-async function openJudgeOnly (judge: { path: string, manifestCacheDir: string }, log: Logger): Promise<{ opened: OpenedModel, model: NodeModel }> {
+/** `--judge-model`: the model opened (headers only) and its manifest hashed in the background (calibration and audits wait for it; `onReady` gets its id). */
+async function openJudgeOnly (judge: { path: string, manifestCacheDir: string }, log: Logger, onReady: (manifestId: string) => void): Promise<{ opened: OpenedModel, model: NodeModel }> {
   const { openNodeModel } = await import('./model-startup.ts')
   const { cachedManifest } = await import('./manifest-cache.ts')
   const opened = await openNodeModel({ path: judge.path, threads: 1, manifestCacheDir: judge.manifestCacheDir })
@@ -279,7 +282,8 @@ async function openJudgeOnly (judge: { path: string, manifestCacheDir: string },
   cachedManifest(opened.source, judge.manifestCacheDir).then(({ manifest }) => {
     model.manifest = manifest
     model.phase = 'ready'
-    log.info({ event: 'judge-model-ready', model: manifest.id }, 'judge model hashed: judging and calibrating only')
+    onReady(manifest.id)
+    log.info({ event: 'judge-model-ready', model: manifest.id }, 'judge model hashed: judging, calibrating and verifying stages only')
   }, (err: Error) => {
     model.phase = 'failed'
     log.warn({ event: 'judge-model-failed', err: err.message }, 'cannot hash the judge model: no judging')

@@ -34,6 +34,12 @@ export interface NodeRecordPublisher {
   setLayers: (layers: ServedRange[], target?: string) => void
   /** Publishes the model this node offers and its measured capability. */
   setModel: (model: ModelCapabilities) => void
+  /**
+   * Publishes the model a judge-only node (`--judge-model`, no layers) holds: the `judgeModel`
+   * capability (its manifest id). Round owners ask such a node to verify stages of that model
+   * (client/consensus-audit.ts) and calibrators check its judging on it.
+   */
+  setJudgeModel: (manifestId: string) => void
   /** Folds the probe service's estimates in: RTT per peer and a bandwidth figure, with hysteresis. */
   setLinks: (links: ReadonlyMap<string, LinkEstimate>) => void
   /** The record as last written (or being written). */
@@ -56,6 +62,7 @@ export function startNodeRecordPublisher (host: MyceliumHost, config: NodeConfig
   let layers: ServedRange[] = []
   let target: string | undefined
   let model: ModelCapabilities | undefined
+  let judgeModel: string | undefined
   let rtts = new Map<string, number>()
   let bandwidth: number | undefined
   let timer: ReturnType<typeof setTimeout> | undefined
@@ -65,6 +72,7 @@ export function startNodeRecordPublisher (host: MyceliumHost, config: NodeConfig
     capabilities: {
       ...baseCapabilities(config),
       ...(model !== undefined ? { ...model } : {}),
+      ...(judgeModel !== undefined ? { judgeModel } : {}),
       ...(bandwidth !== undefined ? { bandwidthBytesPerS: bandwidth } : {}),
       ...(target !== undefined ? { layersTarget: target } : {}),
       ...Object.fromEntries([...rtts].map(([peer, ms]) => [`${RTT_CAPABILITY_PREFIX}${peer}`, ms]))
@@ -105,6 +113,10 @@ export function startNodeRecordPublisher (host: MyceliumHost, config: NodeConfig
     },
     setModel: (next) => {
       model = { ...next }
+      schedule()
+    },
+    setJudgeModel: (id) => {
+      judgeModel = id
       schedule()
     },
     setLinks: (links) => {
