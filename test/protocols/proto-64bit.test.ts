@@ -20,6 +20,7 @@ import { Beacon } from '../../crdt/beacon.pb.js'
 import { BulkRequest, BulkResponse } from '../../protocols/bulk.pb.js'
 import { Frame, HiddenCodec } from '../../protocols/inference/inference.pb.js'
 import { Head, SyncRequest } from '../../protocols/sync/sync.pb.js'
+import { SpotRequest } from '../../protocols/consensus/spot-check.pb.js'
 import { testSeed } from '../seed.ts'
 
 const seed = testSeed()
@@ -46,6 +47,10 @@ const CASES: Record<string, (v: number) => { sent: unknown, back: unknown }> = {
   'beacon.proto Beacon.at': (v) => {
     const beacon = { writer: new Uint8Array(32).fill(7), at: v, seq: 3, head: new Uint8Array(32).fill(1), signature: new Uint8Array(64).fill(2) }
     return { sent: beacon, back: Beacon.decode(Beacon.encode(beacon)) }
+  },
+  'spot-check.proto SpotRequest.seed': (v) => {
+    const audit = { kind: SpotRequest.Kind.AUDIT, sessionId: 's', side: SpotRequest.Side.INPUTS, subject: 'l', start: 4, end: 5, predecessor: 'p', successor: '', model: 'm', rows: 0, input: new Uint8Array(0), inputTokens: [], tokens: [1, 2, 3], promptLength: 2, greedy: false, promptSignature: new Uint8Array(0), tokenSignatures: [], last: 'l', temperature: 0.5, topP: 0.75, topK: 3, seed: v, skipDraws: 1, receipt: new Uint8Array(64).fill(9), receiptFirst: 1 }
+    return { sent: audit, back: SpotRequest.decode(SpotRequest.encode(audit)) }
   },
   'bulk.proto BulkRequest.size': (v) => ({ sent: { size: v }, back: BulkRequest.decode(BulkRequest.encode({ size: v })) }),
   'bulk.proto BulkResponse.received': (v) => {
