@@ -42,7 +42,7 @@ import type { StageTap, TapFrame } from '../protocols/index.ts'
 import type { MyceliumHost } from './host.ts'
 import type { NodeModel, OpenedModel } from './model-startup.ts'
 import type { LedgerService } from './reputation.ts'
-import { JUDGE_MAX_MODEL_BYTES, lastSeq } from './consensus-judge.ts'
+import { judgeBudgetBytes, lastSeq, wholeModelBytes } from './consensus-judge.ts'
 import { SPOT_POSITIONS, tokenPositions, traceFromNeighbours, traceFromTokens } from './spot-check-trace.ts'
 import { auditStage } from './spot-check-audit.ts'
 
@@ -263,10 +263,13 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
       const me = ledger.state().nodes.get(self)
       if (closed || opened === undefined || manifest === undefined || request.model !== manifest || request.subject === self || me?.admitted !== true || me.excluded) return SpotResponse.Status.REFUSED
       if (request.end > opened.source.config.nLayers) return SpotResponse.Status.REFUSED
-      // the verifier loads its own copy of those layers: only when they fit the judge's budget
+      // the verifier loads its own copy of those layers in the subject's dtype: only when it fits
+      // what the node reserved for it (consensus-judge.ts consensusMemory's verifierBytes: the
+      // judge's budget and the whole model in the node's own dtype)
       const m = modelOf()?.manifest
-      const bytes = m === undefined ? Infinity : (request.end - request.start) * m.layerBytes[dtypeOf(request.subject) ?? modelOf()?.dtype ?? 'f32'] + (request.start === 0 ? m.embeddingBytes : 0) + (request.end === m.nLayers ? m.headBytes : 0)
-      if (bytes > (maxMemoryBytes === undefined ? JUDGE_MAX_MODEL_BYTES : Math.min(JUDGE_MAX_MODEL_BYTES, maxMemoryBytes / 4))) return SpotResponse.Status.REFUSED
+      const own = modelOf()?.dtype ?? 'f32'
+      const bytes = m === undefined ? Infinity : (request.end - request.start) * m.layerBytes[dtypeOf(request.subject) ?? own] + (request.start === 0 ? m.embeddingBytes : 0) + (request.end === m.nLayers ? m.headBytes : 0)
+      if (m === undefined || bytes > Math.min(judgeBudgetBytes(maxMemoryBytes), wholeModelBytes(m, own))) return SpotResponse.Status.REFUSED
       const key = `${request.sessionId}:${request.start}-${request.end}`
       if (seen.has(key)) return SpotResponse.Status.OK
       if (queue.length >= SPOT_MAX_QUEUE) return SpotResponse.Status.BUSY

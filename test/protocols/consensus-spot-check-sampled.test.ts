@@ -217,6 +217,7 @@ describe(`seeded last stages audited over libp2p (TEST_SEED=${SEED})`, () => {
     const last = r.chain[2].peer.toString()
     const outs = lastOutcomes(vs, last)
     expect(outs).toHaveLength(2)
+    console.log(`substituting last stage (every third token, ${run.tokens.length} generated): ${outs.map((o) => `${o.result?.mismatches.length ?? 'n/a'}/${o.result?.checked.length ?? 0}`).join(', ')} positions mismatched at the two verifiers`)
     for (const out of outs) {
       expect(out.badSignatures).toBe(0)
       expect(out.result?.passed).toBe(false)
