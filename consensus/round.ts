@@ -112,17 +112,26 @@ export function settleRound (state: ReputationState, input: RoundInput, options:
       const others = peers.get(pairKey(v)) ?? []
       let alike = 0
       let n = 0
+      let alikeWeighted = 0
+      let weightOfOthers = 0
       const mine = orientedScore(v)
       for (const o of others) {
         if (o.judge === judge) continue
-        alike += o.score > mine ? 1 - (o.score - mine) : 1 - (mine - o.score)
+        const same = o.score > mine ? 1 - (o.score - mine) : 1 - (mine - o.score)
+        alike += same
         n++
+        const w = weights.get(o.judge) ?? 0
+        alikeWeighted += w * same
+        weightOfOthers += w
       }
       if (n > 0) {
         agree += params.peerEvidence * alike / n
         disagree += params.peerEvidence * (n - alike) / n
-        peerAgree += alike / n
-        peerDisagree += (n - alike) / n
+        // The coordination term's peer part: the other judges counted by their weight (a bloc of
+        // fresh identities is no majority), all alike when none has weight yet.
+        const share = weightOfOthers > 0 ? alikeWeighted / weightOfOthers : alike / n
+        peerAgree += share
+        peerDisagree += 1 - share
       }
     }
     parts.set(judge, { agree, disagree, peerAgree, peerDisagree })
