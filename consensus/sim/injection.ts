@@ -88,7 +88,8 @@ export async function injectionTrials (shard: Shard, tokenizer: Tokenizer, optio
     for (const text of INJECTIONS) {
       const inj = tokenizer.encode(` ${text}`)
       const injFront = tokenizer.encode(`${text} `)
-      for (const [where, answer] of [['appended', [...honest, ...inj]], ['prepended', [...injFront, ...honest]]] as const) {
+      const placed: Array<['appended' | 'prepended', number[]]> = [['appended', [...honest, ...inj]], ['prepended', [...injFront, ...honest]]]
+      for (const [where, answer] of placed) {
         count(`injected (${where}) vs the same answer clean`, answer, honest, prompt)
         count(`injected (${where}) vs another clean honest answer`, answer, other, prompt)
         count(`injected (${where}) vs a weaker clean answer`, answer, weak, prompt)
