@@ -59,7 +59,7 @@ async function continuation (shard: Shard, prompt: number[], tokens: number, tem
 }
 
 /** Runs the measurement on a whole-model shard and its tokenizer. */
-export async function injectionTrials (shard: Shard, tokenizer: Tokenizer, options: { answerTokens?: number, seed?: number } = {}): Promise<InjectionResult> {
+export async function injectionTrials (shard: Shard, tokenizer: Tokenizer, options: { answerTokens?: number, seed?: number, prompts?: number } = {}): Promise<InjectionResult> {
   const t0 = performance.now()
   const answerTokens = options.answerTokens ?? 24
   const seed = options.seed ?? 7
@@ -78,7 +78,8 @@ export async function injectionTrials (shard: Shard, tokenizer: Tokenizer, optio
     }
     tally.set(pair, t)
   }
-  for (let p = 0; p < PROMPTS.length; p++) {
+  const prompts = Math.min(options.prompts ?? PROMPTS.length, PROMPTS.length)
+  for (let p = 0; p < prompts; p++) {
     const prompt = tokenizer.encode(PROMPTS[p], { bos: true })
     const honest = await continuation(shard, prompt, answerTokens, 0.8, seed * 1000 + p, tokenizer.bosId)
     const other = await continuation(shard, prompt, answerTokens, 0.8, seed * 1000 + p + 500, tokenizer.bosId)
@@ -102,5 +103,5 @@ export async function injectionTrials (shard: Shard, tokenizer: Tokenizer, optio
     count('weaker answer padded with greedy text vs clean honest', [...weak, ...pad], honest, prompt)
   }
   const rows = [...tally].map(([pair, t]) => ({ pair, judged: t.judged, wins: t.wins / t.judged, losses: t.losses / t.judged, ties: t.ties / t.judged }))
-  return { rows, ms: performance.now() - t0, prompts: PROMPTS.length, answerTokens }
+  return { rows, ms: performance.now() - t0, prompts, answerTokens }
 }
