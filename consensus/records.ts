@@ -174,8 +174,10 @@ export function parseRecord (id: string, data: unknown): ConsensusRecord {
     }; break
     case 'equivocation': {
       const kind = d.kind === 'step' || d.kind === 'token' || d.kind === 'receipt' ? d.kind : fail('kind must be step, token or receipt')
+      // a signature field may carry a batch proof (consensus/signed-frames.ts): ≤ 584 bytes, 780 base64 chars
+      const sigPair = (x: unknown): [string, string] => { const [a, b] = list(x, 2, 'signatures').map((y) => typeof y === 'string' && y.length > 0 && y.length <= 780 ? y : fail('signatures must be two strings of 1–780 chars')); return a !== undefined && b !== undefined ? [a, b] : fail('signatures must be two strings') }
       const pair = (x: unknown, what: string): [string, string] => { const [a, b] = list(x, 2, what).map((y) => str(y, what)); return a !== undefined && b !== undefined ? [a, b] : fail(`${what} must be two strings`) }
-      r = { t: 'equivocation', seq: nat(d.seq, 'seq'), signer: str(d.signer, 'signer'), kind, session: str(d.session, 'session'), position: nat(d.position, 'position'), contents: pair(d.contents, 'contents'), signatures: pair(d.signatures, 'signatures') }
+      r = { t: 'equivocation', seq: nat(d.seq, 'seq'), signer: str(d.signer, 'signer'), kind, session: str(d.session, 'session'), position: nat(d.position, 'position'), contents: pair(d.contents, 'contents'), signatures: sigPair(d.signatures) }
       break
     }
     default: return fail(`unknown record type ${JSON.stringify(d.t)}`)

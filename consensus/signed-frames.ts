@@ -119,32 +119,186 @@ function keyOf (peer: string): KeyObject | undefined {
   return key ?? undefined
 }
 
-/** Whether `signature` is `peer`'s Ed25519 signature of `message` (false for anything malformed). */
+// ---- Batch signatures (a Merkle tree over the frames one scheduler pass sends) ----
+//
+// A stage signs the frames of one batch at once: the leaves are the exact signed messages above
+// (leaf = SHA-256(0x00 ‖ message)), inner nodes SHA-256(0x01 ‖ left ‖ right), the tree padded to
+// 2^depth leaves with 32 zero bytes (no message hashes to that); the peer signs
+//
+//   root message = "mycelium/frame/batch/1" ‖ 0x00 ‖ u32 leaves ‖ root (32 bytes)
+//
+// and each frame's signature field carries its own proof, so every place that carries a
+// signature (a Step, a Token, a recorded frame, an AUDIT, an equivocation record) carries the
+// proof with it and any one frame stays verifiable alone:
+//
+//   signature = sig (64)                                            a batch of one: sig over the message itself
+//             | sig (64) ‖ u32 index ‖ u32 leaves ‖ path (32 × depth)   2 ≤ leaves ≤ 2^16, index < leaves,
+//                                                                     depth = ⌈log2 leaves⌉ ≤ 16 (bottom-up siblings)
+// Big-endian integers. The batch domain differs from every frame kind's, so a root signature is
+// never a frame signature nor the reverse.
+
+const BATCH_DOMAIN = encoder.encode('mycelium/frame/batch/1\u0000')
+/** Most hashes a batch proof's path may hold (2^16 leaves). */
+export const BATCH_MAX_DEPTH = 16
+export const BATCH_MAX_LEAVES = 1 << BATCH_MAX_DEPTH
+/** Longest signature field a frame may carry (a batch signature with a full path). */
+export const BATCH_SIGNATURE_MAX_BYTES = SIGNATURE_BYTES + 8 + 32 * BATCH_MAX_DEPTH
+const EMPTY_LEAF = new Uint8Array(32)
+
+/** A leaf of a batch tree: SHA-256(0x00 ‖ message). */
+export function batchLeaf (message: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(LEAF_TAG).update(message).digest())
+}
+const LEAF_TAG = Uint8Array.of(0)
+const NODE_TAG = Uint8Array.of(1)
+function node (left: Uint8Array, right: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(NODE_TAG).update(left).update(right).digest())
+}
+
+/** ⌈log2 n⌉ (n ≥ 1). */
+function depthOf (n: number): number {
+  let d = 0
+  while ((1 << d) < n) d++
+  return d
+}
+
+/** What a peer signs for a batch of `leaves` frames whose tree has root `root`. */
+export function batchRootMessage (leaves: number, root: Uint8Array): Uint8Array {
+  const out = new Uint8Array(BATCH_DOMAIN.length + 4 + 32)
+  out.set(BATCH_DOMAIN, 0)
+  new DataView(out.buffer).setUint32(BATCH_DOMAIN.length, leaves >>> 0)
+  out.set(root.subarray(0, 32), BATCH_DOMAIN.length + 4)
+  return out
+}
+
+/** A batch tree over `messages` (≥ 1): its root and each leaf's path (bottom-up siblings). */
+export function batchTree (messages: readonly Uint8Array[]): { root: Uint8Array, paths: Uint8Array[][] } {
+  const depth = depthOf(messages.length)
+  let level: Uint8Array[] = messages.map(batchLeaf)
+  while (level.length < (1 << depth)) level.push(EMPTY_LEAF)
+  const paths: Uint8Array[][] = messages.map(() => [])
+  for (let d = 0; d < depth; d++) {
+    for (let i = 0; i < messages.length; i++) paths[i].push(level[(i >>> d) ^ 1])
+    const up: Uint8Array[] = []
+    for (let j = 0; j < level.length; j += 2) up.push(node(level[j], level[j + 1]))
+    level = up
+  }
+  return { root: level[0], paths }
+}
+
+/** The signature field of leaf `index` of a batch of `leaves` signed with `signature` (a batch of one: the signature alone). */
+export function batchSignature (signature: Uint8Array, index: number, leaves: number, path: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  if (leaves <= 1) return Uint8Array.from(signature)
+  const out = new Uint8Array(SIGNATURE_BYTES + 8 + 32 * path.length)
+  out.set(signature.subarray(0, SIGNATURE_BYTES), 0)
+  const view = new DataView(out.buffer)
+  view.setUint32(SIGNATURE_BYTES, index >>> 0)
+  view.setUint32(SIGNATURE_BYTES + 4, leaves >>> 0)
+  path.forEach((h, i) => { out.set(h.subarray(0, 32), SIGNATURE_BYTES + 8 + 32 * i) })
+  return out
+}
+
+/**
+ * What a signature field proves about `message`: the bytes the Ed25519 signature must cover (the
+ * message itself, or the root message its path leads to) and that signature; undefined when the
+ * field is malformed (a wrong length, leaves out of range, an index past the leaves, a path of
+ * another length than the tree's depth).
+ */
+export function signedBy (message: Uint8Array, signature: Uint8Array | undefined): { signed: Uint8Array, signature: Uint8Array, leaves: number } | undefined {
+  if (signature === undefined) return undefined
+  if (signature.length === SIGNATURE_BYTES) return { signed: message, signature, leaves: 1 }
+  if (signature.length < SIGNATURE_BYTES + 8 || signature.length > BATCH_SIGNATURE_MAX_BYTES || (signature.length - SIGNATURE_BYTES - 8) % 32 !== 0) return undefined
+  const view = new DataView(signature.buffer, signature.byteOffset, signature.byteLength)
+  const index = view.getUint32(SIGNATURE_BYTES)
+  const leaves = view.getUint32(SIGNATURE_BYTES + 4)
+  const depth = (signature.length - SIGNATURE_BYTES - 8) / 32
+  if (leaves < 2 || leaves > BATCH_MAX_LEAVES || index >= leaves || depth !== depthOf(leaves)) return undefined
+  let h = batchLeaf(message)
+  for (let d = 0; d < depth; d++) {
+    const sibling = signature.subarray(SIGNATURE_BYTES + 8 + 32 * d, SIGNATURE_BYTES + 40 + 32 * d)
+    h = ((index >>> d) & 1) === 0 ? node(h, sibling) : node(sibling, h)
+  }
+  return { signed: batchRootMessage(leaves, h), signature: signature.subarray(0, SIGNATURE_BYTES), leaves }
+}
+
+/**
+ * Whether `signature` is `peer`'s Ed25519 signature of `message`, directly or through a batch
+ * proof (signedBy); false for anything malformed.
+ */
 export function verifyPeer (peer: string, message: Uint8Array, signature: Uint8Array | undefined): boolean {
-  if (signature?.length !== SIGNATURE_BYTES) return false
-  const key = keyOf(peer)
+  const s = signedBy(message, signature)
+  const key = s === undefined ? undefined : keyOf(peer)
   try {
-    return key !== undefined && verify(null, message, key, signature)
+    return s !== undefined && key !== undefined && verify(null, s.signed, key, s.signature)
   } catch {
     return false // reason: a malformed signature is simply not valid
   }
 }
 
 /**
- * `verifyPeer` on libuv's thread pool (node:crypto's callback form): the calling thread goes on
- * while the signature is checked (a stage checks every frame it receives this way).
+ * The batch roots a receiver has verified (bounded, least recently used first out): one Ed25519
+ * check per (signer, batch) however many of the batch's frames arrive; checks in flight are shared.
+ * Only valid roots stay (a failed check is forgotten), so a peer can fill it only with batches it
+ * really signed, and never past `max` entries.
  */
-export async function verifyPeerAsync (peer: string, message: Uint8Array, signature: Uint8Array | undefined): Promise<boolean> {
-  if (signature?.length !== SIGNATURE_BYTES) return false
+export class VerifiedRoots {
+  /** Ed25519 verifications actually run (the rest were answered from the cache). */
+  verifications = 0
+  hits = 0
+  private readonly max: number
+  private readonly roots = new Map<string, Promise<boolean>>()
+
+  constructor (max = 1024) {
+    this.max = Math.max(1, max)
+  }
+
+  get size (): number { return this.roots.size }
+
+  /** `verifyPeerAsync` through the cache: a batch root once verified for `peer` is believed. */
+  async verify (peer: string, message: Uint8Array, signature: Uint8Array | undefined): Promise<boolean> {
+    const s = signedBy(message, signature)
+    if (s === undefined) return false
+    if (s.leaves === 1) { this.verifications++; return await verifySigned(peer, s.signed, s.signature) }
+    // the signature bytes are part of the key: a frame is believed only with the very signature that was verified
+    // (what a receiver records must verify for anyone)
+    const key = `${peer}/${Buffer.from(s.signed).toString('base64')}/${Buffer.from(s.signature).toString('base64')}`
+    let check = this.roots.get(key)
+    if (check !== undefined) {
+      this.hits++
+      this.roots.delete(key)
+      this.roots.set(key, check) // most recently used
+      return await check
+    }
+    this.verifications++
+    check = verifySigned(peer, s.signed, s.signature)
+    if (this.roots.size >= this.max) this.roots.delete(this.roots.keys().next().value as string)
+    this.roots.set(key, check)
+    const ok = await check
+    if (!ok && this.roots.get(key) === check) this.roots.delete(key)
+    return ok
+  }
+}
+
+async function verifySigned (peer: string, signed: Uint8Array, signature: Uint8Array): Promise<boolean> {
   const key = keyOf(peer)
   if (key === undefined) return false
   return await new Promise<boolean>((resolve) => {
     try {
-      verify(null, message, key, signature, (err, ok) => { resolve(err === null && ok) })
+      verify(null, signed, key, signature, (err, ok) => { resolve(err === null && ok) })
     } catch {
       resolve(false) // reason: a malformed signature is simply not valid
     }
   })
+}
+
+/**
+ * `verifyPeer` on libuv's thread pool (node:crypto's callback form): the calling thread goes on
+ * while the signature is checked (a stage checks every frame it receives this way, through its
+ * VerifiedRoots).
+ */
+export async function verifyPeerAsync (peer: string, message: Uint8Array, signature: Uint8Array | undefined): Promise<boolean> {
+  const s = signedBy(message, signature)
+  return s !== undefined && await verifySigned(peer, s.signed, s.signature)
 }
 
 /** Two signed statements by one peer on one (kind, session, position) with different contents. */
@@ -153,12 +307,12 @@ export interface Equivocation {
   kind: SignedKind
   session: string
   position: number
-  /** Content hashes and signatures (hex / base64), in code-unit order of the hashes. */
+  /** Content hashes and signature fields (hex / base64; a batch signature with its proof), in code-unit order of the hashes. */
   contents: [string, string]
   signatures: [string, string]
 }
 
-/** Whether `e` is a valid proof of equivocation: distinct contents, both signatures valid. */
+/** Whether `e` is a valid proof of equivocation: distinct contents, both signatures valid (each may be a batch signature with its path). */
 export function checkEquivocation (e: Equivocation): boolean {
   const [a, b] = e.contents
   if (a === b || !/^[0-9a-f]{64}$/.test(a) || !/^[0-9a-f]{64}$/.test(b)) return false

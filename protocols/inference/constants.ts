@@ -36,6 +36,8 @@ export const INFERENCE_CLOSE_TIMEOUT_MS = 1000
 export const INFERENCE_SUSPEND_TIMEOUT_MS = 15_000
 /** Signature checks of received frames one session may have on the thread pool before its next step waits for one. */
 export const INFERENCE_MAX_PENDING_CHECKS = 8
+/** Verified batch roots (signer, root) a stage remembers (LRU): a batch's other frames cost no verification. */
+export const INFERENCE_MAX_VERIFIED_ROOTS = 1024
 
 /** Largest frame a liveness probe accepts back (a Result: status, ids, short detail). */
 export const INFERENCE_PROBE_MAX_FRAME_BYTES = 4096

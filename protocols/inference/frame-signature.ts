@@ -10,11 +10,11 @@
 // ~60–140 µs (a loaded 2-core machine), so stages check a received frame only after its step's
 // output has been passed on (off the per-hop path); see stage-service.ts.
 import { createHash, createPrivateKey, sign, type KeyObject } from 'node:crypto'
-import { receiptContent, receiptSampling, signedMessage, tokensHash, verifyPeer } from '../../consensus/signed-frames.ts'
+import { batchRootMessage, batchSignature, batchTree, receiptContent, receiptSampling, signedMessage, tokensHash, verifyPeer, VerifiedRoots } from '../../consensus/signed-frames.ts'
 import type { ReceiptSampling, SignedKind } from '../../consensus/signed-frames.ts'
 import { HiddenCodec } from './inference.pb.js'
 
-export { receiptContent, receiptSampling, signedMessage, tokensHash, verifyPeer }
+export { receiptContent, receiptSampling, signedMessage, tokensHash, verifyPeer, VerifiedRoots }
 export type { ReceiptSampling }
 
 const CODEC_NUMBER: Record<HiddenCodec, number> = { [HiddenCodec.F32]: 0, [HiddenCodec.F16]: 1, [HiddenCodec.INT8]: 2 }
@@ -97,6 +97,59 @@ export function frameSigner (key: Ed25519PrivateKeyLike | undefined, peer: strin
   const object: KeyObject = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, key.raw.subarray(0, 32)]), format: 'der', type: 'pkcs8' })
   return { peer, sign: (message) => new Uint8Array(sign(null, message, object)) }
 }
+
+/**
+ * Signs a stage's frames a batch at a time: every frame asked for while the current burst of
+ * promise continuations runs (the sessions of one scheduler pass passing their outputs on) is a
+ * leaf of one tree, whose root is signed once when the burst is over (process.nextTick runs after
+ * the microtask queue drained: no event-loop turn is added). A lone frame is signed directly (the
+ * plain 64-byte signature). consensus/signed-frames.ts describes the tree and the proof each
+ * frame's signature field carries.
+ */
+export class BatchSigner {
+  readonly peer: string
+  /** Ed25519 signatures made, and the frames they covered. */
+  signatures = 0
+  frames = 0
+  private readonly signer: FrameSigner
+  private pending: Array<{ message: Uint8Array, resolve: (signature: Uint8Array<ArrayBuffer>) => void }> = []
+
+  constructor (signer: FrameSigner) {
+    this.signer = signer
+    this.peer = signer.peer
+  }
+
+  /** `message`'s signature field (a batch signature with its proof when other frames shared the batch). */
+  async sign (message: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+    return await new Promise((resolve) => {
+      if (this.pending.length === 0) process.nextTick(() => { this.flush() })
+      this.pending.push({ message, resolve })
+      // a full tree is signed at once (BATCH_MAX_LEAVES)
+      if (this.pending.length >= BATCH_LEAVES) this.flush()
+    })
+  }
+
+  /** A plain signature of `message` alone (receipts: one per session, never batched). */
+  signAlone (message: Uint8Array): Uint8Array<ArrayBuffer> {
+    this.signatures++
+    return this.signer.sign(message)
+  }
+
+  private flush (): void {
+    const batch = this.pending
+    this.pending = []
+    if (batch.length === 0) return
+    this.signatures++
+    this.frames += batch.length
+    if (batch.length === 1) { batch[0].resolve(this.signer.sign(batch[0].message)); return }
+    const { root, paths } = batchTree(batch.map((b) => b.message))
+    const signature = this.signer.sign(batchRootMessage(batch.length, root))
+    batch.forEach((b, i) => { b.resolve(batchSignature(signature, i, batch.length, paths[i])) })
+  }
+}
+
+/** Most frames one batch signature covers (a path of at most 10 hashes; the wire allows 16). */
+const BATCH_LEAVES = 1024
 
 /** Whether `signature` is `peer`'s over a step / token frame. */
 export function verifyStep (peer: string, session: string, position: number, step: StepContent, signature: Uint8Array | undefined): boolean {

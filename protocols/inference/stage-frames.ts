@@ -1,6 +1,6 @@
 // What a stage received and sent for one step, as signed frames (issue 7): the check of a received
 // frame's signature, and the frames handed to the StageTap (node/spot-check.ts records them).
-import { verifyPeerAsync } from '../../consensus/signed-frames.ts'
+import type { VerifiedRoots } from '../../consensus/signed-frames.ts'
 import { codecNumber, stepMessage, tokenMessage } from './frame-signature.ts'
 import type { Step, Token } from './inference.pb.js'
 import type { SentOutput, StageSession } from './stage-session.ts'
@@ -28,13 +28,14 @@ export function signerOf (s: StageSession, fed: Token | undefined, self: string)
 /**
  * Whether a received frame's signature holds: a stage's frames must be signed by it (a fed-back
  * token by the last stage); a client's prompt may be unsigned (a client without a key). Checked on
- * the thread pool (verifyPeerAsync).
+ * the thread pool, through `roots`: a frame whose batch root was verified already costs no
+ * Ed25519 check (one per sender's batch).
  */
-export async function receivedSignatureOk (s: StageSession, step: Step, fed: Token | undefined, signer: string, self: string): Promise<boolean> {
+export async function receivedSignatureOk (s: StageSession, step: Step, fed: Token | undefined, signer: string, self: string, roots: VerifiedRoots): Promise<boolean> {
   if (signer === self || (s.shard.isFirst && fed === undefined && step.signature.length === 0)) return true
   return fed !== undefined
-    ? await verifyPeerAsync(signer, tokenMessage(s.id, fed.position, fed.token), fed.signature)
-    : await verifyPeerAsync(signer, stepMessage(s.id, step.position, s.shard.isFirst ? { tokens: step.tokens, dtype: step.dtype, shape: step.shape } : { hidden: step.hidden, dtype: step.dtype, shape: step.shape }), step.signature)
+    ? await roots.verify(signer, tokenMessage(s.id, fed.position, fed.token), fed.signature)
+    : await roots.verify(signer, stepMessage(s.id, step.position, s.shard.isFirst ? { tokens: step.tokens, dtype: step.dtype, shape: step.shape } : { hidden: step.hidden, dtype: step.dtype, shape: step.shape }), step.signature)
 }
 
 /** Hands `tap` what the stage received (`step`, or the fed-back token) and sent (`ran` rows) for one step; an exception is ignored. */

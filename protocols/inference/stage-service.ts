@@ -18,11 +18,11 @@ import type { Session, Shard, StageInput, StageOutput } from '../../engine/index
 import { protocolId } from '../swarm.ts'
 import {
   INFERENCE_IDLE_TIMEOUT_MS, INFERENCE_MAX_FRAME_BYTES, INFERENCE_MAX_ID_LENGTH, INFERENCE_MAX_INBOUND_STREAMS,
-  INFERENCE_MAX_KV_BYTES, INFERENCE_MAX_PENDING_CHECKS, INFERENCE_MAX_SESSIONS, INFERENCE_OPEN_TIMEOUT_MS, INFERENCE_PROTOCOL_NAME, INFERENCE_PROTOCOL_VERSION, INFERENCE_SESSION_TIMEOUT_MS, INFERENCE_SUSPEND_TIMEOUT_MS
+  INFERENCE_MAX_KV_BYTES, INFERENCE_MAX_PENDING_CHECKS, INFERENCE_MAX_SESSIONS, INFERENCE_MAX_VERIFIED_ROOTS, INFERENCE_OPEN_TIMEOUT_MS, INFERENCE_PROTOCOL_NAME, INFERENCE_PROTOCOL_VERSION, INFERENCE_SESSION_TIMEOUT_MS, INFERENCE_SUSPEND_TIMEOUT_MS
 } from './constants.ts'
 import { Status } from './inference.pb.js'
 import type { Frame, OpenSession, Step, Token } from './inference.pb.js'
-import { frameSigner } from './frame-signature.ts'
+import { BatchSigner, frameSigner, VerifiedRoots } from './frame-signature.ts'
 import type { FrameSigner } from './frame-signature.ts'
 import { checkOpen, checkStep, kvBytesFor, Refusal } from './stage-checks.ts'
 import { StageScheduler } from './stage-scheduler.ts'
@@ -60,6 +60,10 @@ export class InferenceStageService implements Startable {
   private shutdown = new AbortController()
   /** Signs the frames this stage sends (its libp2p identity key). */
   readonly signer: FrameSigner | undefined
+  /** `signer`, a scheduler pass's frames at once (one signature per batch). */
+  private readonly batchSigner: BatchSigner | undefined
+  /** Batch roots of received frames already verified (one verification per sender's batch). */
+  private readonly roots = new VerifiedRoots(INFERENCE_MAX_VERIFIED_ROOTS)
   /** Received frames whose signature did not verify (the session was ended, naming the sender). */
   badSignatures = 0
 
@@ -72,11 +76,13 @@ export class InferenceStageService implements Startable {
     this.log = components.logger.forComponent('mycelium:protocols:inference')
     this.scheduler = new StageScheduler({ maxQueued: init.maxQueuedSteps })
     this.signer = frameSigner(components.privateKey, components.peerId.toString())
+    this.batchSigner = this.signer === undefined ? undefined : new BatchSigner(this.signer)
   }
 
   /** Sessions opened and refused, engine steps run, tokens relayed; and the batching counters. */
   get stats (): StageStats {
-    return { ...this.counters, ...this.scheduler.stats, batchSizes: { ...this.scheduler.stats.batchSizes } }
+    const signing = { signatures: this.batchSigner?.signatures ?? 0, signedFrames: this.batchSigner?.frames ?? 0, verifications: this.roots.verifications, verifiedFromCache: this.roots.hits }
+    return { ...this.counters, ...this.scheduler.stats, batchSizes: { ...this.scheduler.stats.batchSizes }, ...signing }
   }
 
   /**
@@ -183,7 +189,7 @@ export class InferenceStageService implements Startable {
       return
     }
     const s = stageSession(open, shard, session, upstream)
-    if (this.signer !== undefined) s.signer = this.signer
+    if (this.batchSigner !== undefined) s.signer = this.batchSigner
     s.reservedBytes += sentBytes
     // span-only failover: keep the positions before the history's end (the last stage one fewer: it
     // must run a row to sample), and before that only whole frames passed on (a replacement after
@@ -222,7 +228,7 @@ export class InferenceStageService implements Startable {
       if (s.adopted && s.downstream !== undefined) {
         for (const f of s.sent ?? []) {
           // signed again: the kept frames were signed under the failed session's id
-          if (f.position + f.T > needs) await s.downstream.write({ step: signedStep(s, f.position, f.T, f.hidden as Uint8Array<ArrayBuffer>) })
+          if (f.position + f.T > needs) await s.downstream.write({ step: await signedStep(s, f.position, f.T, f.hidden as Uint8Array<ArrayBuffer>) })
         }
       }
       await upstream.write({ result: { status: Status.OK, sessionId: s.id, detail: '', peer: '', position: s.adopted ? s.session.position : 0 } })
@@ -395,7 +401,7 @@ export class InferenceStageService implements Startable {
 
   /** Checks a received frame's signature; a bad one ends the session MALFORMED, naming its sender. Never rejects. */
   private async checkFrame (s: StageSession, step: Step, fed: Token | undefined, signer: string, self: string): Promise<void> {
-    if (await receivedSignatureOk(s, step, fed, signer, self) || s.closed) return
+    if (await receivedSignatureOk(s, step, fed, signer, self, this.roots) || s.closed) return
     this.badSignatures++
     await this.teardown(s, Status.MALFORMED, `a frame whose signature is not its sender's at position ${step.position}`, s.shard.isFirst && fed === undefined ? '' : signer).catch(() => {})
   }

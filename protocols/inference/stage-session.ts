@@ -15,7 +15,7 @@ import { Status } from './inference.pb.js'
 import type { Frame, HiddenCodec, OpenSession, Token } from './inference.pb.js'
 import { receiptMessage, receiptSampling, stepMessage, tokenMessage } from './frame-signature.ts'
 import type { ReceiptSampling } from './frame-signature.ts'
-import type { FrameSigner } from './frame-signature.ts'
+import type { BatchSigner } from './frame-signature.ts'
 import { kvBytesFor, Refusal } from './stage-checks.ts'
 import { asError, engineCodec, frameChannel, isEndOfStream, isReset, wireCodec } from './wire.ts'
 import type { FrameChannel } from './wire.ts'
@@ -59,8 +59,8 @@ export interface StageSession {
   checks: Set<Promise<void>>
   /** First stage: the peer that opened the session (the client). */
   client?: string
-  /** Signs the frames this stage sends (absent: they go unsigned). */
-  signer?: FrameSigner
+  /** Signs the frames this stage sends, a scheduler pass's frames at once (absent: they go unsigned). */
+  signer?: BatchSigner
   /** Last stage: the tokens sampled in this session (for the done token's receipt) and the position of the first. */
   sampled: number[]
   firstSampled: number
@@ -148,11 +148,11 @@ export interface SentOutput {
   signature: Uint8Array
 }
 
-/** A step frame to the next hop, signed by `s`'s signer. */
-export function signedStep (s: StageSession, position: number, T: number, hidden: Uint8Array<ArrayBuffer>): NonNullable<Frame['step']> {
+/** A step frame to the next hop, signed by `s`'s signer (in a batch with the other frames the stage sends meanwhile). */
+export async function signedStep (s: StageSession, position: number, T: number, hidden: Uint8Array<ArrayBuffer>): Promise<NonNullable<Frame['step']>> {
   const dtype = wireCodec(s.codec)
   const shape = [T, s.shard.config.dim]
-  const signature = s.signer?.sign(stepMessage(s.id, position, { hidden, dtype, shape })) ?? new Uint8Array(0)
+  const signature = await s.signer?.sign(stepMessage(s.id, position, { hidden, dtype, shape })) ?? new Uint8Array(0)
   return { sessionId: s.id, position, tokens: [], hidden, dtype, shape, signature }
 }
 
@@ -229,7 +229,7 @@ export async function passOn (s: StageSession, position: number, T: number, out:
   if (s.downstream !== undefined) {
     const hidden = encodeHidden(s.codec, out.hidden as Float32Array) as Uint8Array<ArrayBuffer>
     s.sent?.push({ position, T, hidden })
-    const step = signedStep(s, position, T, hidden)
+    const step = await signedStep(s, position, T, hidden)
     await s.downstream.write({ step })
     return { sent: { hidden, codec: step.dtype, signature: step.signature } }
   }
@@ -245,9 +245,9 @@ export async function passOn (s: StageSession, position: number, T: number, out:
   // the receipt covers the output tokens (a BOS that ends the session is not one)
   if (!bos && s.sampled.length < s.maxLength) s.sampled.push(token)
   const none = new Uint8Array(0)
-  const signature = s.signer?.sign(tokenMessage(s.id, last, token)) ?? none
+  const signature = await s.signer?.sign(tokenMessage(s.id, last, token)) ?? none
   // the done token carries the receipt over every token sampled in the session (the answer's proof of authorship)
-  const receipt = done ? (s.signer?.sign(receiptMessage(s.id, s.firstSampled, s.sampled, s.sampling ?? receiptSampling(undefined))) ?? none) : none
+  const receipt = done ? (s.signer?.signAlone(receiptMessage(s.id, s.firstSampled, s.sampled, s.sampling ?? receiptSampling(undefined))) ?? none) : none
   const event: Token = { sessionId: s.id, token, position: last, done, bos, signature, receipt, first: done ? s.firstSampled : 0 }
   const sent: SentOutput = { codec: wireCodec(s.codec), token: event, signature }
   if (s.shard.isFirst) return { token: event, sent }

@@ -61,4 +61,10 @@ export interface StageStats extends SchedulerStats {
   /** Failover: sessions that kept a failed session's KV (span-only replay), and the input rows they did not recompute. */
   resumed: number
   keptRows: number
+  /** Ed25519 signatures this stage made for the frames it sent, and the frames they covered (a scheduler pass's frames share one). */
+  signatures: number
+  signedFrames: number
+  /** Ed25519 verifications of received frames actually run, and frames believed from an already verified batch root. */
+  verifications: number
+  verifiedFromCache: number
 }
