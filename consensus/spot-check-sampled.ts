@@ -8,6 +8,7 @@
 import { ConsensusInputError } from './errors.ts'
 import { SAMPLED_COIN_SLACK } from './constants.ts'
 import { fingerprintTolerance } from './fingerprint.ts'
+import { concatInputs } from './spot-check.ts'
 import { createRng, softmax } from '../engine/index.ts'
 import type { Session, Shard, StageInput, WeightDType } from '../engine/index.ts'
 
@@ -57,14 +58,7 @@ function concatHidden (inputs: StageInput[], dim: number): StageInput {
     n += x.hidden.length
   }
   if (n % dim !== 0) throw new ConsensusInputError(`hidden states of ${n} values are not rows of ${dim}`)
-  const hidden = new Float32Array(n)
-  let off = 0
-  for (const x of inputs) {
-    const h = (x as { hidden: Float32Array }).hidden
-    hidden.set(h, off)
-    off += h.length
-  }
-  return { hidden }
+  return concatInputs(inputs)
 }
 
 /** The probabilities the engine's sampler draws from: logits / temperature (f32), softmax. */

@@ -44,7 +44,8 @@ export interface SpotCheckResult {
   passed: boolean
 }
 
-function concatInputs (inputs: StageInput[]): StageInput {
+/** The rows of a trace's steps as one input (token ids, or hidden states end to end). */
+export function concatInputs (inputs: StageInput[]): StageInput {
   if (inputs.length > 0 && 'tokens' in inputs[0]) {
     const tokens: number[] = []
     for (const x of inputs) {
