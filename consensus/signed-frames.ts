@@ -10,6 +10,9 @@
 // were drawn with (temperature, top-p, top-k, seed, skipped draws), so a seeded last stage's
 // tokens can be replayed against the seed it signed, never one an owner names.
 //
+// A stage signs a batch of frames at once (a Merkle root; below): each frame's signature field
+// then carries its proof (sig ‖ index ‖ leaves ‖ path), and `verifyPeer` takes it as it comes.
+//
 // Ed25519 (a peer's libp2p identity key), checked with node:crypto against the public key the peer
 // id embeds (identity multihash); no libp2p import, deterministic on every node.
 import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
@@ -145,12 +148,13 @@ export const BATCH_MAX_LEAVES = 1 << BATCH_MAX_DEPTH
 export const BATCH_SIGNATURE_MAX_BYTES = SIGNATURE_BYTES + 8 + 32 * BATCH_MAX_DEPTH
 const EMPTY_LEAF = new Uint8Array(32)
 
+const LEAF_TAG = Uint8Array.of(0)
+const NODE_TAG = Uint8Array.of(1)
+
 /** A leaf of a batch tree: SHA-256(0x00 ‖ message). */
 export function batchLeaf (message: Uint8Array): Uint8Array {
   return new Uint8Array(createHash('sha256').update(LEAF_TAG).update(message).digest())
 }
-const LEAF_TAG = Uint8Array.of(0)
-const NODE_TAG = Uint8Array.of(1)
 function node (left: Uint8Array, right: Uint8Array): Uint8Array {
   return new Uint8Array(createHash('sha256').update(NODE_TAG).update(left).update(right).digest())
 }

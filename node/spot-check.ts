@@ -67,8 +67,8 @@ function recorded (f: TapFrame): SpotStep {
   return { position: f.position, rows: f.rows, hidden: f.hidden === undefined ? new Uint8Array(0) : Uint8Array.from(f.hidden), codec: f.codec, tokens: f.tokens === undefined ? [] : [...f.tokens], signature: Uint8Array.from(f.signature), signer: f.signer, sampled: f.sampled === true }
 }
 
-// the signature counts by its length: a batch signature carries its Merkle path (≤ 584 bytes)
-const sizeOf = (f: TapFrame | undefined): number => f === undefined ? 0 : (f.hidden?.byteLength ?? 0) + 4 * (f.tokens?.length ?? 0) + f.signature.byteLength + FRAME_OVERHEAD_BYTES
+// the bookkeeping covers a plain 64-byte signature; a batch signature's Merkle proof (≤ 520 bytes) counts on top
+const sizeOf = (f: TapFrame | undefined): number => f === undefined ? 0 : (f.hidden?.byteLength ?? 0) + 4 * (f.tokens?.length ?? 0) + Math.max(0, f.signature.byteLength - 64) + FRAME_OVERHEAD_BYTES
 
 export class SpotRecorder {
   private readonly sessions = new Map<string, Recorded>()

@@ -6,7 +6,8 @@
 // passes, a stage that adds 0.1 × RMS noise fails; neighbours that alter or forge frames cannot
 // frame the subject (bad signatures are no evidence); a subject that signed two different frames
 // at one position is caught equivocating; the owner cannot frame a first or last stage with
-// tokens nobody signed.
+// tokens nobody signed. The same with batch signatures (each frame signed as a leaf of a batch, its
+// Merkle proof in its signature field): audits, bad proofs and equivocation proofs work alike.
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
@@ -17,7 +18,8 @@ import { pbStream } from '@libp2p/utils'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { auditSampled } from '../../client/consensus-audit.ts'
-import { checkEquivocation } from '../../consensus/signed-frames.ts'
+import { batchRootMessage, batchSignature, batchTree, checkEquivocation } from '../../consensus/signed-frames.ts'
+import { parseRecord } from '../../consensus/records.ts'
 import { loadModel, type Shard } from '../../engine/index.ts'
 import { corruptHidden } from '../../node/spot-check-corrupt.ts'
 import { auditStage } from '../../node/spot-check-audit.ts'
@@ -51,6 +53,23 @@ async function peer (seed: number): Promise<Peer> {
   const signer = frameSigner(key, id)
   if (signer === undefined) throw new Error('no signer')
   return { id, key, sign: signer.sign }
+}
+
+/**
+ * `p` signing as a stage that batches: each message is leaf 1 of a batch of 5 (the others another
+ * session's frames), the root signed once: a batch signature carrying a 3-hash path.
+ */
+let batches = 0
+function batching (p: Peer): Peer {
+  return {
+    ...p,
+    sign: (m) => {
+      const b = batches++
+      const ms = [tokenMessage(`other${b}`, 0, 1), m, tokenMessage(`other${b}`, 1, 2), tokenMessage(`other${b}`, 2, 3), tokenMessage(`other${b}`, 3, 4)]
+      const { root, paths } = batchTree(ms)
+      return batchSignature(p.sign(batchRootMessage(ms.length, root)), 1, ms.length, paths[1])
+    }
+  }
 }
 
 const bytes = (h: Float32Array): Uint8Array<ArrayBuffer> => new Uint8Array(Float32Array.from(h).buffer)
@@ -290,6 +309,40 @@ describe('the verifier\'s audit of a middle stage on real shards (signed frames)
     expect(out2.equivocations).toHaveLength(1)
     expect(out2.equivocations[0]).toMatchObject({ signer: subj.id, kind: 'step', session: 's', position: 5 })
     expect(checkEquivocation(out2.equivocations[0])).toBe(true)
+  })
+
+  it('with batch signatures (Merkle proofs in the signature fields): honest passes, corrupting fails, a forged proof is no evidence, equivocation is proven', async () => {
+    const plain = [pred, subj, succ, owner]
+    ;[pred, subj, succ, owner] = plain.map(batching)
+    try {
+      for (const noise of [0, 0.1]) {
+        const w = world(verifier, 5)
+        session(w, 'b', { noise })
+        const out = await w.audit(middle('b'), owner.id)
+        expect(out.result?.checked.length).toBeGreaterThan(0)
+        expect(out.result?.passed).toBe(noise === 0)
+        expect(out.badSignatures).toBe(0)
+      }
+      // a successor that breaks the subject's proof (one path byte): bad signatures, the subject's own record is used
+      const w = world(verifier, 5)
+      session(w, 'b', { alter: (_, f) => { const signature = Uint8Array.from(f.signature); signature[64 + 8 + 3] ^= 1; return { ...f, signature } } })
+      const out = await w.audit(middle('b'), owner.id)
+      expect(out.badSignatures).toBeGreaterThanOrEqual(12)
+      expect(out.result?.passed).toBe(true)
+      // the subject signs (in another batch) other bytes than it recorded: equivocation, provable with the proofs
+      const w2 = world(verifier, 5)
+      const dim = stage.config.dim
+      session(w2, 'b', { alter: (p, f) => p === 5 ? hiddenFrame(subj, 'b', p, new Float32Array(f.rows * dim).fill(0.25), dim) : f })
+      const out2 = await w2.audit(middle('b'), owner.id)
+      expect(out2.equivocations).toHaveLength(1)
+      const e = out2.equivocations[0]
+      expect(e).toMatchObject({ signer: subj.id, kind: 'step', session: 'b', position: 5 })
+      expect(e.signatures.every((x) => Buffer.from(x, 'base64').length === 64 + 8 + 3 * 32)).toBe(true)
+      expect(checkEquivocation(e)).toBe(true)
+      expect(checkEquivocation(parseRecord(`q/${e.signer}/step.5.b`, { t: 'equivocation', seq: 0, ...e }) as typeof e)).toBe(true)
+    } finally {
+      ;[pred, subj, succ, owner] = plain
+    }
   })
 
   it('the owner cannot frame a first stage with tokens nobody signed', async () => {
