@@ -15,7 +15,7 @@
 //
 // Ed25519 (a peer's libp2p identity key), checked with node:crypto against the public key the peer
 // id embeds (identity multihash); no libp2p import, deterministic on every node.
-import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
+import { createHash, createPublicKey, hash, verify, type KeyObject } from 'node:crypto'
 import { base58btc } from 'multiformats/bases/base58'
 
 export type SignedKind = 'step' | 'token' | 'receipt'
@@ -51,7 +51,7 @@ export function tokensHash (tokens: ArrayLike<number>): Uint8Array {
   const view = new DataView(b.buffer)
   view.setUint32(0, tokens.length, true)
   for (let i = 0; i < tokens.length; i++) view.setUint32(4 + 4 * i, tokens[i] >>> 0, true)
-  return new Uint8Array(createHash('sha256').update(b).digest())
+  return sha256(b)
 }
 
 /**
@@ -148,15 +148,24 @@ export const BATCH_MAX_LEAVES = 1 << BATCH_MAX_DEPTH
 export const BATCH_SIGNATURE_MAX_BYTES = SIGNATURE_BYTES + 8 + 32 * BATCH_MAX_DEPTH
 const EMPTY_LEAF = new Uint8Array(32)
 
-const LEAF_TAG = Uint8Array.of(0)
-const NODE_TAG = Uint8Array.of(1)
+/** SHA-256 in one call (node:crypto's one-shot `hash`: no Hash object per call; a tree hashes a lot of 65-byte inputs). */
+export function sha256 (data: Uint8Array): Uint8Array {
+  const b = hash('sha256', data, 'buffer')
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
+}
 
 /** A leaf of a batch tree: SHA-256(0x00 ‖ message). */
 export function batchLeaf (message: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(LEAF_TAG).update(message).digest())
+  const b = new Uint8Array(1 + message.length)
+  b.set(message, 1)
+  return sha256(b)
 }
+const NODE_INPUT = new Uint8Array(65)
+NODE_INPUT[0] = 1
 function node (left: Uint8Array, right: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(NODE_TAG).update(left).update(right).digest())
+  NODE_INPUT.set(left.subarray(0, 32), 1)
+  NODE_INPUT.set(right.subarray(0, 32), 33)
+  return sha256(NODE_INPUT)
 }
 
 /** ⌈log2 n⌉ (n ≥ 1). */

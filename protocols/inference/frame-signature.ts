@@ -9,8 +9,8 @@
 // from JWK on every call); both give the same bytes (Ed25519 is deterministic). Verification is
 // ~60–140 µs (a loaded 2-core machine), so stages check a received frame only after its step's
 // output has been passed on (off the per-hop path); see stage-service.ts.
-import { createHash, createPrivateKey, sign, type KeyObject } from 'node:crypto'
-import { batchRootMessage, batchSignature, batchTree, receiptContent, receiptSampling, signedMessage, tokensHash, verifyPeer, VerifiedRoots } from '../../consensus/signed-frames.ts'
+import { createPrivateKey, sign, type KeyObject } from 'node:crypto'
+import { batchRootMessage, batchSignature, batchTree, receiptContent, sha256, receiptSampling, signedMessage, tokensHash, verifyPeer, VerifiedRoots } from '../../consensus/signed-frames.ts'
 import type { ReceiptSampling, SignedKind } from '../../consensus/signed-frames.ts'
 import { HiddenCodec } from './inference.pb.js'
 
@@ -50,10 +50,13 @@ export function stepContentHash (step: StepContent): Uint8Array {
   view.setUint32(8, step.shape.length, true)
   let at = 12
   for (let i = 0; i < step.shape.length; i++, at += 4) view.setUint32(at, step.shape[i] >>> 0, true)
-  const h = createHash('sha256').update(head.subarray(0, at))
-  h.update(tokensHash(tokens))
-  if (step.hidden !== undefined) h.update(step.hidden)
-  return new Uint8Array(h.digest())
+  // one buffer, one-shot hash: head ‖ tokensHash(tokens) ‖ hidden bytes (the same bytes as before)
+  const hidden = step.hidden ?? new Uint8Array(0)
+  const all = new Uint8Array(at + 32 + hidden.length)
+  all.set(head.subarray(0, at), 0)
+  all.set(tokensHash(tokens), at)
+  all.set(hidden, at + 32)
+  return sha256(all)
 }
 
 /** The message a step frame's signature signs. */
@@ -112,7 +115,7 @@ export class BatchSigner {
   signatures = 0
   frames = 0
   private readonly signer: FrameSigner
-  private pending: Array<{ message: Uint8Array, resolve: (signature: Uint8Array<ArrayBuffer>) => void }> = []
+  private pending: Array<{ message: Uint8Array, resolve: (signature: Uint8Array<ArrayBuffer>) => void, reject: (err: Error) => void }> = []
 
   constructor (signer: FrameSigner) {
     this.signer = signer
@@ -121,9 +124,9 @@ export class BatchSigner {
 
   /** `message`'s signature field (a batch signature with its proof when other frames shared the batch). */
   async sign (message: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
-    return await new Promise((resolve) => {
+    return await new Promise((resolve, reject) => {
       if (this.pending.length === 0) process.nextTick(() => { this.flush() })
-      this.pending.push({ message, resolve })
+      this.pending.push({ message, resolve, reject })
       // a full tree is signed at once (BATCH_MAX_LEAVES)
       if (this.pending.length >= BATCH_LEAVES) this.flush()
     })
@@ -139,12 +142,18 @@ export class BatchSigner {
     const batch = this.pending
     this.pending = []
     if (batch.length === 0) return
-    this.signatures++
-    this.frames += batch.length
-    if (batch.length === 1) { batch[0].resolve(this.signer.sign(batch[0].message)); return }
-    const { root, paths } = batchTree(batch.map((b) => b.message))
-    const signature = this.signer.sign(batchRootMessage(batch.length, root))
-    batch.forEach((b, i) => { b.resolve(batchSignature(signature, i, batch.length, paths[i])) })
+    try {
+      if (batch.length === 1) { batch[0].resolve(this.signer.sign(batch[0].message)) } else {
+        const { root, paths } = batchTree(batch.map((b) => b.message))
+        const signature = this.signer.sign(batchRootMessage(batch.length, root))
+        batch.forEach((b, i) => { b.resolve(batchSignature(signature, i, batch.length, paths[i])) })
+      }
+      this.signatures++
+      this.frames += batch.length
+    } catch (err) {
+      // (flushed on process.nextTick: a throw here would take the node down) each frame's sender fails instead
+      for (const b of batch) b.reject(new Error('signing failed', { cause: err }))
+    }
   }
 }
 
