@@ -40,6 +40,9 @@ export interface StepContent {
   shape: ArrayLike<number>
 }
 
+// a hidden-state step hashes no tokens: that hash is a constant
+const NO_TOKENS_HASH = tokensHash([])
+
 /** SHA-256 of a step's content: kind, codec, shape and the exact payload (token ids or encoded bytes). */
 export function stepContentHash (step: StepContent): Uint8Array {
   const tokens = step.hidden === undefined ? (step.tokens ?? []) : []
@@ -54,7 +57,7 @@ export function stepContentHash (step: StepContent): Uint8Array {
   const hidden = step.hidden ?? new Uint8Array(0)
   const all = new Uint8Array(at + 32 + hidden.length)
   all.set(head.subarray(0, at), 0)
-  all.set(tokensHash(tokens), at)
+  all.set(tokens.length === 0 ? NO_TOKENS_HASH : tokensHash(tokens), at)
   all.set(hidden, at + 32)
   return sha256(all)
 }
