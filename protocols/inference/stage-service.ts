@@ -1,7 +1,10 @@
 // The stage service: a node holding a shard serves `/mycelium/<swarm>/inference/1.0.0`. Each
 // session is one engine Session (its KV cache) and up to three streams (stage-session.ts); every
 // engine step goes through the stage's scheduler, which batches the sessions' decode steps
-// (stage-scheduler.ts); opens and steps are checked first (stage-checks.ts).
+// (stage-scheduler.ts); opens and steps are checked first (stage-checks.ts). This file holds the
+// service's lifecycle, the open and attach handshakes and the teardown; a session's steps are
+// stage-step.ts, the read loops of its streams stage-streams.ts, failover's kept sessions
+// stage-suspend.ts.
 //
 // The decode loop is a ring of stages: the first stage runs the token, hidden states go stage to
 // stage, the last stage samples and sends the token straight back to the first stage, which runs
@@ -12,27 +15,28 @@
 //   services: { inference: inferenceStageService({ swarm }) }  then  services.inference.serve(shard, { model })
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger, Startable, Stream } from '@libp2p/interface'
-import { decodeHidden, encodedHiddenBytes } from '../../engine/codecs.ts'
+import { encodedHiddenBytes } from '../../engine/codecs.ts'
 import type { HiddenCodec as EngineCodec } from '../../engine/codecs.ts'
-import type { Session, Shard, StageInput, StageOutput } from '../../engine/index.ts'
+import type { Session, Shard } from '../../engine/index.ts'
 import { protocolId } from '../swarm.ts'
 import {
-  INFERENCE_IDLE_TIMEOUT_MS, INFERENCE_MAX_FRAME_BYTES, INFERENCE_MAX_ID_LENGTH, INFERENCE_MAX_INBOUND_STREAMS,
-  INFERENCE_MAX_KV_BYTES, INFERENCE_MAX_PENDING_CHECKS, INFERENCE_MAX_SESSIONS, INFERENCE_MAX_VERIFIED_ROOTS, INFERENCE_OPEN_TIMEOUT_MS, INFERENCE_PROTOCOL_NAME, INFERENCE_PROTOCOL_VERSION, INFERENCE_SESSION_TIMEOUT_MS, INFERENCE_SUSPEND_TIMEOUT_MS
+  INFERENCE_MAX_FRAME_BYTES, INFERENCE_MAX_ID_LENGTH, INFERENCE_MAX_INBOUND_STREAMS, INFERENCE_MAX_KV_BYTES, INFERENCE_MAX_SESSIONS,
+  INFERENCE_MAX_VERIFIED_ROOTS, INFERENCE_OPEN_TIMEOUT_MS, INFERENCE_PROTOCOL_NAME, INFERENCE_PROTOCOL_VERSION, INFERENCE_SESSION_TIMEOUT_MS, INFERENCE_SUSPEND_TIMEOUT_MS
 } from './constants.ts'
 import { Status } from './inference.pb.js'
-import type { Frame, OpenSession, Step, Token } from './inference.pb.js'
+import type { Frame, OpenSession } from './inference.pb.js'
 import { BatchSigner, frameSigner, VerifiedRoots } from './frame-signature.ts'
 import type { FrameSigner } from './frame-signature.ts'
-import { checkOpen, checkStep, kvBytesFor, Refusal } from './stage-checks.ts'
+import { checkOpen, kvBytesFor, Refusal } from './stage-checks.ts'
 import { StageScheduler } from './stage-scheduler.ts'
-import { connectOnward, culprit, nextHopEnd, passOn, signedStep, stageSession } from './stage-session.ts'
-import type { SentOutput, StageSession } from './stage-session.ts'
-import { SuspendedSessions } from './stage-suspend.ts'
-import { observe, receivedSignatureOk, signerOf } from './stage-frames.ts'
+import { connectOnward, stageSession } from './stage-session.ts'
+import type { StageSession } from './stage-session.ts'
+import type { StageContext } from './stage-step.ts'
+import { readTokens, readUpstream, watchDownstream } from './stage-streams.ts'
+import { resendKept, resumeKept, SuspendedSessions } from './stage-suspend.ts'
 import type { StageTap } from './stage-frames.ts'
 import type { InferenceStageComponents, InferenceStageInit, StageShard, StageStats } from './stage-types.ts'
-import { asError, engineCodec, frameChannel, isEndOfStream, isReset, readFailureStatus, wireCodec } from './wire.ts'
+import { asError, engineCodec, frameChannel, isEndOfStream, isReset, readFailureStatus } from './wire.ts'
 import type { FrameChannel } from './wire.ts'
 
 /** `/mycelium/<swarm>/inference/1.0.0`. */
@@ -66,6 +70,8 @@ export class InferenceStageService implements Startable {
   private readonly roots = new VerifiedRoots(INFERENCE_MAX_VERIFIED_ROOTS)
   /** Received frames whose signature did not verify (the session was ended, naming the sender). */
   badSignatures = 0
+  /** What a session's steps and stream loops use of this service (stage-step.ts, stage-streams.ts). */
+  private readonly ctx: StageContext
 
   readonly [Symbol.toStringTag] = 'mycelium/inference'
 
@@ -77,6 +83,18 @@ export class InferenceStageService implements Startable {
     this.scheduler = new StageScheduler({ maxQueued: init.maxQueuedSteps })
     this.signer = frameSigner(components.privateKey, components.peerId.toString())
     this.batchSigner = this.signer === undefined ? undefined : new BatchSigner(this.signer)
+    this.ctx = {
+      init,
+      self: components.peerId.toString(),
+      scheduler: this.scheduler,
+      counters: this.counters,
+      roots: this.roots,
+      shutdown: () => this.shutdown.signal,
+      sessionsOn: (shard) => this.sessionsOn(shard),
+      tapOf: (s) => this.taps.get(s),
+      badSignature: () => { this.badSignatures++ },
+      teardown: this.teardown.bind(this)
+    }
   }
 
   /** Sessions opened and refused, engine steps run, tokens relayed; and the batching counters. */
@@ -191,21 +209,9 @@ export class InferenceStageService implements Startable {
     const s = stageSession(open, shard, session, upstream)
     if (this.batchSigner !== undefined) s.signer = this.batchSigner
     s.reservedBytes += sentBytes
-    // span-only failover: keep the positions before the history's end (the last stage one fewer: it
-    // must run a row to sample), and before that only whole frames passed on (a replacement after
-    // us is fed from them)
+    // span-only failover: the kept KV and frames, truncated to what the resume keeps (stage-suspend.ts)
     if (kept !== undefined) {
-      const to = open.resumeTo ?? 0
-      let have = Math.min(session.position, shard.isLast ? to - 1 : to)
-      if (!shard.isLast && s.sent === undefined) have = 0 // nothing kept to feed a replacement after us
-      if (s.sent !== undefined) {
-        let end = 0
-        for (const f of kept.sent ?? []) { if (f.position !== end || f.position + f.T > have) break; end += f.T }
-        have = Math.min(have, end)
-        s.sent = (kept.sent ?? []).filter((f) => f.position + f.T <= have)
-      }
-      session.truncate(have)
-      s.adopted = true
+      resumeKept(s, kept, open.resumeTo ?? 0)
       this.counters.resumed++
     }
     const tap = (this.served as { tap?: StageTap } | undefined)?.tap
@@ -223,14 +229,8 @@ export class InferenceStageService implements Startable {
         maxFrameBytes: this.maxFrameBytes,
         openStream: async (peer, options) => await this.components.connectionManager.openStream(peerIdFromString(peer), this.protocol, options)
       }, signal)
-      // a resume: the next hop needs the rows from `needs` on; the kept frames before our KV position
-      // feed it (a fresh replacement needs them all), what we run from here on follows
-      if (s.adopted && s.downstream !== undefined) {
-        for (const f of s.sent ?? []) {
-          // signed again: the kept frames were signed under the failed session's id
-          if (f.position + f.T > needs) await s.downstream.write({ step: await signedStep(s, f.position, f.T, f.hidden as Uint8Array<ArrayBuffer>) })
-        }
-      }
+      // a resume: the kept frames the next hop needs, re-signed (stage-suspend.ts)
+      if (s.adopted && s.downstream !== undefined) await resendKept(s, s.downstream, needs)
       await upstream.write({ result: { status: Status.OK, sessionId: s.id, detail: '', peer: '', position: s.adopted ? s.session.position : 0 } })
     } catch (err) {
       // (the token stream to the first stage failing is not pinned on a peer: either side may be at fault)
@@ -238,8 +238,8 @@ export class InferenceStageService implements Startable {
       await this.teardown(s, r.status, r.message, r.peer)
       return
     }
-    if (s.downstream !== undefined) void this.watchDownstream(s, s.downstream)
-    await this.readUpstream(s)
+    if (s.downstream !== undefined) void watchDownstream(this.ctx, s, s.downstream)
+    await readUpstream(this.ctx, s)
   }
 
   private get maxFrameBytes (): number { return this.init.maxFrameBytes ?? INFERENCE_MAX_FRAME_BYTES }
@@ -254,182 +254,7 @@ export class InferenceStageService implements Startable {
     s.back = ch
     s.onAttach()
     await ch.write({ result: { status: Status.OK, sessionId, detail: '', peer: '', position: 0 } })
-    for (;;) {
-      let frame: Frame
-      const idle = AbortSignal.timeout(this.idleTimeoutMs)
-      try {
-        frame = await ch.read({ signal: AbortSignal.any([this.shutdown.signal, s.done.signal, idle]) })
-      } catch (err) {
-        if (s.closed) return
-        if (idle.aborted) await this.teardown(s, Status.TIMEOUT, 'no token from the last stage within the idle deadline', remotePeer)
-        // a reset or broken stream: the last stage died (or aborted); a clean end: it ended the
-        // session deliberately without saying why (it says why in a Result when it knows), so the
-        // cause lies elsewhere on the ring and nobody is named
-        else if (isEndOfStream(err)) await this.teardown(s, Status.DOWNSTREAM, 'the token stream from the last stage ended')
-        else if (!this.shutdown.signal.aborted) await this.teardown(s, Status.DOWNSTREAM, `the token stream from the last stage ${isReset(err) ? 'was reset' : 'broke'}`, remotePeer)
-        return
-      }
-      if (frame.token !== undefined && frame.token.sessionId === s.id) {
-        await s.prefillDone
-        if (!await this.onToken(s, frame.token)) return
-      } else {
-        const r = frame.result
-        if (r !== undefined && r.status !== Status.OK) await this.teardown(s, r.status, r.detail, culprit(r, remotePeer))
-        else await this.teardown(s, Status.MALFORMED, 'unexpected frame on the token stream', remotePeer)
-        return
-      }
-    }
-  }
-
-  private get idleTimeoutMs (): number { return this.init.idleTimeoutMs ?? INFERENCE_IDLE_TIMEOUT_MS }
-
-  /** Reads steps (and close) from upstream until the session ends. */
-  private async readUpstream (s: StageSession): Promise<void> {
-    const shard = s.shard
-    for (;;) {
-      // the client's stream on the first stage is quiet while tokens flow: only the session
-      // deadline bounds it; every other upstream must keep sending hidden states
-      const idle = shard.isFirst ? [] : [AbortSignal.timeout(this.idleTimeoutMs)]
-      let frame: Frame
-      try {
-        frame = await s.upstream.read({ signal: AbortSignal.any([this.shutdown.signal, s.done.signal, ...idle]) })
-      } catch (err) {
-        if (s.closed) return
-        // a session ends with a `close` frame; a resumable session's previous stage that vanishes
-        // without one (a crash often reaches us as a clean end) failed: keep the KV for a resume
-        if (isEndOfStream(err)) await (s.resumable && !shard.isFirst ? this.teardown(s, Status.DOWNSTREAM, 'the previous stage\'s stream ended without a close', s.prevPeer ?? '') : this.teardown(s, Status.OK, 'closed by upstream'))
-        else if ((err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError') await this.teardown(s, Status.TIMEOUT, 'no step within the idle deadline')
-        // a reset upstream: on the first stage the client went away (it aborts its stream to cancel);
-        // elsewhere the previous stage died or aborted — a failure along the ring, named for the
-        // first stage (the last stage's Result reaches it on the token stream)
-        else if (isReset(err)) await (shard.isFirst ? this.teardown(s, Status.OK, 'the client reset its stream') : this.teardown(s, Status.DOWNSTREAM, 'the previous stage reset its stream', s.prevPeer ?? ''))
-        else await this.teardown(s, readFailureStatus(err), 'unreadable frame')
-        return
-      }
-      if (frame.close !== undefined) { await this.teardown(s, Status.OK, 'closed'); return }
-      // the previous stage ended the session with a status (it passes its Result on downstream too)
-      const r = frame.result
-      if (r !== undefined && r.status !== Status.OK && !shard.isFirst) { await this.teardown(s, r.status, `upstream: ${r.detail}`, culprit(r, s.prevPeer ?? '')); return }
-      // the client saw the ring stall and names the stage (its probe found it): a failure along the ring
-      if (r !== undefined && r.status === Status.DOWNSTREAM && shard.isFirst && (r.peer ?? '') !== '') { await this.teardown(s, Status.DOWNSTREAM, 'the client reports a stalled stage', r.peer); return }
-      if (frame.step === undefined) { await this.teardown(s, Status.MALFORMED, 'expected a step'); return }
-      if (shard.isFirst && s.prefilled) { await this.teardown(s, Status.OUT_OF_ORDER, 'the prompt was already sent: decode steps come from the last stage'); return }
-      s.prefilled = true
-      const ok = await this.step(s, frame.step)
-      s.onPrefilled()
-      if (!ok) return
-    }
-  }
-
-  /**
-   * Runs one step (through the batching scheduler) and passes its output on; false when the session
-   * ended. `fed`: the Token a first stage runs (the last stage's signature covers the token, not the step).
-   */
-  private async step (s: StageSession, step: Step, fed?: Token): Promise<boolean> {
-    const shard = s.shard
-    const { dim } = shard.config
-    let T: number
-    let out: StageOutput
-    let input: StageInput
-    let position = step.position
-    try {
-      // a resumed session's replay starts before its KV position: rows it holds are dropped (their
-      // outputs were passed on from the kept frames), the rest run; frames stay contiguous
-      let at = s.session.position
-      if (s.adopted) {
-        if (s.expectIn !== undefined && step.position !== s.expectIn) throw new Refusal(Status.OUT_OF_ORDER, `replayed step at ${step.position}, expected ${s.expectIn}`)
-        at = Math.min(step.position, s.session.position)
-      }
-      T = checkStep(step, { id: s.id, shard, codec: s.codec, position: at, maxLength: s.maxLength })
-      const skip = s.session.position - at
-      if (s.adopted) {
-        s.expectIn = at + T
-        if (skip >= T) { this.counters.keptRows += T; return true }
-        s.adopted = false
-      }
-      input = shard.isFirst ? { tokens: step.tokens.slice(skip) } : { hidden: decodeHidden(s.codec, step.hidden, T * dim).subarray(skip * dim) }
-      this.counters.keptRows += skip
-      T -= skip
-      position += skip
-      const running = this.run(s, input, T)
-      s.running = running.catch(() => {})
-      out = await running
-    } catch (err) {
-      if (s.closed) return false
-      const r = err instanceof Refusal ? err : new Refusal(Status.INTERNAL, 'step failed')
-      await this.teardown(s, r.status, r.message)
-      return false
-    }
-    if (s.closed) return false
-    this.counters.steps++
-    let passed: { token?: Token, sent?: SentOutput }
-    try {
-      passed = await passOn(s, position, T, out)
-    } catch (err) {
-      await this.teardown(s, Status.DOWNSTREAM, `forwarding failed: ${asError(err).message}`, s.nextPeer ?? s.origin ?? '')
-      return false
-    }
-    const self = this.components.peerId.toString()
-    const signer = signerOf(s, fed, self)
-    const tap = this.taps.get(s)
-    if (tap !== undefined) observe(tap, s, step, fed, signer, self, { position, T }, passed.sent)
-    // the received frame's signature, checked on the thread pool once its output is on its way
-    // (off the per-hop path); a session has at most INFERENCE_MAX_PENDING_CHECKS in flight (past
-    // that its next step waits), and it ends OK only after all of them (onToken)
-    if (this.init.verifyFrames !== false) {
-      const check = this.checkFrame(s, step, fed, signer, self)
-      s.checks.add(check)
-      void check.then(() => s.checks.delete(check))
-      if (s.checks.size > INFERENCE_MAX_PENDING_CHECKS) await Promise.race(s.checks)
-      if (s.closed) return false
-    }
-    return passed.token === undefined || await this.onToken(s, passed.token)
-  }
-
-  /** One engine step of `s` through the scheduler; engine and queue errors become Refusals. */
-  private async run (s: StageSession, input: StageInput, T: number): Promise<StageOutput> {
-    try {
-      // the first stage of a ring of n splits its sessions into n microbatches (stage-scheduler.ts)
-      const microbatch = s.ringSize > 1 ? Math.ceil(this.sessionsOn(s.shard) / s.ringSize) : Number.POSITIVE_INFINITY
-      return await this.scheduler.run(s.shard, s.session, input, T, microbatch)
-    } catch (err) {
-      const name = (err as Error).name
-      if (name === 'SchedulerFullError') throw new Refusal(Status.FULL, 'the stage\'s step queue is full')
-      throw new Refusal(Status.INTERNAL, `engine: ${name}`)
-    }
-  }
-
-  /** Checks a received frame's signature; a bad one ends the session MALFORMED, naming its sender. Never rejects. */
-  private async checkFrame (s: StageSession, step: Step, fed: Token | undefined, signer: string, self: string): Promise<void> {
-    if (await receivedSignatureOk(s, step, fed, signer, self, this.roots) || s.closed) return
-    this.badSignatures++
-    await this.teardown(s, Status.MALFORMED, `a frame whose signature is not its sender's at position ${step.position}`, s.shard.isFirst && fed === undefined ? '' : signer).catch(() => {})
-  }
-
-  /** First stage: a sampled token came back; tell the client, then run it. False when the session ended. */
-  private async onToken (s: StageSession, token: Token): Promise<boolean> {
-    this.counters.tokens++
-    if (token.done) {
-      // a session ends OK only once every frame it ran was found validly signed
-      await Promise.all(s.checks)
-      if (s.closed) return false
-      await s.upstream.end({ token })
-      await this.teardown(s, Status.OK, 'done')
-      return false
-    }
-    // the client's copy is queued, not awaited: it is off the critical path (queued before the
-    // next step, so tokens reach the client in order)
-    s.upstream.write({ token }).catch(() => { void this.teardown(s, Status.OK, 'client went away') })
-    // the scheduler runs the step on a later turn of the event loop, with the other sessions'
-    // ready steps: a one-stage ring does not recurse synchronously, and I/O gets in between tokens
-    if (s.closed) return false
-    return await this.step(s, { sessionId: s.id, position: token.position + 1, tokens: [token.token], hidden: new Uint8Array(0), dtype: wireCodec(s.codec), shape: [], signature: new Uint8Array(0) }, token)
-  }
-
-  /** Reads the next hop's stream: any Result or end there ends the session (DOWNSTREAM naming the hop, or whom its Result names). */
-  private async watchDownstream (s: StageSession, ch: FrameChannel): Promise<void> {
-    const end = await nextHopEnd(ch, s.nextPeer ?? '', AbortSignal.any([this.shutdown.signal, s.done.signal]))
-    if (end !== undefined && !s.closed) await this.teardown(s, end.status, end.detail, end.peer)
+    await readTokens(this.ctx, s, ch, remotePeer)
   }
 
   /**

@@ -1,12 +1,16 @@
 // Span-only failover on a stage: the sessions that failed further along the ring, kept a while
 // (their engine session = KV cache, and the frames they passed on) so the repaired chain can adopt
 // them (`OpenSession.resume`). The stage service keeps the KV reservation accounting; this map
-// hands back the bytes a released or adopted session had reserved.
+// hands back the bytes a released or adopted session had reserved. A new session that adopts one
+// truncates it to what the resume keeps (`resumeKept`) and re-sends the kept frames its next hop
+// needs (`resendKept`).
 import type { HiddenCodec as EngineCodec } from '../../engine/codecs.ts'
 import type { Session, Shard } from '../../engine/index.ts'
 import type { OpenSession } from './inference.pb.js'
+import { signedStep } from './stage-session.ts'
 import type { SentFrame, StageSession } from './stage-session.ts'
 import { engineCodec } from './wire.ts'
+import type { FrameChannel } from './wire.ts'
 
 /** A failed resumable session kept for a resume: its engine session (KV) and the frames it passed on. */
 export interface Suspended {
@@ -78,5 +82,35 @@ export class SuspendedSessions {
     clearTimeout(k.timer)
     this.onRelease(k.reservedBytes)
     return k
+  }
+}
+
+/**
+ * A new session `s` adopts `kept` (its engine session is kept's): keep the positions before the
+ * history's end `to` (the last stage one fewer: it must run a row to sample), and before that
+ * only whole frames passed on (a replacement after us is fed from them).
+ */
+export function resumeKept (s: StageSession, kept: Suspended, to: number): void {
+  const { shard, session } = s
+  let have = Math.min(session.position, shard.isLast ? to - 1 : to)
+  if (!shard.isLast && s.sent === undefined) have = 0 // nothing kept to feed a replacement after us
+  if (s.sent !== undefined) {
+    let end = 0
+    for (const f of kept.sent ?? []) { if (f.position !== end || f.position + f.T > have) break; end += f.T }
+    have = Math.min(have, end)
+    s.sent = (kept.sent ?? []).filter((f) => f.position + f.T <= have)
+  }
+  session.truncate(have)
+  s.adopted = true
+}
+
+/**
+ * A resume: the next hop (`downstream`) needs the rows from `needs` on; the kept frames before our
+ * KV position feed it (a fresh replacement needs them all), what we run from here on follows.
+ */
+export async function resendKept (s: StageSession, downstream: FrameChannel, needs: number): Promise<void> {
+  for (const f of s.sent ?? []) {
+    // signed again: the kept frames were signed under the failed session's id
+    if (f.position + f.T > needs) await downstream.write({ step: await signedStep(s, f.position, f.T, f.hidden as Uint8Array<ArrayBuffer>) })
   }
 }
