@@ -17,7 +17,7 @@ import type { ModelInfo } from './route.ts'
 import { chatPrompt } from './chat.ts'
 import { stopMatcher } from './stop.ts'
 import { reputationSummary, runConsensusRound } from './consensus.ts'
-import { auditSampled, requestAudits } from './consensus-audit.ts'
+import { auditPlainRequest, auditSampled } from './consensus-audit.ts'
 import type { ClientInit, GenerateEvent, GenerateOptions, MyceliumClient } from './types.ts'
 
 const DEFAULT_MAX_TOKENS = 128
@@ -141,17 +141,26 @@ export function createClient (init: ClientInit): MyceliumClient {
     let completion = 0
     let output = ''
     let chain: ChainHop[] = []
-    // issue 7: a sampled fraction of plain requests gets its middle stages spot-checked (consensus-audit.ts)
+    // issue 7: a sampled fraction of plain requests gets every stage spot-checked, as a round's
+    // chains are (consensus-audit.ts auditPlainRequest): the tokens, the last stage's signature of
+    // each and its done receipt are kept for it; the audits run in the background
     let sessionId: string | undefined
     let sessions = 0
+    const auditRate = init.consensus?.auditRate
+    const sampling = { temperature: options.temperature ?? 1, topP: options.topP ?? 1, topK: options.topK ?? 0, seed }
+    const seen: { tokens: number[], signatures: Array<Uint8Array<ArrayBuffer>>, receipt?: { session: string, first: number, signature: Uint8Array } } = { tokens: [], signatures: [] }
     const finish = (finishReason: 'stop' | 'length', tail = ''): GenerateEvent => {
       if (sessionId !== undefined && sessions === 1) sampleAudit(sessionId, chain)
       return { type: 'done', finishReason, model: info.id, text: output, tail, chain, usage: { promptTokens: prompt.length, completionTokens: completion, totalTokens: prompt.length + completion } }
     }
     const sampleAudit = (session: string, hops: ChainHop[]): void => {
       const host = init.consensus
-      if (host?.auditRate === undefined || !auditSampled(session, host.auditRate)) return
-      void requestAudits({ round: `audit:${session}`, swarm, model: info.id, self: libp2p.peerId.toString(), state, online, reputation: host.reputation(), chains: [{ chain: hops, sessionId: session }], openStream }).catch(() => {})
+      if (host === undefined || auditRate === undefined || !auditSampled(session, auditRate) || seen.tokens.length === 0) return
+      void auditPlainRequest({
+        swarm, model: info.id, self: libp2p.peerId.toString(), state, online, reputation: host.reputation(), openStream,
+        session: { sessionId: session, chain: hops, prompt, tokens: seen.tokens, signatures: seen.signatures, ...(seen.receipt !== undefined ? { receipt: seen.receipt } : {}), sampling },
+        ...(signer !== undefined ? { signer } : {})
+      }).catch(() => {})
     }
     if (consensus !== undefined && init.consensus !== undefined) {
       // issue 7: k answers from chains with distinct nodes, judged and ranked (client/consensus.ts)
@@ -169,7 +178,7 @@ export function createClient (init: ClientInit): MyceliumClient {
         promptText: typeof input === 'string' ? input : tokenizer.decode(prompt),
         maxTokens,
         seed,
-        sampling: { temperature: options.temperature ?? 1, topP: options.topP ?? 1, topK: options.topK ?? 0 },
+        sampling: { temperature: sampling.temperature, topP: sampling.topP, topK: sampling.topK },
         codecBytes: 4,
         host: init.consensus,
         ...(signer !== undefined ? { signer } : {}),
@@ -194,6 +203,9 @@ export function createClient (init: ClientInit): MyceliumClient {
     const views = { nodes: () => state.nodes(), online }
     const deadline = Date.now() + routeWaitMs
     const codecBytes = options.codec === 'f16' ? 2 : options.codec === 'int8' ? 1 : 4
+    let atBound = false
+    const boundEnd = (): GenerateEvent => { const tail = stops.flush(text.flush()); output += tail.text; return finish(tail.stopped ? 'stop' : 'length', tail.text) }
+    const auditing = (): boolean => auditRate !== undefined && sessionId !== undefined && sessions === 1 && auditSampled(sessionId, auditRate)
     for (let attempt = 1; ; attempt++) {
       // the shared router (protocols/inference/route-chain.ts): whole published ranges, failover re-routes a span
       const router = chainRouter(views, {
@@ -221,7 +233,7 @@ export function createClient (init: ClientInit): MyceliumClient {
           signal,
           ...(signer !== undefined ? { signer } : {}),
           ...(options.codec !== undefined ? { codec: options.codec } : {}),
-          sampling: { temperature: options.temperature ?? 1, topP: options.topP ?? 1, topK: options.topK ?? 0, seed, maxTokens },
+          sampling: { ...sampling, maxTokens },
           // keep `chain` what the session runs on: record replacements, apply them at the retry
           failover: {
             replace: async (hop, index) => {
@@ -231,12 +243,16 @@ export function createClient (init: ClientInit): MyceliumClient {
             }
           }
         })) {
-          if (ev.type === 'open') { sessionId = ev.sessionId; sessions++ } // a repaired session is not audited (its neighbours changed)
+          if (ev.type === 'open') { sessionId = ev.sessionId; sessions++; seen.tokens = []; seen.signatures = []; delete seen.receipt } // a repaired session is not audited (its neighbours changed)
           if (ev.type === 'retry') {
             for (const [index, hops] of [...replaced].sort(([a], [b]) => b - a)) chain = [...chain.slice(0, index), ...hops, ...chain.slice(index + 1)]
             replaced.clear()
           }
           if (ev.type === 'token') {
+            // a token past the bound (a stage that ignores max_tokens) ends the answer as before
+            if (atBound) { yield boundEnd(); return }
+            seen.tokens.push(ev.id)
+            seen.signatures.push(ev.signature as Uint8Array<ArrayBuffer>)
             completion++
             const piece = text.push(prev, ev.id)
             prev = ev.id
@@ -246,17 +262,26 @@ export function createClient (init: ClientInit): MyceliumClient {
             if (signal.aborted) throw abortError(signal) // no event after an abort, even one already received
             if (cut.stopped) { yield finish('stop'); return }
             // the stages stop at max_tokens; this also holds the bound against a stage that does not
-            if (completion >= maxTokens) { const tail = stops.flush(text.flush()); output += tail.text; yield finish(tail.stopped ? 'stop' : 'length', tail.text); return }
+            if (completion >= maxTokens) {
+              // an audited session waits for the done token's receipt, which the last token's frame
+              // carries (runInference yields it right after, without reading): no delay
+              if (auditing()) { atBound = true; continue }
+              yield boundEnd(); return
+            }
           } else if (ev.type === 'done') {
+            if (ev.sessionId === sessionId && ev.receipt.length > 0) seen.receipt = { session: ev.sessionId, first: ev.first, signature: ev.receipt }
             const tail = stops.flush(text.flush())
             output += tail.text
             yield finish(ev.reason === 'bos' || tail.stopped ? 'stop' : 'length', tail.text)
             return
           }
         }
+        if (atBound) yield boundEnd()
         return
       } catch (err) {
         if (signal.aborted) throw abortError(signal, err)
+        // every token was delivered; only the receipt of an audited session did not come
+        if (atBound) { yield boundEnd(); return }
         // Before the first token a retry repeats nothing. Records can be ahead of the stages for a
         // moment (a node publishes its new range, then loads it: WRONG_LAYERS meanwhile), so
         // retry on a fresh route after the next state change, until routeWaitMs has passed.

@@ -15,6 +15,7 @@ import type { AbortOptions, Stream } from '@libp2p/interface'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
 import type { ReputationState } from '../consensus/index.ts'
 import { requestAudit, spotCheckProtocol } from '../protocols/index.ts'
+import { AUDIT_MAX_TOKENS, auditTokensThatFit } from '../protocols/consensus/spot-check.ts'
 import type { ChainHop, FrameSigner } from '../protocols/index.ts'
 import { stepMessage } from '../protocols/inference/frame-signature.ts'
 import { HiddenCodec } from '../protocols/inference/inference.pb.js'
@@ -31,6 +32,35 @@ export function auditSampled (sessionId: string, rate: number): boolean {
 }
 
 export interface AuditOutcome { subject: string, session: string, verifier: string, status: string }
+
+/** A plain request's session as its client saw it: one session (not repaired), its tokens with the last stage's signatures, and its done receipt when it came. */
+export interface PlainSession {
+  sessionId: string
+  chain: ChainHop[]
+  prompt: number[]
+  tokens: number[]
+  signatures: Array<Uint8Array<ArrayBuffer>>
+  receipt?: { session: string, first: number, signature: Uint8Array }
+  /** The session's Open.sampling (temperature 0: greedy). */
+  sampling: { temperature: number, topP: number, topK: number, seed: number }
+}
+
+/**
+ * Audits a plain request (sampled by `auditSampled`) the way a consensus round audits each of its
+ * chains: its first stage on the owner's signed prompt, its middle stages, and its last stage on
+ * the tokens it signed — greedy, or seeded with the session's sampling and receipt.
+ */
+export async function auditPlainRequest (options: Omit<Parameters<typeof requestAudits>[0], 'round' | 'chains' | 'prompt' | 'greedy' | 'sampling'> & { session: PlainSession }): Promise<AuditOutcome[]> {
+  const { session: s, ...rest } = options
+  return await requestAudits({
+    ...rest,
+    round: `audit:${s.sessionId}`,
+    chains: [{ chain: s.chain, sessionId: s.sessionId, tokens: s.tokens, signatures: s.signatures, seed: s.sampling.seed, ...(s.receipt !== undefined ? { receipt: s.receipt } : {}) }],
+    prompt: s.prompt,
+    greedy: s.sampling.temperature === 0,
+    sampling: s.sampling
+  })
+}
 
 export async function requestAudits (options: {
   round: string
@@ -69,20 +99,27 @@ export async function requestAudits (options: {
   for (const { chain, sessionId, tokens, signatures, seed, receipt } of options.chains) {
     if (sessionId === undefined || chain.length < 2) continue
     const peers = chain.map((h) => String(h.peer))
-    const known = options.prompt !== undefined && tokens !== undefined && options.prompt.length > 0 ? [...options.prompt, ...tokens] : undefined
     const promptLength = options.prompt?.length ?? 0
+    // the last stage's receipt, with the sampling it binds (the session's own: no skipped draws):
+    // it stands for every generated token (a seeded last stage is replayed from it), so the AUDIT
+    // carries no per-token signatures (each up to 584 bytes with a batch signature's proof)
+    const t = options.greedy === true ? 0 : options.sampling?.temperature ?? 0
+    const bound = (options.greedy === true || t > 0) && options.sampling !== undefined && seed !== undefined && receipt !== undefined && receipt.session === sessionId && receipt.signature.length === 64 && receipt.first + 1 === promptLength
+      ? { sampling: { temperature: t, topP: options.sampling.topP, topK: options.sampling.topK, seed, skipDraws: 0 }, receipt: { signature: Uint8Array.from(receipt.signature), first: receipt.first } }
+      : undefined
+    // without one, the signed tokens that fit one AUDIT (a prefix: the first and a greedy last stage are checked on it)
+    const fit = bound === undefined && tokens !== undefined ? auditTokensThatFit(promptLength, (signatures ?? []).slice(0, tokens.length)) : tokens?.length ?? 0
+    const known = options.prompt !== undefined && tokens !== undefined && options.prompt.length > 0 ? [...options.prompt, ...tokens.slice(0, Math.min(fit, AUDIT_MAX_TOKENS - promptLength))] : undefined
+    const complete = known !== undefined && known.length === promptLength + (tokens?.length ?? 0)
     const proofs = known === undefined
       ? {}
       : {
           ...(options.signer !== undefined ? { promptSignature: options.signer.sign(stepMessage(sessionId, 0, { tokens: known.slice(0, promptLength), dtype: HiddenCodec.F32, shape: [] })) } : {}),
-          ...(signatures !== undefined ? { tokenSignatures: signatures.slice(0, known.length - promptLength) } : {}),
+          ...(signatures !== undefined && bound === undefined ? { tokenSignatures: signatures.slice(0, known.length - promptLength) } : {}),
+          ...(complete ? bound : {}),
           last: peers[peers.length - 1]
         }
-    // a seeded last stage: the sampling its receipt binds (the round's own session: no skipped draws)
-    const t = options.sampling?.temperature ?? 0
-    const seeded = options.greedy !== true && t > 0 && seed !== undefined && receipt !== undefined && receipt.session === sessionId && receipt.signature.length > 0
-      ? { sampling: { temperature: t, topP: options.sampling?.topP ?? 1, topK: options.sampling?.topK ?? 0, seed, skipDraws: 0 }, receipt: { signature: Uint8Array.from(receipt.signature), first: receipt.first } }
-      : undefined
+    const seeded = options.greedy !== true && t > 0 && complete ? bound : undefined
     for (let i = 0; i < chain.length; i++) {
       const first = i === 0
       const last = i === chain.length - 1
@@ -98,7 +135,7 @@ export async function requestAudits (options: {
           try {
             const signal = AbortSignal.any([AbortSignal.timeout(10_000), ...(options.signal !== undefined ? [options.signal] : [])])
             const stream = await options.openStream(verifier, spotCheckProtocol(options.swarm), { signal })
-            status = await requestAudit(stream, { sessionId, subject, start: chain[i].start, end: chain[i].end, predecessor: first ? '' : peers[i - 1], successor: last ? '' : peers[i + 1], model: options.model, ...(first || last ? { tokens: known, promptLength, greedy: options.greedy === true, ...proofs } : {}), ...(last && options.greedy !== true ? seeded : {}) }, { signal })
+            status = await requestAudit(stream, { sessionId, subject, start: chain[i].start, end: chain[i].end, predecessor: first ? '' : peers[i - 1], successor: last ? '' : peers[i + 1], model: options.model, ...(first || last ? { tokens: known, promptLength, greedy: options.greedy === true, ...proofs } : {}) }, { signal })
           } catch (err) {
             status = `error: ${(err as Error).message}`
           }

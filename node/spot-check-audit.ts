@@ -18,8 +18,8 @@ import { ConsensusInputError } from '../consensus/errors.ts'
 import { verifyPeer, type Equivocation } from '../consensus/signed-frames.ts'
 import type { Shard, WeightDType } from '../engine/index.ts'
 import type { AuditRequest, SpotTrace } from '../protocols/consensus/spot-check.ts'
-import { receiptMessage, receiptSampling, tokenMessage } from '../protocols/inference/frame-signature.ts'
-import { equivocations, inputsOf, longer, signedSteps, signedTokens, SPOT_POSITIONS, tokenPositions, traceFromNeighbours, traceFromTokens } from './spot-check-trace.ts'
+import { receiptSampling, tokenMessage } from '../protocols/inference/frame-signature.ts'
+import { equivocations, inputsOf, longer, receiptStart, signedSteps, signedTokens, SPOT_POSITIONS, tokenPositions, traceFromNeighbours, traceFromTokens } from './spot-check-trace.ts'
 
 export interface AuditOutcome {
   /** The check's result; undefined when no signed trace was at hand (skipped). */
@@ -99,6 +99,12 @@ export async function auditStage (a: AuditRequest, owner: string, deps: AuditDep
         if (verifyPeer(a.subject, tokenMessage(session, p - 1, tokens[p]), a.tokenSignatures?.[p - promptLength])) sampled.set(p, tokens[p])
         else if (a.tokenSignatures?.[p - promptLength] !== undefined) badSignatures++
       }
+      // or every token its receipt binds (an AUDIT with a receipt carries no per-token signatures)
+      if (a.receipt !== undefined) {
+        const from = receiptStart(a, a.subject)
+        if (from === undefined) badSignatures++
+        else for (let p = from; p < tokens.length; p++) sampled.set(p, tokens[p])
+      }
       const x = inputsOf(inputs, dim)
       if (x !== undefined && sampled.size > 0) {
         // the logits at position p chose the token at p + 1
@@ -108,9 +114,9 @@ export async function auditStage (a: AuditRequest, owner: string, deps: AuditDep
     } else if (a.end === deps.nLayers && a.sampling !== undefined && a.receipt !== undefined) {
       // seeded: the subject's receipt must bind the AUDIT's generated tokens to the AUDIT's sampling
       const tokens = a.tokens ?? []
-      const from = a.receipt.first + 1 // the first receipted token; its coin is skipDraws
+      const from = receiptStart(a, a.subject) // the first receipted token; its coin is skipDraws
       const sampling = receiptSampling(a.sampling)
-      if (from < (a.promptLength ?? 0) || from >= tokens.length || !verifyPeer(a.subject, receiptMessage(session, a.receipt.first, tokens.slice(from), sampling), a.receipt.signature)) {
+      if (from === undefined) {
         badSignatures++
         skipped = 'the sampling and tokens are not bound by the subject\'s receipt'
       } else {

@@ -8,7 +8,7 @@ import { decodeHidden } from '../engine/codecs.ts'
 import type { StageInput } from '../engine/index.ts'
 import { fingerprint, sampleSpotChecks } from '../consensus/index.ts'
 import { signedMessage, tokensHash, verifyPeer, type Equivocation, type SignedKind } from '../consensus/signed-frames.ts'
-import { codecOf, stepContentHash, stepMessage, tokenMessage } from '../protocols/inference/frame-signature.ts'
+import { codecOf, receiptMessage, receiptSampling, stepContentHash, stepMessage, tokenMessage } from '../protocols/inference/frame-signature.ts'
 import { HiddenCodec } from '../protocols/inference/inference.pb.js'
 import { engineCodec } from '../protocols/inference/wire.ts'
 import type { AuditRequest, SpotStep, SpotTrace } from '../protocols/consensus/spot-check.ts'
@@ -150,6 +150,21 @@ export function tokenPositions (seed: string[], expected: ReadonlyArray<number |
  * when no signed prompt is at hand. `frames` / `received`: the signed frames behind each source
  * (the AUDIT's, the record's), for equivocation checks.
  */
+/**
+ * Where the generated tokens of an AUDIT that `signer` (the chain's last stage) bound with its done
+ * receipt begin: the receipt signs `tokens[from..]` (from = receipt.first + 1, not inside the
+ * prompt) together with the AUDIT's sampling. Undefined when the AUDIT has no receipt or it does not
+ * verify. One 64-byte receipt stands for every generated token, so an AUDIT with one carries no
+ * per-token signatures and its size stays ~3 bytes a token (spot-check.ts AUDIT_MAX_TOKENS).
+ */
+export function receiptStart (a: AuditRequest, signer: string): number | undefined {
+  if (a.receipt === undefined || a.sampling === undefined || signer === '') return undefined
+  const tokens = a.tokens ?? []
+  const from = a.receipt.first + 1
+  if (from < (a.promptLength ?? 0) || from >= tokens.length) return undefined
+  return verifyPeer(signer, receiptMessage(a.sessionId, a.receipt.first, tokens.slice(from), receiptSampling(a.sampling)), a.receipt.signature) ? from : undefined
+}
+
 export function signedTokens (a: AuditRequest, owner: string, last: string, recorded: SpotTrace | undefined): { tokens: number[], promptLength: number, frames: SpotStep[], received?: SpotStep[] } | undefined {
   const fromAudit = (): ReturnType<typeof signedTokens> => {
     const tokens = a.tokens ?? []
@@ -163,6 +178,11 @@ export function signedTokens (a: AuditRequest, owner: string, last: string, reco
       if (!verifyPeer(last, tokenMessage(a.sessionId, i - 1, tokens[i]), signature)) break
       out.push(tokens[i])
       frames.push({ position: i, rows: 1, hidden: new Uint8Array(0), codec: 0, tokens: [tokens[i]], signature: signature ?? new Uint8Array(0), signer: last, sampled: true })
+    }
+    // the rest, when the last stage's receipt binds them (it starts within the signed prefix)
+    if (out.length < tokens.length) {
+      const from = receiptStart(a, last)
+      if (from !== undefined && from <= out.length) out.push(...tokens.slice(out.length))
     }
     return { tokens: out, promptLength, frames }
   }

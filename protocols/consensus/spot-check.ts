@@ -71,11 +71,36 @@ export interface AuditRequest {
 /** The sampling an AUDIT names for a seeded last stage (temperature and topP travel as float32). */
 export interface AuditSampling { temperature: number, topP: number, topK: number, seed: number, skipDraws: number }
 
-/** Whether an AUDIT's seeded sampling is one a verifier can replay (temperature finite > 0, top-p in [0, 1], fewer skipped draws than prompt tokens, a 64-byte receipt). */
-function sampledOk (req: SpotRequest): boolean {
-  return Number.isFinite(req.temperature) && req.temperature > 0 && req.topP >= 0 && req.topP <= 1 && Number.isSafeInteger(req.seed) && req.seed >= 0 &&
+/** Whether an AUDIT's receipt comes with a sampling a verifier can check it against (temperature finite ≥ 0, top-p in [0, 1], fewer skipped draws than prompt tokens, a 64-byte receipt). */
+function receiptOk (req: SpotRequest): boolean {
+  return Number.isFinite(req.temperature) && req.temperature >= 0 && req.topP >= 0 && req.topP <= 1 && Number.isSafeInteger(req.seed) && req.seed >= 0 &&
     req.skipDraws < req.promptLength && req.receipt.length === 64
 }
+
+/** Whether an AUDIT's seeded sampling is one a verifier can replay (a receipt as above, temperature > 0). */
+function sampledOk (req: SpotRequest): boolean {
+  return receiptOk(req) && req.temperature > 0
+}
+
+/**
+ * How many generated tokens an AUDIT without a receipt may carry with their signatures (up to
+ * 584 bytes each with a batch signature's Merkle proof) and stay within SPOT_MAX_REQUEST_BYTES:
+ * the owner sends that prefix (a first stage is checked on it, a greedy last stage's argmax too).
+ * With a receipt no per-token signature is needed (node/spot-check-trace.ts receiptStart).
+ */
+export function auditTokensThatFit (promptLength: number, signatures: ReadonlyArray<{ byteLength: number }>): number {
+  // the rest of the request (ids, names, prompt signature, receipt) stays well below this
+  let room = SPOT_MAX_REQUEST_BYTES - AUDIT_HEADROOM_BYTES - 4 * promptLength
+  let n = 0
+  for (const s of signatures) {
+    room -= s.byteLength + 3 + 4 // the signature with its tag and length, the token id
+    if (room < 0) break
+    n++
+  }
+  return n
+}
+/** What an AUDIT holds besides its tokens and their signatures, at most (ids and peer names ≤ 128 characters, one receipt, one prompt signature). */
+const AUDIT_HEADROOM_BYTES = 4096
 
 /** A calibration challenge (CHALLENGE): run layers [start, end) of `model` on `input`. */
 export interface ChallengeRequest { model: string, start: number, end: number, rows: number, input: { tokens: number[] } | { hidden: Float32Array } }
@@ -131,10 +156,11 @@ export async function serveSpotCheck (stream: Stream, from: string, hooks: SpotC
       } else if (req.end > req.start && req.subject !== '' && req.model !== '' && req.tokens.length <= AUDIT_MAX_TOKENS && req.promptLength <= req.tokens.length &&
         // a first stage needs the tokens, a last stage the tokens and greedy sampling
         (req.predecessor !== '' || (req.start === 0 && req.tokens.length > 0)) && (req.successor !== '' || ((req.greedy || sampledOk(req)) && req.tokens.length > req.promptLength && req.promptLength > 0)) &&
-        // at most one signature per generated token
-        req.tokenSignatures.length <= req.tokens.length - req.promptLength) {
+        // at most one signature per generated token; a receipt only with a sampling to check it against
+        req.tokenSignatures.length <= req.tokens.length - req.promptLength && (req.receipt.length === 0 || receiptOk(req))) {
         const proofs = req.promptSignature.length > 0 || req.tokenSignatures.length > 0 || req.last !== '' ? { promptSignature: req.promptSignature, tokenSignatures: [...req.tokenSignatures], last: req.last } : {}
-        const sampled = req.successor === '' && !req.greedy
+        // a seeded last stage's sampling and receipt; with a greedy or first stage the receipt binds the generated tokens
+        const sampled = (req.successor === '' && !req.greedy) || receiptOk(req)
           ? { sampling: { temperature: req.temperature, topP: req.topP, topK: req.topK, seed: req.seed, skipDraws: req.skipDraws }, receipt: { signature: req.receipt, first: req.receiptFirst } }
           : {}
         const known = req.tokens.length > 0 ? { tokens: [...req.tokens], promptLength: req.promptLength, greedy: req.greedy, ...proofs, ...sampled } : {}
