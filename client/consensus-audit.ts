@@ -10,7 +10,10 @@
 // over /mycelium/<swarm>/spot-check/1.0.0, re-executes and writes its evidence record
 // (node/spot-check.ts); the ledger excludes the subject once two confirm a failure. A client with
 // an `auditRate` (the daemon's API: SPOT_AUDIT_RATE) also audits that fraction of its plain
-// requests, chosen by the session id's hash (`auditSampled`), when the session was not repaired.
+// requests, chosen by the session id's hash (`auditSampled`), when the session was not repaired —
+// every stage, like a round's chain (`auditPlainRequest`). A first or last stage's AUDIT carries
+// the last stage's receipt instead of its per-token signatures when there is one (it binds every
+// token: the AUDIT stays ~3 bytes a token); else the signed prefix that fits one AUDIT.
 import type { AbortOptions, Stream } from '@libp2p/interface'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
 import type { ReputationState } from '../consensus/index.ts'
