@@ -205,6 +205,22 @@ describe(`sampled plain requests audit every stage over libp2p (TEST_SEED=${SEED
     }
   })
 
+  it('an owner that pairs the receipt with other tokens convicts nobody: the last stage is skipped (a bad signature), the first checked on its own record', async () => {
+    const r = await ring()
+    const session = await plain(r, { temperature: 0, topP: 1, topK: 0, seed: 5 })
+    const tokens = [...session.tokens]
+    tokens[6] = (tokens[6] + 1) % 512
+    const vs = [await verifier(), await verifier()]
+    await auditAt(r, { ...session, tokens }, vs)
+    const lastOuts = outcomesOf(vs, r.chain[2])
+    expect(lastOuts).toHaveLength(2)
+    for (const { out } of lastOuts) {
+      expect(out.result).toBeUndefined()
+      expect(out.badSignatures).toBeGreaterThanOrEqual(1)
+    }
+    for (const { out } of outcomesOf(vs, r.chain[0])) expect(out.result?.passed).toBe(true)
+  })
+
   for (const temperature of [0, 1]) {
     it(`a last stage that substitutes tokens on a plain ${temperature === 0 ? 'greedy' : 'seeded'} request is caught by both verifiers`, async () => {
       const r = await ring(substituting)
