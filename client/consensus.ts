@@ -43,7 +43,7 @@ export interface ConsensusHost {
   record?: (id: string, data: Record<string, unknown>) => Promise<void>
   /** The highest round seq known (the owner takes the next). */
   lastSeq?: () => number
-  /** Fraction of plain (non-consensus) requests whose middle stages are spot-checked (default none). */
+  /** Fraction of plain (non-consensus) requests whose every stage is spot-checked, as a round's chains (default none). */
   auditRate?: number
 }
 

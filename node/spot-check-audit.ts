@@ -5,7 +5,8 @@
 // neighbour that withholds or lies cannot frame the subject (a forged frame fails its signature)
 // and the subject cannot hide behind a silent successor (its own signature binds its record).
 //
-// A last stage is checked on the tokens it signed: greedy, each must be the verifier's argmax
+// A last stage is checked on the tokens it signed (one by one, or all at once by its done receipt
+// over the tokens and the AUDIT's sampling, spot-check-trace.ts receiptStart): greedy, each must be the verifier's argmax
 // (spotCheckGreedy); seeded (temperature > 0), each must lie in its CDF interval at the coin the
 // seed replays (spotCheckSampled), with the sampling taken from the AUDIT only when the subject's
 // receipt binds it to those tokens — an owner that names another seed or temperature gets its
