@@ -18,7 +18,7 @@ import type { ReputationState } from '../../consensus/index.ts'
 import type { NodeRecord } from '../../crdt/index.ts'
 import { openLlama2c } from '../../engine/formats/llama2c.ts'
 import { openTokenizer } from '../../engine/index.ts'
-import type { ModelSource, Shard, StageOutput, Tokenizer } from '../../engine/index.ts'
+import type { ModelSource, Shard, Tokenizer } from '../../engine/index.ts'
 import { loadShard } from '../../engine/shard.ts'
 import { auditStage, type AuditOutcome } from '../../node/spot-check-audit.ts'
 import { SpotRecorder } from '../../node/spot-check.ts'
@@ -29,6 +29,7 @@ import { manifestFromSource } from '../../sharding/manifest.ts'
 import type { ModelManifest } from '../../sharding/index.ts'
 import { pollUntil } from '../node/daemons.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
+import { substituting } from '../substituting-shard.ts'
 
 const SWARM = 'test'
 type Node = Libp2p<{ inference: InferenceStageService, spot: SpotCheckService }>
@@ -59,25 +60,6 @@ afterAll(async () => {
   for (const s of shards) await s.close()
 })
 
-/** Every third step's logits shifted by 7: the last stage samples, and signs, another token. */
-function substituting (shard: Shard): Shard {
-  let steps = 0
-  const V = shard.config.vocabSize
-  const shifted = (out: StageOutput): StageOutput => {
-    if (out.logits === undefined || steps++ % 3 !== 1) return out
-    const logits = Float32Array.from(out.logits)
-    const row = out.logits.subarray(out.logits.length - V)
-    for (let i = 0; i < V; i++) logits[logits.length - V + i] = row[(i + V - 7) % V]
-    return { ...out, logits }
-  }
-  return new Proxy(shard, {
-    get (target, prop) {
-      if (prop === 'stepBatch') return (items: Parameters<Shard['stepBatch']>[0]) => target.stepBatch(items).map(shifted)
-      const v = Reflect.get(target, prop, target) as unknown
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-    }
-  })
-}
 
 interface World { stages: Node[], verifiers: Array<{ n: Node, outcomes: Array<{ request: AuditRequest, out: AuditOutcome }> }>, state: SwarmReader, reputation: ReputationState }
 async function world (wrapLast?: (s: Shard) => Shard): Promise<World> {

@@ -23,7 +23,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { requestAudits } from '../../client/consensus-audit.ts'
 import { deriveLedger, recordData, recordId, type ConsensusRecord, type ReputationState } from '../../consensus/index.ts'
 import { openLlama2c } from '../../engine/formats/llama2c.ts'
-import type { ModelSource, Shard, StageOutput, WeightDType } from '../../engine/index.ts'
+import type { ModelSource, Shard, WeightDType } from '../../engine/index.ts'
 import { loadShard } from '../../engine/shard.ts'
 import { auditStage, type AuditOutcome } from '../../node/spot-check-audit.ts'
 import { SpotRecorder } from '../../node/spot-check.ts'
@@ -33,6 +33,7 @@ import { inferenceStageService, runInference, type ChainHop, type InferenceStage
 import type { SwarmReader } from '../../client/route.ts'
 import { testSeed } from '../seed.ts'
 import { STORIES260K } from '../models.ts'
+import { substituting } from '../substituting-shard.ts'
 
 const SWARM = 'test'
 const MODEL = 'stories260K'
@@ -59,25 +60,6 @@ afterAll(async () => {
   for (const s of shards) await s.close()
 })
 
-/** A last shard that substitutes the token of every third step: its logits row shifted by 7 (it samples, and signs, another token). */
-function substituting (shard: Shard): Shard {
-  let steps = 0
-  const V = shard.config.vocabSize
-  const shifted = (out: StageOutput): StageOutput => {
-    if (out.logits === undefined || steps++ % 3 !== 1) return out
-    const logits = Float32Array.from(out.logits)
-    const row = out.logits.subarray(out.logits.length - V)
-    for (let i = 0; i < V; i++) logits[logits.length - V + i] = row[(i + V - 7) % V]
-    return { ...out, logits }
-  }
-  return new Proxy(shard, {
-    get (target, prop) {
-      if (prop === 'stepBatch') return (items: Parameters<Shard['stepBatch']>[0]) => target.stepBatch(items).map(shifted)
-      const v = Reflect.get(target, prop, target) as unknown
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
-    }
-  })
-}
 
 interface Ring { stages: Node[], chain: ChainHop[], recorders: SpotRecorder[] }
 /** A ring [0, 2) → [2, 4) → [4, 5) of libp2p stages, each recording its signed frames and answering FETCH. */
