@@ -15,7 +15,7 @@
 import { MAX_BALLOT_VOTES, MAX_COAUTHORS, MAX_ROUND_ANSWERS } from './constants.ts'
 import { InvalidConsensusRecordError } from './errors.ts'
 import type { Choice, Vote } from './index.ts'
-import type { SignedKind } from './signed-frames.ts'
+import type { Equivocation } from './signed-frames.ts'
 
 export interface AnswerRecord { t: 'answer', round: string, digest: string }
 export interface CommitRecord { t: 'commit', round: string, commitment: string }
@@ -71,17 +71,10 @@ export interface CalibrationRecord {
   pairsRight: number
   passed: boolean
 }
-/** Two different frames one peer signed at one (kind, session, position): proof it equivocated. */
-export interface EquivocationRecord {
+/** Two different frames one peer signed at one (kind, session, position): proof it equivocated (signed-frames.ts). */
+export interface EquivocationRecord extends Equivocation {
   t: 'equivocation'
   seq: number
-  signer: string
-  kind: SignedKind
-  session: string
-  position: number
-  /** Content hashes (hex) and signatures (base64), in code-unit order of the hashes. */
-  contents: [string, string]
-  signatures: [string, string]
 }
 export type ConsensusRecord = AnswerRecord | CommitRecord | RevealRecord | RoundRecord | SpotCheckRecord | CalibrationRecord | EquivocationRecord
 
