@@ -182,8 +182,16 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
       case 'connections':
         return { connections: host.getConnections().map(describe) }
       case 'ping': {
-        const rtt = await host.services.ping.ping(peerArg(request), { signal })
-        return { rtt }
+        // the ping protocol allows one outbound stream per peer, and libp2p's connection monitor
+        // pings new connections too: when ours collides with its ping, try again shortly
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return { rtt: await host.services.ping.ping(peerArg(request), { signal }) }
+          } catch (err) {
+            if ((err as Error).name !== 'TooManyOutboundProtocolStreamsError' || attempt >= 5) throw err
+            await new Promise((resolve) => setTimeout(resolve, 50 * attempt))
+          }
+        }
       }
       case 'bulk': {
         const bytes = Number(request.bytes)
