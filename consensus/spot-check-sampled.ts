@@ -8,9 +8,9 @@
 import { ConsensusInputError } from './errors.ts'
 import { SAMPLED_COIN_SLACK } from './constants.ts'
 import { fingerprintTolerance } from './fingerprint.ts'
-import { concatInputs } from './spot-check.ts'
+import { replayLogits } from './spot-check.ts'
 import { createRng, softmax } from '../engine/index.ts'
-import type { Session, Shard, StageInput, WeightDType } from '../engine/index.ts'
+import type { Shard, StageInput, WeightDType } from '../engine/index.ts'
 
 /** The sampling a last stage was asked for (the session's Open.sampling) and where its coins start. */
 export interface SampledCheckParams {
@@ -51,14 +51,14 @@ function stepRows (x: StageInput, dim: number): number {
   return 'tokens' in x ? x.tokens.length : x.hidden.length / dim
 }
 
-function concatHidden (inputs: StageInput[], dim: number): StageInput {
+/** A last stage's inputs must be hidden states, whole rows of `dim`. */
+function checkHidden (inputs: StageInput[], dim: number): void {
   let n = 0
   for (const x of inputs) {
     if (!('hidden' in x)) throw new ConsensusInputError('a last stage\'s inputs must be hidden states (a one-stage pipeline is checked by its whole-model replay)')
     n += x.hidden.length
   }
   if (n % dim !== 0) throw new ConsensusInputError(`hidden states of ${n} values are not rows of ${dim}`)
-  return concatInputs(inputs)
 }
 
 /** The probabilities the engine's sampler draws from: logits / temperature (f32), softmax. */
@@ -196,13 +196,8 @@ export function spotCheckSampled (shard: Shard, inputs: StageInput[], expected: 
   if (wanted.length === 0) return { checked: [], mismatches: [], passed: true }
   const tolerance = fingerprintTolerance(stageDtype, shard.dtype)
   if (tolerance === undefined) throw new ConsensusInputError(`a ${shard.dtype} verifier cannot check a ${stageDtype} stage`)
-  const session: Session = shard.openSession({ maxLength: rows })
-  let logits: Float32Array
-  try {
-    logits = session.step(concatHidden(inputs, dim), { logits: 'all' }).logits as Float32Array
-  } finally {
-    session.close()
-  }
+  checkHidden(inputs, dim)
+  const logits = replayLogits(shard, inputs, rows)
   // the coins, in draw order, up to the last one checked
   const coinOf = (p: number): number => skipDraws + p + 1 - promptLength
   const random = createRng(seed)

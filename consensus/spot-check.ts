@@ -44,6 +44,16 @@ export interface SpotCheckResult {
   passed: boolean
 }
 
+/** A last shard's logits for every row of `inputs` (`rows` of them), replayed in one fresh session. */
+export function replayLogits (shard: Shard, inputs: StageInput[], rows: number): Float32Array {
+  const session: Session = shard.openSession({ maxLength: rows })
+  try {
+    return session.step(concatInputs(inputs), { logits: 'all' }).logits as Float32Array
+  } finally {
+    session.close()
+  }
+}
+
 /** The rows of a trace's steps as one input (token ids, or hidden states end to end). */
 export function concatInputs (inputs: StageInput[]): StageInput {
   if (inputs.length > 0 && 'tokens' in inputs[0]) {
@@ -135,13 +145,7 @@ export function spotCheckGreedy (shard: Shard, inputs: StageInput[], expected: R
   if (wanted.length === 0) return { checked: [], mismatches: [], passed: true }
   const tolerance = fingerprintTolerance(stageDtype, shard.dtype)
   if (tolerance === undefined) throw new ConsensusInputError(`a ${shard.dtype} verifier cannot check a ${stageDtype} stage`)
-  const session: Session = shard.openSession({ maxLength: rows })
-  let logits: Float32Array
-  try {
-    logits = session.step(concatInputs(inputs), { logits: 'all' }).logits as Float32Array
-  } finally {
-    session.close()
-  }
+  const logits = replayLogits(shard, inputs, rows)
   const mismatches: TokenSpotCheckResult['mismatches'] = []
   for (const p of wanted) {
     const row = logits.subarray(p * V, (p + 1) * V)
