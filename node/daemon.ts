@@ -21,6 +21,7 @@ import { startRecordAddresses } from './record-addresses.ts'
 import { ownLoad, startLoadBeacon } from './load-beacon.ts'
 import { swarmSummary, swarmView } from './swarm-report.ts'
 import type { NodeModel, OpenedModel } from './model-startup.ts'
+import type { StageWrapper } from './spot-check-corrupt.ts'
 
 export interface Daemon {
   host: MyceliumHost
@@ -67,6 +68,15 @@ function peerArg (request: ControlRequest): PeerId {
 }
 
 /** Starts the daemon; resolves once the host listens and the control socket is up. */
+/** TEST ONLY flags: every stage the inference service is handed goes through `w` (sessionsOn sees the unwrapped shard). */
+function wrapServedStages (host: MyceliumHost, w: StageWrapper): void {
+  const svc = host.services.inference
+  const serve = svc.serve.bind(svc)
+  const sessionsOn = svc.sessionsOn.bind(svc)
+  svc.serve = (stage) => { serve(w.wrap(stage)) }
+  svc.sessionsOn = (shard) => sessionsOn(w.unwrap(shard))
+}
+
 export async function startDaemon (config: NodeConfig, log: Logger, hostOptions: HostOptions = {}): Promise<Daemon> {
   // With a model: open it first (headers only; a missing or damaged file stops here, with one
   // line). The engine and sharding/ are loaded only then: a mesh-only node starts without them.
@@ -87,12 +97,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
   if (config.testCorruptOutput !== undefined) {
     // TEST ONLY (issue 7): this node's stage adds noise to what it sends (node/spot-check-corrupt.ts)
     const { corruptingStages } = await import('./spot-check-corrupt.ts')
-    const c = corruptingStages(config.testCorruptOutput)
-    const svc = host.services.inference
-    const serve = svc.serve.bind(svc)
-    const sessionsOn = svc.sessionsOn.bind(svc)
-    svc.serve = (stage) => { serve(c.wrap(stage)) }
-    svc.sessionsOn = (shard) => sessionsOn(c.unwrap(shard))
+    wrapServedStages(host, corruptingStages(config.testCorruptOutput))
     log.warn({ event: 'test-corrupt-output', scale: config.testCorruptOutput }, 'TEST ONLY: this stage corrupts its outputs')
   }
   const record = startNodeRecordPublisher(host, config, log)
@@ -131,12 +136,7 @@ export async function startDaemon (config: NodeConfig, log: Logger, hostOptions:
     // TEST ONLY (issue 7): wrong outputs everywhere, challenges included — outermost on serve(), so
     // the spot-check service answers CHALLENGE with the wrong stage (node/test-wrong-stage.ts)
     const { wrongStages } = await import('./test-wrong-stage.ts')
-    const w = wrongStages(config.testWrongStage)
-    const svc = host.services.inference
-    const serve = svc.serve.bind(svc)
-    const sessionsOn = svc.sessionsOn.bind(svc)
-    svc.serve = (stage) => { serve(w.wrap(stage)) }
-    svc.sessionsOn = (shard) => sessionsOn(w.unwrap(shard))
+    wrapServedStages(host, wrongStages(config.testWrongStage))
     log.warn({ event: 'test-wrong-stage', scale: config.testWrongStage }, 'TEST ONLY: this stage answers everything wrongly')
   }
   const stopNudge = startAutoNATNudge(host, log)

@@ -20,33 +20,44 @@ export function corruptHidden (h: Float32Array, dim: number, scale: number, rand
   }
 }
 
-/** The shard, with noise on the hidden states `stepBatch` returns (the last stage's logits are left alone). */
-export function corruptingShard (shard: Shard, scale: number, seed = 1): Shard {
-  const random = createRng(seed)
-  const noisy = (out: StageOutput): StageOutput => {
-    if (out.hidden !== undefined) corruptHidden(out.hidden, shard.config.dim, scale, random)
-    return out
-  }
+/** The shard, with `map` applied to each output of `stepBatch` (everything else passes through). */
+export function mapBatchOutputs (shard: Shard, map: (out: StageOutput) => StageOutput): Shard {
   return new Proxy(shard, {
     get (target, prop) {
-      if (prop === 'stepBatch') return (items: Parameters<Shard['stepBatch']>[0]) => target.stepBatch(items).map(noisy)
+      if (prop === 'stepBatch') return (items: Parameters<Shard['stepBatch']>[0]) => target.stepBatch(items).map(map)
       const v = Reflect.get(target, prop, target) as unknown
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
     }
   })
 }
 
-/** Wraps a stage before `serve()`; the same shard always gets the same wrapper (sessionsOn compares identities). */
-export function corruptingStages (scale: number): { wrap: (stage: StageShard | undefined) => StageShard | undefined, unwrap: (shard: Shard) => Shard } {
+/** The shard, with noise on the hidden states `stepBatch` returns (the last stage's logits are left alone). */
+export function corruptingShard (shard: Shard, scale: number, seed = 1): Shard {
+  const random = createRng(seed)
+  return mapBatchOutputs(shard, (out) => {
+    if (out.hidden !== undefined) corruptHidden(out.hidden, shard.config.dim, scale, random)
+    return out
+  })
+}
+
+/** A test flag's stage wrapper, applied before `serve()`. */
+export interface StageWrapper { wrap: (stage: StageShard | undefined) => StageShard | undefined, unwrap: (shard: Shard) => Shard }
+
+/** Wraps each stage's shard with `make`; the same shard always gets the same wrapper (sessionsOn compares identities through `unwrap`). */
+export function stagesWrappedBy (make: (shard: Shard) => Shard): StageWrapper {
   const wrapped = new WeakMap<Shard, Shard>()
   return {
     wrap: (stage) => {
       if (stage === undefined) return undefined
       let w = wrapped.get(stage.shard)
-      if (w === undefined) { w = corruptingShard(stage.shard, scale); wrapped.set(stage.shard, w) }
-      const shard = w
-      return Object.create(stage, { shard: { value: shard, enumerable: true } }) as StageShard
+      if (w === undefined) { w = make(stage.shard); wrapped.set(stage.shard, w) }
+      return Object.create(stage, { shard: { value: w, enumerable: true } }) as StageShard
     },
     unwrap: (shard) => wrapped.get(shard) ?? shard
   }
+}
+
+/** Wraps a stage before `serve()` with `corruptingShard`. */
+export function corruptingStages (scale: number): StageWrapper {
+  return stagesWrappedBy((shard) => corruptingShard(shard, scale))
 }

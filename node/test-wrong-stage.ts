@@ -7,9 +7,9 @@
 // touched: the wrapper sits outermost on the stage service's serve() (node/daemon.ts), so the
 // spot-check service's copy of "the stage served now" is the wrong one.
 import type { Session, Shard, StageOutput } from '../engine/index.ts'
-import type { StageShard } from '../protocols/index.ts'
 import { createRng } from '../sharding/sim/random.ts'
-import { corruptHidden } from './spot-check-corrupt.ts'
+import { corruptHidden, stagesWrappedBy } from './spot-check-corrupt.ts'
+import type { StageWrapper } from './spot-check-corrupt.ts'
 
 /** The shard with noise on every output of `stepBatch` and of its sessions' `step`. */
 export function wrongShard (shard: Shard, scale: number, seed = 1): Shard {
@@ -42,16 +42,7 @@ export function wrongShard (shard: Shard, scale: number, seed = 1): Shard {
   })
 }
 
-/** Wraps a stage before `serve()`; one wrapper per shard (sessionsOn compares identities through `unwrap`). */
-export function wrongStages (scale: number): { wrap: (stage: StageShard | undefined) => StageShard | undefined, unwrap: (shard: Shard) => Shard } {
-  const wrapped = new WeakMap<Shard, Shard>()
-  return {
-    wrap: (stage) => {
-      if (stage === undefined) return undefined
-      let w = wrapped.get(stage.shard)
-      if (w === undefined) { w = wrongShard(stage.shard, scale); wrapped.set(stage.shard, w) }
-      return Object.create(stage, { shard: { value: w, enumerable: true } }) as StageShard
-    },
-    unwrap: (shard) => wrapped.get(shard) ?? shard
-  }
+/** Wraps a stage before `serve()` with `wrongShard`. */
+export function wrongStages (scale: number): StageWrapper {
+  return stagesWrappedBy((shard) => wrongShard(shard, scale))
 }
