@@ -90,16 +90,23 @@ export function startLedger (state: RoundsReader, genesis: readonly string[], op
   }
 }
 
-/** The spot-check records among `rounds` (records that do not parse are skipped, as the ledger does). */
-export function evidenceOf (rounds: ReadonlyArray<{ id: string, data: unknown, writer: string }>): Evidence[] {
-  const out: Evidence[] = []
-  for (const r of rounds) {
+/** The records that parse, with their stored form (the others are ignored, as the ledger does). */
+function * parsed<R extends { id: string, data: unknown }> (records: readonly R[]): Generator<{ r: R, rec: ReturnType<typeof parseRecord> }> {
+  for (const r of records) {
     let rec
     try {
       rec = parseRecord(r.id, r.data)
     } catch {
       continue // reason: a record that does not parse is ignored, as the ledger does
     }
+    yield { r, rec }
+  }
+}
+
+/** The spot-check records among `rounds` (records that do not parse are skipped, as the ledger does). */
+export function evidenceOf (rounds: ReadonlyArray<{ id: string, data: unknown, writer: string }>): Evidence[] {
+  const out: Evidence[] = []
+  for (const { r, rec } of parsed(rounds)) {
     if (rec.t === 'spot-check') out.push({ id: rec.id, writer: r.writer, subject: rec.subject, start: rec.start, end: rec.end, passed: rec.passed, checked: rec.checked.length, mismatched: rec.mismatched.length })
   }
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.writer < b.writer ? -1 : a.writer > b.writer ? 1 : 0))
@@ -108,13 +115,7 @@ export function evidenceOf (rounds: ReadonlyArray<{ id: string, data: unknown, w
 /** Subjects of failed calibrations by trusted (admitted, non-excluded) verifiers that are still not admitted. */
 export function refusedBy (records: readonly StoredRecord[], state: ReputationState): Set<string> {
   const out = new Set<string>()
-  for (const r of records) {
-    let rec
-    try {
-      rec = parseRecord(r.id, r.data)
-    } catch {
-      continue // reason: a record that does not parse is ignored, as the ledger does
-    }
+  for (const { r, rec } of parsed(records)) {
     if (rec.t !== 'calibration' || rec.passed || r.writer === rec.subject) continue
     const verifier = state.nodes.get(r.writer)
     if (verifier?.admitted !== true || verifier.excluded) continue
