@@ -22,8 +22,14 @@ export const PROBE_BULK_BYTES = 256 * 1024
 /** Re-probe connected peers this often; 0 disables the timer. */
 export const PROBE_INTERVAL_MS = 60_000
 
-/** Weight of the newest probe in a peer's smoothed RTT and bandwidth. */
+/** Weight of the newest probe in a peer's smoothed bandwidth. */
 export const PROBE_EWMA_ALPHA = 0.3
+
+/** A peer's RTT is the least of its last this many probes (see probe-service.ts). */
+export const PROBE_RTT_WINDOW = 5
+
+/** Peers whose estimates are kept; the longest unprobed is forgotten first. */
+export const PROBE_MAX_PEERS = 1024
 
 /** Concurrent inbound probe streams per connection. */
 export const PROBE_MAX_INBOUND_STREAMS = 2

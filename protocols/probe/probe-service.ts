@@ -1,13 +1,18 @@
 // The probe service: answers /mycelium/probe/1 and measures RTT and bandwidth to peers, keeping
-// a smoothed value per peer fresh (every PROBE_INTERVAL_MS for connected peers). A node
-// publishes these in the swarm state; the router and allocator read them from there.
+// an estimate per peer fresh (every PROBE_INTERVAL_MS for connected peers). A node publishes
+// these in the swarm state; the router and allocator read them from there.
+//
+// RTT is the minimum over the last PROBE_RTT_WINDOW probes, not an average: what inflates a
+// round trip — a busy event loop on either end, queues — only ever adds delay, and the router
+// costs load separately (sharding/router.ts), so counting it here too would double-charge it and
+// let one probe taken during a start-up burst stand for minutes. Bandwidth is an EWMA.
 //
 //   services: { probe: probeService() }   then   await libp2p.services.probe.probe(peerId)
 import type { AbortOptions, ComponentLogger, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
 import type { ConnectionManager } from '@libp2p/interface-internal'
 import { probeOver, serveProbe } from './probe.ts'
 import type { ProbeMeasurement, ProbeOptions } from './probe.ts'
-import { PROBE_EWMA_ALPHA, PROBE_HANDLER_TIMEOUT_MS, PROBE_INTERVAL_MS, PROBE_MAX_INBOUND_STREAMS, PROBE_MAX_PAYLOAD_BYTES, PROBE_PROTOCOL, PROBE_TIMEOUT_MS } from './constants.ts'
+import { PROBE_EWMA_ALPHA, PROBE_HANDLER_TIMEOUT_MS, PROBE_INTERVAL_MS, PROBE_MAX_INBOUND_STREAMS, PROBE_MAX_PAYLOAD_BYTES, PROBE_MAX_PEERS, PROBE_PROTOCOL, PROBE_RTT_WINDOW, PROBE_TIMEOUT_MS } from './constants.ts'
 import { ProbeFailedError } from './errors.ts'
 
 export interface ProbeServiceInit {
@@ -36,7 +41,7 @@ export interface ProbeServiceComponents {
   logger: ComponentLogger
 }
 
-/** A peer's smoothed link estimate. */
+/** A peer's link estimate: RTT the least of the recent probes', bandwidth smoothed. */
 export interface ProbeResult extends ProbeMeasurement {
   /** `now()` of the latest probe. */
   measuredAt: number
@@ -50,6 +55,8 @@ export class ProbeService implements Startable {
   private readonly init: ProbeServiceInit
   private readonly log: Logger
   private readonly links = new Map<string, ProbeResult>()
+  /** The RTTs of each peer's last PROBE_RTT_WINDOW probes, oldest first. */
+  private readonly rtts = new Map<string, number[]>()
   private shutdown = new AbortController()
   private timer: ReturnType<typeof setInterval> | undefined
 
@@ -86,7 +93,7 @@ export class ProbeService implements Startable {
     await this.components.registrar.unhandle(this.protocol)
   }
 
-  /** Measures the link to `peer` now and folds it into the peer's smoothed estimate. */
+  /** Measures the link to `peer` now and folds it into the peer's estimate. */
   async probe (peer: PeerId, options: AbortOptions = {}): Promise<ProbeResult> {
     const deadline = AbortSignal.timeout(this.init.probeTimeoutMs ?? PROBE_TIMEOUT_MS)
     const signal = AbortSignal.any([deadline, this.shutdown.signal, ...(options.signal != null ? [options.signal] : [])])
@@ -102,25 +109,33 @@ export class ProbeService implements Startable {
     }
     const key = peer.toString()
     const prev = this.links.get(key)
+    const recent = [...(this.rtts.get(key) ?? []), m.rttMs].slice(-PROBE_RTT_WINDOW)
+    // most recently probed last; beyond PROBE_MAX_PEERS the longest unprobed peer is forgotten
+    this.rtts.delete(key)
+    this.rtts.set(key, recent)
+    this.links.delete(key)
+    for (const old of this.rtts.keys()) {
+      if (this.rtts.size <= PROBE_MAX_PEERS) break
+      this.rtts.delete(old)
+      this.links.delete(old)
+    }
     const a = PROBE_EWMA_ALPHA
-    const next: ProbeResult = prev === undefined
-      ? { ...m, measuredAt: (this.init.now ?? Date.now)(), samples: 1 }
-      : {
-          rttMs: prev.rttMs + a * (m.rttMs - prev.rttMs),
-          bandwidthBytesPerS: m.bandwidthBytesPerS > 0 ? prev.bandwidthBytesPerS + a * (m.bandwidthBytesPerS - prev.bandwidthBytesPerS) : prev.bandwidthBytesPerS,
-          measuredAt: (this.init.now ?? Date.now)(),
-          samples: prev.samples + 1
-        }
+    const next: ProbeResult = {
+      rttMs: Math.min(...recent),
+      bandwidthBytesPerS: prev === undefined ? m.bandwidthBytesPerS : m.bandwidthBytesPerS > 0 ? prev.bandwidthBytesPerS + a * (m.bandwidthBytesPerS - prev.bandwidthBytesPerS) : prev.bandwidthBytesPerS,
+      measuredAt: (this.init.now ?? Date.now)(),
+      samples: (prev?.samples ?? 0) + 1
+    }
     this.links.set(key, next)
     return next
   }
 
-  /** The smoothed estimate for a peer, if it was probed. */
+  /** The estimate for a peer, if it was probed. */
   result (peer: PeerId | string): ProbeResult | undefined {
     return this.links.get(peer.toString())
   }
 
-  /** Every peer's smoothed estimate, keyed by peer id. */
+  /** Every peer's estimate, keyed by peer id. */
   results (): ReadonlyMap<string, ProbeResult> {
     return this.links
   }

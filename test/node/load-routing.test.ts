@@ -129,40 +129,53 @@ describe('load-aware routing between daemons', () => {
       return [id1, id2].every((id) => v.online.includes(id) && (v.nodes[id]?.layers.length ?? 0) > 0 && v.loads[id] !== undefined) ? true : undefined
     }, 30_000)
 
-    // which of the two the router picks when both are idle: make THAT one busy
-    const idleView = await swarmOf(d0)
-    const asViews = { nodes: () => new Map(Object.entries(idleView.nodes)), online: () => idleView.online, manifests: () => [], onChange: () => () => {} }
-    const table = new LoadTable()
-    for (const [peer, l] of Object.entries(idleView.loads)) table.set(peer, l)
-    const model = idleView.nodes[id1].layers[0].model
-    const first = chainRouter(withLoad(asViews, table), { model: { id: model, nLayers: 5 }, self: ready(d0).peerId as string }).route()
-    expect(first).toHaveLength(1)
-    const busy = first[0].peer === id1 ? d1 : d2
+    // The router's choice as d0 would make it for the API's requests below (a few prompt tokens,
+    // 16 generated), from a snapshot of d0's view with the loads `loads` says.
+    const request = { promptTokens: 6, genTokens: 16 }
+    type View = Awaited<ReturnType<typeof swarmOf>>
+    const routeIn = (view: View, loads: Record<string, NodeLoad> = view.loads): string[] => {
+      const table = new LoadTable()
+      for (const [peer, l] of Object.entries(loads)) table.set(peer, l)
+      const views = { nodes: () => new Map(Object.entries(view.nodes)), online: () => view.online, manifests: () => [], onChange: () => () => {} }
+      return chainRouter(withLoad(views, table), { model: { id: view.nodes[id1].layers[0].model, nLayers: 5 }, self: ready(d0).peerId as string, request }).route().map((h) => h.peer.toString())
+    }
+    // Make busy the one the router picks when both are idle, once d0's view says that a modest
+    // load on it would tip the choice: the RTTs each side measured are part of the cost, and a
+    // first probe taken while a daemon was still starting can differ by milliseconds on loopback
+    // (the daemons re-probe new peers and keep the least RTT, so this settles within seconds).
+    const LOAD_TO_TIP = 24
+    const { busyId, tipsAt } = await pollUntil('a preferred daemon that a few sessions tip over', async () => {
+      const v = await swarmOf(d0)
+      const [preferred] = routeIn(v)
+      const idle = v.loads[preferred]
+      if (idle === undefined) return undefined
+      for (let n = 1; n <= LOAD_TO_TIP; n++) {
+        if (routeIn(v, { ...v.loads, [preferred]: { ...idle, load: n } })[0] !== preferred) return { busyId: preferred, tipsAt: n }
+      }
+      return undefined
+    }, 60_000)
+    const busy = busyId === id1 ? d1 : d2
     const idle = busy === d1 ? d2 : d1
-    const busyId = ready(busy).peerId as string
+    const model = (await swarmOf(d0)).nodes[id1].layers[0].model
+    const held = Math.max(48, 2 * tipsAt) // twice what tips it: room for the RTTs to move meanwhile
 
-    // hold 48 sessions open on it (opened, never stepped: they count until the idle timeout)
+    // hold them open on it (opened, never stepped: they count until the idle timeout)
     await client.dial(multiaddr(addr(busy)))
     const channels = []
-    for (let i = 0; i < 48; i++) {
+    for (let i = 0; i < held; i++) {
       const stream = await client.dialProtocol(peerIdFromString(busyId), inferenceProtocol(SWARM))
       const ch = frameChannel(stream)
       await ch.write({ open: { sessionId: `held-${i}`, model, start: 0, end: 5, maxLength: 256, codec: InferenceHiddenCodec.F32, chain: [], origin: '', sampling: { temperature: 0, topP: 1, topK: 0, seed: 1, maxTokens: 0, skipDraws: 0 } } })
       channels.push(ch)
     }
-    await pollUntil('the busy daemon to hold 48 sessions', async () => {
+    await pollUntil(`the busy daemon to hold ${held} sessions`, async () => {
       const s = await controlRequest(join(busy.dir, 'control.sock'), { cmd: 'status' }) as unknown as { inference: { sessions: number } }
-      return s.inference.sessions === 48 ? true : undefined
+      return s.inference.sessions === held ? true : undefined
     }, 10_000)
-    await pollUntil('d0 to see the busy daemon\'s load', async () => ((await swarmOf(d0)).loads[busyId]?.load === 48 ? true : undefined), 15_000)
+    await pollUntil('d0 to see the busy daemon\'s load', async () => ((await swarmOf(d0)).loads[busyId]?.load === held ? true : undefined), 15_000)
 
-    // d0's own view with the loads now: the router picks the idle one (48 sessions on a
-    // stories260K stage model ≈ 9 ms more per token, above the RTT figures' noise on this machine)
-    const busyView = await swarmOf(d0)
-    const busyTable = new LoadTable()
-    for (const [peer, l] of Object.entries(busyView.loads)) busyTable.set(peer, l)
-    const busyViews = { ...asViews, nodes: () => new Map(Object.entries(busyView.nodes)), online: () => busyView.online }
-    expect(chainRouter(withLoad(busyViews, busyTable), { model: { id: model, nLayers: 5 }, self: ready(d0).peerId as string }).route().map((h) => h.peer)).toEqual([ready(idle).peerId])
+    // d0's own view with the loads now: the router picks the idle one
+    expect(routeIn(await swarmOf(d0))).toEqual([ready(idle).peerId])
     const before = { busy: await opened(busy), idle: await opened(idle) }
     for (let i = 0; i < 4; i++) {
       const r = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 16, temperature: 0 }) })
