@@ -66,8 +66,6 @@ export const NODE_RECORD_DEBOUNCE_MS = 2_000
 // --- model, capability and allocation (model-startup.ts, allocation.ts) ---
 /** Folder of cached model content hashes inside the data directory. */
 export const MANIFEST_CACHE_DIR = 'manifests'
-/** A new peer is probed on identify and again this long after (the first often meets a busy start-up). */
-export const PROBE_SETTLE_DELAYS_MS: readonly number[] = [2_000, 8_000]
 /** Swarm-state changes within this window trigger one allocation pass. */
 export const ALLOCATION_DEBOUNCE_MS = 500
 /** An allocation pass also runs this often (presence expiry emits no change event). */

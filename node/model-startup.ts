@@ -20,7 +20,7 @@ import { consensusMemory } from './consensus-judge.ts'
 import type { ConsensusMemory } from './consensus-judge.ts'
 import { SERVE_DTYPES } from './config.ts'
 import type { ModelConfig, NodeConfig, ServeDType } from './config.ts'
-import { ANNOUNCE_REFRESH_MS, ANNOUNCE_RETRY_MS, PROBE_SETTLE_DELAYS_MS } from './constants.ts'
+import { ANNOUNCE_REFRESH_MS, ANNOUNCE_RETRY_MS } from './constants.ts'
 import { ModelStartupError } from './errors.ts'
 import type { MyceliumHost } from './host.ts'
 import { cachedManifest } from './manifest-cache.ts'
@@ -98,29 +98,17 @@ export function startNodeModel (host: MyceliumHost, config: NodeConfig & { model
   const model: NodeModel = { path: config.model.path, dtype: opened.dtype, phase: 'hashing', announced: false }
   let announceTimer: ReturnType<typeof setTimeout> | undefined
 
-  // Probe each new direct peer that speaks the probe protocol, one at a time, so the link
+  // Probe each new direct peer that speaks the probe protocol once, one at a time, so the link
   // figures the allocator reads are published soon after joining rather than at the probe
-  // service's first periodic round (60 s), which would move layers once more. The first probe
-  // often lands while this node or the peer is busy starting (hashing, measuring), so each new
-  // peer is probed again PROBE_SETTLE_DELAYS_MS later: the service keeps the least recent RTT.
+  // service's first periodic round (60 s), which would move layers once more.
   let probing = Promise.resolve()
-  const settleTimers = new Set<ReturnType<typeof setTimeout>>()
-  const probeQueued = (peerId: PeerId, first: boolean): void => {
-    probing = probing.then(async () => {
-      if (signal.aborted || (first && host.services.probe.result(peerId) !== undefined)) return
-      if (!first && host.getConnections(peerId).length === 0) return
-      await host.services.probe.probe(peerId, { signal })
-      model.allocator?.refresh()
-      if (!first) return
-      for (const ms of PROBE_SETTLE_DELAYS_MS) {
-        const t = setTimeout(() => { settleTimers.delete(t); probeQueued(peerId, false) }, ms)
-        settleTimers.add(t)
-      }
-    }).catch((err: Error) => { log.debug({ event: 'probe-failed', peer: peerId.toString(), err: err.message }, 'probe of a new peer failed') })
-  }
   const probeOnce = (peerId: PeerId): void => {
     if (signal.aborted || host.services.probe.result(peerId) !== undefined) return
-    probeQueued(peerId, true)
+    probing = probing.then(async () => {
+      if (signal.aborted || host.services.probe.result(peerId) !== undefined) return
+      await host.services.probe.probe(peerId, { signal })
+      model.allocator?.refresh()
+    }).catch((err: Error) => { log.debug({ event: 'probe-failed', peer: peerId.toString(), err: err.message }, 'first probe of a peer failed') })
   }
   const onIdentify = (evt: CustomEvent<IdentifyResult>): void => {
     if (evt.detail.connection.limits == null && evt.detail.protocols.includes(PROBE_PROTOCOL)) probeOnce(evt.detail.peerId)
@@ -211,8 +199,6 @@ export function startNodeModel (host: MyceliumHost, config: NodeConfig & { model
       host.removeEventListener('peer:identify', onIdentify)
       model.phase = model.phase === 'failed' ? 'failed' : 'stopped'
       if (announceTimer !== undefined) clearTimeout(announceTimer)
-      for (const t of settleTimers) clearTimeout(t)
-      settleTimers.clear()
       model.allocator?.stop()
     }
   }
