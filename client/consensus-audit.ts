@@ -4,7 +4,7 @@
 // temperature / top-p / top-k, the chain's seed) and the stage's receipt that binds them — as it
 // did middle stages before: every middle stage of every
 // answering chain (a stage with a predecessor and a successor) is audited by SPOT_VERIFIERS
-// verifiers — admitted, not excluded, online, holding layers of the same model, outside the chain,
+// verifiers — admitted for the model, not excluded, online, holding layers of the same model, outside the chain,
 // not the owner — chosen deterministically by SHA-256(round, session, subject, verifier). Each
 // verifier fetches the subject's inputs from the predecessor and its outputs from the successor
 // over /mycelium/<swarm>/spot-check/1.0.0, re-executes and writes its evidence record
@@ -16,7 +16,7 @@
 // token: the AUDIT stays ~3 bytes a token); else the signed prefix that fits one AUDIT.
 import type { AbortOptions, Stream } from '@libp2p/interface'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
-import type { ReputationState } from '../consensus/index.ts'
+import { admittedFor, type ReputationState } from '../consensus/index.ts'
 import { requestAudit, spotCheckProtocol } from '../protocols/index.ts'
 import { AUDIT_MAX_TOKENS, auditTokensThatFit } from '../protocols/consensus/spot-check.ts'
 import type { ChainHop, FrameSigner } from '../protocols/index.ts'
@@ -96,7 +96,7 @@ export async function requestAudits (options: {
   const online = new Set(options.online())
   // verifiers hold the model: its layers, or the whole model for judging (a judge-only node's `judgeModel`)
   const holders = [...options.state.nodes()].filter(([id, r]) => id !== options.self && online.has(id) && (r.layers.some((l) => l.model === options.model) || r.capabilities.judgeModel === options.model)).map(([id]) => id)
-    .filter((id) => { const rep = options.reputation.nodes.get(id); return rep?.admitted === true && !rep.excluded })
+    .filter((id) => { const rep = options.reputation.nodes.get(id); return admittedFor(rep, options.model) && rep?.excluded !== true }) // the ledger counts a verifier's record only for a model it is admitted for
   const out: AuditOutcome[] = []
   const jobs: Array<Promise<void>> = []
   for (const { chain, sessionId, tokens, signatures, seed, receipt } of options.chains) {

@@ -1,14 +1,17 @@
 // generate({ consensus }) (issue 7): the round owner's side of a consensus round.
 //  1. up to k chains with pairwise distinct peers (the shared router, each next chain excluding the
-//     peers of the earlier ones, every node the ledger excludes and every node it does not admit:
-//     a newcomer authors answers only once calibrated), seeds seed + i; fewer chains when the
-//     admitted nodes do not make k (at least 2, else NoRouteError);
+//     peers of the earlier ones, every node the ledger excludes and every node it does not admit
+//     for the request's model: a newcomer authors answers only once calibrated on that model),
+//     seeds seed + i; fewer chains when the admitted nodes do not make k (at least 2, else
+//     NoRouteError);
 //  2. every chain runs to the end or the deadline; what finished with the last stage's receipt is
 //     an answer, authored by the chain's last stage with the other stages as coauthors (none of
 //     them judges it); its id is the receipt's (consensus/answer-receipts.ts) and the judges get
 //     its tokens and receipt with the text, check them and judge their own decoding;
-//  3. the schedule (consensus/round.ts) from the owner's reputation view, the commit–reveal
-//     judging exchange with the scheduled judges (protocols/consensus), settlement;
+//  3. the schedule (consensus/round.ts) from the owner's reputation view among the judges
+//     admitted for the model, the commit–reveal judging exchange with the scheduled judges
+//     (protocols/consensus), settlement; the round record names the model, so every ledger
+//     settles it among the same judges;
 //  4. the round record written into the swarm state when the owner is a member (a daemon); a
 //     light client runs the round the same way but records nothing (it is not a writer).
 // The winner's text is then streamed as the request's tokens; `done.consensus` carries the ranking.
@@ -17,7 +20,7 @@ import type { Tokenizer } from '../engine/index.ts'
 import { decodeAnswer, receiptAnswerId } from '../consensus/answer-receipts.ts'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
 import { receiptContent, receiptSampling, type ReceiptSampling } from '../protocols/inference/frame-signature.ts'
-import { deriveLedger, rawWeight, recordData, recordId, scheduleRound, settleRound, type Answer, type ConsensusRecord, type ReputationState } from '../consensus/index.ts'
+import { admittedFor, deriveLedger, rawWeight, recordData, recordId, scheduleRound, settleRound, type Answer, type ConsensusRecord, type ReputationState } from '../consensus/index.ts'
 import { chainRouter, collectJudging, consensusJudgeProtocol, runInference } from '../protocols/index.ts'
 import type { ChainHop, FrameSigner } from '../protocols/index.ts'
 import { ShardUnavailableError } from '../sharding/index.ts'
@@ -37,8 +40,11 @@ export const REFUSED_RETRY_MS = 1000
 export interface ConsensusHost {
   /** The reputation state to schedule with (the node's ledger). */
   reputation: () => ReputationState
-  /** Excluded nodes are never routed. */
-  excluded?: (peer: string) => boolean
+  /**
+   * Excluded nodes are never routed. `model`, when given (a round's chains), asks about that model
+   * (a node refused by calibration on it); without it, about the node whatever it serves.
+   */
+  excluded?: (peer: string, model?: string) => boolean
   /** Writes a consensus record into the owner's namespace of the swarm state (members only). */
   record?: (id: string, data: Record<string, unknown>) => Promise<void>
   /** The highest round seq known (the owner takes the next). */
@@ -131,19 +137,21 @@ export function disjointChains (views: { nodes: SwarmReader['nodes'], online: ()
 
 /**
  * The round's chains: at most k, pairwise disjoint, only through nodes the owner's ledger admits
- * (issue 7: a new identity enters rounds only after passing calibration; a pending newcomer still
- * serves plain requests) and does not exclude. Fewer than k when the admitted nodes do not cover k
- * chains: `k` is an upper bound, the round runs with the chains there are (at least 2, else the
- * caller's NoRouteError).
+ * for the request's model (issue 7: a new identity enters rounds only after passing calibration on
+ * the model it serves — a node admitted for another model is calibrated again; a pending newcomer
+ * still serves plain requests) and does not exclude. Fewer than k when the admitted nodes do not
+ * cover k chains: `k` is an upper bound, the round runs with the chains there are (at least 2,
+ * else the caller's NoRouteError).
  */
 export function roundChains (run: Pick<ConsensusRun, 'state' | 'online' | 'info' | 'codecBytes' | 'self' | 'host'>, k: number): ChainHop[][] {
   const rep = run.host.reputation()
   const excluded = run.host.excluded
+  const model = run.info.id
   return disjointChains({ nodes: () => run.state.nodes(), online: run.online }, k, {
-    model: { id: run.info.id, nLayers: run.info.manifest.nLayers },
+    model: { id: model, nLayers: run.info.manifest.nLayers },
     hiddenBytesPerToken: run.info.manifest.dim * run.codecBytes,
     self: run.self,
-    exclude: (p) => excluded?.(p) === true || rep.nodes.get(p)?.admitted !== true
+    exclude: (p) => excluded?.(p, model) === true || !admittedFor(rep.nodes.get(p), model)
   })
 }
 
@@ -155,8 +163,8 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
   if (!Number.isFinite(deadlineMs) || deadlineMs <= 0) throw new InvalidRequestError('consensus.deadline_ms must be a positive number', 'consensus')
   const chains = roundChains(run, k)
   if (chains.length < 2) {
-    const pending = run.online().filter((p) => run.host.reputation().nodes.get(p)?.admitted !== true).length
-    throw new NoRouteError(`consensus needs at least 2 chains with distinct admitted nodes; the swarm has ${chains.length} for model ${run.info.id.slice(0, 12)}${pending > 0 ? ` (${pending} online node${pending === 1 ? ' is' : 's are'} not admitted yet)` : ''}`)
+    const pending = run.online().filter((p) => !admittedFor(run.host.reputation().nodes.get(p), run.info.id)).length
+    throw new NoRouteError(`consensus needs at least 2 chains with distinct admitted nodes; the swarm has ${chains.length} for model ${run.info.id.slice(0, 12)}${pending > 0 ? ` (${pending} online node${pending === 1 ? ' is' : 's are'} not admitted for it yet)` : ''}`)
   }
   const answerSignal = AbortSignal.any([run.signal, AbortSignal.timeout(deadlineMs)])
   const outputs = await Promise.all(chains.map(async (chain, i) => {
@@ -221,8 +229,10 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
   // Judges recompute the schedule from their own ledgers and refuse pairs that are not theirs: when
   // every judge refuses, this owner's ledger is behind (a fresh light client's replica is still
   // filling), so it re-derives and asks again, up to JUDGING_ATTEMPTS times, REFUSED_RETRY_MS apart.
+  // judges admitted for this model only: every judge and every ledger schedules the same way
+  const model = run.info.id
   let state = run.host.reputation()
-  let schedule = scheduleRound(state, round, answers)
+  let schedule = scheduleRound(state, round, answers, undefined, { model })
   let judged: Awaited<ReturnType<typeof collectJudging>> = { commitments: [], reveals: [], failures: [] }
   for (let attempt = 1; schedule.assignments.length > 0; attempt++) {
     judged = await collectJudging({
@@ -238,10 +248,10 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     if (!allRefused || attempt >= JUDGING_ATTEMPTS || run.signal.aborted) break
     await new Promise((resolve) => setTimeout(resolve, REFUSED_RETRY_MS))
     state = run.host.reputation()
-    schedule = scheduleRound(state, round, answers)
+    schedule = scheduleRound(state, round, answers, undefined, { model })
   }
   const deadline = Date.now()
-  const settled = settleRound(state, { round, answers, commitments: judged.commitments, reveals: judged.reveals, deadline })
+  const settled = settleRound(state, { round, model, answers, commitments: judged.commitments, reveals: judged.reveals, deadline })
   const strengths = new Map(settled.outcome.strengths)
   for (const a of meta) a.strength = strengths.get(a.id) ?? 1
   let recorded = false
@@ -249,6 +259,7 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     const rec: ConsensusRecord = {
       t: 'round',
       round,
+      model,
       seq: (run.host.lastSeq?.() ?? 0) + 1,
       deadline,
       answers: answers.map((a) => [a.id, a.author, ...(a.coauthors ?? [])]),
@@ -297,11 +308,14 @@ export function replicaConsensusHost (state: { rounds: () => Array<{ id: string,
   }
 }
 
-/** Per node: admitted, excluded, evidence and vote weight (sorted by peer id). */
-export function reputationSummary (state: ReputationState | undefined): Record<string, { admitted: boolean, excluded: boolean, positive: number, negative: number, weight: number }> {
+/**
+ * Per node: admitted, excluded, evidence and vote weight (sorted by peer id); `models`, the models
+ * it passed calibration on, when it was admitted by calibration (absent for a founder: every model).
+ */
+export function reputationSummary (state: ReputationState | undefined): Record<string, { admitted: boolean, excluded: boolean, positive: number, negative: number, weight: number, models?: string[] }> {
   const out: ReturnType<typeof reputationSummary> = {}
   for (const [id, r] of [...(state?.nodes ?? new Map())].sort(([a], [b]) => compareText(a, b))) {
-    out[id] = { admitted: r.admitted, excluded: r.excluded, positive: r.positive, negative: r.negative, weight: rawWeight(r) }
+    out[id] = { admitted: r.admitted, excluded: r.excluded, positive: r.positive, negative: r.negative, weight: rawWeight(r), ...(r.models !== undefined ? { models: [...r.models] } : {}) }
   }
   return out
 }

@@ -70,6 +70,12 @@ export interface RoundInput {
   /** Reveals with `at` beyond this are late. */
   deadline: number
   judgesPerPair?: number
+  /**
+   * The model the round's answers were generated with (the owner's round record names it): only
+   * nodes admitted for it judge (reputation.ts admittedFor). Absent (a record from before rounds
+   * named their model): every admitted node, as then.
+   */
+  model?: string
 }
 
 export interface RoundOutcome {
@@ -99,8 +105,15 @@ export interface JudgeEvidence { agree: number, disagree: number, peerAgree: num
 export interface NodeReputation {
   positive: number
   negative: number
-  /** Passed calibration (or genesis). */
+  /** Passed calibration on some model (or genesis). */
   admitted: boolean
+  /**
+   * The models it passed calibration on (sorted, never empty), when admitted by calibration.
+   * Absent on a genesis node — a founder counts as admitted for every model — and on a node
+   * admitted by a calibration that named no model (the simulator's one-model swarms); absent on an
+   * unadmitted node too. Read it through `admittedFor(rep, model)`.
+   */
+  models?: string[]
   /** Caught by a spot-check: no weight, no routing. */
   excluded: boolean
   /**
@@ -121,9 +134,10 @@ export { bradleyTerry, winProbability } from './bradley-terry.ts'
 export type { BradleyTerryOptions } from './bradley-terry.ts'
 export { schedulePairs, assignmentsOf } from './pair-schedule.ts'
 export { canonicalBallot, ballotBytes, commitBallot, newSalt, checkReveals } from './commit-reveal.ts'
-export { initialReputation, reputationOf, betaScore, rawWeight, roundWeights, applyRound, applySpotCheck, applyCalibration, encodeReputation, DEFAULT_REPUTATION_PARAMS } from './reputation.ts'
+export { initialReputation, reputationOf, admittedFor, betaScore, rawWeight, roundWeights, applyRound, applySpotCheck, applyCalibration, encodeReputation, DEFAULT_REPUTATION_PARAMS } from './reputation.ts'
 export type { ReputationParams } from './reputation.ts'
 export { settleRound, scheduleRound, eligibleJudges, roundOwner } from './round.ts'
+export type { SettleOptions, ScheduleOptions } from './round.ts'
 export { digestFields, seededRng, toHex, compareText } from './digest.ts'
 export * from './errors.ts'
 export * as consensusConstants from './constants.ts'

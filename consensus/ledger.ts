@@ -2,10 +2,12 @@
 // CRDT's `rounds()` view ({ id, data, writer }); output: the same ReputationState bytes on every
 // node that holds the same records, whatever order they arrived in. Records are parsed (bad ones
 // ignored), then folded in (seq, kind, id, writer) order: calibrations and spot-checks from
-// admitted, non-excluded verifiers (a failure slashes only once SPOT_FAIL_CONFIRMATIONS verifiers
-// report the same case failed, outnumbering those who passed it), and rounds from admitted owners,
-// each settled again from the judges' own commit and reveal records — the owner's declared winner
-// is checked, not trusted. The win goes to the winning answer's author only when the round record
+// non-excluded verifiers admitted for the record's model (a passed calibration admits its subject
+// for that model; a failure slashes only once SPOT_FAIL_CONFIRMATIONS verifiers report the same
+// case failed, outnumbering those who passed it), and rounds from admitted owners, each settled
+// again from the judges' own commit and reveal records among the judges admitted for the round's
+// model (the record's `model`; every admitted node for a record without one) — the owner's
+// declared winner is checked, not trusted. The win goes to the winning answer's author only when the round record
 // carries the author's receipt for it (its signature over the tokens it sampled in a session, each
 // session crediting one answer ever): an owner cannot attribute a win to a peer that did not
 // produce an answer. The receipt's content hash must also give the winning answer's id
@@ -18,7 +20,7 @@ import { SPOT_FAIL_CONFIRMATIONS } from './constants.ts'
 import { compareText } from './digest.ts'
 import { InvalidConsensusRecordError } from './errors.ts'
 import { parseRecord, type CalibrationRecord, type EquivocationRecord, type RoundRecord, type SpotCheckRecord } from './records.ts'
-import { applyCalibration, applyPenalty, applyRound, applySpotCheck, DEFAULT_REPUTATION_PARAMS, initialReputation, reputationOf, type ReputationParams } from './reputation.ts'
+import { admittedFor, applyCalibration, applyPenalty, applyRound, applySpotCheck, DEFAULT_REPUTATION_PARAMS, initialReputation, reputationOf, type ReputationParams } from './reputation.ts'
 import { checkEquivocation, signedMessage, verifyPeer } from './signed-frames.ts'
 import { receiptAnswerId } from './answer-receipts.ts'
 import { settleRound } from './round.ts'
@@ -125,9 +127,14 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
         state = applySpotCheck(state, r.signer, false, params)
       }
     } else if (e.kind === 0) {
-      if (e.record.passed && e.record.tasksExact === e.record.tasks && e.record.tasks > 0) state = applyCalibration(state, e.record.subject, params)
+      // admission is per model: a verifier vouches only for a model it is itself admitted for
+      // (it computed the references with its own copy), and admits the subject for that model
+      const r = e.record
+      if (admittedFor(reputationOf(state, e.writer), r.model) && r.passed && r.tasksExact === r.tasks && r.tasks > 0) state = applyCalibration(state, r.subject, params, r.model)
     } else if (e.kind === 1) {
       const r = e.record
+      // a verifier replays the subject's layers with its own copy: it counts for a model it is admitted for
+      if (!admittedFor(reputationOf(state, e.writer), r.model)) continue
       const key = `${r.subject}\u0000${r.case}`
       const c = cases.get(key) ?? { failed: new Set<string>(), passed: new Set<string>(), applied: false }
       cases.set(key, c)
@@ -161,6 +168,7 @@ export function deriveLedger (records: readonly StoredRecord[], options: LedgerO
         commitments: commitments.get(r.round) ?? [],
         reveals: revealed,
         deadline: r.deadline,
+        ...(r.model !== undefined ? { model: r.model } : {}),
         ...(options.judgesPerPair !== undefined ? { judgesPerPair: options.judgesPerPair } : {})
       }, { params })
       // the win is credited only to an author that signed a receipt for this answer

@@ -5,10 +5,10 @@
 //   a/<round>        AnswerRecord      by an answer's author: the answer's digest
 //   c/<round>        CommitRecord      by a judge: its ballot commitment
 //   r/<round>        RevealRecord      by a judge: its ballot and salt
-//   o/<round>        RoundRecord       by the round's owner (requester): answers, reveal arrival
-//                                      times, deadline, declared winner and ranking
+//   o/<round>        RoundRecord       by the round's owner (requester): its model, answers, reveal
+//                                      arrival times, deadline, declared winner and ranking
 //   e/<id>           SpotCheckRecord   by a verifier: evidence of a passed or failed spot-check of a case
-//   k/<subject>/<challenge> CalibrationRecord by an admitted verifier
+//   k/<subject>/<challenge> CalibrationRecord by a verifier admitted for the record's model
 //   q/<signer>/<kind>.<position>.<session> EquivocationRecord by whoever found two different frames
 //                                      one peer signed at one position (checked by every ledger)
 // Parsing bounds every field; a record that does not parse is ignored by every node alike.
@@ -23,6 +23,12 @@ export interface RevealRecord { t: 'reveal', round: string, votes: Vote[], salt:
 export interface RoundRecord {
   t: 'round'
   round: string
+  /**
+   * The model (manifest id) the answers were generated with: every ledger schedules and settles
+   * the round among the nodes admitted for it. Absent in records from before rounds named their
+   * model: every admitted node.
+   */
+  model?: string
   /** Order of rounds in the reputation fold (the owner takes its highest known seq + 1). */
   seq: number
   deadline: number
@@ -129,6 +135,7 @@ export function parseRecord (id: string, data: unknown): ConsensusRecord {
     case 'round': r = {
       t: 'round',
       round: str(d.round, 'round'),
+      ...(d.model === undefined ? {} : { model: str(d.model, 'model') }),
       seq: nat(d.seq, 'seq'),
       deadline: num(d.deadline, 'deadline'),
       answers: list(d.answers, MAX_ROUND_ANSWERS, 'answers').map((a) => {

@@ -51,6 +51,16 @@ export function reputationOf (state: ReputationState, id: string): NodeReputatio
   return state.nodes.get(id) ?? FRESH
 }
 
+/**
+ * Whether `rep` is admitted for `model`: a genesis node (no `models`) for every model, a calibrated
+ * one for the models it passed calibration on. Without `model`, admitted for any (records and
+ * callers from before rounds named their model). Exclusion is separate (global).
+ */
+export function admittedFor (rep: NodeReputation | undefined, model?: string): boolean {
+  if (rep?.admitted !== true) return false
+  return model === undefined || rep.models === undefined || rep.models.includes(model)
+}
+
 /** Beta expectation of good behaviour, (α) / (α + β) with α = positive + 1, β = negative + 1. */
 export function betaScore (rep: NodeReputation): number {
   return (rep.positive + 1) / (rep.positive + rep.negative + 2)
@@ -184,19 +194,35 @@ export function applySpotCheck (state: ReputationState, subject: string, passed:
   return { rounds: state.rounds, nodes }
 }
 
-/** Admits `subject` after a passed calibration (no effect on an excluded node). */
-export function applyCalibration (state: ReputationState, subject: string, params: ReputationParams = DEFAULT_REPUTATION_PARAMS): ReputationState {
+/**
+ * Admits `subject` for `model` after a passed calibration on it (no effect on an excluded node).
+ * The reward comes once per identity (its first admission; reputation is per identity, not per
+ * model). Without `model` it is admitted for every model, like a founder (the simulator's
+ * one-model swarms; the ledger always passes the calibration record's model). A founder, or a node
+ * already admitted for every model, stays so.
+ */
+export function applyCalibration (state: ReputationState, subject: string, params: ReputationParams = DEFAULT_REPUTATION_PARAMS, model?: string): ReputationState {
   const rep = state.nodes.get(subject) ?? FRESH
   if (rep.excluded) return state
+  const every = model === undefined || (rep.admitted && rep.models === undefined)
+  const models = every ? undefined : [...new Set([...(rep.models ?? []), model])].sort(compareText)
+  const next: NodeReputation = { ...rep, admitted: true, positive: rep.positive + (rep.admitted ? 0 : params.calibrationReward) }
+  if (models === undefined) delete next.models
+  else next.models = models
   const nodes = new Map(state.nodes)
-  nodes.set(subject, { ...rep, admitted: true, positive: rep.positive + (rep.admitted ? 0 : params.calibrationReward) })
+  nodes.set(subject, next)
   return { rounds: state.rounds, nodes }
 }
 
-/** Canonical bytes of a state (sorted), for cross-node determinism checks. */
+/**
+ * Canonical bytes of a state (sorted), for cross-node determinism checks. Per node (by id): the id
+ * (UTF-8), then 36 bytes — positive, negative (f64), admitted, excluded (u8), votes, deviations
+ * (f64), the number of models it is admitted for (u16; 0 with admitted = every model) — then each
+ * model (sorted) as u16 byte length + UTF-8.
+ */
 export function encodeReputation (state: ReputationState): Uint8Array {
   const ids = [...state.nodes.keys()].sort(compareText)
-  const buf = new ArrayBuffer(8 + ids.length * 34)
+  const buf = new ArrayBuffer(8 + ids.length * 36)
   const view = new DataView(buf)
   view.setFloat64(0, state.rounds)
   const parts: Uint8Array[] = [new Uint8Array(buf, 0, 8)]
@@ -204,14 +230,22 @@ export function encodeReputation (state: ReputationState): Uint8Array {
   const enc = new TextEncoder()
   for (const id of ids) {
     const rep = state.nodes.get(id) as NodeReputation
+    const models = rep.models ?? []
     view.setFloat64(off, rep.positive)
     view.setFloat64(off + 8, rep.negative)
     view.setUint8(off + 16, rep.admitted ? 1 : 0)
     view.setUint8(off + 17, rep.excluded ? 1 : 0)
     view.setFloat64(off + 18, rep.votes ?? 0)
     view.setFloat64(off + 26, rep.deviations ?? 0)
-    parts.push(enc.encode(id), new Uint8Array(buf, off, 34))
-    off += 34
+    view.setUint16(off + 34, models.length)
+    parts.push(enc.encode(id), new Uint8Array(buf, off, 36))
+    for (const m of models) {
+      const bytes = enc.encode(m)
+      const len = new Uint8Array(2)
+      new DataView(len.buffer).setUint16(0, bytes.length)
+      parts.push(len, bytes)
+    }
+    off += 36
   }
   return Buffer.concat(parts)
 }

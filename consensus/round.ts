@@ -7,7 +7,7 @@ import { SCHEDULE_WEIGHT_FLOOR } from './constants.ts'
 import { compareText } from './digest.ts'
 import { ConsensusInputError } from './errors.ts'
 import { schedulePairs } from './pair-schedule.ts'
-import { applyRound, DEFAULT_REPUTATION_PARAMS, reputationOf, roundWeights, type ReputationParams } from './reputation.ts'
+import { admittedFor, applyRound, DEFAULT_REPUTATION_PARAMS, reputationOf, roundWeights, type ReputationParams } from './reputation.ts'
 import type { Answer, Comparison, JudgeEvidence, PairSchedule, ReputationState, RoundInput, RoundOutcome, Vote } from './index.ts'
 
 export interface SettleOptions {
@@ -18,9 +18,18 @@ export interface SettleOptions {
   prior?: number
 }
 
-/** Admitted, non-excluded nodes, sorted: who may judge. */
-export function eligibleJudges (state: ReputationState): string[] {
-  return [...state.nodes].filter(([, r]) => r.admitted && !r.excluded).map(([id]) => id).sort(compareText)
+/** Scheduling options: SettleOptions and the round's model. */
+export interface ScheduleOptions extends SettleOptions {
+  /** Only nodes admitted for this model judge (admittedFor); absent: every admitted node. */
+  model?: string
+}
+
+/**
+ * Nodes admitted for `model` (genesis: every model; others: the models they passed calibration
+ * on) and not excluded, sorted: who may judge a round on it. Without `model`, every admitted node.
+ */
+export function eligibleJudges (state: ReputationState, model?: string): string[] {
+  return [...state.nodes].filter(([, r]) => admittedFor(r, model) && !r.excluded).map(([id]) => id).sort(compareText)
 }
 
 /** The owner named by a round id `<owner>:<rest>`, if any. */
@@ -30,13 +39,14 @@ export function roundOwner (round: string): string | undefined {
 }
 
 /**
- * The round's schedule, drawn with reputation weights (floored for admitted judges). The round's
- * owner does not judge: it chose the answerers.
+ * The round's schedule, drawn with reputation weights (floored for admitted judges) among the
+ * nodes admitted for the round's model (`options.model`). The round's owner does not judge: it
+ * chose the answerers.
  */
-export function scheduleRound (state: ReputationState, round: string, answers: readonly Answer[], judgesPerPair?: number, options: SettleOptions = {}): PairSchedule {
+export function scheduleRound (state: ReputationState, round: string, answers: readonly Answer[], judgesPerPair?: number, options: ScheduleOptions = {}): PairSchedule {
   const params = options.params ?? DEFAULT_REPUTATION_PARAMS
   const owner = roundOwner(round)
-  const weights = roundWeights(state, eligibleJudges(state).filter((id) => id !== owner), params)
+  const weights = roundWeights(state, eligibleJudges(state, options.model).filter((id) => id !== owner), params)
   const judges = [...weights].map(([id, w]) => ({ id, weight: options.weighting === 'uniform' ? 1 : Math.max(w, SCHEDULE_WEIGHT_FLOOR) }))
   return schedulePairs({ round, answers, judges, ...(judgesPerPair !== undefined ? { judgesPerPair } : {}) })
 }
@@ -75,11 +85,12 @@ export interface SettledRound {
 export function settleRound (state: ReputationState, input: RoundInput, options: SettleOptions = {}): SettledRound {
   const params = options.params ?? DEFAULT_REPUTATION_PARAMS
   if (input.answers.length === 0) throw new ConsensusInputError(`round ${input.round} has no answers`)
-  const schedule = scheduleRound(state, input.round, input.answers, input.judgesPerPair, options)
+  // judges admitted for the round's model only (input.model, from the owner's signed round record)
+  const schedule = scheduleRound(state, input.round, input.answers, input.judgesPerPair, { ...options, ...(input.model !== undefined ? { model: input.model } : {}) })
   const { accepted, flags } = checkReveals(schedule, input.commitments, input.reveals, input.deadline)
   const judges = [...accepted.keys()]
   const weights = options.weighting === 'uniform'
-    ? new Map(judges.map((j) => [j, reputationOf(state, j).admitted ? 1 : 0]))
+    ? new Map(judges.map((j) => [j, admittedFor(reputationOf(state, j), input.model) ? 1 : 0]))
     : roundWeights(state, judges, params)
   const comparisons: Comparison[] = []
   for (const [judge, votes] of accepted) {

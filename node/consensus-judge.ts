@@ -9,19 +9,24 @@
 //   swarm is not wired yet.
 // - accept: the round's owner (its id prefix) is not excluded in this node's ledger (a light client
 //   may own a round; only an admitted owner's round record counts in the ledger), and the pairs asked are exactly this node's assignment in the schedule it recomputes from its
-//   own ledger with the answers' authors the owner sent (a disagreement — records in flight —
-//   refuses; the ledger would otherwise fine a vote on an unassigned pair).
+//   own ledger with the answers' authors the owner sent, among the judges admitted for this node's
+//   own model (the only model it judges with; the owner and every ledger schedule a round among the
+//   judges admitted for the round's model) — a disagreement (records in flight, a round on another
+//   model) refuses; the ledger would otherwise fine a vote on an unassigned pair.
 // - answerText: an answer is judged only with its author's receipt (the last stage's signature over
 //   the tokens it sampled; the answer id is the receipt's) and as this judge's own decoding of those
 //   tokens; a request with an answer that fails either is refused UNVERIFIED (issue 7: the text
 //   judged is the text the last stage signed; protocols/consensus/answer-check.ts).
 // - commit and reveal are written as signed records in this node's namespace (`round/c|r/<round>`).
-// - Calibration (admission): every admitted node with a judge model calibrates, one at a time,
-//   each online member whose record names the same model and that its ledger does not admit:
+// - Calibration (admission, per model): every node with a judge model that its ledger admits for
+//   that model calibrates, one at a time, each online member whose record names the same model and
+//   that its ledger does not admit for it (a member admitted for another model that now serves
+//   this one is calibrated again, on this one; the retry backoff is per (subject, model)):
 //   seeded tasks → its own exact greedy continuations → known-answer pairs (continuation vs a
 //   scramble), each sent as one judging exchange (`calibration:<challenge>:<i>`, no records);
-//   every pair right = passed; the verifier writes `round/k/<subject>/<challenge>`. The ledger
-//   admits on a passed record of an admitted verifier. What is checked over the wire is the
+//   every pair right = passed; the verifier writes `round/k/<subject>/<challenge>` naming the
+//   model. The ledger admits the subject for that model on a passed record of a verifier admitted
+//   for it (genesis nodes count as admitted for every model). What is checked over the wire is the
 //   subject's judging on known pairs, computed with its model, AND its own outputs on the layers it
 //   serves: a stage challenge (consensus/stage-challenge.ts: tokens for a first stage, seeded
 //   hidden states otherwise, from the challenge id) sent over the spot-check protocol (CHALLENGE)
@@ -36,7 +41,7 @@
 //   wrongly is retried after a doubling wait (calibrationRetryMs, at most an hour).
 import type { Logger } from 'pino'
 import { commitBallot } from '../consensus/commit-reveal.ts'
-import { calibrationTasks, checkStageChallenge, greedyContinuation, knownPairs, meanLogProb, parseRecord, recordData, recordId, scheduleRound, shardLogits, stageChallenge, type ConsensusRecord, type StageChallengeResult } from '../consensus/index.ts'
+import { admittedFor, calibrationTasks, checkStageChallenge, greedyContinuation, knownPairs, meanLogProb, parseRecord, recordData, recordId, scheduleRound, shardLogits, stageChallenge, type ConsensusRecord, type StageChallengeResult } from '../consensus/index.ts'
 import { loadShard, sessionStepper, openTokenizer } from '../engine/index.ts'
 import type { Shard, Tokenizer, WeightDType } from '../engine/index.ts'
 import type { ConsensusHost } from '../client/consensus.ts'
@@ -200,8 +205,13 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
       if (owner === '' || ledger.state().nodes.get(owner)?.excluded === true) return false
       if (answers.some((a) => a.authors.length === 0)) return false
       const list = answers.map((a) => ({ id: a.id, author: a.authors[0], ...(a.authors.length > 1 ? { coauthors: a.authors.slice(1) } : {}) }))
+      // the round is on this judge's own model (the only one it can judge: it decodes and scores
+      // with it), so its judges are those admitted for that model — as the owner schedules them
+      // (client/consensus.ts); a round on another model is refused here when its schedule differs,
+      // else by answerText (its tokens do not decode to the texts sent: UNVERIFIED)
+      const own = model?.manifest?.id
       const matches = (state: ReturnType<LedgerService['state']>): boolean => {
-        const mine = new Set(scheduleRound(state, round, list).assignments.filter((x) => x.judge === self).map((x) => `${x.first}\u0000${x.second}`))
+        const mine = new Set(scheduleRound(state, round, list, undefined, own !== undefined ? { model: own } : {}).assignments.filter((x) => x.judge === self).map((x) => `${x.first}\u0000${x.second}`))
         return mine.size === pairs.length && pairs.every((p) => mine.has(`${p.first}\u0000${p.second}`))
       }
       // the ledger as last derived (debounced); re-derived once only when it disagrees (records may
@@ -213,25 +223,29 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
   })
 
   // Calibration of newcomers by admitted nodes.
-  // per subject: when this node last tried it and how many failed verdicts it gave it (backoff)
+  // per (subject, model): when this node last tried it and how many failed verdicts it gave it (backoff)
   const tried = new Map<string, { at: number, failures: number }>()
   let busy = false
   const calibrateOne = async (): Promise<void> => {
     const manifestId = model?.manifest?.id
     if (busy || closed || manifestId === undefined || !fits()) return
+    // admission is per model: this node vouches only for the model it holds and is admitted for
     const me = ledger.state().nodes.get(self)
-    if (me === undefined || !me.admitted || me.excluded) return
+    if (!admittedFor(me, manifestId) || me?.excluded === true) return
     const online = new Set(state.online())
     const now = Date.now()
+    // backoff per (subject, model): a node admitted for another model that starts serving this one
+    // is not admitted for it, and is calibrated again, on this model
+    const key = (id: string): string => `${id}\u0000${manifestId}`
     const found = [...state.nodes()].map(([id, r]) => ({ id, r })).sort((a, b) => (a.id < b.id ? -1 : 1)).find(({ id, r }) =>
-      id !== self && online.has(id) && ledger.state().nodes.get(id)?.admitted !== true && now - (tried.get(id)?.at ?? 0) > calibrationRetryMs(tried.get(id)?.failures ?? 0) && (r.layers.some((l) => l.model === manifestId) || (r.layers.length === 0 && r.capabilities.judgeModel === manifestId)))
+      id !== self && online.has(id) && !admittedFor(ledger.state().nodes.get(id), manifestId) && now - (tried.get(key(id))?.at ?? 0) > calibrationRetryMs(tried.get(key(id))?.failures ?? 0) && (r.layers.some((l) => l.model === manifestId) || (r.layers.length === 0 && r.capabilities.judgeModel === manifestId)))
     if (found === undefined) return
     const subject = found.id
     const range = found.r.layers.find((l) => l.model === manifestId && l.end > l.start && l.end <= (opened?.source.config.nLayers ?? 0))
     busy = true
-    const failures = tried.get(subject)?.failures ?? 0
-    if (tried.size > CALIBRATION_MAX_TRIED) for (const [id, t] of tried) if (now - t.at > CALIBRATION_MAX_RETRY_MS) tried.delete(id) // a stream of identities does not grow it
-    tried.set(subject, { at: now, failures })
+    const failures = tried.get(key(subject))?.failures ?? 0
+    if (tried.size > CALIBRATION_MAX_TRIED) for (const [k, t] of tried) if (now - t.at > CALIBRATION_MAX_RETRY_MS) tried.delete(k) // a stream of identities does not grow it
+    tried.set(key(subject), { at: now, failures })
     try {
       const { shard, tokenizer } = await loadJudge()
       const challenge = `${now}-${Math.floor(Math.random() * 2 ** 31).toString(36)}`
@@ -289,7 +303,7 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
         return
       }
       const passed = pairs.length > 0 && right === pairs.length && (stage.passed || judgeOnlySubject)
-      if (!passed) tried.set(subject, { at: now, failures: failures + 1 })
+      if (!passed) tried.set(key(subject), { at: now, failures: failures + 1 })
       // tasks: the stage challenge + the judging pairs; exact: those answered right
       await write({ t: 'calibration', seq: lastSeq(rounds) + 1, subject, model: manifestId, challenge, tasks: pairs.length + (judgeOnlySubject ? 0 : 1), tasksExact: right + (stage.passed && !judgeOnlySubject ? 1 : 0), pairs: pairs.length, pairsRight: right, passed })
       log.info({ event: 'calibration', subject, passed, right, pairs: pairs.length, stage: { range, ...stage } }, `calibrated ${subject}: ${passed ? 'passed' : 'failed'}`)
@@ -305,8 +319,9 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
   return {
     owner: {
       reputation: () => ledger.refresh().state,
-      // excluded by a spot-check, or refused by calibration (wrong answers): neither is routed
-      excluded: (peer) => ledger.excluded(peer) || ledger.refused(peer),
+      // excluded by a spot-check, or refused by calibration (wrong answers; on `model` when a
+      // round asks): neither is routed
+      excluded: (peer, model) => ledger.excluded(peer) || ledger.refused(peer, model),
       record: async (id, data) => { await state.recordRound(id, data as never) },
       lastSeq: () => lastSeq(rounds)
     },
@@ -340,7 +355,7 @@ export function consensusOwnerOf (host: object): ConsensusHost {
   }
   return {
     reputation: () => owner().reputation(),
-    excluded: (peer) => running.get(host)?.owner.excluded?.(peer) === true,
+    excluded: (peer, model) => running.get(host)?.owner.excluded?.(peer, model) === true,
     record: async (id, data) => { await owner().record?.(id, data) },
     lastSeq: () => owner().lastSeq?.() ?? 0,
     auditRate: SPOT_AUDIT_RATE

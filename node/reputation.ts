@@ -7,7 +7,7 @@
 // is the founding anchor and names itself. With one anchor every node agrees; swarms with several
 // anchors must give every node the same bootstrap list (documented in node/README.md).
 import { genesisFromBootstrap } from '../client/consensus.ts'
-import { deriveLedger, parseRecord, rawWeight, betaScore, type Ledger, type ReputationState, type StoredRecord } from '../consensus/index.ts'
+import { admittedFor, deriveLedger, parseRecord, rawWeight, betaScore, type Ledger, type ReputationState, type StoredRecord } from '../consensus/index.ts'
 
 /** The reads the ledger needs from a swarm-state replica (crdt's SwarmState has them). */
 export interface RoundsReader {
@@ -29,13 +29,20 @@ export interface LedgerService {
   /** Excluded by a confirmed spot-check: not routed, not judging. */
   excluded: (peer: string) => boolean
   /**
-   * Refused: not admitted, and an admitted, non-excluded verifier wrote a failed calibration of it
-   * (it answered its known-answer pairs or its stage challenge wrongly). The API's rounds and
-   * requests do not route it (node/consensus-judge.ts); a later passed calibration admits it.
+   * Refused for `model`: not admitted for it, and a non-excluded verifier admitted for it wrote a
+   * failed calibration of it on that model (it answered its known-answer pairs or its stage
+   * challenge wrongly). Without `model`: refused on some model and admitted for none (what a
+   * one-model swarm calls refused; a node refused on A but admitted for B, the model it now serves,
+   * is not). The API's rounds and requests do not route it (node/consensus-judge.ts); a later
+   * passed calibration on the model admits it.
    */
-  refused: (peer: string) => boolean
-  /** Per node: admitted, refused, excluded, evidence, Beta score and vote weight (for `status` / `swarm`). */
-  summary: () => Record<string, { admitted: boolean, refused: boolean, excluded: boolean, positive: number, negative: number, score: number, weight: number }>
+  refused: (peer: string, model?: string) => boolean
+  /**
+   * Per node: admitted, refused, excluded, evidence, Beta score and vote weight (for `status` /
+   * `swarm`); `models`, the models it passed calibration on, when admitted by calibration (absent
+   * for a founder: every model).
+   */
+  summary: () => Record<string, { admitted: boolean, refused: boolean, excluded: boolean, positive: number, negative: number, score: number, weight: number, models?: string[] }>
   /** The spot-check evidence records in the replica, sorted by id then writer (`{"cmd":"evidence"}`). */
   evidence: () => Evidence[]
   /** Re-derive now (tests and the round owner, before scheduling). */
@@ -50,7 +57,7 @@ export const genesisOf = genesisFromBootstrap
 
 export function startLedger (state: RoundsReader, genesis: readonly string[], options: { debounceMs?: number } = {}): LedgerService {
   const listeners = new Set<(ledger: Ledger) => void>()
-  let refused: ReadonlySet<string> = new Set()
+  let refused: ReadonlyMap<string, ReadonlySet<string>> = new Map()
   const derive = (): Ledger => {
     const records: StoredRecord[] = state.rounds().map((r) => ({ id: r.id, data: r.data, writer: r.writer }))
     const derived = deriveLedger(records, { genesis })
@@ -58,6 +65,11 @@ export function startLedger (state: RoundsReader, genesis: readonly string[], op
     return derived
   }
   let ledger = derive()
+  const isRefused = (peer: string, model?: string): boolean => {
+    const models = refused.get(peer)
+    if (models === undefined) return false
+    return model !== undefined ? models.has(model) : ledger.state.nodes.get(peer)?.admitted !== true
+  }
   let timer: NodeJS.Timeout | undefined
   const refresh = (): Ledger => {
     ledger = derive()
@@ -73,14 +85,14 @@ export function startLedger (state: RoundsReader, genesis: readonly string[], op
     current: () => ledger,
     state: () => ledger.state,
     excluded: (peer) => ledger.state.nodes.get(peer)?.excluded === true,
-    refused: (peer) => refused.has(peer),
+    refused: (peer, model) => isRefused(peer, model),
     evidence: () => evidenceOf(state.rounds()),
     summary: () => {
       const out: ReturnType<LedgerService['summary']> = {}
-      const ids = new Set([...ledger.state.nodes.keys(), ...refused])
+      const ids = new Set([...ledger.state.nodes.keys(), ...refused.keys()])
       for (const id of [...ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
         const rep = ledger.state.nodes.get(id) ?? { admitted: false, excluded: false, positive: 0, negative: 0 }
-        out[id] = { admitted: rep.admitted, refused: refused.has(id), excluded: rep.excluded, positive: round3(rep.positive), negative: round3(rep.negative), score: round3(betaScore(rep)), weight: round3(rawWeight(rep)) }
+        out[id] = { admitted: rep.admitted, refused: isRefused(id), excluded: rep.excluded, positive: round3(rep.positive), negative: round3(rep.negative), score: round3(betaScore(rep)), weight: round3(rawWeight(rep)), ...(rep.models !== undefined ? { models: [...rep.models] } : {}) }
       }
       return out
     },
@@ -112,14 +124,20 @@ export function evidenceOf (rounds: ReadonlyArray<{ id: string, data: unknown, w
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : a.writer < b.writer ? -1 : a.writer > b.writer ? 1 : 0))
 }
 
-/** Subjects of failed calibrations by trusted (admitted, non-excluded) verifiers that are still not admitted. */
-export function refusedBy (records: readonly StoredRecord[], state: ReputationState): Set<string> {
-  const out = new Set<string>()
+/**
+ * Per subject, the models it failed calibration on — by a non-excluded verifier admitted for that
+ * model — and is still not admitted for.
+ */
+export function refusedBy (records: readonly StoredRecord[], state: ReputationState): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>()
   for (const { r, rec } of parsed(records)) {
     if (rec.t !== 'calibration' || rec.passed || r.writer === rec.subject) continue
     const verifier = state.nodes.get(r.writer)
-    if (verifier?.admitted !== true || verifier.excluded) continue
-    if (state.nodes.get(rec.subject)?.admitted !== true) out.add(rec.subject)
+    if (!admittedFor(verifier, rec.model) || verifier?.excluded === true) continue
+    if (admittedFor(state.nodes.get(rec.subject), rec.model)) continue
+    const models = out.get(rec.subject) ?? new Set<string>()
+    models.add(rec.model)
+    out.set(rec.subject, models)
   }
   return out
 }

@@ -73,6 +73,6 @@ describe('consensus rounds route only admitted nodes (issue 7)', () => {
     const err = await runConsensusRound(runOf(swarm, state), { k: 3 }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(NoRouteError)
     expect((err as Error).message).toContain('1 for model')
-    expect((err as Error).message).toContain('5 online nodes are not admitted yet')
+    expect((err as Error).message).toContain('5 online nodes are not admitted for it yet')
   })
 })
