@@ -20,7 +20,7 @@ import type { Tokenizer } from '../engine/index.ts'
 import { decodeAnswer, receiptAnswerId } from '../consensus/answer-receipts.ts'
 import { compareText, digestFields, toHex } from '../consensus/digest.ts'
 import { receiptContent, receiptSampling, type ReceiptSampling } from '../protocols/inference/frame-signature.ts'
-import { admittedFor, deriveLedger, rawWeight, recordData, recordId, scheduleRound, settleRound, type Answer, type ConsensusRecord, type ReputationState } from '../consensus/index.ts'
+import { admittedFor, deriveLedger, rawWeight, recordData, recordId, scheduleRound, settleRound, type Answer, type PairSchedule, type ReputationState, type RoundOutcome, type RoundRecord } from '../consensus/index.ts'
 import { chainRouter, collectJudging, consensusJudgeProtocol, runInference } from '../protocols/index.ts'
 import type { ChainHop, FrameSigner } from '../protocols/index.ts'
 import { ShardUnavailableError } from '../sharding/index.ts'
@@ -113,6 +113,32 @@ export interface Receipt { session: string, first: number, signature: Uint8Array
 export function receiptEntry (id: string, tokens: readonly number[], receipt: Receipt | undefined, sampling: { temperature: number, topP: number, topK: number, seed: number }): string[] | undefined {
   if (receipt === undefined || receipt.signature.length === 0) return undefined
   return [id, receipt.session, String(receipt.first), toHex(receiptContent(tokens, receiptSampling(sampling))), Buffer.from(receipt.signature).toString('base64')]
+}
+
+/**
+ * The round's schedule as its owner draws it: among the judges `state` admits for `model` (the
+ * request's model: a judge scores answers with its own model) — the schedule every judge's accept
+ * (node/consensus-judge.ts) and every ledger's settlement (consensus/ledger.ts, from the record's
+ * `model`) recompute.
+ */
+export function roundSchedule (state: ReputationState, round: string, answers: readonly Answer[], model: string): PairSchedule {
+  return scheduleRound(state, round, answers, undefined, { model })
+}
+
+/** The owner's round record (consensus/records.ts): it names the model, so every ledger settles the round among the same judges. */
+export function roundRecord (r: { round: string, model: string, seq: number, deadline: number, answers: readonly Answer[], reveals: ReadonlyArray<{ judge: string, at: number }>, outcome: RoundOutcome, receipts: string[][] }): RoundRecord {
+  return {
+    t: 'round',
+    round: r.round,
+    model: r.model,
+    seq: r.seq,
+    deadline: r.deadline,
+    answers: r.answers.map((a) => [a.id, a.author, ...(a.coauthors ?? [])]),
+    reveals: r.reveals.map((x) => [x.judge, x.at] as [string, number]),
+    winner: r.outcome.winner,
+    ranking: r.outcome.ranking,
+    receipts: r.receipts
+  }
 }
 
 /** Chains with pairwise distinct peers: each routed with the earlier chains' peers excluded. */
@@ -232,7 +258,7 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
   // judges admitted for this model only: every judge and every ledger schedules the same way
   const model = run.info.id
   let state = run.host.reputation()
-  let schedule = scheduleRound(state, round, answers, undefined, { model })
+  let schedule = roundSchedule(state, round, answers, model)
   let judged: Awaited<ReturnType<typeof collectJudging>> = { commitments: [], reveals: [], failures: [] }
   for (let attempt = 1; schedule.assignments.length > 0; attempt++) {
     judged = await collectJudging({
@@ -248,7 +274,7 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
     if (!allRefused || attempt >= JUDGING_ATTEMPTS || run.signal.aborted) break
     await new Promise((resolve) => setTimeout(resolve, REFUSED_RETRY_MS))
     state = run.host.reputation()
-    schedule = scheduleRound(state, round, answers, undefined, { model })
+    schedule = roundSchedule(state, round, answers, model)
   }
   const deadline = Date.now()
   const settled = settleRound(state, { round, model, answers, commitments: judged.commitments, reveals: judged.reveals, deadline })
@@ -256,18 +282,7 @@ export async function runConsensusRound (run: ConsensusRun, request: ConsensusRe
   for (const a of meta) a.strength = strengths.get(a.id) ?? 1
   let recorded = false
   if (run.host.record !== undefined) {
-    const rec: ConsensusRecord = {
-      t: 'round',
-      round,
-      model,
-      seq: (run.host.lastSeq?.() ?? 0) + 1,
-      deadline,
-      answers: answers.map((a) => [a.id, a.author, ...(a.coauthors ?? [])]),
-      reveals: judged.reveals.map((r) => [r.judge, r.at] as [string, number]),
-      winner: settled.outcome.winner,
-      ranking: settled.outcome.ranking,
-      receipts
-    }
+    const rec = roundRecord({ round, model, seq: (run.host.lastSeq?.() ?? 0) + 1, deadline, answers, reveals: judged.reveals, outcome: settled.outcome, receipts })
     await run.host.record(recordId(rec), recordData(rec))
     recorded = true
   }

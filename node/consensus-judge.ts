@@ -41,7 +41,7 @@
 //   wrongly is retried after a doubling wait (calibrationRetryMs, at most an hour).
 import type { Logger } from 'pino'
 import { commitBallot } from '../consensus/commit-reveal.ts'
-import { admittedFor, calibrationTasks, checkStageChallenge, greedyContinuation, knownPairs, meanLogProb, parseRecord, recordData, recordId, scheduleRound, shardLogits, stageChallenge, type ConsensusRecord, type StageChallengeResult } from '../consensus/index.ts'
+import { admittedFor, calibrationTasks, checkStageChallenge, greedyContinuation, knownPairs, meanLogProb, parseRecord, recordData, recordId, scheduleRound, shardLogits, stageChallenge, type ConsensusRecord, type ReputationState, type StageChallengeResult } from '../consensus/index.ts'
 import { loadShard, sessionStepper, openTokenizer } from '../engine/index.ts'
 import type { Shard, Tokenizer, WeightDType } from '../engine/index.ts'
 import type { ConsensusHost } from '../client/consensus.ts'
@@ -50,6 +50,7 @@ import { collectJudging } from '../protocols/index.ts'
 import { requestChallenge } from '../protocols/consensus/index.ts'
 import { verifiedAnswerText } from '../protocols/consensus/answer-check.ts'
 import { layerCapacity, type ModelManifest } from '../sharding/index.ts'
+import type { NodeRecord } from '../crdt/index.ts'
 import type { MyceliumHost } from './host.ts'
 import type { NodeModel, OpenedModel } from './model-startup.ts'
 import type { LedgerService } from './reputation.ts'
@@ -129,6 +130,38 @@ export function consensusMemory (manifest: ModelManifest, dtype: WeightDType, op
   return { judging, judgeBytes, calibrationBytes, verifierBytes, reserveBytes: judging ? reserveBytes : 0, advertisedBytes: judging ? options.budgetBytes - reserveBytes : options.budgetBytes }
 }
 
+/**
+ * A judge's check of a judging request: `pairs` are exactly `self`'s assignment in the schedule of
+ * `round` it recomputes from `state` with the answers' authors the owner sent. The round is taken
+ * to be on the judge's own `model` (the only one it can judge: it decodes and scores with it), so
+ * the schedule is among the judges admitted for that model — as the owner draws it
+ * (client/consensus.ts roundSchedule); a round on another model is refused here when its schedule
+ * differs, else by answerText (its tokens do not decode to the texts sent: UNVERIFIED). Without
+ * `model` (a judge-only node still hashing its model), among every admitted node.
+ */
+export function isOwnAssignment (state: ReputationState, self: string, round: string, pairs: ReadonlyArray<{ first: string, second: string }>, answers: ReadonlyArray<{ id: string, authors: string[] }>, model?: string): boolean {
+  const list = answers.map((a) => ({ id: a.id, author: a.authors[0], ...(a.authors.length > 1 ? { coauthors: a.authors.slice(1) } : {}) }))
+  const mine = new Set(scheduleRound(state, round, list, undefined, model !== undefined ? { model } : {}).assignments.filter((x) => x.judge === self).map((x) => `${x.first}\u0000${x.second}`))
+  return mine.size === pairs.length && pairs.every((p) => mine.has(`${p.first}\u0000${p.second}`))
+}
+
+/** The calibration backoff's key: per (subject, model), so a subject calibrated on one model is tried afresh on another. */
+export function calibrationKey (subject: string, model: string): string {
+  return `${subject}\u0000${model}`
+}
+
+/**
+ * The member a node holding `model` calibrates next (lowest id first): online, not itself, not
+ * admitted for `model` in `state` — a member admitted for another model that starts serving this
+ * one is calibrated again, on this one —, serving layers of `model` (or, with no layers, judging
+ * it: a judge-only member's `judgeModel`), and past its backoff in `tried` (calibrationKey).
+ */
+export function calibrationCandidate (members: Iterable<[string, NodeRecord]>, o: { self: string, online: ReadonlySet<string>, state: ReputationState, model: string, tried: ReadonlyMap<string, { at: number, failures: number }>, now: number }): { id: string, r: NodeRecord } | undefined {
+  const waited = (id: string): boolean => { const t = o.tried.get(calibrationKey(id, o.model)); return o.now - (t?.at ?? 0) > calibrationRetryMs(t?.failures ?? 0) }
+  return [...members].map(([id, r]) => ({ id, r })).sort((a, b) => (a.id < b.id ? -1 : 1)).find(({ id, r }) =>
+    id !== o.self && o.online.has(id) && !admittedFor(o.state.nodes.get(id), o.model) && waited(id) && (r.layers.some((l) => l.model === o.model) || (r.layers.length === 0 && r.capabilities.judgeModel === o.model)))
+}
+
 export interface ConsensusNode {
   /** The owner's host for the API's client (reputation, records). */
   owner: ConsensusHost
@@ -204,19 +237,10 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
       // (its round counts for nobody's reputation: it cannot write the round record)
       if (owner === '' || ledger.state().nodes.get(owner)?.excluded === true) return false
       if (answers.some((a) => a.authors.length === 0)) return false
-      const list = answers.map((a) => ({ id: a.id, author: a.authors[0], ...(a.authors.length > 1 ? { coauthors: a.authors.slice(1) } : {}) }))
-      // the round is on this judge's own model (the only one it can judge: it decodes and scores
-      // with it), so its judges are those admitted for that model — as the owner schedules them
-      // (client/consensus.ts); a round on another model is refused here when its schedule differs,
-      // else by answerText (its tokens do not decode to the texts sent: UNVERIFIED)
       const own = model?.manifest?.id
-      const matches = (state: ReturnType<LedgerService['state']>): boolean => {
-        const mine = new Set(scheduleRound(state, round, list, undefined, own !== undefined ? { model: own } : {}).assignments.filter((x) => x.judge === self).map((x) => `${x.first}\u0000${x.second}`))
-        return mine.size === pairs.length && pairs.every((p) => mine.has(`${p.first}\u0000${p.second}`))
-      }
       // the ledger as last derived (debounced); re-derived once only when it disagrees (records may
       // have just arrived), so a stream of requests does not re-fold the whole ledger each time
-      return matches(ledger.state()) || matches(ledger.refresh().state)
+      return isOwnAssignment(ledger.state(), self, round, pairs, answers, own) || isOwnAssignment(ledger.refresh().state, self, round, pairs, answers, own)
     },
     onCommit: async (c) => { if (!c.round.startsWith('calibration:')) await write({ t: 'commit', round: c.round, commitment: c.commitment }) },
     onReveal: async (r) => { if (!r.round.startsWith('calibration:')) await write({ t: 'reveal', round: r.round, votes: r.votes, salt: r.salt }) }
@@ -232,13 +256,9 @@ export function startConsensusNode (host: MyceliumHost, opened: OpenedModel | un
     // admission is per model: this node vouches only for the model it holds and is admitted for
     const me = ledger.state().nodes.get(self)
     if (!admittedFor(me, manifestId) || me?.excluded === true) return
-    const online = new Set(state.online())
     const now = Date.now()
-    // backoff per (subject, model): a node admitted for another model that starts serving this one
-    // is not admitted for it, and is calibrated again, on this model
-    const key = (id: string): string => `${id}\u0000${manifestId}`
-    const found = [...state.nodes()].map(([id, r]) => ({ id, r })).sort((a, b) => (a.id < b.id ? -1 : 1)).find(({ id, r }) =>
-      id !== self && online.has(id) && !admittedFor(ledger.state().nodes.get(id), manifestId) && now - (tried.get(key(id))?.at ?? 0) > calibrationRetryMs(tried.get(key(id))?.failures ?? 0) && (r.layers.some((l) => l.model === manifestId) || (r.layers.length === 0 && r.capabilities.judgeModel === manifestId)))
+    const key = (id: string): string => calibrationKey(id, manifestId)
+    const found = calibrationCandidate(state.nodes(), { self, online: new Set(state.online()), state: ledger.state(), model: manifestId, tried, now })
     if (found === undefined) return
     const subject = found.id
     const range = found.r.layers.find((l) => l.model === manifestId && l.end > l.start && l.end <= (opened?.source.config.nLayers ?? 0))
