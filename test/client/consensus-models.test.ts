@@ -149,7 +149,7 @@ describe(`consensus with two models: the owner, the judges and every ledger sche
     expect(o.flags).toEqual([{ judge: id('g1'), reason: 'missing' }])
 
     // once g0 calibrates s on A (it serves A now), s answers and judges A rounds too
-    await write(replica.get('g0') as SwarmState, { t: 'calibration', seq: seq++, subject: id('s'), model: A, challenge: 'c-s-a', tasks: 3, tasksExact: 3, pairs: 2, pairsRight: 2, passed: true })
+    await write(replica.get('g0') as SwarmState, { t: 'calibration', seq, subject: id('s'), model: A, challenge: 'c-s-a', tasks: 3, tasksExact: 3, pairs: 2, pairsRight: 2, passed: true })
     syncAll(states)
     const later = ledgerOf(owner).state
     expect(later.nodes.get(id('s'))?.models).toEqual([A, B])
