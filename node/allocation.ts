@@ -38,6 +38,12 @@ export interface AllocationView {
   kept: boolean
   /** The staggered moves from the served ranges to this allocation (the serving path follows them). */
   waves: Move[][]
+  /** Layers no order of those moves keeps covered (planMoves' `uncovered`; empty as a rule). */
+  uncovered: number[]
+  /** What each member's record says it serves (the waves start here). */
+  served: Assignment[]
+  /** The target each member publishes itself (`layersTarget`; a pinned node: what it serves). */
+  published: Assignment[]
   /** This node's range, or null when the allocation gives it none. */
   self: LayerRange | null
   computedAt: number
@@ -120,6 +126,11 @@ export function computeAllocation (manifest: ModelManifest, dtype: WeightDType, 
   let mode: AllocationView['mode'] = 'allocate'
   let kept = false
   let waves: Move[][] = []
+  let uncovered: number[] = []
+  const served = members.flatMap((m) => {
+    const r = servedFromRecord(nodes.get(m.peerId), manifest)
+    return r === undefined ? [] : [{ peerId: m.peerId, ...r }]
+  })
   if (members.length === 0) {
     allocation = { assignments: [], pipelines: [], tokensPerS: 0, covered: false }
   } else if (members.every((m) => m.current === undefined)) {
@@ -131,11 +142,9 @@ export function computeAllocation (manifest: ModelManifest, dtype: WeightDType, 
     kept = plan.kept
     // from what the members serve now (not their targets) to the target: a move waits for the
     // moves before it to have really landed
-    const served = members.flatMap((m) => {
-      const r = servedFromRecord(nodes.get(m.peerId), manifest)
-      return r === undefined ? [] : [{ peerId: m.peerId, ...r }]
-    })
-    waves = planMoves(served, allocation.assignments, manifest.nLayers).waves
+    const moves = planMoves(served, allocation.assignments, manifest.nLayers)
+    waves = moves.waves
+    uncovered = moves.uncovered
   }
   const mine = allocation.assignments.find((a) => a.peerId === self)
   return {
@@ -150,6 +159,9 @@ export function computeAllocation (manifest: ModelManifest, dtype: WeightDType, 
     mode,
     kept,
     waves,
+    uncovered,
+    served,
+    published: members.flatMap((m) => (m.current === undefined ? [] : [{ peerId: m.peerId, ...m.current }])),
     self: mine === undefined ? null : { start: mine.start, end: mine.end },
     computedAt: now
   }

@@ -6,7 +6,9 @@
 import type { Logger } from 'pino'
 import { loadShard } from '../engine/index.ts'
 import type { Shard, StageInput, WeightDType } from '../engine/index.ts'
-import type { ModelManifest, Move, StepTimer } from '../sharding/index.ts'
+import { mayGiveUp } from '../sharding/index.ts'
+import type { LayerRange, ModelManifest, Move, StepTimer } from '../sharding/index.ts'
+import type { AllocationView } from './allocation.ts'
 import type { ModelConfig } from './config.ts'
 import { ConfigError } from './errors.ts'
 import type { MyceliumHost } from './host.ts'
@@ -72,6 +74,13 @@ export const FOLLOW_ALLOCATION_POLL_MS = 500
 /** Longest wait for the old range's sessions to end when a move must drain first (ms). */
 export const FOLLOW_ALLOCATION_DRAIN_MS = 60_000
 
+/**
+ * How long the allocator must have given this node its new range before the node gives up layers
+ * for it (ms): twice the replication delay of a node record we assume (~1 s), so the nodes that
+ * counted on this one keeping those layers have seen its new target by then (node/README.md).
+ */
+export const FOLLOW_ALLOCATION_SETTLE_MS = 2_000
+
 /** What `followAllocation` reads and drives (the host's stage service and the model side). */
 export interface FollowTarget {
   service: Pick<MyceliumHost['services']['inference'], 'serve' | 'sessionsOn' | 'protocol' | 'usage'>
@@ -97,6 +106,16 @@ export function waveOf (waves: Move[][], self: string): number {
   return waves.findIndex((wave) => wave.some((m) => m.peerId === self))
 }
 
+/** Layers of `from` that `to` lacks (all of them when `to` is null). */
+export function layersGivenUp (from: LayerRange | undefined, to: LayerRange | null): number[] {
+  const out: number[] = []
+  if (from === undefined) return out
+  for (let l = from.start; l < from.end; l++) if (to === null || l < to.start || l >= to.end) out.push(l)
+  return out
+}
+
+const keyOf = (range: LayerRange | null): string => (range === null ? '' : `${range.start}:${range.end}`)
+
 /**
  * `--layers auto`: serve whatever range the allocator gives this node.
  * - Staggered: a move in wave k > 0 of the allocator's plan waits until the plan, recomputed
@@ -104,6 +123,13 @@ export function waveOf (waves: Move[][], self: string): number {
  *   earlier waves landed), so a layer served now is not dropped before its new server took it
  *   (sharding/move-plan.ts). The record publishes the range this node serves (`model.served`,
  *   set here once a range is loaded or dropped) and the allocator's range as its target.
+ * - Re-checked when layers are dropped: the view a tick starts from may be a pass old, and targets
+ *   change while a node moves (RTTs re-probed, joins, leaves, a long load). So right before it
+ *   stops serving a layer (a drain, or the switch to a range loaded beside) the node runs a fresh
+ *   pass and drops only if it still gives this range, the move is in wave 0 and each layer given
+ *   up keeps a holder that agrees on its own target (sharding `mayGiveUp`), and only once the
+ *   range has been its target for `settleMs`. Otherwise it keeps serving the old range (a range
+ *   loaded beside waits, loaded, for the next tick) and logs `serving-hold` with the reason.
  * - Beside or drain: when the new range fits the memory budget next to what is loaded now (old
  *   weights + KV reserved by its sessions), the new range is loaded while the old one keeps
  *   serving, new sessions switch at once and the old shard closes when its last session ended.
@@ -112,13 +138,23 @@ export function waveOf (waves: Move[][], self: string): number {
  *   a `serving-drain` log event says so with the figures.
  * No range (or no allocation yet): nothing served.
  */
-export function followAllocation (host: MyceliumHost, opened: OpenedModel, config: ModelConfig, model: NodeModel, log: Logger, options: { pollMs?: number, drainMs?: number } = {}): { stop: () => Promise<void> } {
+export function followAllocation (host: MyceliumHost, opened: OpenedModel, config: ModelConfig, model: NodeModel, log: Logger, options: FollowOptions = {}): { stop: () => Promise<void> } {
   return followAllocationOf({ service: host.services.inference, model, self: host.peerId.toString() }, opened, config, log, options)
 }
 
+export interface FollowOptions {
+  /** Default FOLLOW_ALLOCATION_POLL_MS. */
+  pollMs?: number
+  /** Default FOLLOW_ALLOCATION_DRAIN_MS. */
+  drainMs?: number
+  /** Default FOLLOW_ALLOCATION_SETTLE_MS. */
+  settleMs?: number
+}
+
 /** `followAllocation` over its parts (tests drive it with a real engine and a scripted allocator). */
-export function followAllocationOf (target: FollowTarget, opened: OpenedModel, config: ModelConfig, log: Logger, options: { pollMs?: number, drainMs?: number } = {}): { stop: () => Promise<void> } {
+export function followAllocationOf (target: FollowTarget, opened: OpenedModel, config: ModelConfig, log: Logger, options: FollowOptions = {}): { stop: () => Promise<void> } {
   const { service, model } = target
+  const settleMs = options.settleMs ?? FOLLOW_ALLOCATION_SETTLE_MS
   // what the node record publishes as served: set when it changes, then an allocation pass
   // publishes it (and the recomputed waves let the next wave start). A failing pass must not undo
   // the serving bookkeeping: the allocator's timer publishes on its next pass
@@ -131,10 +167,37 @@ export function followAllocationOf (target: FollowTarget, opened: OpenedModel, c
     }
   }
   let current: { key: string, shard?: Shard } = { key: '' }
+  // a range loaded beside the old one whose switch is held (mayDrop said no)
+  let pending: { key: string, shard: Shard } | undefined
   const retired: Shard[] = []
   let busy = false
   let stopped = false
-  let waiting = ''
+  // the last wait or hold logged (each is logged once)
+  let said = ''
+  // since when the allocator has given this node `key`
+  let since = { key: '', at: 0 }
+  const say = (text: string, line: () => void): void => {
+    if (said !== text) { said = text; line() }
+  }
+  // Right before this node stops serving `layers` for the range `key`: see followAllocation.
+  const mayDrop = (key: string, layers: number[]): boolean => {
+    if (layers.length === 0) return true
+    const hold = (reason: string, extra: Record<string, unknown> = {}): false => {
+      say(JSON.stringify([key, reason, extra]), () => { log.info({ event: 'serving-hold', target: key, reason, ...extra }, `keeping layers ${JSON.stringify(layers)} served: ${reason}`) })
+      return false
+    }
+    if (Date.now() - since.at < settleMs) return hold('settle', { settleMs })
+    let fresh: AllocationView | undefined
+    try {
+      fresh = model.allocator?.refresh()
+    } catch (err) {
+      return hold('allocation-failed', { err: (err as Error).message })
+    }
+    if (fresh === undefined) return true
+    if (keyOf(fresh.self) !== key) return hold('target-changed', { now: keyOf(fresh.self) })
+    const verdict = mayGiveUp({ waves: fresh.waves, uncovered: fresh.uncovered, served: fresh.served, target: fresh.assignments, published: fresh.published }, target.self, layers)
+    return verdict.ok ? true : hold(verdict.reason, verdict.reason === 'no-holder' ? { layers: verdict.layers } : {})
+  }
   const closeIdle = async (): Promise<void> => {
     for (const old of [...retired]) {
       if (service.sessionsOn(old) > 0) continue
@@ -149,41 +212,54 @@ export function followAllocationOf (target: FollowTarget, opened: OpenedModel, c
       await closeIdle()
       const view = model.allocator?.current()
       const self = view?.self ?? null
-      const key = self === null ? '' : `${self.start}:${self.end}`
+      const key = keyOf(self)
+      if (since.key !== key) since = { key, at: Date.now() }
+      if (pending !== undefined && pending.key !== key) {
+        await pending.shard.close()
+        pending = undefined
+      }
       if (key === current.key) return
       const wave = waveOf(view?.waves ?? [], target.self)
       if (wave > 0) {
-        if (waiting !== key) {
-          waiting = key
-          log.info({ event: 'serving-wait', start: self?.start ?? null, end: self?.end ?? null, wave, waves: view?.waves.length }, `moving to ${key === '' ? 'no layers' : `[${key.replace(':', ', ')})`} after wave ${wave - 1} landed`)
-        }
+        say(key, () => { log.info({ event: 'serving-wait', start: self?.start ?? null, end: self?.end ?? null, wave, waves: view?.waves.length }, `moving to ${key === '' ? 'no layers' : `[${key.replace(':', ', ')})`} after wave ${wave - 1} landed`) })
         return
       }
-      waiting = ''
-      const budget = model.capability?.memoryBytes
-      const loaded = [...retired, ...(current.shard !== undefined ? [current.shard] : [])].reduce((n, sh) => n + sh.weightBytes, 0)
-      // the manifest's figure, scaled by what the engine really took for the range loaded now
-      // (scratch, alignment and tables come on top of the tensors: 1.2-1.7x on stories260K)
-      const manifest = model.manifest
-      const scale = current.shard === undefined || manifest === undefined ? 1 : Math.max(1, current.shard.weightBytes / rangeWeightBytes(manifest, opened.dtype, current.shard))
-      const needed = self === null || manifest === undefined ? 0 : Math.round(scale * rangeWeightBytes(manifest, opened.dtype, self))
-      const kv = service.usage.reservedBytes
-      if (self !== null && budget !== undefined && loaded > 0 && loaded + kv + needed > budget) {
-        log.info({ event: 'serving-drain', start: self.start, end: self.end, loadedBytes: loaded, kvReservedBytes: kv, neededBytes: needed, budgetBytes: budget }, 'the new range does not fit beside the old one: draining the old range before loading')
-        service.serve(undefined)
-        announce(null)
-        if (current.shard !== undefined) retired.push(current.shard)
-        current = { key: '' }
-        const deadline = Date.now() + (options.drainMs ?? FOLLOW_ALLOCATION_DRAIN_MS)
-        while (retired.some((sh) => service.sessionsOn(sh) > 0) && Date.now() < deadline && !stopped) {
-          await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? FOLLOW_ALLOCATION_POLL_MS))
-        }
-        await Promise.all(retired.splice(0).map(async (sh) => { await sh.close() }))
-        if (stopped) return
-      }
       const t0 = performance.now()
-      const shard = self === null ? undefined : timedShard(await loadShard(opened.source, { start: self.start, end: self.end, dtype: opened.dtype, threads: config.threads, onProgress: loadProgress(`layers [${self.start}, ${self.end})`, { log }) }), () => model.stepTimer)
-      if (stopped) { await shard?.close(); return }
+      let shard = pending?.shard
+      if (shard === undefined && self !== null) {
+        const budget = model.capability?.memoryBytes
+        const loaded = [...retired, ...(current.shard !== undefined ? [current.shard] : [])].reduce((n, sh) => n + sh.weightBytes, 0)
+        // the manifest's figure, scaled by what the engine really took for the range loaded now
+        // (scratch, alignment and tables come on top of the tensors: 1.2-1.7x on stories260K)
+        const manifest = model.manifest
+        const scale = current.shard === undefined || manifest === undefined ? 1 : Math.max(1, current.shard.weightBytes / rangeWeightBytes(manifest, opened.dtype, current.shard))
+        const needed = manifest === undefined ? 0 : Math.round(scale * rangeWeightBytes(manifest, opened.dtype, self))
+        const kv = service.usage.reservedBytes
+        if (budget !== undefined && loaded > 0 && loaded + kv + needed > budget) {
+          if (!mayDrop(key, layersGivenUp(current.shard, null))) return
+          log.info({ event: 'serving-drain', start: self.start, end: self.end, loadedBytes: loaded, kvReservedBytes: kv, neededBytes: needed, budgetBytes: budget }, 'the new range does not fit beside the old one: draining the old range before loading')
+          service.serve(undefined)
+          announce(null)
+          if (current.shard !== undefined) retired.push(current.shard)
+          current = { key: '' }
+          const deadline = Date.now() + (options.drainMs ?? FOLLOW_ALLOCATION_DRAIN_MS)
+          while (retired.some((sh) => service.sessionsOn(sh) > 0) && Date.now() < deadline && !stopped) {
+            await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? FOLLOW_ALLOCATION_POLL_MS))
+          }
+          await Promise.all(retired.splice(0).map(async (sh) => { await sh.close() }))
+          if (stopped) return
+        }
+        shard = timedShard(await loadShard(opened.source, { start: self.start, end: self.end, dtype: opened.dtype, threads: config.threads, onProgress: loadProgress(`layers [${self.start}, ${self.end})`, { log }) }), () => model.stepTimer)
+        if (stopped) { await shard.close(); return }
+      }
+      // the switch drops the old range's layers the new one lacks: re-checked on a fresh pass (the
+      // view above is a pass old, and the load took time); a held range stays loaded for the next tick
+      if (!mayDrop(key, layersGivenUp(current.shard, self))) {
+        pending = shard === undefined ? undefined : { key, shard }
+        return
+      }
+      pending = undefined
+      said = ''
       service.serve(shard === undefined ? undefined : { shard, get model () { return model.manifest?.id } })
       if (current.shard !== undefined) retired.push(current.shard)
       current = { key, ...(shard !== undefined ? { shard } : {}) }
@@ -202,7 +278,9 @@ export function followAllocationOf (target: FollowTarget, opened: OpenedModel, c
       clearInterval(timer)
       service.serve(undefined)
       model.served = null
-      await Promise.all([...retired.splice(0), ...(current.shard !== undefined ? [current.shard] : [])].map(async (s) => { await s.close() }))
+      const open = [...retired.splice(0), ...(current.shard !== undefined ? [current.shard] : []), ...(pending !== undefined ? [pending.shard] : [])]
+      pending = undefined
+      await Promise.all(open.map(async (s) => { await s.close() }))
     }
   }
 }

@@ -163,6 +163,7 @@ export { measureCapability, memoryBudget, createStepTimer } from './capability.t
 export type { MeasureCapabilityOptions, StepTimer } from './capability.ts'
 export { allocate, layerCapacity, loadedLayerMs, placeReplica, waterFill, estimateTokensPerS, isCovered } from './layer-allocator.ts'
 export { rebalance } from './rebalance.ts'
-export { planMoves } from './move-plan.ts'
+export { planMoves, mayGiveUp } from './move-plan.ts'
+export type { PlanView, GiveUpVerdict } from './move-plan.ts'
 export { routeRequest, chainCost, allChains } from './router.ts'
 export type { RouteOptions } from './router.ts'

@@ -129,3 +129,48 @@ function greedy (moves: Move[], now: Int32Array, required: Uint8Array): { waves:
   }
   return { waves, uncovered: [...uncovered].sort((a, b) => a - b) }
 }
+
+/** What a node sees of a plan when it is about to give up layers (node/allocation.ts builds it). */
+export interface PlanView {
+  waves: Move[][]
+  /** Layers the plan cannot keep covered (planMoves' `uncovered`). */
+  uncovered: number[]
+  /** What each member's record says it serves (the plan starts here). */
+  served: Assignment[]
+  /** This node's answer: every member's target. */
+  target: Assignment[]
+  /** The target each member publishes for itself (its own answer; a pinned node: what it serves). */
+  published: Assignment[]
+}
+
+/** May the node stop serving these layers now? If not, why: its move waits for a wave, or layers lack a holder. */
+export type GiveUpVerdict = { ok: true } | { ok: false, reason: 'later-wave' } | { ok: false, reason: 'no-holder', layers: number[] }
+
+function sameRange (a: LayerRange | undefined, b: LayerRange | undefined): boolean {
+  return a === undefined ? b === undefined : b !== undefined && a.start === b.start && a.end === b.end
+}
+
+/**
+ * Whether `peerId` may stop serving `layers` now (a drain, or switching to its new range), judged
+ * on a plan computed just now. Its move must be in wave 0 (or the plan has none for it), and each
+ * given-up layer the target still needs must keep a holder: another member that serves it, does
+ * not move before this move lands (no move, or a later wave) and publishes itself the target this
+ * plan gives it — so it is not about to leave by a plan of its own (targets changed on its side:
+ * new RTTs, a join, a leave). A layer the plan itself cannot keep covered (`uncovered`, e.g. a swap
+ * under tight memory) and that nobody holds through this wave needs no holder. planMoves puts a
+ * move in wave 0 only when such holders exist, so on an agreed plan this adds only the agreement.
+ */
+export function mayGiveUp (plan: PlanView, peerId: string, layers: readonly number[]): GiveUpVerdict {
+  const waveOf = (id: string): number => plan.waves.findIndex((wave) => wave.some((m) => m.peerId === id))
+  if (waveOf(peerId) > 0) return { ok: false, reason: 'later-wave' }
+  const rangeOf = (list: Assignment[], id: string): Assignment | undefined => list.find((a) => a.peerId === id)
+  const missing: number[] = []
+  for (const l of layers) {
+    if (!plan.target.some((a) => a.start <= l && l < a.end)) continue // the target drops it anyway
+    const stay = plan.served.filter((a) => a.peerId !== peerId && a.start <= l && l < a.end && waveOf(a.peerId) !== 0)
+    if (stay.some((a) => sameRange(rangeOf(plan.target, a.peerId), rangeOf(plan.published, a.peerId)))) continue
+    if (stay.length === 0 && plan.uncovered.includes(l)) continue // no order avoids this hole
+    missing.push(l)
+  }
+  return missing.length === 0 ? { ok: true } : { ok: false, reason: 'no-holder', layers: missing }
+}

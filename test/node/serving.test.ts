@@ -57,7 +57,7 @@ function world (budget: number): {
     }
   }
   const setView = (self: { start: number, end: number } | null, waves: Move[][] = []): void => {
-    view = { model: manifest.id, dtype: 'f32', nLayers: 5, members: [SELF], assignments: [], pipelines: [], tokensPerS: 0, covered: true, mode: 'rebalance', kept: false, waves, self, computedAt: Date.now() }
+    view = { model: manifest.id, dtype: 'f32', nLayers: 5, members: [SELF], assignments: [], pipelines: [], tokensPerS: 0, covered: true, mode: 'rebalance', kept: false, waves, uncovered: [], served: [], published: [], self, computedAt: Date.now() }
   }
   return { target, setView, served, sessions, events, capability, queries: () => queries }
 }
@@ -65,9 +65,9 @@ function world (budget: number): {
 const stops: Array<() => Promise<void>> = []
 afterEach(async () => { await Promise.all(stops.splice(0).map(async (s) => { await s() })) })
 
-function follow (w: ReturnType<typeof world>): void {
+function follow (w: ReturnType<typeof world>, settleMs = 0): void {
   const log = pino({ level: 'info' }, { write: (line: string) => { w.events.push(JSON.parse(line) as Record<string, unknown>) } })
-  const f = followAllocationOf(w.target, opened, { path: STORIES260K, threads: 1, manifestCacheDir: '' }, log, { pollMs: 10, drainMs: 10_000 })
+  const f = followAllocationOf(w.target, opened, { path: STORIES260K, threads: 1, manifestCacheDir: '' }, log, { pollMs: 10, drainMs: 10_000, settleMs })
   stops.push(f.stop)
 }
 
@@ -149,6 +149,20 @@ describe('--layers auto follows the allocator', () => {
     await pollUntil('the new range', async () => (w.served.length === 3 ? true : undefined), 10_000, 10)
     expect(range(w.served[2])).toEqual([2, 5])
     expect(closedBeforeLoad).toBe(true) // closed before the new one was loaded and served
+  })
+
+  it('gives up layers only once the new range has been its target for settleMs (beside: loaded meanwhile)', async () => {
+    const w = world(1e9)
+    w.setView({ start: 0, end: 2 })
+    follow(w, 300)
+    await pollUntil('the first range', async () => (w.served.length === 1 ? true : undefined), 10_000, 10)
+    const t0 = Date.now()
+    w.setView({ start: 2, end: 5 })
+    const hold = await pollUntil('the settle hold', async () => w.events.find((e) => e.event === 'serving-hold'), 10_000, 10)
+    expect(hold).toMatchObject({ reason: 'settle', target: '2:5', settleMs: 300 })
+    await pollUntil('the new range', async () => (w.served.length === 2 ? true : undefined), 10_000, 10)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300)
+    expect(w.served.map(range)).toEqual([[0, 2], [2, 5]])
   })
 
   it('rangeWeightBytes counts the embedding table on the first stage and the head (tied: the table) on the last', () => {
