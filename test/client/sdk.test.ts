@@ -8,6 +8,7 @@ import {
 } from '../../client/index.ts'
 import type { GenerateEvent, MyceliumClient } from '../../client/index.ts'
 import { controlRequest } from '../../node/control.ts'
+import { INFERENCE_SUSPEND_TIMEOUT_MS } from '../../protocols/inference/constants.ts'
 import { STORIES260K, TOK512 } from '../models.ts'
 import { cleanupDaemons, pollUntil, scratch, startDaemon } from '../node/daemons.ts'
 import { addrOf, reference, startSwarm } from './swarm.ts'
@@ -97,17 +98,20 @@ describe('client SDK over real daemons', () => {
       }
     })()).rejects.toBeInstanceOf(AbortError)
     expect(ids).toHaveLength(3)
+    // freed at once when the close travels the ring ahead of everything else; a stage that sees the
+    // ring come apart before the close reaches it reads that as a failure further along and keeps
+    // the session's KV for a resume (span-only failover) until INFERENCE_SUSPEND_TIMEOUT_MS
     await pollUntil('every stage to hold no session', async () => {
       for (const d of swarm.daemons) {
         const s = await controlRequest(join(d.dir, 'control.sock'), { cmd: 'status' }) as { inference: { sessions: number } }
         if (s.inference.sessions !== 0) return undefined
       }
       return true
-    }, 10_000)
+    }, INFERENCE_SUSPEND_TIMEOUT_MS + 10_000)
     const pre = new AbortController()
     pre.abort()
     await expect(client.generate({ prompt: 'x', signal: pre.signal }).next()).rejects.toBeInstanceOf(AbortError)
-  }, 30_000)
+  }, INFERENCE_SUSPEND_TIMEOUT_MS + 30_000)
 
   it('typed errors: unknown model, context overflow, bad options, consensus, no tokenizer, unreachable bootstrap', async () => {
     await expect(client.generate({ prompt: 'x', model: 'f'.repeat(64) }).next()).rejects.toBeInstanceOf(ModelNotFoundError)
