@@ -99,7 +99,7 @@ describe('client SDK over real daemons', () => {
     })()).rejects.toBeInstanceOf(AbortError)
     expect(ids).toHaveLength(3)
     // freed at once when the close travels the ring ahead of everything else; a stage that sees the
-    // ring come apart before the close reaches it reads that as a failure further along and keeps
+    // ring come apart before the close reaches it (under load; not pinned down) reads that as a failure further along and keeps
     // the session's KV for a resume (span-only failover) until INFERENCE_SUSPEND_TIMEOUT_MS
     await pollUntil('every stage to hold no session', async () => {
       for (const d of swarm.daemons) {
