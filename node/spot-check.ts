@@ -33,7 +33,7 @@
 //   now (the shard last handed to serve()), one at a time, only for that exact range and model.
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from 'pino'
-import { answerStageChallenge, recordData, recordId, type ConsensusRecord } from '../consensus/index.ts'
+import { admittedFor, answerStageChallenge, recordData, recordId, type ConsensusRecord } from '../consensus/index.ts'
 import type { Equivocation } from '../consensus/signed-frames.ts'
 import { loadShard } from '../engine/index.ts'
 import type { Shard, WeightDType } from '../engine/index.ts'
@@ -262,7 +262,8 @@ export function startSpotChecks (host: MyceliumHost, opened: OpenedModel | undef
     audit: (request, from) => {
       const manifest = modelOf()?.manifest?.id
       const me = ledger.state().nodes.get(self)
-      if (closed || opened === undefined || manifest === undefined || request.model !== manifest || request.subject === self || me?.admitted !== true || me.excluded) return SpotResponse.Status.REFUSED
+      // only a verifier admitted for this model: the ledger counts no other's record (consensus/ledger.ts)
+      if (closed || opened === undefined || manifest === undefined || request.model !== manifest || request.subject === self || !admittedFor(me, manifest) || me?.excluded === true) return SpotResponse.Status.REFUSED
       if (request.end > opened.source.config.nLayers) return SpotResponse.Status.REFUSED
       // the verifier loads its own copy of those layers in the subject's dtype: only when it fits
       // what the node reserved for it (consensus-judge.ts consensusMemory's verifierBytes: the
