@@ -76,10 +76,10 @@ export const FOLLOW_ALLOCATION_DRAIN_MS = 60_000
 
 /**
  * How long the allocator must have given this node its new range before the node gives up layers
- * for it (ms): twice the time δ we allow a change of a node record to reach the other replicas
- * (gossip, ~1 s), so a node that counted on this one keeping those layers has seen its new target
- * by then. The record's 2 s write debounce can stretch δ beyond that (node/README.md, "Targets
- * change mid-move", says what that leaves open).
+ * for it (ms): twice the time δ we allow a change of a node record to reach the other replicas by
+ * gossip (~1 s; `layers` and `layersTarget` changes are written at once, node-record.ts), so a node
+ * that counted on this one keeping those layers has seen its new target by then (node/README.md,
+ * "Targets change mid-move").
  */
 export const FOLLOW_ALLOCATION_SETTLE_MS = 2_000
 

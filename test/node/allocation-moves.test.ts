@@ -49,7 +49,10 @@ describe('--layers auto: staggered moves from served ranges', () => {
     // 16 MiB holds 3 of stories260K's 5 layers (KV reserve included), 10 MiB two, so loads drain first
     const memories = ['16M', '10M', '16M', '10M']
     const poller = (async () => {
-      while (polling) {
+      // one last snapshot after polling stops: the settled state (the model may have been covered
+      // only since the last one)
+      for (let last = false; !last;) {
+        last = !polling
         if (daemons.length > 0) {
           try {
             const view = await controlRequest(join(daemons[0].dir, 'control.sock'), { cmd: 'swarm' }) as unknown as { nodes: Record<string, NodeRecord>, online: string[] }
@@ -60,7 +63,7 @@ describe('--layers auto: staggered moves from served ranges', () => {
             for (const r of Object.values(view.nodes)) if (typeof r.capabilities.layersTarget === 'string') targets.push(r.capabilities.layersTarget)
           } catch { /* the control socket is not up yet */ }
         }
-        await new Promise((resolve) => setTimeout(resolve, 100))
+        if (!last) await new Promise((resolve) => setTimeout(resolve, 100))
       }
     })()
     try {
