@@ -30,7 +30,6 @@ export interface NodeRecordPublisher {
   /**
    * Publishes the layers this node serves and, for `--layers auto`, the allocator's range for it
    * (the `layersTarget` capability, "start:end" or "" — see allocation.ts); undefined: no target.
-   * Written at once (other changes wait NODE_RECORD_DEBOUNCE_MS).
    */
   setLayers: (layers: ServedRange[], target?: string) => void
   /** Publishes the model this node offers and its measured capability. */
@@ -110,10 +109,7 @@ export function startNodeRecordPublisher (host: MyceliumHost, config: NodeConfig
     setLayers: (next, nextTarget) => {
       layers = next.map((r) => ({ ...r }))
       target = nextTarget
-      // other nodes plan their moves on what this one serves and its target: written at once, not
-      // after the debounce (node/serving.ts FOLLOW_ALLOCATION_SETTLE_MS counts on it)
-      if (timer !== undefined) clearTimeout(timer)
-      write()
+      schedule()
     },
     setModel: (next) => {
       model = { ...next }

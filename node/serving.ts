@@ -76,12 +76,12 @@ export const FOLLOW_ALLOCATION_DRAIN_MS = 60_000
 
 /**
  * How long the allocator must have given this node its new range before the node gives up layers
- * for it (ms): 2δ, where δ (assumed ≤ 2 s: gossip, plus a busy node's signing and passes) is how
- * long a change of a node record takes to reach the other replicas (`layers` and `layersTarget`
- * changes are written at once, node-record.ts), so a node that counted on this one keeping those
- * layers has seen its new target by then (node/README.md, "Targets change mid-move").
+ * for it (ms): twice the time δ we allow a change of a node record to reach the other replicas
+ * (gossip, ~1 s), so a node that counted on this one keeping those layers has seen its new target
+ * by then. The record's 2 s write debounce can stretch δ beyond that (node/README.md, "Targets
+ * change mid-move", says what that leaves open).
  */
-export const FOLLOW_ALLOCATION_SETTLE_MS = 4_000
+export const FOLLOW_ALLOCATION_SETTLE_MS = 2_000
 
 /** What `followAllocation` reads and drives (the host's stage service and the model side). */
 export interface FollowTarget {
