@@ -8,6 +8,7 @@ import { roundChains, runConsensusRound, type ConsensusRun } from '../../client/
 import { NoRouteError } from '../../client/errors.ts'
 import { applyCalibration, initialReputation, type ReputationState } from '../../consensus/index.ts'
 import type { NodeRecord } from '../../crdt/index.ts'
+import { ownerRun } from './consensus-run.ts'
 
 const MODEL = 'm'.repeat(64)
 const N_LAYERS = 4
@@ -18,25 +19,7 @@ function record (start: number, end: number): NodeRecord {
 
 /** A run over `records` (all online) with `state` as the owner's ledger; opening a stream fails the test. */
 function runOf (records: Record<string, NodeRecord>, state: ReputationState, excluded: string[] = []): ConsensusRun {
-  const nodes = new Map(Object.entries(records))
-  return {
-    self: 'owner',
-    swarm: 'test',
-    state: { nodes: () => nodes, online: () => [...nodes.keys()] } as unknown as ConsensusRun['state'],
-    online: () => [...nodes.keys()],
-    openStream: async () => { throw new Error('no stream may be opened') },
-    inferenceProtocol: '/test',
-    info: { id: MODEL, manifest: { nLayers: N_LAYERS, dim: 8 } } as unknown as ConsensusRun['info'],
-    tokenizer: {} as unknown as ConsensusRun['tokenizer'],
-    prompt: [1, 2],
-    promptText: 'x',
-    maxTokens: 4,
-    seed: 1,
-    sampling: { temperature: 0, topP: 1, topK: 0 },
-    codecBytes: 4,
-    host: { reputation: () => state, excluded: (p) => excluded.includes(p) },
-    signal: new AbortController().signal
-  }
+  return ownerRun({ self: 'owner', records: new Map(Object.entries(records)), state, model: MODEL, nLayers: N_LAYERS, excluded })
 }
 
 // whole-model nodes w0–w3 and a split pair s0 ([0,2)) + s1 ([2,4))
