@@ -4,12 +4,13 @@
 // scheduled and settled among the judges admitted for it, by the owner and by every ledger alike;
 // a round record without a model (from before) still parses and counts every admitted node.
 import { describe, expect, it } from 'vitest'
-import { admittedFor, applyCalibration, commitBallot, DEFAULT_REPUTATION_PARAMS, eligibleJudges, encodeReputation, initialReputation, scheduleRound, settleRound, type Answer, type Vote } from '../../consensus/index.ts'
+import { admittedFor, applyCalibration, commitBallot, DEFAULT_REPUTATION_PARAMS, eligibleJudges, encodeReputation, initialReputation, scheduleRound, settleRound, type Answer } from '../../consensus/index.ts'
 import { deriveLedger, type StoredRecord } from '../../consensus/ledger.ts'
 import { parseRecord, recordData, recordId, type ConsensusRecord } from '../../consensus/records.ts'
 import { InvalidConsensusRecordError } from '../../consensus/errors.ts'
 import { createRng } from '../../sharding/sim/random.ts'
 import { testSeed } from '../seed.ts'
+import { noisyBallots } from './ballots.ts'
 
 const seed = testSeed()
 const A = 'a'.repeat(64)
@@ -45,13 +46,8 @@ function playRounds (rounds: number, rng: () => number, legacy = false): StoredR
     const answers: Answer[] = authors.filter((a) => a !== owner).slice(0, 4).map((author, i) => ({ id: `d${r}x${i}`, author }))
     const state = deriveLedger(out, { genesis: GENESIS }).state
     const schedule = scheduleRound(state, round, answers, undefined, model !== undefined ? { model } : {})
-    const ballots = new Map<string, Vote[]>()
-    for (const a of schedule.assignments) {
-      const votes = ballots.get(a.judge) ?? []
-      const better = a.first < a.second ? 'first' : 'second'
-      votes.push({ first: a.first, second: a.second, choice: rng() < 0.8 ? better : better === 'first' ? 'second' : 'first' })
-      ballots.set(a.judge, votes)
-    }
+    // answer 0 is best; judges are right 80% of the time
+    const ballots = noisyBallots(schedule, rng)
     // an interloper admitted for B only commits and reveals on an A round: never counted
     if (onA && model !== undefined) ballots.set('b5', schedule.pairs.map(([first, second]) => ({ first, second, choice: 'first' as const })))
     const reveals: Array<[string, number]> = []

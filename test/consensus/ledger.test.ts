@@ -3,12 +3,13 @@
 // a lying owner, an unadmitted verifier and a failed spot-check are handled alike everywhere.
 import { describe, expect, it } from 'vitest'
 import type { JsonValue, SwarmState } from '../../crdt/index.ts'
-import { commitBallot, encodeReputation, scheduleRound, settleRound, type Answer, type Vote } from '../../consensus/index.ts'
+import { commitBallot, encodeReputation, scheduleRound, settleRound, type Answer } from '../../consensus/index.ts'
 import { deriveLedger, type StoredRecord } from '../../consensus/ledger.ts'
 import { recordData, recordId, type ConsensusRecord } from '../../consensus/records.ts'
 import { createRng } from '../../sharding/sim/random.ts'
 import { makeState, syncPair } from '../crdt/helpers.ts'
 import { testSeed } from '../seed.ts'
+import { noisyBallots } from './ballots.ts'
 
 const seed = testSeed()
 
@@ -31,14 +32,8 @@ function playRounds (ids: string[], rounds: number, rng: () => number, lie = fal
     for (const a of answers) out.push({ writer: a.author, record: { t: 'answer', round, digest: a.id } })
     const state = deriveLedger(stored(), { genesis: ids }).state
     const schedule = scheduleRound(state, round, answers)
-    const ballots = new Map<string, Vote[]>()
-    for (const a of schedule.assignments) {
-      const votes = ballots.get(a.judge) ?? []
-      // Answer 0 is best; judges are right 80% of the time.
-      const better = a.first < a.second ? 'first' : 'second'
-      votes.push({ first: a.first, second: a.second, choice: rng() < 0.8 ? better : better === 'first' ? 'second' : 'first' })
-      ballots.set(a.judge, votes)
-    }
+    // answer 0 is best; judges are right 80% of the time
+    const ballots = noisyBallots(schedule, rng)
     const reveals: Array<[string, number]> = []
     const commitments = []
     const revealList = []
