@@ -10,8 +10,8 @@
 // ranges for rebalancing (hysteresis: rebalance keeps a covering assignment) are the targets, so a
 // half-done move is never "kept" as if it were the goal; the waves are planned from the served
 // ranges to the target, so a wave starts only once the one before it really landed. A record
-// without `layersTarget` (a pinned `--layers a:b` node, older software) counts its `layers` as
-// both. RTTs: what the
+// without `layersTarget` (a pinned `--layers a:b` node) counts its `layers` as both, and is
+// pinned: rebalancing keeps it there and plans the others around it. RTTs: what the
 // members publish about each other (`rttMs:<peer>` capabilities, the mean when both sides
 // measured) — never this node's own probe table, which other nodes cannot see.
 import type { Logger } from 'pino'
@@ -99,7 +99,9 @@ export function membersFromRecords (nodes: ReadonlyMap<string, NodeRecord>, onli
         memoryBytes: c.memoryBytes,
         ...(positive(c.bandwidthBytesPerS) ? { bandwidthBytesPerS: c.bandwidthBytesPerS } : {})
       },
-      ...(range !== undefined ? { current: { start: range.start, end: range.end } } : {})
+      ...(range !== undefined ? { current: { start: range.start, end: range.end } } : {}),
+      // no target published: it does not follow the allocator (`--layers a:b`), so it stays put
+      ...(target === undefined && range !== undefined ? { pinned: true } : {})
     })
   }
   return out

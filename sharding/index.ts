@@ -55,6 +55,11 @@ export interface Member {
   current?: LayerRange
   /** It announced a graceful leave: keep it serving until its layers are covered elsewhere. */
   leaving?: boolean
+  /**
+   * It serves `current` and will not move (`--layers a:b`): rebalance keeps it there and covers
+   * the rest with the others. Ignored without `current`.
+   */
+  pinned?: boolean
 }
 
 /** One node's layers in an allocation. */

@@ -105,4 +105,19 @@ describe('allocation from the replicated records', () => {
     for (const bad of ['x', '3:2', '0:9', '1:2:3', 7]) expect(targetFromRecord(record({ layersTarget: bad }), manifest)).toBeUndefined()
     expect(targetFromRecord(record({ layersTarget: '' }), manifest)).toBeNull()
   })
+
+  it('a record without layersTarget (--layers a:b) is pinned: the allocation keeps it where it is', () => {
+    const [id1, r1] = node(1, { layersTarget: '' })
+    const [id2, r2] = node(2)
+    const [id3, r3] = node(3, { layersTarget: '0:5' })
+    r2.layers = [{ model: manifest.id, start: 1, end: 3 }]
+    r3.layers = [{ model: manifest.id, start: 0, end: 5 }]
+    const nodes = new Map([[id1, r1], [id2, r2], [id3, r3]])
+    const members = membersFromRecords(nodes, [id1, id2, id3], manifest, 'f32')
+    expect(members.map((x) => x.pinned === true)).toEqual([false, true, false])
+    const view = computeAllocation(manifest, 'f32', nodes, [id1, id2, id3], id2, 0)
+    expect(view.self).toEqual({ start: 1, end: 3 })
+    expect(view.waves.flat().some((x) => x.peerId === id2)).toBe(false)
+    expect(view.covered).toBe(true)
+  })
 })
