@@ -81,9 +81,16 @@ describe(`reputation (TEST_SEED=${seed} npx vitest run test/consensus/reputation
   })
 
   it('simulator: a copy-cat is caught by commit–reveal and not without it', () => {
-    const closed = runSwarm({ seed, nodes: 30, adversary: 'copy-cat', fraction: 0.3, rounds: 50, answersPerRound: 8 })
-    const open = runSwarm({ seed, nodes: 30, adversary: 'copy-cat', fraction: 0.3, rounds: 50, answersPerRound: 8, commitReveal: false })
-    expect(closed.aucByRound[49]).toBeGreaterThan(0.95)
-    expect(open.aucByRound[49]).toBeLessThan(0.8)
+    // One run's AUC without commit–reveal spreads widely with the seed (0.00–0.98 over 150 seeds,
+    // median 0.31), so the claim is on the mean of four swarms (worst of 60 groups: 0.57); with
+    // commit–reveal every run separates them (1.000 in all 150).
+    let open = 0
+    for (let k = 0; k < 4; k++) {
+      const s = (seed + k * 7919) >>> 0
+      const closed = runSwarm({ seed: s, nodes: 30, adversary: 'copy-cat', fraction: 0.3, rounds: 50, answersPerRound: 8 })
+      expect(closed.aucByRound[49]).toBeGreaterThan(0.95)
+      open += runSwarm({ seed: s, nodes: 30, adversary: 'copy-cat', fraction: 0.3, rounds: 50, answersPerRound: 8, commitReveal: false }).aucByRound[49] / 4
+    }
+    expect(open).toBeLessThan(0.75)
   })
 })
