@@ -78,8 +78,14 @@ export const FINGERPRINT_TOP_K = 8
  * layer ≥ 0.086 (200 random prompts × 29 positions); noise of 0.02 × RMS (which already changes greedy tokens) ≈ 0.01.
  */
 export const FINGERPRINT_VALUE_TOLERANCE = 0.005
-/** Fingerprint: tolerance when one side holds q8_0 and the other f32/f16 (honest worst 0.035). */
-export const FINGERPRINT_Q8_TOLERANCE = 0.05
+/**
+ * Fingerprint: tolerance when one side holds q8_0 and the other f32/f16 (nodes check in the
+ * subject's dtype, so only a verifier that cannot do that uses it). Honest stages on stories260K:
+ * p99.9 0.028, worst 0.046 over 132,000 positions (3,000 random prompts, every codec), but one
+ * test prompt reached 0.054 (TEST_SEED=890585341, which failed the old 0.05); a skipped layer
+ * ≥ 0.086.
+ */
+export const FINGERPRINT_Q8_TOLERANCE = 0.07
 /** Fingerprint: claimed top-k positions that may fall outside the verifier's top 2k. */
 export const FINGERPRINT_INDEX_SLACK = 1
 /**

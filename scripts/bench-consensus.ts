@@ -183,7 +183,7 @@ for (const codec of ['f32', 'f16', 'int8'] as const) for (const v of Object.keys
 for (const v of ['f32', 'q8_0']) trial('lazy (skips layer 3)', 'int8', v, { stage: lazy })
 const corruptRows = [0.005, 0.01, 0.02, 0.1, 0.3].map((c) => trial(`corrupting ${c} × RMS noise`, 'int8', 'f32', { corruption: c }))
 trial('corrupting 0.3 × RMS, 25% of steps', 'int8', 'f32', { corruption: 0.3, corruptRate: 0.25 })
-console.log(`\nspot-checks on real stories260K shards: ${args.runs} runs × (4-token prompt + 40 generated), ${CHECKS} positions checked per run, top-8, tolerance fingerprintTolerance(stage, verifier): 0.005 of the row max, 0.05 with q8_0 on one side`)
+console.log(`\nspot-checks on real stories260K shards: ${args.runs} runs × (4-token prompt + 40 generated), ${CHECKS} positions checked per run, top-8, tolerance fingerprintTolerance(stage, verifier): 0.005 of the row max, 0.07 with q8_0 on one side`)
 table(['audited stage', 'codec', 'verifier', 'runs', 'flagged %', 'tokens changed %', 'max value err'], spotRows.map((r) => [r.stage, r.codec, r.verifier, String(r.runs), pct(r.flagged / r.runs), r.stage === 'honest' ? '' : pct(r.tokensChanged / r.runs), f(r.maxValueError, 4)]))
 
 // Prompt injection against the REAL likelihood judge (stories260K, whole model).
