@@ -44,6 +44,8 @@ export interface AllocationView {
   served: Assignment[]
   /** The target each member publishes itself (`layersTarget`; a pinned node: what it serves). */
   published: Assignment[]
+  /** Members pinned to what they serve (`--layers a:b`: no `layersTarget`), sorted; never moved. */
+  pinned: string[]
   /** This node's range, or null when the allocation gives it none. */
   self: LayerRange | null
   computedAt: number
@@ -164,6 +166,7 @@ export function computeAllocation (manifest: ModelManifest, dtype: WeightDType, 
     uncovered,
     served,
     published: members.flatMap((m) => (m.current === undefined ? [] : [{ peerId: m.peerId, ...m.current }])),
+    pinned: members.filter((m) => m.pinned === true).map((m) => m.peerId),
     self: mine === undefined ? null : { start: mine.start, end: mine.end },
     computedAt: now
   }

@@ -117,6 +117,7 @@ describe('allocation from the replicated records', () => {
     expect(members.map((x) => x.pinned === true)).toEqual([false, true, false])
     const view = computeAllocation(manifest, 'f32', nodes, [id1, id2, id3], id2, 0)
     expect(view.self).toEqual({ start: 1, end: 3 })
+    expect(view.pinned).toEqual([id2])
     expect(view.waves.flat().some((x) => x.peerId === id2)).toBe(false)
     expect(view.covered).toBe(true)
   })

@@ -76,7 +76,7 @@ function swarm () {
     const served = list(servedOf)
     const assignments = list((id) => f.alloc.get(id) ?? null)
     const { waves, uncovered } = planMoves(served, assignments, N_LAYERS)
-    const view: AllocationView = { model: manifest.id, dtype: 'f32', nLayers: N_LAYERS, members: members(), assignments, pipelines: [], tokensPerS: 0, covered: true, mode: 'rebalance', kept: false, waves, uncovered, served, published: list(publishedOf), self: f.alloc.get(f.id) ?? null, computedAt: Date.now() }
+    const view: AllocationView = { model: manifest.id, dtype: 'f32', nLayers: N_LAYERS, members: members(), assignments, pipelines: [], tokensPerS: 0, covered: true, mode: 'rebalance', kept: false, waves, uncovered, served, published: list(publishedOf), pinned: [], self: f.alloc.get(f.id) ?? null, computedAt: Date.now() }
     f.published = view.self
     return view
   }

@@ -57,7 +57,7 @@ function world (budget: number): {
     }
   }
   const setView = (self: { start: number, end: number } | null, waves: Move[][] = []): void => {
-    view = { model: manifest.id, dtype: 'f32', nLayers: 5, members: [SELF], assignments: [], pipelines: [], tokensPerS: 0, covered: true, mode: 'rebalance', kept: false, waves, uncovered: [], served: [], published: [], self, computedAt: Date.now() }
+    view = { model: manifest.id, dtype: 'f32', nLayers: 5, members: [SELF], assignments: [], pipelines: [], tokensPerS: 0, covered: true, mode: 'rebalance', kept: false, waves, uncovered: [], served: [], published: [], pinned: [], self, computedAt: Date.now() }
   }
   return { target, setView, served, sessions, events, capability, queries: () => queries }
 }
